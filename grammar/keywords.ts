@@ -1,0 +1,13 @@
+// The reserved words of vm.conf: OpenBSD's parse.y keyword table, and the words of our extensions.
+// The man-page test checks that every word here is documented in share/man/man5/vm.conf.5.
+
+/** OpenBSD parse.y 1.72 `lookup()` table (sorted): always reserved, so they must be quoted as names. */
+export const KEYWORDS: readonly string[] = [
+  'add', 'agentx', 'allow', 'boot', 'cdrom', 'context', 'delay', 'device', 'disable', 'disk',
+  'down', 'enable', 'format', 'group', 'id', 'include', 'inet6', 'instance', 'interface',
+  'interfaces', 'lladdr', 'local', 'locked', 'memory', 'net', 'owner', 'parallel', 'path',
+  'prefix', 'rdomain', 'sev', 'seves', 'size', 'socket', 'staggered', 'start', 'switch', 'up', 'vm',
+];
+
+/** Words of vmd's extensions; recognised only where they are expected, so OpenBSD configs keep working. */
+export const EXTENSION_WORDS: readonly string[] = [];

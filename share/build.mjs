@@ -1,0 +1,34 @@
+// The build: generate the vm.conf parser with peggy, compile TypeScript, copy runtime data into dist/.
+// Plain JavaScript so it runs before anything is compiled; no shell, every step through execFileSync.
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, chmodSync, existsSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+
+run(bin('peggy'), [
+  '--format', 'es', '--dts',
+  '--allowed-start-rules', '*',
+  '-o', 'grammar/vm.conf.parser.js',
+  'grammar/vm.conf.peggy',
+]);
+run(bin('tsc'), ['-p', 'tsconfig.json']);
+
+mkdirSync(join(root, 'dist/grammar'), { recursive: true });
+cpSync(join(root, 'grammar/vm.conf.parser.js'), join(root, 'dist/grammar/vm.conf.parser.js'));
+
+// Native addon (SO_PEERCRED and friends), when its sources exist.
+const addon = join(root, 'vmd/native');
+if (existsSync(join(addon, 'binding.gyp'))) {
+  const built = join(addon, 'build/Release');
+  if (!existsSync(built) || !readdirSync(built).some((f) => f.endsWith('.node'))) {
+    run(bin('node-gyp'), ['rebuild', '--directory', addon]);
+  }
+}
+
+for (const entry of ['dist/vmd/vmd.js', 'dist/vmctl/vmctl.js']) {
+  if (existsSync(join(root, entry))) chmodSync(join(root, entry), 0o755);
+}

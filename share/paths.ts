@@ -1,0 +1,32 @@
+// Well-known paths of vmd and vmctl, with the environment overrides tests and parallel daemons rely on.
+// VMD_SOCKET and VMD_STATE_DIR apply to vmd and vmctl alike.
+
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const DEFAULT_CONFIG = '/etc/vm.conf';
+export const DEFAULT_SOCKET = '/run/vmd.sock';
+export const DEFAULT_STATE_DIR = '/var/lib/vmd';
+export const DEFAULT_USER = '_vmd';
+
+/** The control socket vmd listens on and vmctl connects to. */
+export function socketPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.VMD_SOCKET && env.VMD_SOCKET.length > 0 ? resolve(env.VMD_SOCKET) : DEFAULT_SOCKET;
+}
+
+/** Directory with the SQLite state and the guests' runtime sockets. */
+export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.VMD_STATE_DIR && env.VMD_STATE_DIR.length > 0 ? resolve(env.VMD_STATE_DIR) : DEFAULT_STATE_DIR;
+}
+
+/** The unprivileged user the vmm and control roles and QEMU run as. */
+export function vmdUser(env: NodeJS.ProcessEnv = process.env): string {
+  return env.VMD_USER && env.VMD_USER.length > 0 ? env.VMD_USER : DEFAULT_USER;
+}
+
+/** The checkout (or installed package) root: dist/share/paths.js is two levels below it. */
+export const packageRoot: string = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Compiled entry points, for re-executing roles and for tests. */
+export const vmdEntry: string = join(packageRoot, 'dist', 'vmd', 'vmd.js');
+export const vmctlEntry: string = join(packageRoot, 'dist', 'vmctl', 'vmctl.js');
