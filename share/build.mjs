@@ -7,7 +7,16 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
-const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+// Every step runs even when an earlier one failed (tsc still emits on type errors), so one broken
+// file does not hide the state of the rest; the exit status reports any failure.
+let failed = 0;
+const run = (cmd, args) => {
+  try {
+    execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  } catch {
+    failed += 1;
+  }
+};
 
 run(bin('peggy'), [
   '--format', 'es', '--dts',
@@ -18,7 +27,7 @@ run(bin('peggy'), [
 run(bin('tsc'), ['-p', 'tsconfig.json']);
 
 mkdirSync(join(root, 'dist/grammar'), { recursive: true });
-cpSync(join(root, 'grammar/vm.conf.parser.js'), join(root, 'dist/grammar/vm.conf.parser.js'));
+if (existsSync(join(root, 'grammar/vm.conf.parser.js'))) cpSync(join(root, 'grammar/vm.conf.parser.js'), join(root, 'dist/grammar/vm.conf.parser.js'));
 
 // Native addon (SO_PEERCRED and friends), when its sources exist.
 const addon = join(root, 'vmd/native');
@@ -31,4 +40,8 @@ if (existsSync(join(addon, 'binding.gyp'))) {
 
 for (const entry of ['dist/vmd/vmd.js', 'dist/vmctl/vmctl.js']) {
   if (existsSync(join(root, entry))) chmodSync(join(root, entry), 0o755);
+}
+if (failed > 0) {
+  console.error(`build: ${failed} step(s) failed`);
+  process.exit(1);
 }
