@@ -1,7 +1,7 @@
 // The build: generate the vm.conf parser with peggy, compile TypeScript, copy runtime data into dist/.
 // Plain JavaScript so it runs before anything is compiled; no shell, every step through execFileSync.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, chmodSync, existsSync, readdirSync } from 'node:fs';
+import { cpSync, mkdirSync, chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -29,12 +29,15 @@ run(bin('tsc'), ['-p', 'tsconfig.json']);
 mkdirSync(join(root, 'dist/grammar'), { recursive: true });
 if (existsSync(join(root, 'grammar/vm.conf.parser.js'))) cpSync(join(root, 'grammar/vm.conf.parser.js'), join(root, 'dist/grammar/vm.conf.parser.js'));
 
-// Native addon (SO_PEERCRED and friends), when its sources exist.
+// Native addon (SO_PEERCRED, TUNSETIFF): rebuilt when its C source is newer than the built module.
 const addon = join(root, 'vmd/native');
 if (existsSync(join(addon, 'binding.gyp'))) {
-  const built = join(addon, 'build/Release');
-  if (!existsSync(built) || !readdirSync(built).some((f) => f.endsWith('.node'))) {
-    run(bin('node-gyp'), ['rebuild', '--directory', addon]);
+  const built = join(addon, 'build/Release/vmd_native.node');
+  const newest = Math.max(...readdirSync(addon).filter((f) => /\.(c|gyp)$/.test(f)).map((f) => statSync(join(addon, f)).mtimeMs));
+  if (!existsSync(built) || statSync(built).mtimeMs < newest) {
+    // Debian's nodejs ships its headers in /usr/include/node: use them instead of downloading any.
+    const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
+    run(bin('node-gyp'), ['rebuild', '--directory', addon, ...(nodedir ? [`--nodedir=${nodedir}`] : [])]);
   }
 }
 

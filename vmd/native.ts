@@ -1,0 +1,91 @@
+// Typed access to vmd's own native addon (vmd/native/vmd_native.c): what Node cannot do by itself.
+// Peer credentials come from the kernel (SO_PEERCRED), never from the client; taps are made on an fd QEMU inherits.
+
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { packageRoot } from '../share/paths.js';
+import { VmdError } from '../share/errors.js';
+
+/** Who is at the other end of a unix socket, as the kernel recorded it at connect() time. */
+export interface PeerCred {
+  /** For logs only: 0 when the peer is in another pid namespace, and pids are reused; authorise on uid. */
+  readonly pid: number;
+  /** The peer's effective uid at connect(); 65534 (overflow uid) if it is unmapped in our user namespace. */
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** How tunOpen sets up the tap; owner/group are uids/gids allowed to attach to it later (always set owner). */
+export interface TunOptions {
+  /** IFF_VNET_HDR: QEMU's virtio-net offloads need it (`-netdev tap,fd=N,vnet_hdr=on`). */
+  readonly vnetHdr: boolean;
+  /** true: the tap outlives the fd (TUNSETPERSIST 1); false: clear persistence; absent: leave as is. */
+  readonly persist?: boolean;
+  readonly owner?: number;
+  readonly group?: number;
+}
+
+/** An fd attached to a tap and the name the kernel actually gave it (it picks tapN for an empty name). */
+export interface TunHandle {
+  readonly fd: number;
+  readonly name: string;
+}
+
+interface NativeAddon {
+  peerCred(fd: number): PeerCred;
+  tunOpen(name: string, options: TunOptions): TunHandle;
+  closeFd(fd: number): void;
+}
+
+/** Where the build (share/build.mjs → node-gyp) leaves the addon, relative to the package root. */
+export const NATIVE_ADDON_PATH: string = join(packageRoot, 'vmd', 'native', 'build', 'Release', 'vmd_native.node');
+
+let addon: NativeAddon | undefined;
+
+// Loaded on first use, so modules that import this one (and vmctl) still start where the addon is not built.
+function native(): NativeAddon {
+  if (addon !== undefined) return addon;
+  const require = createRequire(import.meta.url);
+  try {
+    addon = require(NATIVE_ADDON_PATH) as NativeAddon;
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND';
+    throw new VmdError(
+      'ERR_INTERNAL',
+      missing ? 'native addon not built: run npm run build' : `native addon failed to load: ${(err as Error).message}`,
+      { hint: missing ? `expected ${NATIVE_ADDON_PATH}` : 'rebuild it: rm -rf vmd/native/build && npm run build', cause: err },
+    );
+  }
+  return addon;
+}
+
+// A system-style error for bad sockets, so callers check `err.code` the same way as for the addon's own errors.
+function badSocket(message: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(`EBADF: ${message}`);
+  err.code = 'EBADF';
+  err.errno = -9;
+  err.syscall = 'getsockopt';
+  return err;
+}
+
+/** The kernel's record of a connected unix socket's peer: the control role authorises on this uid alone. */
+export function peerCred(socket: Socket): PeerCred {
+  // net.Socket has no public fd accessor; its libuv handle (a Pipe for unix sockets) carries the fd.
+  const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle;
+  const fd = handle?.fd;
+  if (socket.destroyed || handle == null) throw badSocket('peerCred: socket is closed');
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) throw badSocket('peerCred: socket has no file descriptor');
+  return native().peerCred(fd);
+}
+
+/** A tap on an fd that QEMU inherits (`-netdev tap,fd=N`), so QEMU itself needs no access to /dev/net/tun. */
+// PRIV: opens /dev/net/tun (mode 0600) and creates taps (CAP_NET_ADMIN); only the root parent calls it.
+export function tunOpen(name: string, options: TunOptions): TunHandle {
+  return native().tunOpen(name, options);
+}
+
+/** Releases an fd from tunOpen once the spawned QEMU holds its own copy (Node does not track these fds). */
+export function closeFd(fd: number): void {
+  native().closeFd(fd);
+}
