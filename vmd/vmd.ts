@@ -1,79 +1,89 @@
 #!/usr/bin/env node
-// The vmd executable: parses OpenBSD's vmd(8) flags, then runs the config test or the daemon.
-// The parent re-executes this file for each child role with an internal `--role` flag.
+// The vmd executable: parses vmd(8)'s flags, then runs the config test, the daemon, or (re-executed) a child role.
+// Without -d the daemon detaches and logs to the state directory; with -d it stays in the foreground on stderr.
 
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseVmdArgs } from './args.js';
 import { configTest } from './configtest.js';
-import { DEFAULT_CONFIG } from '../share/paths.js';
+import { logInit, logWarn } from './log.js';
+import { stateDir } from '../share/paths.js';
 
-/** The parsed command line of vmd(8). */
-export interface VmdOptions {
-  readonly debug: boolean;
-  readonly configTest: boolean;
-  readonly verbose: number;
-  readonly macros: Record<string, string>;
-  readonly file: string;
-  readonly role: string | null;
-}
-
-const USAGE = 'usage: vmd [-dnv] [-D macro=value] [-f file]';
-
-/** getopt(3)-style parsing of `-dnv -D m=v -f file`, bundled flags included (`-dvv`, `-fFILE`). */
-export function parseVmdArgs(argv: readonly string[]): VmdOptions | string {
-  let debug = false;
-  let test = false;
-  let verbose = 0;
-  let file = DEFAULT_CONFIG;
-  let role: string | null = null;
-  const macros: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--role') {
-      role = argv[++i] ?? null;
-      if (role === null) return USAGE;
-      continue;
-    }
-    if (arg === '--') {
-      if (i + 1 < argv.length) return USAGE;
-      break;
-    }
-    if (!arg.startsWith('-') || arg === '-') return USAGE;
-    for (let j = 1; j < arg.length; j++) {
-      const c = arg[j];
-      if (c === 'd') debug = true;
-      else if (c === 'n') test = true;
-      else if (c === 'v') verbose++;
-      else if (c === 'D' || c === 'f') {
-        const value = j + 1 < arg.length ? arg.slice(j + 1) : argv[++i];
-        if (value === undefined) return USAGE;
-        if (c === 'f') file = value;
-        else {
-          // Split at the last '=' as vmd's symset does (strrchr).
-          const eq = value.lastIndexOf('=');
-          if (eq <= 0) process.stderr.write(`vmd: could not parse macro definition ${value}\n`);
-          else macros[value.slice(0, eq)] = value.slice(eq + 1);
-        }
-        break;
-      } else return USAGE;
-    }
-  }
-  return { debug, configTest: test, verbose, macros, file, role };
-}
+const DETACHED_FLAG = '--detached-child';
 
 async function main(): Promise<number> {
-  const options = parseVmdArgs(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  const detachedChild = argv.includes(DETACHED_FLAG);
+  const options = parseVmdArgs(argv.filter((a) => a !== DETACHED_FLAG));
   if (typeof options === 'string') {
     process.stderr.write(`${options}\n`);
     return 1;
   }
   if (options.configTest) return configTest(options);
-  process.stderr.write('vmd: the daemon is not implemented yet\n');
-  return 1;
+  logInit(options.role, options.verbose);
+  if (options.role === 'vmm') {
+    (await import('./vmm.js')).vmmMain();
+    return -1;
+  }
+  if (options.role === 'control') {
+    (await import('./control.js')).controlMain();
+    return -1;
+  }
+  if (options.role !== null) {
+    process.stderr.write(`vmd: unknown role ${options.role}\n`);
+    return 1;
+  }
+  if (process.getuid?.() !== 0 && process.env.VMD_ROOTLESS === undefined) {
+    process.stderr.write('vmd: need root privileges\n');
+    return 1;
+  }
+  if (!options.debug && !detachedChild) return daemonise(argv);
+  const { parentMain } = await import('./parent.js');
+  return parentMain({
+    file: options.file,
+    macros: options.macros,
+    verbose: options.verbose,
+    onReady: () => {
+      if (detachedChild && process.send !== undefined) {
+        process.send({ type: 'ready' });
+        process.disconnect();
+      }
+    },
+  });
+}
+
+/** Start the daemon detached with its output in `<state>/vmd.log`; return once it listens (0) or failed (1). */
+async function daemonise(argv: string[]): Promise<number> {
+  const dir = stateDir();
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const logPath = join(dir, 'vmd.log');
+  const log = openSync(logPath, 'a', 0o640);
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...argv, DETACHED_FLAG], {
+    detached: true,
+    // The invoker's cwd is kept: relative paths in vm.conf resolve against it, as under -d (vmd.8 says so).
+    stdio: ['ignore', log, log, 'ipc'],
+  });
+  return new Promise<number>((resolve) => {
+    child.once('message', () => {
+      child.unref();
+      child.disconnect();
+      resolve(0);
+    });
+    child.once('exit', (code) => {
+      process.stderr.write(`vmd: daemon exited during start-up (status ${code ?? 'signal'}); see ${logPath}\n`);
+      resolve(1);
+    });
+  });
 }
 
 main().then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    // -1: a child role, which lives until its parent goes.
+    if (code >= 0) process.exit(code);
+  },
   (err: unknown) => {
-    process.stderr.write(`vmd: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    logWarn(err instanceof Error ? err.message : String(err));
+    process.exit(1);
   },
 );

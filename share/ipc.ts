@@ -1,0 +1,71 @@
+// Messages between vmd's own processes (parent <-> vmm, parent <-> control), declared once.
+// They travel over Node's IPC channel; a role that receives a malformed one treats its sibling as broken.
+
+import type { Config } from './config.js';
+import type { VmdErrorData } from './errors.js';
+import type { ControlRequest, ControlResponse, VmState } from './protocol.js';
+
+/** What vmm needs to drive one running guest. */
+export interface GuestHandle {
+  readonly vmId: number;
+  readonly name: string;
+  readonly pid: number;
+  readonly qmpSocket: string;
+  readonly consoleSocket: string;
+  /** True when re-adopting a guest after a vmd restart (no fresh boot output to expect). */
+  readonly adopted: boolean;
+}
+
+// ---- parent -> vmm ----
+export type ParentToVmm =
+  | { readonly type: 'vmm.config'; readonly verbose: number; readonly stopTimeoutMs: number }
+  | { readonly type: 'vm.adopt'; readonly req: number; readonly guest: GuestHandle }
+  | { readonly type: 'vm.stop'; readonly req: number; readonly vmId: number; readonly force: boolean }
+  | { readonly type: 'vm.pause'; readonly req: number; readonly vmId: number }
+  | { readonly type: 'vm.unpause'; readonly req: number; readonly vmId: number }
+  /** Carries the client socket as the IPC handle; vmm answers the client itself from here on. */
+  | { readonly type: 'vm.console.attach'; readonly vmId: number; readonly name: string; readonly reqId: number; readonly remainder: string }
+  | { readonly type: 'vm.forget'; readonly vmId: number }
+  | { readonly type: 'log.verbose'; readonly level: number };
+
+// ---- vmm -> parent ----
+export type VmmToParent =
+  | { readonly type: 'vmm.ready' }
+  | { readonly type: 'vm.result'; readonly req: number; readonly error: VmdErrorData | null; readonly state?: VmState }
+  /** The guest's QEMU is gone; reason from QMP's SHUTDOWN event when there was one. */
+  | { readonly type: 'vm.exited'; readonly vmId: number; readonly pid: number; readonly reason: string }
+  | { readonly type: 'vm.state'; readonly vmId: number; readonly state: VmState };
+
+// ---- control -> parent ----
+export type ControlToParent =
+  | { readonly type: 'control.ready' }
+  | { readonly type: 'control.request'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest }
+  /** A console request; the client socket travels as the IPC handle. */
+  | { readonly type: 'control.console'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest; readonly remainder: string }
+  | { readonly type: 'control.closed'; readonly peer: number };
+
+// ---- parent -> control ----
+export type ParentToControl =
+  | { readonly type: 'control.config'; readonly verbose: number }
+  | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
+  | { readonly type: 'log.verbose'; readonly level: number };
+
+/** Shapes the parent hands the other roles at start; kept for roles that need the parsed config. */
+export interface ConfigSnapshot {
+  readonly config: Config;
+}
+
+const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose']);
+const VMM_TO_PARENT = new Set(['vmm.ready', 'vm.result', 'vm.exited', 'vm.state']);
+const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.closed']);
+const PARENT_TO_CONTROL = new Set(['control.config', 'control.response', 'log.verbose']);
+
+function typed(set: Set<string>, msg: unknown): boolean {
+  return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && set.has((msg as { type: string }).type);
+}
+
+/** Channel readers: a sibling sending an unknown message type is a bug in vmd, so callers treat false as fatal. */
+export const isParentToVmm = (m: unknown): m is ParentToVmm => typed(PARENT_TO_VMM, m);
+export const isVmmToParent = (m: unknown): m is VmmToParent => typed(VMM_TO_PARENT, m);
+export const isControlToParent = (m: unknown): m is ControlToParent => typed(CONTROL_TO_PARENT, m);
+export const isParentToControl = (m: unknown): m is ParentToControl => typed(PARENT_TO_CONTROL, m);

@@ -1,0 +1,176 @@
+// End-to-end harness: a real vmd in a network namespace of the test's own, with its own state dir and socket.
+// Teardown stops vmd, kills any guest it left, removes the namespace and the directory: nothing outlives a test.
+
+import { execa, type ResultPromise } from 'execa';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { packageRoot, vmctlEntry, vmdEntry } from '../../share/paths.js';
+
+let counter = 0;
+
+export interface VmctlResult {
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly exitCode: number;
+}
+
+export interface HarnessOptions {
+  /** vm.conf text; written to <dir>/vm.conf. */
+  readonly config?: string;
+  /** Extra environment for vmd (e.g. VMD_STOP_TIMEOUT). */
+  readonly env?: Record<string, string>;
+}
+
+/** Guest boot files built by share/guest/build. */
+export const guestKernel = join(packageRoot, 'build', 'guest', 'kernel');
+export const guestInitrd = join(packageRoot, 'build', 'guest', 'initrd.img');
+
+/** Every pid whose command line mentions `needle` (used to find the guests of one harness). */
+export function pidsMatching(needle: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      if (cmd.includes(needle)) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+export class VmdHarness {
+  readonly dir: string;
+  readonly netns: string;
+  readonly socket: string;
+  readonly stateDir: string;
+  readonly configPath: string;
+  private daemon: ResultPromise | null = null;
+  daemonLog = '';
+
+  private constructor(private readonly options: HarnessOptions) {
+    this.dir = mkdtempSync(join(tmpdir(), 'vmd-e2e-'));
+    chmodSync(this.dir, 0o755);
+    this.netns = `vmdt-${process.pid}-${counter++}`;
+    this.socket = join(this.dir, 'vmd.sock');
+    this.stateDir = join(this.dir, 'state');
+    this.configPath = join(this.dir, 'vm.conf');
+    writeFileSync(this.configPath, options.config ?? '# empty\n');
+  }
+
+  /** Create the namespace and start vmd -d in it; resolves once the socket answers. */
+  static async start(options: HarnessOptions = {}): Promise<VmdHarness> {
+    const h = new VmdHarness(options);
+    await execa('ip', ['netns', 'add', h.netns]);
+    await execa('ip', ['-n', h.netns, 'link', 'set', 'lo', 'up']);
+    await h.startDaemon();
+    return h;
+  }
+
+  get env(): Record<string, string> {
+    return { VMD_SOCKET: this.socket, VMD_STATE_DIR: this.stateDir, ...(this.options.env ?? {}) };
+  }
+
+  async startDaemon(): Promise<void> {
+    this.daemonLog = '';
+    const d = execa('ip', ['netns', 'exec', this.netns, process.execPath, vmdEntry, '-d', '-f', this.configPath], {
+      env: this.env, reject: false, all: true, cwd: this.dir,
+    });
+    d.all?.on('data', (c: Buffer) => { this.daemonLog += c.toString(); });
+    this.daemon = d;
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const r = await this.vmctl(['status']);
+      if (!/connect:/.test(r.stderr)) return;
+      if (d.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`vmd did not start:\n${this.daemonLog}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Run the real vmctl against this daemon; optionally as another user. */
+  async vmctl(args: string[], opts: { uid?: number; gid?: number; input?: string; timeoutMs?: number } = {}): Promise<VmctlResult> {
+    const r = await execa(process.execPath, [vmctlEntry, ...args], {
+      env: this.env, reject: false, cwd: this.dir,
+      ...(opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.gid ?? opts.uid }),
+      ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
+      timeout: opts.timeoutMs ?? 60_000,
+    });
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
+  }
+
+  /** Poll `vmctl status` until the VM's state column matches, or throw with the last output. */
+  async waitState(name: string, state: string, timeoutMs = 30_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      const r = await this.vmctl(['status', name]);
+      last = r.stdout + r.stderr;
+      const row = r.stdout.split('\n').find((l) => l.trim().endsWith(` ${name}`));
+      if (row !== undefined && row.trim().split(/\s+/)[7] === state) return row;
+      if (state === 'gone' && row === undefined && r.exitCode === 0) return '';
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`vm ${name} did not reach ${state}:\n${last}\n--- vmd log ---\n${this.daemonLog}`);
+  }
+
+  /** Read the console in pipe mode: send input, collect output until it matches or time runs out. */
+  async console(name: string, input: string, expect: RegExp, timeoutSec = 20): Promise<string> {
+    const deadline = Date.now() + timeoutSec * 1000;
+    let out = '';
+    while (Date.now() < deadline) {
+      const r = await this.vmctl(['console', '-t', '3', name], { input, timeoutMs: timeoutSec * 1000 + 5000 });
+      out += r.stdout;
+      if (expect.test(out)) return out;
+      if (r.exitCode !== 0) throw new Error(`console failed: ${r.stderr}`);
+    }
+    throw new Error(`console output did not match ${expect}:\n${out}`);
+  }
+
+  daemonPids(): number[] {
+    return pidsMatching(vmdEntry).filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`VMD_STATE_DIR=${this.stateDir}`);
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  guestPids(): number[] {
+    return pidsMatching(join(this.stateDir, 'run')).filter((p) => !this.daemonPids().includes(p));
+  }
+
+  /** kill -9 every vmd process of this harness (parent and roles), leaving guests alone. */
+  async killDaemon(): Promise<void> {
+    for (const pid of this.daemonPids()) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    await this.daemon?.catch(() => undefined);
+    this.daemon = null;
+    const deadline = Date.now() + 5000;
+    while (this.daemonPids().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  async stopDaemon(): Promise<void> {
+    if (this.daemon === null) return;
+    this.daemon.kill('SIGTERM');
+    const timer = setTimeout(() => this.daemon?.kill('SIGKILL'), 10_000);
+    await this.daemon.catch(() => undefined);
+    clearTimeout(timer);
+    this.daemon = null;
+  }
+
+  async teardown(): Promise<void> {
+    await this.stopDaemon().catch(() => undefined);
+    await this.killDaemon().catch(() => undefined);
+    for (const pid of this.guestPids()) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    await execa('ip', ['netns', 'del', this.netns], { reject: false });
+    if (existsSync(this.dir)) rmSync(this.dir, { recursive: true, force: true });
+  }
+}

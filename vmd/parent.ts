@@ -1,0 +1,1055 @@
+// The parent role (root): reads vm.conf, owns the SQLite state, opens images, spawns QEMU and reaps it.
+// It never parses bytes from QEMU or from socket clients: control decodes requests, vmm speaks QMP.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import {
+  chmodSync, chownSync, closeSync, constants as fsc, readSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync,
+  renameSync, unlinkSync, writeFileSync,
+} from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import {
+  DEFAULT_MEMORY, DEFAULT_STAGGER_DELAY, MAX_DISKS, MAX_NICS,
+  type Config, type DiskConfig, type InterfaceConfig, type VmConfig,
+} from '../share/config.js';
+import { VmdError, toVmdError, type ErrorCode, type VmdErrorData } from '../share/errors.js';
+import { encodeFrame } from '../share/frame.js';
+import {
+  isControlToParent, isVmmToParent,
+  type ControlToParent, type ParentToControl, type ParentToVmm, type VmmToParent,
+} from '../share/ipc.js';
+import type { ControlRequest, ControlResponse, StartOptions, VmInfo, VmState } from '../share/protocol.js';
+import { socketPath, stateDir as defaultStateDir, vmdUser } from '../share/paths.js';
+import { getgrgid, getpwnam, getpwuid, systemUserDb } from '../share/users.js';
+import { parseConfigFile, type Diagnostic } from '../grammar/parse.js';
+import { resolveAccel } from './accel.js';
+import { StateDb, type VmRecord, type VmRuntime } from './db.js';
+import { logDebug, logInfo, logSetVerbose, logWarn } from './log.js';
+import { RoleChannel } from './proc.js';
+import { qemuArgv, type QemuBacking, type QemuNic, type QemuSpec } from './qemu-argv.js';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+
+const RESTART_WINDOW_MS = 6000;
+const RESTART_LIMIT = 3;
+
+export interface ParentOptions {
+  readonly file: string;
+  readonly macros: Readonly<Record<string, string>>;
+  readonly verbose: number;
+  /** Called once the socket accepts connections (the daemonising launcher waits for it). */
+  readonly onReady?: () => void;
+}
+
+interface Entry {
+  record: VmRecord;
+  runtime: VmRuntime | null;
+  /** Live state mirrored from vmm; 'waiting' for queued config VMs, 'stopped' otherwise when not running. */
+  state: VmState;
+  child: ChildProcess | null;
+  /** A stop was requested (so an exit is not a reboot). */
+  stopRequested: boolean;
+  waiters: Array<{ peer: number; reqId: number; kind: 'stop' | 'wait' }>;
+  /** Starts in the current restart window, for the reboot rate limit. */
+  quickRestarts: number;
+}
+
+interface Identity {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** Format a shell-free message for a start failure from QEMU's own log. */
+function qemuLogTail(path: string): string {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    const lines = text.split('\n').filter((l) => l.length > 0);
+    return lines.slice(-3).join('; ').replace(/^qemu-system-x86_64: /, '');
+  } catch {
+    return '';
+  }
+}
+
+function errnoMessage(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'ENOENT': return 'no such file';
+    case 'EACCES': return 'permission denied';
+    case 'EISDIR': return 'is a directory';
+    case 'ELOOP': return 'too many symbolic links';
+    default: return err instanceof Error ? err.message : String(err);
+  }
+}
+
+/** Whether uid (with its groups) may read (and write) path, by the mode bits, as OpenBSD's vm_checkaccess. */
+function mayAccess(path: string, uid: number, gids: readonly number[], write: boolean): boolean {
+  if (uid === 0) return true;
+  const st = statSync(path);
+  if (!st.isFile()) return false;
+  const need = write ? 0o6 : 0o4;
+  let bits: number;
+  if (st.uid === uid) bits = (st.mode >> 6) & 7;
+  else if (gids.includes(st.gid)) bits = (st.mode >> 3) & 7;
+  else bits = st.mode & 7;
+  return (bits & need) === need;
+}
+
+function groupsOf(uid: number, gid: number): number[] {
+  const user = getpwuid(uid);
+  const gids = new Set<number>([gid]);
+  if (user !== null) {
+    gids.add(user.gid);
+    for (const g of allGroups()) if (g.members.includes(user.name)) gids.add(g.gid);
+  }
+  return [...gids];
+}
+
+function allGroups(): Array<{ gid: number; members: readonly string[] }> {
+  try {
+    return readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':'))
+      .filter((f) => f.length >= 4 && /^\d+$/.test(f[2]!))
+      .map((f) => ({ gid: Number(f[2]), members: f[3]!.split(',').filter((m) => m !== '') }));
+  } catch {
+    return [];
+  }
+}
+
+/** OpenBSD's owner column: `user[:group]`, numeric when unknown, at most 15 characters. */
+function ownerString(uid: number, gid: number | null): string {
+  const user = getpwuid(uid)?.name ?? String(uid);
+  const group = gid === null ? '' : `:${getgrgid(gid)?.name ?? String(gid)}`;
+  return `${user}${group}`.slice(0, 15);
+}
+
+function residentBytes(pid: number): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether pid is the QEMU vmd started for this VM (pids get reused; the process name tells). */
+function isOurQemu(pid: number, vmId: number): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmdline.includes(`process=vmd-${vmId}-`);
+  } catch {
+    return false;
+  }
+}
+
+/** Runs the parent until SIGTERM; resolves with the exit status. */
+export async function parentMain(options: ParentOptions): Promise<number> {
+  logSetVerbose(options.verbose);
+  const root = process.getuid?.() === 0;
+  const stateDirPath = defaultStateDir();
+  const runRoot = join(stateDirPath, 'run');
+  const sockPath = socketPath();
+
+  let ident: Identity | null = null;
+  if (root) {
+    const u = getpwnam(vmdUser());
+    if (u === null) {
+      logWarn(`unknown user ${vmdUser()}: create it (share/setup does) or set VMD_USER`);
+      return 1;
+    }
+    ident = { uid: u.uid, gid: u.gid };
+  }
+  const qemuIdentity: Identity = ident ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+
+  const loaded = loadConfig(options.file, options.macros);
+  if (loaded.config === null) {
+    for (const d of loaded.diagnostics) logWarn(formatDiag(d));
+    return 1;
+  }
+  let config: Config = loaded.config;
+
+  mkdirSync(runRoot, { recursive: true, mode: 0o755 });
+  const db = new StateDb(stateDirPath);
+  const entries = new Map<number, Entry>();
+  const byName = (name: string): Entry | undefined => [...entries.values()].find((e) => e.record.name === name);
+  const lookup = (target: string): Entry | undefined =>
+    /^\d+$/.test(target) ? entries.get(Number(target)) ?? byName(target) : byName(target);
+
+  for (const rec of db.vmList()) {
+    entries.set(rec.id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0 });
+  }
+  for (const rt of db.runtimeList()) {
+    const e = entries.get(rt.vmId);
+    if (e !== undefined) e.runtime = rt;
+  }
+
+  let accel: 'kvm' | 'tcg' | null = null;
+  const accelFor = async (vm: VmConfig): Promise<'kvm' | 'tcg'> => {
+    const wanted = vm.accel ?? config.global.accel;
+    if (wanted !== 'auto') return wanted;
+    accel ??= await resolveAccel('auto');
+    return accel;
+  };
+
+  // ---- roles ----
+  let control: RoleChannel<ControlToParent, ParentToControl> | null = null;
+  let vmm: RoleChannel<VmmToParent, ParentToVmm> | null = null;
+  let shuttingDown = false;
+  let vmmReady: Promise<void> = Promise.resolve();
+  let nextReq = 1;
+  const pendingVmm = new Map<number, { resolve: (m: { error: VmdErrorData | null; state?: VmState }) => void }>();
+
+  const vmmCall = (make: (req: number) => ParentToVmm, timeoutMs = 15_000): Promise<{ state?: VmState }> =>
+    vmmReady.then(() => new Promise((resolve, reject) => {
+      const req = nextReq++;
+      const timer = setTimeout(() => {
+        pendingVmm.delete(req);
+        reject(new VmdError('ERR_INTERNAL', 'vmm process did not answer'));
+      }, timeoutMs);
+      pendingVmm.set(req, {
+        resolve: (m) => {
+          clearTimeout(timer);
+          pendingVmm.delete(req);
+          if (m.error !== null) reject(VmdError.from(m.error));
+          else resolve(m.state === undefined ? {} : { state: m.state });
+        },
+      });
+      if (vmm === null) reject(new VmdError('ERR_INTERNAL', 'vmm process is not running'));
+      else vmm.send(make(req));
+    }));
+
+  const startVmm = (): void => {
+    let ready!: () => void;
+    vmmReady = new Promise((r) => { ready = r; });
+    vmm = new RoleChannel<VmmToParent, ParentToVmm>(
+      { role: 'vmm', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
+      isVmmToParent,
+      (msg) => {
+        switch (msg.type) {
+          case 'vmm.ready':
+            vmm?.send({ type: 'vmm.config', verbose: options.verbose, stopTimeoutMs: stopTimeoutMs() });
+            ready();
+            // A restarted vmm knows nothing: hand it every running guest again.
+            for (const e of entries.values()) {
+              if (e.runtime?.pid != null && e.state !== 'starting') void adoptGuest(e, true);
+            }
+            break;
+          case 'vm.result':
+            pendingVmm.get(msg.req)?.resolve(msg);
+            break;
+          case 'vm.exited':
+            onGuestExit(msg.vmId, msg.pid, msg.reason);
+            break;
+          case 'vm.state': {
+            const e = entries.get(msg.vmId);
+            if (e !== undefined && e.runtime !== null && (msg.state === 'running' || msg.state === 'paused')) {
+              e.state = msg.state;
+              db.runtimeSetState(e.record.id, msg.state);
+            }
+            break;
+          }
+        }
+      },
+      () => {
+        vmm = null;
+        for (const p of pendingVmm.values()) p.resolve({ error: { code: 'ERR_INTERNAL', message: 'vmm process exited' } });
+        if (!shuttingDown) {
+          logWarn('restarting the vmm process');
+          setTimeout(startVmm, 200);
+        }
+      },
+    );
+  };
+
+  let server: Server | null = null;
+  const listen = async (): Promise<Server> => {
+    // A live daemon on the socket is an error; a stale socket file is replaced.
+    if (existsSync(sockPath)) {
+      const alive = await new Promise<boolean>((resolve) => {
+        const s = connect(sockPath);
+        s.once('connect', () => { s.destroy(); resolve(true); });
+        s.once('error', () => resolve(false));
+      });
+      if (alive) throw new VmdError('ERR_INVALID', `socket ${sockPath}: another vmd is running`);
+      unlinkSync(sockPath);
+    }
+    mkdirSync(dirname(sockPath), { recursive: true });
+    // Bound under a temporary name and renamed into place: the parent closes its copy of the server once
+    // control holds it, and libuv unlinks the *bound* path on close; that must not be the real socket.
+    const tmp = `${sockPath}.${process.pid}.tmp`;
+    try { unlinkSync(tmp); } catch { /* none */ }
+    const srv = createServer();
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(tmp, () => resolve());
+    });
+    // OpenBSD: 0660, root:wheel unless `socket owner` says otherwise.
+    const owner = config.global.socketOwner;
+    chmodSync(tmp, 0o660);
+    if (root) chownSync(tmp, owner?.uid ?? 0, owner?.gid ?? 0);
+    renameSync(tmp, sockPath);
+    return srv;
+  };
+
+  const startControl = async (): Promise<void> => {
+    server = await listen();
+    control = new RoleChannel<ControlToParent, ParentToControl>(
+      { role: 'control', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
+      isControlToParent,
+      (msg, handle) => onControl(msg, handle as Socket | undefined),
+      () => {
+        control = null;
+        if (!shuttingDown) {
+          logWarn('restarting the control process');
+          setTimeout(() => void startControl().catch((err: unknown) => fatal(err)), 200);
+        }
+      },
+    );
+    const srv = server;
+    control.send({ type: 'control.config', verbose: options.verbose }, srv);
+  };
+
+  let exitResolve!: (code: number) => void;
+  const exited = new Promise<number>((r) => { exitResolve = r; });
+  const fatal = (err: unknown): void => {
+    logWarn(`fatal: ${toVmdError(err).message}`);
+    void shutdown(1);
+  };
+
+  // ---- VM registration ----
+  const registerConfig = (cfg: Config, origin: 'config' | 'load'): void => {
+    const byParent = new Map(cfg.vms.map((v) => [v.name, v]));
+    for (const vm of cfg.vms) {
+      const existing = byName(vm.name);
+      if (existing !== undefined) {
+        // Running VMs keep their configuration (OpenBSD); `load` skips names that exist.
+        if (origin === 'load' || existing.runtime !== null) continue;
+      }
+      const effective = vm.instanceOf === null ? vm : inherit(byParent.get(vm.instanceOf) ?? byName(vm.instanceOf)?.record.config ?? null, vm);
+      const id = db.vmClaimId(vm.name);
+      const rec: VmRecord = {
+        id, name: vm.name, origin: vm.instanceOf === null ? origin : 'instance', config: effective,
+        ownerUid: effective.owner?.uid ?? 0, ownerGid: effective.owner?.gid ?? null,
+      };
+      db.vmPut(rec);
+      const e = entries.get(id);
+      if (e !== undefined) e.record = rec;
+      else entries.set(id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0 });
+    }
+  };
+
+  const unregisterStoppedConfigVms = (): void => {
+    for (const e of [...entries.values()]) {
+      if (e.runtime === null && e.state !== 'starting') {
+        db.vmDelete(e.record.id);
+        entries.delete(e.record.id);
+      }
+    }
+  };
+
+  // ---- staggered start ----
+  const waiting: number[] = [];
+  let staggerTimer: NodeJS.Timeout | null = null;
+  const queueEnabled = (cfg: Config): void => {
+    for (const vm of cfg.vms) {
+      const e = byName(vm.name);
+      if (e === undefined || !vm.enabled || e.runtime !== null || waiting.includes(e.record.id)) continue;
+      e.state = 'waiting';
+      waiting.push(e.record.id);
+    }
+    if (staggerTimer === null) startBatch();
+  };
+  const startBatch = (): void => {
+    staggerTimer = null;
+    const parallel = config.global.staggered?.parallel ?? cpus().length;
+    const delay = config.global.staggered?.delay ?? DEFAULT_STAGGER_DELAY;
+    for (let n = 0; n < parallel && waiting.length > 0; n++) {
+      const id = waiting.shift()!;
+      const e = entries.get(id);
+      if (e === undefined || e.state !== 'waiting') { n--; continue; }
+      e.state = 'stopped';
+      vmStart(e, 0, {}).catch((err: unknown) => logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`));
+    }
+    if (waiting.length > 0 && !shuttingDown) staggerTimer = setTimeout(startBatch, delay * 1000);
+  };
+
+  // ---- starting a guest ----
+  const vmStart = async (e: Entry, uid: number, opts: { bootOnce?: StartOptions['bootDevice']; restart?: boolean }): Promise<void> => {
+    if (e.runtime !== null || e.state === 'starting') throw new VmdError('ERR_VM_RUNNING', `vm "${e.record.name}": already running`);
+    const vm = e.record.config;
+    const now = Date.now();
+    const last = e.runtime === null ? null : (e.runtime as VmRuntime).lastStartMs;
+    if (opts.restart) {
+      if (last !== null && now - last < RESTART_WINDOW_MS) e.quickRestarts++;
+      else e.quickRestarts = 0;
+      if (e.quickRestarts >= RESTART_LIMIT) {
+        throw new VmdError('ERR_RATE_LIMIT', `vm ${e.record.id}: restarted too quickly`);
+      }
+    } else e.quickRestarts = 0;
+    if (vm.sev || vm.seves) {
+      throw new VmdError('ERR_UNSUPPORTED', `vm "${vm.name}": sev${vm.seves ? 'es' : ''}: not supported on this host`, {
+        hint: 'remove sev/seves from the vm block',
+      });
+    }
+    if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
+      throw new VmdError('ERR_NO_BOOT', `vm "${vm.name}": no kernel or disk/cdrom specified`);
+    }
+    e.state = 'starting';
+    const fds: number[] = [];
+    const runDir = join(runRoot, String(e.record.id));
+    let child: ChildProcess | null = null;
+    try {
+      const gids = groupsOf(uid, getpwuid(uid)?.gid ?? 0);
+      // Descriptors QEMU inherits, in stdio order from fd 3: the spec names them by QEMU's numbers.
+      const passed: number[] = [];
+      const pass = (fd: number): number => {
+        passed.push(fd);
+        return 3 + passed.length - 1;
+      };
+      const openChecked = (path: string, what: string, code: ErrorCode, write: boolean): number => {
+        let fd: number;
+        try {
+          if (!mayAccess(path, uid, gids, write)) {
+            throw Object.assign(new Error('permission denied'), { code: 'EACCES' });
+          }
+          fd = openSync(path, (write ? fsc.O_RDWR : fsc.O_RDONLY) | fsc.O_NOCTTY | fsc.O_NONBLOCK);
+        } catch (err) {
+          throw new VmdError(code, `vm "${vm.name}": ${what} ${path}: ${errnoMessage(err)}`);
+        }
+        fds.push(fd);
+        return fd;
+      };
+      const disks = vm.disks.map((d: DiskConfig) => {
+        const fd = pass(openChecked(d.path, 'disk', 'ERR_DISK_MISSING', true));
+        let chain: Array<{ path: string; format: 'raw' | 'qcow2' }> = [];
+        if (d.format === 'qcow2') {
+          try {
+            chain = backingChain(d.path);
+          } catch (err) {
+            throw new VmdError('ERR_DISK_MISSING', `vm "${vm.name}": disk ${d.path}: ${errnoMessage(err).split('\n')[0]}`);
+          }
+        }
+        // Backing files are opened read-only by the parent too, so QEMU needs no access of its own.
+        const backing = chain.map((b) => ({ fd: pass(openChecked(b.path, 'disk base', 'ERR_DISK_MISSING', false)), format: b.format }));
+        return { fd, format: d.format, path: d.path, backing };
+      });
+      let cdrom: { fd: number; path: string } | null = null;
+      if (vm.cdrom !== null) {
+        try {
+          if (!statSync(vm.cdrom).isFile()) throw new VmdError('ERR_CDROM_INVALID', `vm "${vm.name}": cdrom ${vm.cdrom}: not a regular file`);
+        } catch (err) {
+          if (err instanceof VmdError) throw err;
+          throw new VmdError('ERR_CDROM_MISSING', `vm "${vm.name}": cdrom ${vm.cdrom}: ${errnoMessage(err)}`);
+        }
+        cdrom = { fd: pass(openChecked(vm.cdrom, 'cdrom', 'ERR_CDROM_MISSING', false)), path: vm.cdrom };
+      }
+      // QEMU reads -kernel via /proc/self/fd/N, and the kernel still checks the file's own mode bits there:
+      // a file QEMU's user could not read is handed over as a private copy in the guest's run directory.
+      const bootFile = (p: string | null, what: 'kernel' | 'initrd'): number | null => {
+        if (p === null) return null;
+        const code: ErrorCode = what === 'kernel' ? 'ERR_BIOS_MISSING' : 'ERR_INVALID';
+        const fd = openChecked(p, what, code, false);
+        if (!root || mayAccess(p, qemuIdentity.uid, [qemuIdentity.gid], false)) return pass(fd);
+        mkdirSync(runDir, { recursive: true, mode: 0o700 });
+        const copy = join(runDir, what);
+        writeFileSync(copy, readFileSync(fd), { mode: 0o644 });
+        const cfd = openSync(copy, fsc.O_RDONLY);
+        fds.push(cfd);
+        unlinkSync(copy);
+        return pass(cfd);
+      };
+      rmSync(runDir, { recursive: true, force: true });
+      const kernel = bootFile(vm.boot, 'kernel');
+      const initrd = bootFile(vm.initrd, 'initrd');
+
+      mkdirSync(runDir, { recursive: true, mode: 0o700 });
+      chownSync(runDir, qemuIdentity.uid, qemuIdentity.gid);
+      const logPath = join(runDir, 'qemu.log');
+      const logFd = openSync(logPath, 'w', 0o640);
+      fds.push(logFd);
+      const qmpSocket = join(runDir, 'qmp.sock');
+      const consoleSocket = join(runDir, 'console');
+      const chosen = await accelFor(vm);
+      const spec = qemuSpecFor(e.record.id, vm, { accel: chosen, qmpSocket, consoleSocket, disks, cdrom, kernel, kernelIsLinux: vm.boot !== null && isKernelImage(vm.boot), initrd, bootOnce: opts.bootOnce ?? null, sandbox: root });
+      const argv = qemuArgv(spec);
+      const startedAt = new Date().toISOString();
+      const rt: VmRuntime = {
+        vmId: e.record.id, state: 'starting', pid: null, uid, runDir, qmpSocket, consoleSocket,
+        startedAt, restarts: e.quickRestarts, lastStartMs: now, bootOnce: opts.bootOnce ?? null,
+      };
+      // Intent first: a crash between here and the spawn leaves a record the next start cleans up.
+      db.runtimePut(rt);
+      e.runtime = rt;
+      e.stopRequested = false;
+      child = spawn(config.global.qemu ?? 'qemu-system-x86_64', argv, {
+        detached: true,
+        stdio: ['ignore', logFd, logFd, ...passed],
+        ...(root ? { uid: qemuIdentity.uid, gid: qemuIdentity.gid } : {}),
+        cwd: runDir,
+      });
+      const spawnError = await new Promise<Error | null>((resolve) => {
+        child!.once('spawn', () => resolve(null));
+        child!.once('error', (err) => resolve(err));
+      });
+      if (spawnError !== null) throw new VmdError('ERR_QEMU', `vm "${vm.name}": qemu: ${errnoMessage(spawnError)}`);
+      child.unref();
+      const pid = child.pid!;
+      e.child = child;
+      const running: VmRuntime = { ...rt, pid };
+      db.runtimePut(running);
+      e.runtime = running;
+      child.on('exit', () => {
+        // QEMU died before vmm adopted it, or vmm is gone: the parent reaps and reports it too.
+        setTimeout(() => onGuestExit(e.record.id, pid, 'exited'), 300);
+      });
+      db.event(e.record.id, 'start', `pid ${pid} uid ${uid}`);
+      const res = await vmmCall((req) => ({
+        type: 'vm.adopt', req,
+        guest: { vmId: e.record.id, name: vm.name, pid, qmpSocket, consoleSocket, adopted: false },
+      }));
+      e.state = res.state ?? 'running';
+      db.runtimeSetState(e.record.id, e.state === 'paused' ? 'paused' : 'running');
+      e.runtime = { ...running, state: e.state === 'paused' ? 'paused' : 'running' };
+      logInfo(`started ${vm.name} (vm ${e.record.id}) successfully, tty ${consoleSocket}`);
+    } catch (err) {
+      const tail = e.runtime !== null ? qemuLogTail(join(runDir, 'qemu.log')) : '';
+      if (child?.pid !== undefined) {
+        try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+      cleanupRuntime(e);
+      e.state = 'stopped';
+      const ve = toVmdError(err, 'ERR_QEMU');
+      if (tail.length > 0 && ve.code === 'ERR_QEMU') {
+        const locked = /Failed to get "write" lock|Is another process using the image/.test(tail);
+        throw new VmdError(locked ? 'ERR_DISK_LOCKED' : 'ERR_QEMU', `vm "${vm.name}": qemu: ${tail}`);
+      }
+      throw ve;
+    } finally {
+      for (const fd of fds) {
+        try { closeSync(fd); } catch { /* already closed */ }
+      }
+    }
+  };
+
+  const cleanupRuntime = (e: Entry): void => {
+    if (e.runtime !== null) {
+      rmSync(e.runtime.runDir, { recursive: true, force: true });
+      db.runtimeDelete(e.record.id);
+    }
+    e.runtime = null;
+    e.child = null;
+  };
+
+  const adoptGuest = async (e: Entry, adopted: boolean): Promise<void> => {
+    const rt = e.runtime;
+    if (rt === null || rt.pid === null) return;
+    try {
+      const res = await vmmCall((req) => ({
+        type: 'vm.adopt', req,
+        guest: { vmId: e.record.id, name: e.record.name, pid: rt.pid!, qmpSocket: rt.qmpSocket, consoleSocket: rt.consoleSocket, adopted },
+      }));
+      e.state = res.state ?? 'running';
+      if (rt.state === 'stopping') e.state = 'stopping';
+    } catch (err) {
+      logWarn(`vm "${e.record.name}": cannot re-adopt pid ${rt.pid}: ${toVmdError(err).message}; terminating it`);
+      try { process.kill(rt.pid, 'SIGKILL'); } catch { /* gone */ }
+      onGuestExit(e.record.id, rt.pid, 'unadoptable');
+    }
+  };
+
+  const onGuestExit = (vmId: number, pid: number, reason: string): void => {
+    const e = entries.get(vmId);
+    if (e === undefined || e.runtime === null || e.runtime.pid !== pid) return;
+    if (vmm !== null) vmm.send({ type: 'vm.forget', vmId });
+    const reboot = reason === 'guest-reset' && !e.stopRequested && e.runtime.bootOnce === null;
+    const lastStartMs = e.runtime.lastStartMs;
+    cleanupRuntime(e);
+    e.state = 'stopped';
+    db.event(vmId, 'exit', reason);
+    logInfo(`vm "${e.record.name}" (vm ${vmId}) ${reboot ? 'rebooted' : `terminated: ${reason}`}`);
+    if (reboot) {
+      // A guest reboot is a restart of the same VM, subject to OpenBSD's rate limit.
+      e.runtime = null;
+      const restartEntry = { ...e };
+      void restartEntry;
+      const prevLast = lastStartMs;
+      (async () => {
+        try {
+          e.runtime = null;
+          if (prevLast !== null && Date.now() - prevLast < RESTART_WINDOW_MS) e.quickRestarts++;
+          else e.quickRestarts = 0;
+          if (e.quickRestarts >= RESTART_LIMIT) throw new VmdError('ERR_RATE_LIMIT', `vm ${vmId}: restarted too quickly`);
+          await vmStart(e, e.record.ownerUid, {});
+          return;
+        } catch (err) {
+          logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`);
+          finishStopped(e);
+        }
+      })();
+      return;
+    }
+    finishStopped(e);
+  };
+
+  const finishStopped = (e: Entry): void => {
+    for (const w of e.waiters.splice(0)) {
+      respond(w.peer, w.kind === 'stop'
+        ? { type: 'vm.stop.response', id: w.reqId, vmId: e.record.id, name: e.record.name, result: 'terminated' }
+        : { type: 'vm.wait.response', id: w.reqId, vmId: e.record.id, name: e.record.name }, false);
+    }
+    // OpenBSD removes VMs created by vmctl start when they terminate; configured ones stay, stopped.
+    if (e.record.origin === 'adhoc') {
+      db.vmDelete(e.record.id);
+      entries.delete(e.record.id);
+    }
+  };
+
+  // ---- requests ----
+  const respond = (peer: number, response: ControlResponse, close: boolean): void => {
+    control?.send({ type: 'control.response', peer, response, close });
+  };
+  const fail = (peer: number, id: number, err: unknown): void => {
+    respond(peer, { type: 'error', id, error: toVmdError(err).toJSON() }, false);
+  };
+
+  const info = (e: Entry): VmInfo => {
+    const rt = e.runtime;
+    const running = rt !== null && rt.pid !== null && e.state !== 'starting';
+    const uid = running ? rt!.uid : e.record.ownerUid;
+    const gid = e.record.ownerGid;
+    return {
+      id: e.record.id,
+      name: e.record.name,
+      pid: running ? rt!.pid : null,
+      vcpus: e.record.config.cpus ?? 1,
+      maxmem: e.record.config.memory ?? DEFAULT_MEMORY,
+      curmem: running ? residentBytes(rt!.pid!) : null,
+      tty: running ? rt!.consoleSocket : null,
+      owner: ownerString(uid, gid),
+      uid,
+      gid,
+      state: e.state,
+      started: running ? rt!.startedAt : null,
+      origin: e.record.origin,
+    };
+  };
+
+  /** OpenBSD's vm_checkperm: root, the starter of a running VM, the owner of a stopped one, or its group. */
+  const permitted = (e: Entry, uid: number, gid: number): boolean => {
+    if (uid === 0) return true;
+    if (e.runtime !== null && e.runtime.uid === uid) return true;
+    if (e.runtime === null && e.record.ownerUid === uid) return true;
+    const og = e.record.ownerGid;
+    return og !== null && (gid === og || groupsOf(uid, gid).includes(og));
+  };
+
+  const requireVm = (target: string): Entry => {
+    const e = lookup(target);
+    if (e === undefined) throw new VmdError('ERR_VM_NOT_FOUND', `vm "${target}": not found`);
+    return e;
+  };
+
+  const onControl = (msg: ControlToParent, handle: Socket | undefined): void => {
+    switch (msg.type) {
+      case 'control.ready':
+        options.onReady?.();
+        // The listening socket now lives in control; the parent must not accept on it too.
+        server?.close();
+        server = null;
+        return;
+      case 'control.closed':
+        for (const e of entries.values()) e.waiters = e.waiters.filter((w) => w.peer !== msg.peer);
+        return;
+      case 'control.console':
+        onConsole(msg, handle);
+        return;
+      case 'control.request':
+        handleRequest(msg.peer, msg.uid, msg.gid, msg.request).catch((err: unknown) => fail(msg.peer, msg.request.id, err));
+        return;
+    }
+  };
+
+  const onConsole = (msg: Extract<ControlToParent, { type: 'control.console' }>, socket: Socket | undefined): void => {
+    if (socket === undefined || msg.request.type !== 'vm.console.request') return;
+    const reject = (err: VmdError): void => {
+      socket.on('error', () => socket.destroy());
+      socket.end(encodeFrame({ type: 'error', id: msg.request.id, error: err.toJSON() }));
+    };
+    const e = lookup(msg.request.target);
+    if (e === undefined) return reject(new VmdError('ERR_VM_NOT_FOUND', `vm "${msg.request.target}": not found`));
+    if (!permitted(e, msg.uid, msg.gid)) return reject(new VmdError('ERR_PERMISSION', `vm "${e.record.name}": console: permission denied`));
+    if (e.runtime === null || e.state === 'starting' || vmm === null) {
+      return reject(new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`, { hint: `start it with: vmctl start ${e.record.name}` }));
+    }
+    vmm.send({ type: 'vm.console.attach', vmId: e.record.id, name: e.record.name, reqId: msg.request.id, remainder: msg.remainder }, socket);
+  };
+
+  const handleRequest = async (peer: number, uid: number, gid: number, req: ControlRequest): Promise<void> => {
+    switch (req.type) {
+      case 'vm.status.request': {
+        const list = [...entries.values()]
+          .filter((e) => req.target === undefined || String(e.record.id) === req.target || e.record.name === req.target)
+          .filter((e) => !req.running || (e.runtime !== null && e.runtime.pid !== null))
+          .sort((a, b) => a.record.id - b.record.id)
+          .map(info);
+        respond(peer, { type: 'vm.status.response', id: req.id, vms: list, warnings: [] }, false);
+        return;
+      }
+      case 'vm.start.request': {
+        let e = lookup(req.target);
+        const o = req.options;
+        const creating = Object.keys(o).some((k) => k !== 'boot' && k !== 'bootDevice') || o.instanceOf !== undefined;
+        if (e !== undefined) {
+          // OpenBSD: options other than -b on an existing VM are EALREADY.
+          if (creating) throw new VmdError('ERR_VM_EXISTS', `vm "${e.record.name}": already exists`, { hint: 'options apply only when creating a vm; start it by name alone' });
+          if (!permitted(e, uid, gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": permission denied`);
+          const bootOnce = o.bootDevice;
+          const warnings: string[] = [];
+          await vmStart(e, uid, bootOnce === undefined ? {} : { bootOnce });
+          respond(peer, { type: 'vm.start.response', id: req.id, vm: info(e), warnings }, false);
+          return;
+        }
+        if (!/^\d+$/.test(req.target) === false) throw new VmdError('ERR_VM_NOT_FOUND', `vm ${req.target}: not found`);
+        const { vm, warnings, origin } = vmFromOptions(req.target, o, uid, byName);
+        const id = db.vmClaimId(vm.name);
+        const rec: VmRecord = { id, name: vm.name, origin, config: vm, ownerUid: uid, ownerGid: null };
+        db.vmPut(rec);
+        e = { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0 };
+        entries.set(id, e);
+        try {
+          await vmStart(e, uid, {});
+        } catch (err) {
+          // A VM made by this request and not started is forgotten again (OpenBSD removes it).
+          db.vmDelete(id);
+          entries.delete(id);
+          throw err;
+        }
+        respond(peer, { type: 'vm.start.response', id: req.id, vm: info(e), warnings }, false);
+        return;
+      }
+      case 'vm.stop.request': {
+        const e = requireVm(req.target);
+        if (!permitted(e, uid, gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": permission denied`);
+        if (e.runtime === null || e.state === 'starting') {
+          throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`);
+        }
+        if (e.state === 'stopping' && !req.force) throw new VmdError('ERR_VM_STOPPING', `vm "${e.record.name}": already stopping`);
+        e.stopRequested = true;
+        await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: req.force }));
+        if (e.runtime !== null) {
+          e.state = 'stopping';
+          db.runtimeSetState(e.record.id, 'stopping');
+        }
+        if (req.wait && e.runtime !== null) e.waiters.push({ peer, reqId: req.id, kind: 'stop' });
+        else respond(peer, { type: 'vm.stop.response', id: req.id, vmId: e.record.id, name: e.record.name, result: req.wait ? 'terminated' : 'requested' }, false);
+        return;
+      }
+      case 'vm.wait.request': {
+        const e = requireVm(req.target);
+        if (!permitted(e, uid, gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": permission denied`);
+        if (e.runtime === null) throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`);
+        e.waiters.push({ peer, reqId: req.id, kind: 'wait' });
+        return;
+      }
+      case 'vm.pause.request':
+      case 'vm.unpause.request': {
+        const e = requireVm(req.target);
+        if (!permitted(e, uid, gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": permission denied`);
+        if (e.runtime === null || e.state === 'starting') throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`);
+        const pause = req.type === 'vm.pause.request';
+        if (pause && e.state === 'paused') throw new VmdError('ERR_VM_PAUSED', `vm "${e.record.name}": already paused`);
+        if (!pause && e.state !== 'paused') throw new VmdError('ERR_VM_NOT_PAUSED', `vm "${e.record.name}": not paused`);
+        const res = await vmmCall((r) => ({ type: pause ? 'vm.pause' : 'vm.unpause', req: r, vmId: e.record.id }));
+        e.state = res.state ?? (pause ? 'paused' : 'running');
+        db.runtimeSetState(e.record.id, e.state === 'paused' ? 'paused' : 'running');
+        respond(peer, { type: pause ? 'vm.pause.response' : 'vm.unpause.response', id: req.id, vmId: e.record.id, name: e.record.name }, false);
+        return;
+      }
+      case 'config.load.request': {
+        const res = loadConfig(req.path, options.macros);
+        if (res.config === null) throw configError(res.diagnostics);
+        registerConfig(res.config, 'load');
+        queueEnabled(res.config);
+        respond(peer, { type: 'ok.response', id: req.id }, false);
+        return;
+      }
+      case 'config.reload.request': {
+        await reload();
+        respond(peer, { type: 'ok.response', id: req.id }, false);
+        return;
+      }
+      case 'config.reset.request': {
+        if (req.mode === 'all' || req.mode === 'vms') {
+          for (const e of entries.values()) {
+            if (e.runtime !== null) {
+              e.stopRequested = true;
+              await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: true })).catch(() => undefined);
+            }
+          }
+          waiting.length = 0;
+          unregisterStoppedConfigVms();
+        }
+        respond(peer, { type: 'ok.response', id: req.id }, false);
+        return;
+      }
+      case 'log.verbose.request':
+        logSetVerbose(req.level);
+        vmm?.send({ type: 'log.verbose', level: req.level });
+        control?.send({ type: 'log.verbose', level: req.level });
+        respond(peer, { type: 'ok.response', id: req.id }, false);
+        return;
+      case 'vm.console.request':
+        throw new VmdError('ERR_PROTOCOL', 'console requests arrive with their socket');
+    }
+  };
+
+  const reload = async (): Promise<void> => {
+    const res = loadConfig(options.file, options.macros);
+    if (res.config === null) {
+      for (const d of res.diagnostics) logWarn(formatDiag(d));
+      throw configError(res.diagnostics);
+    }
+    // OpenBSD: every VM that is not running is dropped, then the file is read again.
+    waiting.length = 0;
+    unregisterStoppedConfigVms();
+    config = res.config;
+    registerConfig(config, 'config');
+    queueEnabled(config);
+    logInfo(`configuration reloaded from ${options.file}`);
+  };
+
+  const shutdown = async (code: number): Promise<void> => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    if (staggerTimer !== null) clearTimeout(staggerTimer);
+    server?.close();
+    await Promise.all([control?.stop(), vmm?.stop()]);
+    try { unlinkSync(sockPath); } catch { /* gone */ }
+    db.close();
+    logInfo('exiting; guests keep running');
+    exitResolve(code);
+  };
+
+  process.on('SIGTERM', () => void shutdown(0));
+  process.on('SIGINT', () => void shutdown(0));
+  process.on('SIGHUP', () => {
+    reload().catch((err: unknown) => logWarn(`reload: ${toVmdError(err).message}`));
+  });
+
+  // ---- start ----
+  // Probe once, in the background, so the first start does not wait for it.
+  if (config.global.accel === 'auto') void resolveAccel('auto').then((a) => { accel = a; logInfo(`accelerator: ${a}`); });
+  registerConfig(config, 'config');
+  startVmm();
+  await vmmReady;
+  // Reconcile the recorded runtime with reality: re-adopt live guests, clean up after dead ones.
+  for (const e of [...entries.values()]) {
+    const rt = e.runtime;
+    if (rt === null) continue;
+    if (rt.pid !== null && isOurQemu(rt.pid, e.record.id)) {
+      e.state = rt.state === 'paused' ? 'paused' : 'running';
+      await adoptGuest(e, true);
+    } else {
+      logInfo(`vm "${e.record.name}": recorded pid ${rt.pid ?? '-'} is gone, cleaning up`);
+      cleanupRuntime(e);
+      e.state = 'stopped';
+      db.event(e.record.id, 'exit', 'gone-while-vmd-was-down');
+      finishStopped(e);
+    }
+  }
+  db.trimEvents();
+  await startControl();
+  queueEnabled(config);
+  return exited;
+
+  function stopTimeoutMs(): number {
+    const env = Number(process.env.VMD_STOP_TIMEOUT);
+    return Number.isFinite(env) && env > 0 ? env * 1000 : 30_000;
+  }
+}
+
+function loadConfig(file: string, macros: Readonly<Record<string, string>>) {
+  return parseConfigFile(file, { macros });
+}
+
+function formatDiag(d: Diagnostic): string {
+  return d.file !== null && d.line !== null ? `${d.file}:${d.line}: ${d.message}` : d.message;
+}
+
+function configError(diags: readonly Diagnostic[]): VmdError {
+  const first = diags.find((d) => d.severity === 'error');
+  return new VmdError('ERR_CONFIG', first === undefined ? 'configuration failed' : formatDiag(first));
+}
+
+/** A VmConfig for `vmctl start NAME -m … -i …` (or an instance with -t), with OpenBSD's defaults and checks. */
+function vmFromOptions(
+  name: string, o: StartOptions, uid: number, byName: (n: string) => Entry | undefined,
+): { vm: VmConfig; warnings: string[]; origin: 'adhoc' | 'instance' } {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new VmdError('ERR_INVALID', `vm name "${name}": invalid VM name`, { hint: 'use letters, digits, ".", "_" and "-", not first' });
+  if (name.length > 63) throw new VmdError('ERR_INVALID', `vm name "${name.slice(0, 20)}…": vm name too long`);
+  const warnings: string[] = [];
+  const location = { file: '(vmctl start)', line: 0 };
+  let parent: VmConfig | null = null;
+  if (o.instanceOf !== undefined) {
+    const p = byName(o.instanceOf);
+    if (p === undefined) throw new VmdError('ERR_PARENT_INVALID', `vm "${o.instanceOf}": invalid template`);
+    parent = p.record.config;
+    if (uid !== 0) {
+      const allow = parent.allowInstance;
+      const owner = allow?.owner ?? parent.owner;
+      if (allow === null || owner === null || owner.uid !== uid) {
+        throw new VmdError('ERR_PERMISSION', `vm "${name}": no permission to create an instance of "${parent.name}"`);
+      }
+    }
+  }
+  const nets = o.nets ?? [];
+  const count = Math.max(o.interfaces ?? 0, nets.length);
+  const interfaces: InterfaceConfig[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = nets[i];
+    interfaces.push({
+      index: i, name: null, local: n?.kind === 'local', switch: n?.kind === 'switch' ? n.switch : null, group: null,
+      lladdr: null, locked: false, rdomain: null, up: true,
+      forwards: i === 0 ? (o.forwards ?? []).map((f) => ({ ...f, location })) : [],
+      rules: [], location,
+    });
+  }
+  if ((o.disks?.length ?? 0) > MAX_DISKS) throw new VmdError('ERR_INVALID', `vm "${name}": too many disks`);
+  if (interfaces.length > MAX_NICS) throw new VmdError('ERR_INVALID', `vm "${name}": too many network interfaces`);
+  const disks = (o.disks ?? []).map((spec): DiskConfig => {
+    const m = /^(raw|qcow2):(\/.*)$/.exec(spec);
+    const path = m ? m[2]! : spec;
+    return { path, format: m ? (m[1] as 'raw' | 'qcow2') : detectFormat(path) };
+  });
+  const own: VmConfig = {
+    name, instanceOf: parent?.name ?? null, enabled: true,
+    memory: o.memory ?? null, cpus: null,
+    boot: o.boot ?? null, initrd: o.initrd ?? null, cmdline: o.cmdline ?? null,
+    bootDevice: o.bootDevice ?? null, cdrom: o.cdrom ?? null,
+    disks, interfaces, owner: { uid, gid: null, user: null, group: null }, allowInstance: null,
+    sev: false, seves: false, accel: null, location,
+  };
+  const vm = parent === null ? { ...own, memory: own.memory ?? DEFAULT_MEMORY } : inherit(parent, own);
+  if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
+    throw new VmdError('ERR_NO_BOOT', `vm "${name}": no kernel or disk/cdrom specified`);
+  }
+  if (vm.boot === null && vm.disks.length === 0) warnings.push('starting without disks');
+  if (vm.boot === null && vm.interfaces.length === 0) warnings.push('starting without network interfaces');
+  return { vm, warnings, origin: parent === null ? 'adhoc' : 'instance' };
+}
+
+/** Instance inheritance (OpenBSD vm_instance): unset cpus, memory, NICs, cdrom and owner come from the parent. */
+function inherit(parent: VmConfig | null, child: VmConfig): VmConfig {
+  if (parent === null) return child;
+  for (const d of child.disks) {
+    if (parent.disks.some((p) => p.path === d.path)) {
+      throw new VmdError('ERR_INVALID', `vm "${child.name}": disk ${d.path} cannot be reused`, { hint: 'give the instance its own overlay: vmctl create -b BASE NEW.qcow2' });
+    }
+  }
+  return {
+    ...child,
+    memory: child.memory ?? parent.memory,
+    cpus: child.cpus ?? parent.cpus,
+    boot: child.boot ?? parent.boot,
+    initrd: child.initrd ?? parent.initrd,
+    cmdline: child.cmdline ?? parent.cmdline,
+    cdrom: child.cdrom ?? parent.cdrom,
+    interfaces: child.interfaces.length > 0 ? child.interfaces : parent.interfaces,
+    owner: child.owner ?? parent.owner,
+    accel: child.accel ?? parent.accel,
+  };
+}
+
+function detectFormat(path: string): 'raw' | 'qcow2' {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      const b = Buffer.alloc(4);
+      readSync(fd, b, 0, 4, 0);
+      if (b.toString('latin1') === 'QFI\xfb') return 'qcow2';
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    /* missing: the open at start reports it */
+  }
+  return /\.qcow2$/i.test(path) ? 'qcow2' : 'raw';
+}
+
+/** The kernel command line of a direct boot when vm.conf gives none. */
+export const DEFAULT_CMDLINE = 'console=ttyS0';
+
+/** Whether a boot image is a kernel QEMU loads itself (bzImage "HdrS" header, or ELF: PVH/multiboot) rather than firmware. */
+export function isKernelImage(path: string): boolean {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      const head = Buffer.alloc(0x206);
+      const n = readSync(fd, head, 0, head.length, 0);
+      if (n >= 4 && head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return true;
+      return n >= 0x206 && head.toString('latin1', 0x202, 0x206) === 'HdrS';
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** A MAC that stays the same across restarts of a VM: locally administered, from the VM id, name and NIC index. */
+function stableMac(id: number, name: string, index: number): string {
+  const h = createHash('sha256').update(`${id}/${name}/${index}`).digest();
+  // fe:e1:bb like OpenBSD's vmd, then three bytes that differ per VM and NIC.
+  return ['fe', 'e1', 'bb', h[0]!, h[1]!, ((h[2]! & 0xf0) | (index & 0x0f))].map((b) => (typeof b === 'string' ? b : b.toString(16).padStart(2, '0'))).join(':');
+}
+
+/** Everything QEMU needs for this VM except the argv layout itself (qemu-argv.ts owns that). */
+function qemuSpecFor(
+  id: number, vm: VmConfig,
+  rt: {
+    accel: 'kvm' | 'tcg'; qmpSocket: string; consoleSocket: string;
+    disks: Array<{ fd: number; format: 'raw' | 'qcow2'; path: string; backing: QemuBacking[] }>;
+    cdrom: { fd: number; path: string } | null;
+    kernel: number | null; kernelIsLinux: boolean; initrd: number | null;
+    bootOnce: 'cdrom' | 'disk' | 'net' | null; sandbox: boolean;
+  },
+): QemuSpec {
+  const nics: QemuNic[] = vm.interfaces.map((nic) => ({
+    kind: 'user',
+    mac: nic.lladdr ?? stableMac(id, vm.name, nic.index),
+    forwards: nic.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })),
+  }));
+  return {
+    id, name: vm.name,
+    memory: vm.memory ?? DEFAULT_MEMORY,
+    cpus: vm.cpus ?? 1,
+    accel: rt.accel,
+    kernel: rt.kernel === null || !rt.kernelIsLinux ? null : { fd: rt.kernel },
+    firmware: rt.kernel !== null && !rt.kernelIsLinux ? { fd: rt.kernel } : null,
+    initrd: rt.initrd === null ? null : { fd: rt.initrd },
+    // vmd's console is the first serial port: a directly booted kernel without a cmdline is told so.
+    cmdline: rt.kernel !== null && rt.kernelIsLinux ? vm.cmdline ?? DEFAULT_CMDLINE : null,
+    bootDevice: rt.bootOnce ?? vm.bootDevice,
+    cdrom: rt.cdrom === null ? null : { fd: rt.cdrom.fd },
+    disks: rt.disks.map((d) => ({ fd: d.fd, format: d.format, ...(d.backing.length > 0 ? { backing: d.backing } : {}) })),
+    nics,
+    qmpSocket: rt.qmpSocket,
+    consoleSocket: rt.consoleSocket,
+    sandbox: rt.sandbox,
+  };
+}
+
+/** The backing chain below a qcow2 image, nearest first, as qemu-img sees it (paths absolute). */
+function backingChain(path: string): Array<{ path: string; format: 'raw' | 'qcow2' }> {
+  const out = execFileSync('qemu-img', ['info', '-U', '--backing-chain', '--output=json', path], { encoding: 'utf8', timeout: 10_000 });
+  const chain = JSON.parse(out) as Array<{ 'full-backing-filename'?: string; 'backing-filename-format'?: string }>;
+  const result: Array<{ path: string; format: 'raw' | 'qcow2' }> = [];
+  for (const layer of chain) {
+    const next = layer['full-backing-filename'];
+    if (next === undefined) break;
+    result.push({ path: next, format: layer['backing-filename-format'] === 'qcow2' ? 'qcow2' : 'raw' });
+  }
+  return result;
+}
+
+/** Keep in the same module as the group check so the owner of a VM can be named in messages. */
+export const _testing = { ownerString, mayAccess, vmFromOptions, inherit, systemUserDb, stableMac };

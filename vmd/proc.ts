@@ -1,0 +1,110 @@
+// A small generic process framework: start a role as a child, talk to it over typed IPC, notice its death.
+// It knows nothing about VMs; parent.ts, vmm.ts and control.ts build on it.
+
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Socket, Server } from 'node:net';
+import { vmdEntry } from '../share/paths.js';
+import { logDebug, logWarn } from './log.js';
+
+export interface RoleSpawnOptions {
+  readonly role: string;
+  /** Drop to this uid/gid before any role code runs (both always, see HOST-FACTS §8). */
+  readonly uid: number | null;
+  readonly gid: number | null;
+  readonly verbose: number;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+type Handle = Socket | Server;
+
+/** The parent's end of a child role: typed send, validated receive, exit notification. */
+export class RoleChannel<In, Out> {
+  readonly role: string;
+  private child: ChildProcess;
+  private stopping = false;
+
+  constructor(
+    options: RoleSpawnOptions,
+    private readonly accept: (m: unknown) => m is In,
+    private readonly onMessage: (msg: In, handle: Handle | undefined) => void,
+    private readonly onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
+  ) {
+    this.role = options.role;
+    const args = ['--role', options.role, ...Array<string>(options.verbose).fill('-v')];
+    this.child = fork(vmdEntry, args, {
+      ...(options.uid === null ? {} : { uid: options.uid }),
+      ...(options.gid === null ? {} : { gid: options.gid }),
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'json',
+    });
+    this.child.on('message', (msg: unknown, handle: Handle | undefined) => {
+      if (!this.accept(msg)) {
+        // A sibling that sends garbage is broken: kill it, the exit handler decides what next.
+        logWarn(`${this.role}: unexpected message, terminating the process`);
+        this.child.kill('SIGKILL');
+        return;
+      }
+      this.onMessage(msg, handle);
+    });
+    this.child.on('exit', (code, signal) => {
+      if (!this.stopping) logWarn(`${this.role} process exited (${signal ?? `status ${code}`})`);
+      else logDebug(`${this.role} process exited`);
+      this.onExit(code, signal);
+    });
+    this.child.on('error', (err) => logWarn(`${this.role}: ${err.message}`));
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  send(msg: Out, handle?: Handle): void {
+    if (!this.child.connected) return;
+    if (handle === undefined) this.child.send(msg as object);
+    else this.child.send(msg as object, handle, { keepOpen: false });
+  }
+
+  /** Ask the role to finish (IPC disconnect), then kill it if it does not go in time. */
+  async stop(timeoutMs = 3000): Promise<void> {
+    this.stopping = true;
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    if (this.child.connected) this.child.disconnect();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/** The child's end: validated receive, send to the parent, exit when the parent goes away. */
+export function roleMain<In, Out>(
+  accept: (m: unknown) => m is In,
+  onMessage: (msg: In, handle: Handle | undefined, send: (m: Out, h?: Handle) => void) => void,
+  onShutdown: () => Promise<void> | void,
+): (m: Out, h?: Handle) => void {
+  const send = (m: Out, h?: Handle): void => {
+    if (!process.connected || process.send === undefined) return;
+    if (h === undefined) process.send(m as object);
+    else process.send(m as object, h, { keepOpen: false });
+  };
+  let shuttingDown = false;
+  const shutdown = (): void => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    Promise.resolve(onShutdown()).finally(() => process.exit(0));
+  };
+  process.on('message', (msg: unknown, handle: Handle | undefined) => {
+    if (!accept(msg)) {
+      logWarn('unexpected message from the parent, exiting');
+      process.exit(1);
+    }
+    onMessage(msg, handle, send);
+  });
+  // The parent owns our lifetime: when it goes (orderly or killed), so do we.
+  process.on('disconnect', shutdown);
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', () => undefined);
+  process.on('SIGHUP', () => undefined);
+  return send;
+}
