@@ -1,0 +1,132 @@
+// vmctl's side of the control socket: connect, send framed requests, match replies to them by id.
+// A console request turns the same connection into the guest's raw byte stream once vmd has said yes.
+
+import { connect as netConnect, type Socket } from 'node:net';
+import { encodeFrame, readFrames, type FrameReader } from '../share/frame.js';
+import { PROTOCOL_VERSION, ProtocolError, readResponse, type ControlRequest, type ControlResponse } from '../share/protocol.js';
+import { socketPath } from '../share/paths.js';
+import { CliError, strerror } from './errors.js';
+
+type WithoutBase<T> = T extends unknown ? Omit<T, 'v' | 'id'> : never;
+
+/** A request as a command builds it; the client adds the protocol version and the request id. */
+export type RequestBody = WithoutBase<ControlRequest>;
+
+/** A decoded reply together with the object exactly as it came off the socket, which `--json` prints. */
+export interface Reply {
+  readonly response: ControlResponse;
+  readonly raw: unknown;
+}
+
+/** A console hand-off: the reply, the socket now carrying raw bytes, and bytes that arrived with the reply. */
+export interface ConsoleStream extends Reply {
+  readonly socket: Socket;
+  readonly remainder: Buffer;
+}
+
+interface Pending {
+  readonly resolve: (reply: Reply & { remainder?: Buffer }) => void;
+  readonly reject: (err: Error) => void;
+  readonly raw: boolean;
+}
+
+/** One connection to vmd; requests may overlap, replies are matched by id. */
+export class ControlClient {
+  readonly path: string;
+  readonly socket: Socket;
+  readonly #reader: FrameReader;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #failure: Error | undefined;
+
+  private constructor(path: string, socket: Socket) {
+    this.path = path;
+    this.socket = socket;
+    this.#reader = readFrames(socket);
+    this.#reader.on('message', (msg) => this.#onMessage(msg));
+    this.#reader.on('protocol-error', (err) => this.#fail(new CliError(`unexpected response received from vmd: ${err.message}`)));
+    socket.on('error', (err) => this.#fail(new CliError(`read error: ${strerror((err as NodeJS.ErrnoException).code)}`)));
+    socket.on('close', () => this.#fail(new CliError('pipe closed')));
+  }
+
+  /** Connects to vmd's socket (VMD_SOCKET or /run/vmd.sock); fails as OpenBSD does: `connect: PATH: strerror`. */
+  static connect(path: string = socketPath()): Promise<ControlClient> {
+    return new Promise((resolve, reject) => {
+      const socket = netConnect({ path });
+      const onError = (err: NodeJS.ErrnoException): void => {
+        socket.destroy();
+        reject(new CliError(`connect: ${path}: ${strerror(err.code)}`));
+      };
+      socket.once('error', onError);
+      socket.once('connect', () => {
+        socket.off('error', onError);
+        resolve(new ControlClient(path, socket));
+      });
+    });
+  }
+
+  /** Sends one request and resolves with its reply (an error reply too: callers word it for their command). */
+  request(body: RequestBody): Promise<Reply> {
+    return this.#send(body, false);
+  }
+
+  /** Sends `vm.console.request`; on `vm.console.response` the connection stops being framed and is handed over. */
+  async console(target: string): Promise<ConsoleStream | Reply> {
+    const reply = await this.#send({ type: 'vm.console.request', target }, true);
+    if (reply.response.type !== 'vm.console.response') return reply;
+    return { ...reply, socket: this.socket, remainder: reply.remainder ?? Buffer.alloc(0) };
+  }
+
+  /** Closes the connection; pending requests fail with `pipe closed`. */
+  close(): void {
+    this.#reader.detach();
+    this.socket.end();
+    this.socket.destroy();
+  }
+
+  #send(body: RequestBody, raw: boolean): Promise<Reply & { remainder?: Buffer }> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, raw });
+      try {
+        this.socket.write(encodeFrame({ v: PROTOCOL_VERSION, id, ...body }));
+      } catch (err) {
+        this.#pending.delete(id);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  }
+
+  #onMessage(raw: unknown): void {
+    let response: ControlResponse;
+    try {
+      response = readResponse(raw);
+    } catch (err) {
+      const why = err instanceof ProtocolError ? err.message : String(err);
+      this.#fail(new CliError(`unexpected response received from vmd: ${why}`));
+      return;
+    }
+    const pending = this.#pending.get(response.id);
+    // An error about a request vmd could not even read carries id 0: it belongs to the oldest request.
+    const key = pending === undefined && response.type === 'error' && response.id === 0 ? this.#pending.keys().next().value : response.id;
+    const waiter = key === undefined ? undefined : this.#pending.get(key);
+    if (waiter === undefined) return;
+    this.#pending.delete(key as number);
+    if (waiter.raw && response.type === 'vm.console.response') {
+      // Switch right after this frame: whatever follows it in the same chunk is already console output.
+      const remainder = this.#reader.switchToRaw();
+      this.#failure = new CliError('connection is a console stream');
+      waiter.resolve({ response, raw, remainder });
+      return;
+    }
+    waiter.resolve({ response, raw });
+  }
+
+  #fail(err: Error): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = err;
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+}

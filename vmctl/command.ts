@@ -1,0 +1,143 @@
+// What every vmctl command module shares: the command shape, the run context, getopt-style option parsing on commander.
+// OpenBSD's vmctl parses with getopt(3): options in order, bundled flags, parsing stops at the first operand.
+
+import { Command, CommanderError } from 'commander';
+import type { VmdErrorData } from '../share/errors.js';
+import type { ControlClient, RequestBody } from './client.js';
+import { CliError, errorMessage, isMapped, UsageError, type ErrorContext } from './errors.js';
+
+/** How a command runs: its streams, flags that apply to every command, and the way to reach vmd. */
+export interface Context {
+  readonly json: boolean;
+  readonly verbose: number;
+  readonly cwd: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly stdin: NodeJS.ReadStream;
+  readonly stdout: NodeJS.WriteStream;
+  readonly stderr: NodeJS.WriteStream;
+  connect(): Promise<ControlClient>;
+}
+
+/** One vmctl command: the name matched by prefix, the usage text after it, and its body (resolves to the exit status). */
+export interface CommandSpec {
+  readonly name: string;
+  readonly usage: string;
+  run(args: readonly string[], ctx: Context): Promise<number>;
+}
+
+/** warnx(3): a diagnostic on stderr, prefixed with the program name. */
+export function warnx(ctx: Pick<Context, 'stderr'>, message: string): void {
+  ctx.stderr.write(`vmctl: ${message}\n`);
+}
+
+/** `--json` output: the reply object exactly as the socket carried it, one per line. */
+export function printJson(ctx: Pick<Context, 'stdout'>, raw: unknown): void {
+  ctx.stdout.write(`${JSON.stringify(raw)}\n`);
+}
+
+/** Reports a daemon error reply in a command's words, then the daemon's hint; `-v` also shows what vmd said. */
+export function reportError(ctx: Context, context: ErrorContext, error: VmdErrorData, raw?: unknown): void {
+  if (ctx.json) {
+    printJson(ctx, raw ?? { type: 'error', error });
+    return;
+  }
+  warnx(ctx, errorMessage(context, error));
+  reportDetail(ctx, context, error);
+}
+
+/** The lines after an error: `-v` detail when the wording was replaced, and the daemon's hint. */
+export function reportDetail(ctx: Context, context: ErrorContext, error: VmdErrorData): void {
+  if (ctx.verbose > 0 && isMapped(context, error)) warnx(ctx, `vmd: ${error.message} (${error.code})`);
+  if (error.hint !== undefined && error.hint.length > 0) warnx(ctx, `hint: ${error.hint}`);
+}
+
+/** One option occurrence, in command-line order; `value` is undefined for flags. */
+export interface OptionEvent {
+  readonly name: string;
+  readonly value: string | undefined;
+}
+
+/**
+ * getopt(3) on commander: `defs` are commander flag strings (`-m <size>`, `-c`, `--forward <spec>`). Returns the
+ * options in the order given and the operands; anything getopt would reject becomes a UsageError.
+ */
+export function getopt(args: readonly string[], defs: readonly string[]): { events: OptionEvent[]; operands: string[] } {
+  const events: OptionEvent[] = [];
+  const cmd = new Command('vmctl')
+    .exitOverride()
+    .configureOutput({ writeOut: () => {}, writeErr: () => {}, outputError: () => {} })
+    .helpOption(false)
+    .allowExcessArguments(true)
+    .passThroughOptions()
+    .argument('[operands...]')
+    .action(() => {});
+  for (const d of defs) cmd.option(d);
+  for (const o of cmd.options) {
+    const name = o.name();
+    cmd.on(`option:${name}`, (value: unknown) => {
+      events.push({ name, value: typeof value === 'string' ? value : undefined });
+    });
+  }
+  try {
+    cmd.parse([...args], { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) throw new UsageError();
+    throw err;
+  }
+  return { events, operands: [...cmd.args] };
+}
+
+/** What a `id` operand names, read as OpenBSD's parse_vmid(): a number is an id, anything else a name. */
+export interface VmRef {
+  readonly id: number | undefined;
+  readonly name: string | undefined;
+  /** What goes into the request's `target`. */
+  readonly target: string;
+}
+
+/** OpenBSD's VMM_MAX_NAME_LEN: names are shorter than this. */
+export const VM_NAME_MAX = 64;
+
+/**
+ * parse_vmid(): a decimal number (0 to 2^32-1) is an id, else a name below 64 characters; a leading `-` is never an
+ * id. Returns undefined where OpenBSD prints `invalid id: X` (after the `name too long` warning it issues itself).
+ */
+export function parseVmid(word: string, warn: (message: string) => void): VmRef | undefined {
+  if (word.startsWith('-')) return undefined;
+  const id = strtonum(word, 0, 2 ** 32 - 1);
+  if (id.value !== undefined) return { id: id.value, name: undefined, target: String(id.value) };
+  if (word.length >= VM_NAME_MAX) {
+    warn('name too long');
+    return undefined;
+  }
+  if (word.length === 0) return undefined;
+  return { id: undefined, name: word, target: word };
+}
+
+/** strtonum(3): a whole decimal number within [min, max], or the error string OpenBSD puts after `count is`. */
+export function strtonum(word: string, min: number, max: number): { value?: number; error?: 'invalid' | 'too small' | 'too large' } {
+  const m = /^[ \t\n\v\f\r]*([+-]?)([0-9]+)$/.exec(word);
+  if (m === null) return { error: 'invalid' };
+  const n = BigInt(`${m[1] === '-' ? '-' : ''}${m[2] as string}`);
+  // strtoll saturates: out-of-range input reads as LLONG_MIN/MAX, which are below/above any bound here.
+  if (n < BigInt(min)) return { error: 'too small' };
+  if (n > BigInt(max)) return { error: 'too large' };
+  return { value: Number(n) };
+}
+
+/** Sends a request whose success is a bare `ok.response` (load, reload, reset, log): silent on success, as OpenBSD. */
+export async function requestOk(ctx: Context, context: ErrorContext, body: RequestBody): Promise<number> {
+  const client = await ctx.connect();
+  try {
+    const { response, raw } = await client.request(body);
+    if (response.type === 'error') {
+      reportError(ctx, context, response.error, raw);
+      return 1;
+    }
+    if (response.type !== 'ok.response') throw new CliError('unexpected response received from vmd');
+    if (ctx.json) printJson(ctx, raw);
+    return 0;
+  } finally {
+    client.close();
+  }
+}

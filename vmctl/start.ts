@@ -1,0 +1,270 @@
+// `vmctl start`: OpenBSD's ctl_start() option parsing and vm_start() checks, turned into a vm.start.request.
+// Paths are resolved here, against the caller's cwd and as the caller, so vmd only ever sees absolute paths.
+
+import { closeSync, fstatSync, openSync, realpathSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { StartForward, StartNet, StartOptions } from '../share/protocol.js';
+import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
+import { attachConsole } from './console.js';
+import { getopt, parseVmid, printJson, reportError, strtonum, VM_NAME_MAX, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
+import { CliError, sysMessage, UsageError } from './errors.js';
+
+/** vmd.h limits vmctl enforces before asking: disks and NICs per VM, PATH_MAX. */
+export const MAX_DISKS = 4;
+export const MAX_NICS = 4;
+const PATH_MAX = 1024;
+const MIB = 1024n * 1024n;
+/** VMM_MAX_VM_MEM_SIZE: 128 GiB. */
+export const MAX_MEMORY = 128n * 1024n * MIB;
+
+/** Everything `vmctl start` was asked to do. */
+export interface StartArgs {
+  readonly ref: VmRef;
+  readonly options: StartOptions;
+  /** `-c`: attach the console once started. */
+  readonly console: boolean;
+}
+
+/** Where parsing looks and complains: the caller's cwd, and warnx for warnings that do not stop it. */
+export interface StartEnv {
+  readonly cwd: string;
+  readonly warn: (message: string) => void;
+}
+
+/** parse_size(): scan_scaled, at least 1 MiB, at most 128 GiB for memory, rounded down to MiB with a warning. */
+export function parseSize(word: string, type: 'memory' | 'disk', warn: (message: string) => void): number {
+  let val: bigint;
+  try {
+    val = scanScaledBig(word);
+  } catch (err) {
+    if (err instanceof ScaledError) throw new CliError(`invalid ${type} size: ${word}: ${err.message}`);
+    throw err;
+  }
+  if (val < MIB) throw new CliError(`${type} size must be at least 1MB`);
+  if (type === 'memory' && val > MAX_MEMORY) throw new CliError(`memory size too large (limit is ${fmtScaled(MAX_MEMORY)})`);
+  const size = (val / MIB) * MIB;
+  if (size !== val) warn(`${type} size rounded to ${fmtScaled(size)}`);
+  return Number(size);
+}
+
+/** `--forward proto:hostport:guestport` (ours): tcp or udp, ports 1 to 65535. */
+export function parseForward(spec: string): StartForward {
+  const m = /^(tcp|udp):([0-9]{1,5}):([0-9]{1,5})$/.exec(spec);
+  const hostPort = m === null ? 0 : Number(m[2]);
+  const guestPort = m === null ? 0 : Number(m[3]);
+  if (m === null || hostPort < 1 || hostPort > 65535 || guestPort < 1 || guestPort > 65535) {
+    throw new CliError(`invalid forward: ${spec}`);
+  }
+  return { proto: m[1] as 'tcp' | 'udp', hostPort, guestPort };
+}
+
+/** realpath(3) against the caller's cwd; an empty path fails as in C rather than naming the cwd. */
+function realpath(cwd: string, path: string): string {
+  if (path.length === 0) throw Object.assign(new Error('empty path'), { code: 'ENOENT' });
+  return realpathSync(resolve(cwd, path));
+}
+
+/**
+ * Disk operands may name their format (`raw:` or `qcow2:`, as parse_disktype() reads them). The prefix is kept in
+ * front of the resolved path, `qcow2:/abs/disk.img`, and vmd strips and honours it; without one vmd detects the format.
+ */
+function parseDisk(cwd: string, word: string): string {
+  const m = /^(raw|qcow2):/.exec(word);
+  const path = m === null ? word : word.slice(m[0].length);
+  let real: string;
+  try {
+    real = realpath(cwd, path);
+  } catch (err) {
+    throw new CliError(sysMessage(`invalid disk path: ${path}`, err));
+  }
+  return m === null ? real : `${m[1] as string}:${real}`;
+}
+
+/** vm_start() opens the kernel itself, as the caller: so a user can only boot what they can read. */
+function checkBootFile(path: string, what: 'kernel' | 'initrd'): void {
+  if (path.length >= PATH_MAX) throw new CliError(`${what} name too long`);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new CliError(sysMessage(`cannot open ${what} '${path}'`, err));
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new CliError(`${what} must be a regular file`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** OpenBSD's VM name rule: `[A-Za-z0-9._-]`, not starting with `.`, `-` or `_`. */
+export function validVmName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name);
+}
+
+/** The options of `vmctl start`: OpenBSD's getopt string `b:B:cd:i:Lm:n:r:t:` plus our long options. */
+const START_OPTIONS = [
+  '-b <path>', '-B <device>', '-c', '-d <disk>', '-i <count>', '-L', '-m <size>', '-n <switch>', '-r <path>', '-t <name>',
+  '--initrd <path>', '--cmdline <string>', '--forward <spec>',
+] as const;
+
+/** ctl_start() and vm_start(): every check and message in OpenBSD's order; throws CliError or UsageError. */
+export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
+  const { events, operands } = getopt(args, START_OPTIONS);
+  let boot: string | undefined;
+  let bootDevice: StartOptions['bootDevice'];
+  let cdrom: string | undefined;
+  let memory: number | undefined;
+  let nifs: number | undefined;
+  let instanceOf: string | undefined;
+  let initrd: string | undefined;
+  let cmdline: string | undefined;
+  let console = false;
+  const nets: StartNet[] = [];
+  const disks: string[] = [];
+  const forwards: StartForward[] = [];
+
+  for (const { name, value } of events) {
+    const v = value ?? '';
+    switch (name) {
+      case 'b':
+        if (boot !== undefined) throw new CliError('boot image specified multiple times');
+        try {
+          boot = realpath(env.cwd, v);
+        } catch (err) {
+          throw new CliError(sysMessage('invalid boot image path', err));
+        }
+        break;
+      case 'B':
+        if (bootDevice !== undefined) throw new CliError('boot device specified multiple times');
+        if (v !== 'disk' && v !== 'cdrom' && v !== 'net') throw new CliError(`unknown boot device ${v}`);
+        bootDevice = v;
+        break;
+      case 'r':
+        if (cdrom !== undefined) throw new CliError('iso image specified multiple times');
+        try {
+          cdrom = realpath(env.cwd, v);
+        } catch (err) {
+          throw new CliError(sysMessage(`invalid iso image path: ${v}`, err));
+        }
+        break;
+      case 'c':
+        console = true;
+        break;
+      case 'L':
+        nets.push({ kind: 'local' });
+        break;
+      case 'm':
+        if (memory !== undefined) throw new CliError('memory specified multiple times');
+        memory = parseSize(v, 'memory', env.warn);
+        break;
+      case 'n':
+        nets.push({ kind: 'switch', switch: v });
+        break;
+      case 'd':
+        disks.push(parseDisk(env.cwd, v));
+        break;
+      case 'i': {
+        if (nifs !== undefined) throw new CliError('interfaces specified multiple times');
+        const n = strtonum(v, 1, 2 ** 31 - 1);
+        if (n.value === undefined) {
+          env.warn(`count is ${n.error as string}: ${v}`);
+          throw new CliError(`invalid interface count: ${v}`);
+        }
+        nifs = n.value;
+        break;
+      }
+      case 't':
+        if (v.length >= VM_NAME_MAX) {
+          env.warn('instance vm name too long');
+          throw new CliError(`invalid name: ${v}`);
+        }
+        instanceOf = v;
+        break;
+      case 'initrd':
+        if (initrd !== undefined) throw new CliError('initrd specified multiple times');
+        try {
+          initrd = realpath(env.cwd, v);
+        } catch (err) {
+          throw new CliError(sysMessage(`invalid initrd path: ${v}`, err));
+        }
+        break;
+      case 'cmdline':
+        if (cmdline !== undefined) throw new CliError('cmdline specified multiple times');
+        cmdline = v;
+        break;
+      case 'forward':
+        forwards.push(parseForward(v));
+        break;
+      default:
+        throw new UsageError();
+    }
+  }
+  if (operands.length !== 1) throw new UsageError();
+  const word = operands[0] as string;
+  const ref = parseVmid(word, env.warn);
+  if (ref === undefined) throw new CliError(`invalid id: ${word}`);
+
+  // -L and -n NICs come first, in order; -i adds plain ones up to its count and never removes any.
+  const nnics = Math.max(nifs ?? 0, nets.length);
+
+  // vm_start(): a new VM (any creating option, no -t) must be bootable; the daemon fills in 512M by default.
+  const creating = memory !== undefined || nnics > 0 || disks.length > 0 || boot !== undefined || cdrom !== undefined
+    || initrd !== undefined || cmdline !== undefined || forwards.length > 0;
+  if (instanceOf === undefined && creating) {
+    if (disks.length > MAX_DISKS) throw new CliError('too many disks');
+    else if (boot === undefined && disks.length === 0) env.warn('starting without disks');
+    if (boot === undefined && disks.length === 0 && cdrom === undefined) throw new CliError('no kernel or disk/cdrom specified');
+    if (nnics > MAX_NICS) throw new CliError('too many network interfaces');
+    if (boot === undefined && nnics === 0) env.warn('starting without network interfaces');
+  }
+  for (const d of disks) if (d.replace(/^(raw|qcow2):/, '').length >= PATH_MAX) throw new CliError('disk path too long');
+  for (const n of nets) if (n.kind === 'switch' && n.switch.length >= VM_NAME_MAX) throw new CliError('interface name too long');
+  if (ref.name !== undefined && !validVmName(ref.name)) throw new CliError('invalid VM name');
+  if (boot !== undefined) checkBootFile(boot, 'kernel');
+  if (initrd !== undefined) checkBootFile(initrd, 'initrd');
+  if (cdrom !== undefined && cdrom.length >= PATH_MAX) throw new CliError('cdrom name too long');
+
+  const options: { -readonly [K in keyof StartOptions]: StartOptions[K] } = {};
+  if (memory !== undefined) options.memory = memory;
+  if (nnics > 0) options.interfaces = nnics;
+  if (nets.length > 0) options.nets = nets;
+  if (disks.length > 0) options.disks = disks;
+  if (boot !== undefined) options.boot = boot;
+  if (initrd !== undefined) options.initrd = initrd;
+  if (cmdline !== undefined) options.cmdline = cmdline;
+  if (cdrom !== undefined) options.cdrom = cdrom;
+  if (bootDevice !== undefined) options.bootDevice = bootDevice;
+  if (instanceOf !== undefined) options.instanceOf = instanceOf;
+  if (forwards.length > 0) options.forwards = forwards;
+  return { ref, options, console };
+}
+
+async function runStart(args: readonly string[], ctx: Context): Promise<number> {
+  const parsed = parseStart(args, { cwd: ctx.cwd, warn: (m) => warnx(ctx, m) });
+  const client = await ctx.connect();
+  try {
+    const { response, raw } = await client.request({ type: 'vm.start.request', target: parsed.ref.target, options: parsed.options });
+    if (response.type === 'error') {
+      reportError(ctx, 'start', response.error, raw);
+      return 1;
+    }
+    if (response.type !== 'vm.start.response') throw new CliError('unexpected response received from vmd');
+    if (ctx.json) printJson(ctx, raw);
+    else for (const w of response.warnings) warnx(ctx, w);
+    // OpenBSD execs cu(1) straight away with -c and says nothing more.
+    if (parsed.console) return await attachConsole(ctx, client, response.vm.name, {});
+    if (!ctx.json) warnx(ctx, `started vm ${response.vm.id} successfully, tty ${response.vm.tty ?? '-'}`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** `vmctl start`: the usage line is OpenBSD's, with our long options on a third line. */
+export const startCommand: CommandSpec = {
+  name: 'start',
+  usage: '[-cL] [-B device] [-b path] [-d disk] [-i count]\n'
+    + '\t\t[-m size] [-n switch] [-r path] [-t name]\n'
+    + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport] id | name',
+  run: runStart,
+};

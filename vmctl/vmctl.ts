@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+// vmctl(8): the command-line client of vmd. Global flags, OpenBSD's command-prefix abbreviation, usage, dispatch.
+// Each command lives in its own module; this file only decides which one runs and how vmctl exits.
+
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { socketPath } from '../share/paths.js';
+import { ControlClient } from './client.js';
+import { warnx, type CommandSpec, type Context } from './command.js';
+import { consoleCommand } from './console.js';
+import { CliError, UsageError } from './errors.js';
+import { loadCommand } from './load.js';
+import { logCommand } from './log.js';
+import { pauseCommand, unpauseCommand } from './pause.js';
+import { reloadCommand } from './reload.js';
+import { resetCommand } from './reset.js';
+import { startCommand } from './start.js';
+import { showCommand, statusCommand } from './status.js';
+import { stopCommand } from './stop.js';
+import { waitCommand } from './wait.js';
+
+/** The command table in OpenBSD's order (which decides nothing but the order of the checks); no `create` yet. */
+export const COMMANDS: readonly CommandSpec[] = [
+  consoleCommand, loadCommand, logCommand, pauseCommand, reloadCommand, resetCommand, showCommand,
+  startCommand, statusCommand, stopCommand, unpauseCommand, waitCommand,
+];
+
+/** The global usage line, exactly OpenBSD's. */
+export const USAGE = 'usage:\tvmctl [-v] command [arg ...]\n';
+
+/** A command's usage line, as ctl_usage() prints it (`usage:\tvmctl [-v] NAME USAGE`, trailing space and all). */
+export function commandUsage(spec: CommandSpec): string {
+  return `usage:\tvmctl [-v] ${spec.name} ${spec.usage}\n`;
+}
+
+/** OpenBSD's abbreviation rule: any prefix of exactly one command selects it. */
+export function resolveCommand(word: string): { command: CommandSpec } | { error: string } {
+  const matches = COMMANDS.filter((c) => c.name.startsWith(word));
+  if (matches.length > 1) return { error: `ambiguous argument: ${word}` };
+  if (matches.length === 0) return { error: `unknown argument: ${word}` };
+  return { command: matches[0] as CommandSpec };
+}
+
+/** Options whose next word is their value, so a `--json` right after one is that value and not the flag. */
+const TAKES_VALUE = new Set(['-b', '-B', '-d', '-i', '-m', '-n', '-r', '-t', '--initrd', '--cmdline', '--forward']);
+
+/** `--json` may appear anywhere before `--`; it is taken out before any other parsing sees the arguments. */
+export function extractJson(argv: readonly string[]): { json: boolean; rest: string[] } {
+  let json = false;
+  let ended = false;
+  const rest: string[] = [];
+  argv.forEach((arg, i) => {
+    if (arg === '--') ended = true;
+    if (!ended && arg === '--json' && !(i > 0 && TAKES_VALUE.has(argv[i - 1] as string))) json = true;
+    else rest.push(arg);
+  });
+  return { json, rest };
+}
+
+/** getopt(argc, argv, "v") before the command: `-v`, `-vv`, `--`; anything else is a usage error. */
+export function parseGlobal(argv: readonly string[]): { verbose: number; rest: string[] } | undefined {
+  let verbose = 0;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--') {
+      i++;
+      break;
+    }
+    if (!a.startsWith('-') || a === '-') break;
+    if (!/^-v+$/.test(a)) return undefined;
+    verbose += a.length - 1;
+  }
+  return { verbose, rest: argv.slice(i) };
+}
+
+/** The streams and environment a run uses; tests pass their own. */
+export interface Io {
+  readonly stdin: NodeJS.ReadStream;
+  readonly stdout: NodeJS.WriteStream;
+  readonly stderr: NodeJS.WriteStream;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+}
+
+/** vmctl from argv (without node and the script) to exit status. */
+export async function main(argv: readonly string[], io: Io): Promise<number> {
+  const { json, rest } = extractJson(argv);
+  const global = parseGlobal(rest);
+  if (global === undefined || global.rest.length === 0) {
+    io.stderr.write(USAGE);
+    return 1;
+  }
+  const [word, ...args] = global.rest as [string, ...string[]];
+  const found = resolveCommand(word);
+  if ('error' in found) {
+    io.stderr.write(`${found.error}\n${USAGE}`);
+    return 1;
+  }
+  const ctx: Context = {
+    json,
+    verbose: global.verbose,
+    cwd: io.cwd,
+    env: io.env,
+    stdin: io.stdin,
+    stdout: io.stdout,
+    stderr: io.stderr,
+    connect: () => ControlClient.connect(socketPath(io.env)),
+  };
+  try {
+    return await found.command.run(args, ctx);
+  } catch (err) {
+    if (err instanceof UsageError) io.stderr.write(commandUsage(found.command));
+    else if (err instanceof CliError) warnx(ctx, err.message);
+    else warnx(ctx, err instanceof Error ? err.message : String(err));
+    return 1;
+  }
+}
+
+/** True when this file is the program being run (also through the npm bin symlink), not a module a test imported. */
+function isEntry(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntry()) {
+  // A reader that went away (`vmctl status | head -1`) is not an error worth a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(1);
+  });
+  const code = await main(process.argv.slice(2), {
+    stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd(),
+  });
+  // Exit once both streams have taken everything: process.exit() alone can cut a piped stdout short.
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
