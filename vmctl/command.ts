@@ -1,5 +1,5 @@
 // What every vmctl command module shares: the command shape, the run context, getopt-style option parsing on commander.
-// OpenBSD's vmctl parses with getopt(3): options in order, bundled flags, parsing stops at the first operand.
+// Options are parsed as getopt(3) does (in order, bundled flags), but may also follow the operands, as GNU getopt allows.
 
 import { Command, CommanderError } from 'commander';
 import type { VmdErrorData } from '../share/errors.js';
@@ -59,7 +59,8 @@ export interface OptionEvent {
 
 /**
  * getopt(3) on commander: `defs` are commander flag strings (`-m <size>`, `-c`, `--forward <spec>`). Returns the
- * options in the order given and the operands; anything getopt would reject becomes a UsageError.
+ * options in the order given and the operands; anything getopt would reject becomes a UsageError. Unlike OpenBSD,
+ * options after the name are accepted too (`vmctl start web -m 1G`), the order people type; `--` ends options.
  */
 export function getopt(args: readonly string[], defs: readonly string[]): { events: OptionEvent[]; operands: string[] } {
   const events: OptionEvent[] = [];
@@ -68,7 +69,6 @@ export function getopt(args: readonly string[], defs: readonly string[]): { even
     .configureOutput({ writeOut: () => {}, writeErr: () => {}, outputError: () => {} })
     .helpOption(false)
     .allowExcessArguments(true)
-    .passThroughOptions()
     .argument('[operands...]')
     .action(() => {});
   for (const d of defs) cmd.option(d);

@@ -82,7 +82,6 @@ t.test('usage output and exit status', async (t) => {
   t.same(await run(['stop', '-a', 'web']), { code: 1, stdout: '', stderr: usageOf('stop') });
   t.same(await run(['stop', '-x', 'web']), { code: 1, stdout: '', stderr: usageOf('stop') });
   t.same(await run(['star']), { code: 1, stdout: '', stderr: usageOf('start') });
-  t.same(await run(['start', 'web', '-m', '1G']), { code: 1, stdout: '', stderr: usageOf('start') }, 'options come before the name');
   t.same(await run(['start', '-m']), { code: 1, stdout: '', stderr: usageOf('start') });
   t.same(await run(['log', 'loud']), { code: 1, stdout: '', stderr: usageOf('log') });
   t.same(await run(['reset', 'everything']), { code: 1, stdout: '', stderr: usageOf('reset') });
@@ -152,6 +151,13 @@ t.test('start', async (t) => {
       throw err;
     }
   };
+
+  t.test('options may follow the name, in the order people type them', async (t) => {
+    const r = parse(['web', '-b', 'bsd.rd', '--initrd', 'initrd.img', '-m', '256M', '-i', '1']);
+    t.same(r.warnings, []);
+    t.equal(r.result?.ref.target, 'web');
+    t.same(r.result?.options, { memory: 256 * 1024 * 1024, interfaces: 1, boot: join(dir, 'bsd.rd'), initrd: join(dir, 'initrd.img') });
+  });
 
   t.test('a new VM, every option', async (t) => {
     const r = parse([
@@ -271,7 +277,8 @@ t.test('the other commands', async (t) => {
   t.same(parseStop(['-fw', 'web'], none), { all: false, force: true, wait: true, ref: { id: undefined, name: 'web', target: 'web' } });
   t.same(parseStop(['-a'], none), { all: true, force: false, wait: false, ref: undefined });
   t.same(parseStop(['-w', '-a', '-f'], none), { all: true, force: true, wait: true, ref: undefined });
-  t.throws(() => parseStop(['web', '-f'], none), UsageError, 'options come first');
+  t.same(parseStop(['web', '-f'], none), { all: false, force: true, wait: false, ref: { id: undefined, name: 'web', target: 'web' } }, 'options may follow the name');
+  t.throws(() => parseStop(['--', '-f'], none), { message: 'invalid id: -f' }, '-- ends the options: "-f" is then an operand');
   t.same(parseStatus([], none), { running: false, ref: undefined });
   t.same(parseStatus(['-r', '2'], none), { running: true, ref: { id: 2, name: undefined, target: '2' } });
   t.same(parseConsole(['-t', '2.5', 'web'], none), { target: 'web', options: { timeoutMs: 2500 } });
