@@ -206,8 +206,9 @@ function readStartOptions(v: unknown): StartOptions {
   const disks = array(v, 'disks', 64, what);
   if (disks !== undefined) {
     out.disks = disks.map((d) => {
-      if (typeof d !== 'string' || !d.startsWith('/') || d.length > MAX_PATH + 8 || d.includes('\0')) {
-        throw new ProtocolError(`${what}: disks entries must be absolute paths`);
+      // vmctl sends `raw:` or `qcow2:` in front of the path when the user gave a format (`-d qcow2:disk.img`).
+      if (typeof d !== 'string' || !/^(?:(?:raw|qcow2):)?\//.test(d) || d.length > MAX_PATH + 8 || d.includes('\0')) {
+        throw new ProtocolError(`${what}: disks entries must be absolute paths, optionally after raw: or qcow2:`);
       }
       return d;
     });
@@ -258,7 +259,7 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
   },
   'vm.start.request': {
     keys: ['target', 'options'],
-    read: (o, b) => ({ ...b, type: 'vm.start.request', target: target(o, 'vm.start.request'), options: readStartOptions(o.options ?? {}) }),
+    read: (o, b) => ({ ...b, type: 'vm.start.request', target: target(o, 'vm.start.request'), options: readStartOptions(o.options === undefined ? {} : o.options) }),
   },
   'vm.stop.request': {
     keys: ['target', 'force', 'wait'],
@@ -291,7 +292,8 @@ export function readRequest(msg: unknown): ControlRequest {
   if (!isObj(msg)) throw new ProtocolError('message: must be a JSON object');
   const type = msg.type;
   if (typeof type !== 'string' || !Object.hasOwn(readers, type)) {
-    throw new ProtocolError(`message: unknown type "${String(type).slice(0, 64)}"`);
+    // Not String(type): an object such as {"toString": 1} would make that throw a TypeError.
+    throw new ProtocolError(typeof type === 'string' ? `message: unknown type "${type.slice(0, 64)}"` : 'message: field "type" must be a string');
   }
   const reader = readers[type as RequestType];
   const v = int(msg, 'v', 0, 1_000_000, type);
@@ -305,7 +307,9 @@ export function readRequest(msg: unknown): ControlRequest {
 
 /** The request id of a message that failed to decode, so the error reply can carry it. */
 export function requestIdOf(msg: unknown): number {
-  return isObj(msg) && typeof msg.id === 'number' && Number.isSafeInteger(msg.id) ? msg.id : 0;
+  // Only ids a valid request could carry: anything else would make a reply the client's readResponse refuses.
+  const id = isObj(msg) ? msg.id : undefined;
+  return typeof id === 'number' && Number.isSafeInteger(id) && id >= 0 && id <= 2 ** 31 - 1 ? id : 0;
 }
 
 const VM_STATES: readonly VmState[] = ['running', 'stopped', 'paused', 'waiting', 'stopping', 'starting'];
@@ -338,7 +342,11 @@ export function readResponse(msg: unknown): ControlResponse {
   const id = int(msg, 'id', 0, 2 ** 31 - 1, 'reply');
   const strings = (k: string): string[] => {
     const a = array(msg, k, 10_000, 'reply') ?? [];
-    return a.map((s) => (typeof s === 'string' ? s : String(s)));
+    // Strings only: String() of a JSON object such as {"toString": 1} throws a TypeError, not a ProtocolError.
+    return a.map((s) => {
+      if (typeof s !== 'string') throw new ProtocolError(`reply: field "${k}" must be a list of strings`);
+      return s;
+    });
   };
   switch (msg.type) {
     case 'vm.status.response': {

@@ -51,8 +51,9 @@ interface Entry {
   /** A stop was requested (so an exit is not a reboot). */
   stopRequested: boolean;
   waiters: Array<{ peer: number; reqId: number; kind: 'stop' | 'wait' }>;
-  /** Starts in the current restart window, for the reboot rate limit. */
+  /** Restarts in a row that came less than 6 s after the previous start, for the reboot rate limit. */
   quickRestarts: number;
+  lastStartMs: number | null;
 }
 
 interface Identity {
@@ -175,7 +176,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     /^\d+$/.test(target) ? entries.get(Number(target)) ?? byName(target) : byName(target);
 
   for (const rec of db.vmList()) {
-    entries.set(rec.id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0 });
+    entries.set(rec.id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null });
   }
   for (const rt of db.runtimeList()) {
     const e = entries.get(rt.vmId);
@@ -333,7 +334,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       db.vmPut(rec);
       const e = entries.get(id);
       if (e !== undefined) e.record = rec;
-      else entries.set(id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0 });
+      else entries.set(id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null });
     }
   };
 
@@ -377,14 +378,15 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (e.runtime !== null || e.state === 'starting') throw new VmdError('ERR_VM_RUNNING', `vm "${e.record.name}": already running`);
     const vm = e.record.config;
     const now = Date.now();
-    const last = e.runtime === null ? null : (e.runtime as VmRuntime).lastStartMs;
     if (opts.restart) {
-      if (last !== null && now - last < RESTART_WINDOW_MS) e.quickRestarts++;
+      // OpenBSD's rule: a reboot less than 6 s after the previous start counts; the third such one is refused.
+      if (e.lastStartMs !== null && now - e.lastStartMs < RESTART_WINDOW_MS) e.quickRestarts++;
       else e.quickRestarts = 0;
       if (e.quickRestarts >= RESTART_LIMIT) {
         throw new VmdError('ERR_RATE_LIMIT', `vm ${e.record.id}: restarted too quickly`);
       }
     } else e.quickRestarts = 0;
+    e.lastStartMs = now;
     if (vm.sev || vm.seves) {
       throw new VmdError('ERR_UNSUPPORTED', `vm "${vm.name}": sev${vm.seves ? 'es' : ''}: not supported on this host`, {
         hint: 'remove sev/seves from the vm block',
@@ -561,30 +563,18 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (e === undefined || e.runtime === null || e.runtime.pid !== pid) return;
     if (vmm !== null) vmm.send({ type: 'vm.forget', vmId });
     const reboot = reason === 'guest-reset' && !e.stopRequested && e.runtime.bootOnce === null;
-    const lastStartMs = e.runtime.lastStartMs;
+    const starter = e.runtime.uid;
     cleanupRuntime(e);
     e.state = 'stopped';
     db.event(vmId, 'exit', reason);
     logInfo(`vm "${e.record.name}" (vm ${vmId}) ${reboot ? 'rebooted' : `terminated: ${reason}`}`);
     if (reboot) {
-      // A guest reboot is a restart of the same VM, subject to OpenBSD's rate limit.
-      e.runtime = null;
-      const restartEntry = { ...e };
-      void restartEntry;
-      const prevLast = lastStartMs;
-      (async () => {
-        try {
-          e.runtime = null;
-          if (prevLast !== null && Date.now() - prevLast < RESTART_WINDOW_MS) e.quickRestarts++;
-          else e.quickRestarts = 0;
-          if (e.quickRestarts >= RESTART_LIMIT) throw new VmdError('ERR_RATE_LIMIT', `vm ${vmId}: restarted too quickly`);
-          await vmStart(e, e.record.ownerUid, {});
-          return;
-        } catch (err) {
-          logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`);
-          finishStopped(e);
-        }
-      })();
+      // A guest reboot is a restart of the same VM, subject to the rate limit.
+      vmStart(e, starter, { restart: true }).catch((err: unknown) => {
+        logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`);
+        e.state = 'stopped';
+        finishStopped(e);
+      });
       return;
     }
     finishStopped(e);
@@ -633,11 +623,12 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     };
   };
 
-  /** OpenBSD's vm_checkperm: root, the starter of a running VM, the owner of a stopped one, or its group. */
+  /** OpenBSD's vm_checkperm: root, the starter of a running VM, the VM's owner, or a member of its owner group. */
   const permitted = (e: Entry, uid: number, gid: number): boolean => {
     if (uid === 0) return true;
+    // The starter of a running VM (OpenBSD's vm_uid) and, unlike OpenBSD, always its configured owner.
     if (e.runtime !== null && e.runtime.uid === uid) return true;
-    if (e.runtime === null && e.record.ownerUid === uid) return true;
+    if (e.record.ownerUid === uid && e.record.ownerUid !== 0) return true;
     const og = e.record.ownerGid;
     return og !== null && (gid === og || groupsOf(uid, gid).includes(og));
   };
@@ -708,12 +699,16 @@ export async function parentMain(options: ParentOptions): Promise<number> {
           respond(peer, { type: 'vm.start.response', id: req.id, vm: info(e), warnings }, false);
           return;
         }
-        if (!/^\d+$/.test(req.target) === false) throw new VmdError('ERR_VM_NOT_FOUND', `vm ${req.target}: not found`);
+        if (/^\d+$/.test(req.target)) throw new VmdError('ERR_VM_NOT_FOUND', `vm ${req.target}: not found`);
+        // OpenBSD: a non-root user may only start existing VMs or create instances that `allow instance` permits.
+        if (uid !== 0 && o.instanceOf === undefined) {
+          throw new VmdError('ERR_PERMISSION', `vm "${req.target}": only root may create new vms`, { hint: 'ask for an instance of a vm that allows it: vmctl start -t PARENT NAME' });
+        }
         const { vm, warnings, origin } = vmFromOptions(req.target, o, uid, byName);
         const id = db.vmClaimId(vm.name);
         const rec: VmRecord = { id, name: vm.name, origin, config: vm, ownerUid: uid, ownerGid: null };
         db.vmPut(rec);
-        e = { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0 };
+        e = { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null };
         entries.set(id, e);
         try {
           await vmStart(e, uid, {});
