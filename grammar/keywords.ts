@@ -9,5 +9,19 @@ export const KEYWORDS: readonly string[] = [
   'prefix', 'rdomain', 'sev', 'seves', 'size', 'socket', 'staggered', 'start', 'switch', 'up', 'vm',
 ];
 
+/**
+ * Words that start or structure an extension option; the grammar recognises them only where an extension
+ * expects them (elsewhere they are plain strings, so OpenBSD configs using them as names keep working).
+ * Order matters: grammar/tokens.ts gives them the token codes n-z 0-7 used by grammar/vm.conf.peggy.
+ */
+export const EXTENSION_STRUCTURAL_WORDS: readonly string[] = [
+  'accel', 'qemu', 'cpus', 'initrd', 'cmdline', 'address', 'dhcp', 'nat', 'vxlan', 'remote', 'dev',
+  'port', 'forward', 'to', 'pass', 'block', 'in', 'out', 'quick', 'proto', 'from',
+];
+
 /** Words of vmd's extensions; recognised only where they are expected, so OpenBSD configs keep working. */
-export const EXTENSION_WORDS: readonly string[] = [];
+export const EXTENSION_WORDS: readonly string[] = [
+  ...EXTENSION_STRUCTURAL_WORDS,
+  // Values checked by the extensions' actions: accelerators, rule protocols and addresses.
+  'auto', 'kvm', 'tcg', 'tcp', 'udp', 'icmp', 'icmp6', 'any',
+];

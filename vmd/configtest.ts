@@ -1,5 +1,7 @@
 // `vmd -n`: parse and check a vm.conf, print diagnostics as OpenBSD's vmd does, return the exit status.
-// Placeholder; the grammar work fills it in.
+// Everything goes to stderr; `configuration OK` and macro warnings carry no `vmd:` prefix, as in vmd.c.
+
+import { formatDiagnostic, parseConfigFile } from '../grammar/parse.js';
 
 export interface ConfigTestOptions {
   readonly file: string;
@@ -7,7 +9,16 @@ export interface ConfigTestOptions {
   readonly verbose: number;
 }
 
-export function configTest(_options: ConfigTestOptions): number {
-  process.stderr.write('vmd: configuration test not implemented\n');
-  return 1;
+/** Runs the config test; debug lines (`… registered`, `memory size rounded to …`) need -vv, as log_debug. */
+export function configTest(options: ConfigTestOptions): number {
+  const result = parseConfigFile(options.file, { macros: options.macros });
+  let out = '';
+  for (const d of result.diagnostics) {
+    if (d.severity === 'debug' && options.verbose < 2) continue;
+    out += `${formatDiagnostic(d)}\n`;
+  }
+  const ok = !result.diagnostics.some((d) => d.severity === 'error');
+  if (ok) out += 'configuration OK\n';
+  process.stderr.write(out);
+  return ok ? 0 : 1;
 }

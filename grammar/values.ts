@@ -1,0 +1,233 @@
+// Value syntaxes of vm.conf checked by the grammar's actions: sizes, MACs, prefixes, addresses, names, errno text.
+// Re-implementations of the libc/libutil behaviour OpenBSD's parse.y relies on (scan_scaled, ether_aton, …).
+
+import { isIPv4, isIPv6 } from 'node:net';
+
+const SCALE_CHARS = 'BKMGTPE';
+const LLONG_MAX = (1n << 63n) - 1n;
+const LLONG_MIN = -(1n << 63n);
+
+/** scan_scaled(3): `1.5G` → bytes in powers of 1024; a string error is `EINVAL` or `ERANGE`. */
+export function scanScaled(text: string): bigint | 'EINVAL' | 'ERANGE' {
+  let p = 0;
+  while (p < text.length && /\s/.test(text[p]!)) p++;
+  let sign = 0;
+  while (text[p] === '-' || text[p] === '+') {
+    if (sign !== 0) return 'EINVAL';
+    sign = text[p] === '-' ? -1 : 1;
+    p++;
+  }
+  let whole = 0n;
+  let fpart = 0n;
+  let ndigits = 0;
+  let fractDigits = 0;
+  const MAX_DIGITS = SCALE_CHARS.length * 3;
+  for (; p < text.length && /[0-9.]/.test(text[p]!); p++) {
+    if (text[p] === '.') {
+      if (fractDigits > 0) return 'EINVAL';
+      fractDigits = 1;
+      continue;
+    }
+    const d = BigInt(text.charCodeAt(p) - 48);
+    if (fractDigits > 0) {
+      if (fractDigits >= MAX_DIGITS - 1) continue;
+      fractDigits++;
+      fpart = fpart * 10n + d;
+      if (fpart > LLONG_MAX) return 'ERANGE';
+    } else {
+      if (++ndigits >= MAX_DIGITS) return 'ERANGE';
+      whole = whole * 10n + d;
+      if (whole > LLONG_MAX) return 'ERANGE';
+    }
+  }
+  if (sign !== 0) whole *= BigInt(sign);
+  if (p >= text.length) return whole;
+  const unit = SCALE_CHARS.indexOf(text[p]!.toUpperCase());
+  if (unit < 0) return 'EINVAL';
+  if (p + 1 < text.length && /[A-Za-z0-9]/.test(text[p + 1]!)) return 'EINVAL';
+  const scale = 1n << BigInt(10 * unit);
+  if (whole > LLONG_MAX / scale || whole < LLONG_MIN / scale) return 'ERANGE';
+  whole *= scale;
+  while (fpart >= LLONG_MAX / scale) {
+    fpart /= 10n;
+    fractDigits--;
+  }
+  fpart *= scale;
+  for (let i = 0; i < fractDigits - 1; i++) fpart /= 10n;
+  return sign === -1 ? whole - fpart : whole + fpart;
+}
+
+/** fmt_scaled(3): at most 4 digits plus a unit (`1.0G`, `1023M`), as OpenBSD prints sizes. */
+export function fmtScaled(value: number): string {
+  let n = BigInt(Math.trunc(value));
+  const abs = n < 0n ? -n : n;
+  let unit = 0;
+  let fract = 0n;
+  for (let i = 0; i < SCALE_CHARS.length; i++) {
+    const f = 1n << BigInt(10 * i);
+    if (abs / 1024n < f) {
+      unit = i;
+      fract = i === 0 ? 0n : abs % f;
+      n /= f;
+      if (i > 0) fract /= 1n << BigInt(10 * (i - 1));
+      break;
+    }
+  }
+  fract = (10n * fract + 512n) / 1024n;
+  if (fract >= 10n) {
+    n += n >= 0n ? 1n : -1n;
+    fract = 0n;
+  }
+  if (n === 0n) return '0B';
+  if (unit === 0 || n >= 100n || n <= -100n) {
+    if (fract >= 5n) n += n >= 0n ? 1n : -1n;
+    return `${n}${SCALE_CHARS[unit]}`;
+  }
+  return `${n}.${fract}${SCALE_CHARS[unit]}`;
+}
+
+/** ether_aton(3) as OpenBSD's libc: six strtol(…, 16) octets split by `:`; returns lowercase `xx:…` or null. */
+export function etherAton(text: string): string | null {
+  let s = 0;
+  while (s < text.length && /\s/.test(text[s]!)) s++;
+  const octets: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const m = /^\s*([+-]?)(?:0[xX](?=[0-9a-fA-F]))?([0-9a-fA-F]+)/.exec(text.slice(s));
+    if (m === null) return null;
+    const value = parseInt(m[2]!, 16) * (m[1] === '-' ? -1 : 1);
+    if (value > 0xff || value < 0 || Number.isNaN(value)) return null;
+    const after = s + m[0].length;
+    const c = text[after];
+    if (!(c === ':' || (i === 5 && (c === undefined || /\s/.test(c))))) return null;
+    octets.push(value.toString(16).padStart(2, '0'));
+    s = after + 1;
+  }
+  return octets.join(':');
+}
+
+/** strtonum(3)-style range check of a decimal number; returns the value or OpenBSD's reason text. */
+export function strtonum(text: string, min: number, max: number): number | 'invalid' | 'too small' | 'too large' {
+  if (!/^\s*[+-]?[0-9]+$/.test(text)) return 'invalid';
+  const v = BigInt(text.trim());
+  if (v < BigInt(min)) return 'too small';
+  if (v > BigInt(max)) return 'too large';
+  return Number(v);
+}
+
+/** Dotted-quad (or inet_net_pton's shortened `10`, `10.1`) to a 32-bit number, or null. */
+export function parseIPv4Net(text: string): number | null {
+  const parts = text.split('.');
+  if (parts.length < 1 || parts.length > 4) return null;
+  let value = 0;
+  for (let i = 0; i < 4; i++) {
+    const part = parts[i];
+    if (part === undefined) {
+      value = value * 256;
+      continue;
+    }
+    if (!/^[0-9]{1,3}$/.test(part) || Number(part) > 255) return null;
+    value = value * 256 + Number(part);
+  }
+  return value;
+}
+
+/** A 32-bit number as a dotted quad. */
+export function formatIPv4(value: number): string {
+  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.');
+}
+
+/** An IPv6 address as 8 16-bit groups (embedded IPv4 allowed), or null. */
+export function parseIPv6(text: string): number[] | null {
+  if (!isIPv6(text)) return null;
+  let head = text;
+  const lastColon = text.lastIndexOf(':');
+  if (text.slice(lastColon + 1).includes('.')) {
+    const v4 = parseIPv4Net(text.slice(lastColon + 1));
+    if (v4 === null) return null;
+    head = `${text.slice(0, lastColon + 1)}${(v4 >>> 16).toString(16)}:${(v4 & 0xffff).toString(16)}`;
+  }
+  const [left, right] = head.includes('::') ? head.split('::') as [string, string] : [head, null];
+  const parse = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
+  const l = parse(left);
+  const r = right === null ? [] : parse(right);
+  const missing = 8 - l.length - r.length;
+  if (right === null && missing !== 0) return null;
+  if (missing < 0) return null;
+  return [...l, ...new Array<number>(right === null ? 0 : missing).fill(0), ...r];
+}
+
+/** RFC 5952 text of 8 groups (longest run of ≥2 zero groups compressed, lowercase). */
+export function formatIPv6(groups: readonly number[]): string {
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (best < 0) return hex.join(':');
+  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+}
+
+/** Keep the first `length` bits of 8 IPv6 groups. */
+export function maskIPv6(groups: readonly number[], length: number): number[] {
+  return groups.map((g, i) => {
+    const bits = Math.max(0, Math.min(16, length - 16 * i));
+    return bits === 0 ? 0 : g & ((0xffff << (16 - bits)) & 0xffff);
+  });
+}
+
+/** Keep the first `length` bits of an IPv4 address. */
+export function maskIPv4(value: number, length: number): number {
+  return length === 0 ? 0 : (value & (~0 << (32 - length))) >>> 0;
+}
+
+/** A rule or vxlan address: IPv4/IPv6, optional `/len`; canonical network CIDR, or null if invalid. */
+export function parseCidr(text: string): string | null {
+  const slash = text.indexOf('/');
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  const lenText = slash < 0 ? null : text.slice(slash + 1);
+  if (isIPv4(addr)) {
+    const len = lenText === null ? 32 : strtonum(lenText, 0, 32);
+    if (typeof len !== 'number' || (lenText !== null && !/^[0-9]+$/.test(lenText))) return null;
+    return `${formatIPv4(maskIPv4(parseIPv4Net(addr)!, len))}/${len}`;
+  }
+  const groups = parseIPv6(addr);
+  if (groups === null) return null;
+  const len = lenText === null ? 128 : strtonum(lenText, 0, 128);
+  if (typeof len !== 'number' || (lenText !== null && !/^[0-9]+$/.test(lenText))) return null;
+  return `${formatIPv6(maskIPv6(groups, len))}/${len}`;
+}
+
+/** A bare IPv4 or IPv6 host address in canonical form, or null. */
+export function parseHostAddress(text: string): string | null {
+  if (isIPv4(text)) return text;
+  const groups = parseIPv6(text);
+  return groups === null ? null : formatIPv6(groups);
+}
+
+/** Linux interface names: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace (dev_valid_name). */
+export function isLinuxIfName(name: string): boolean {
+  return name.length > 0 && Buffer.byteLength(name) <= 15 && name !== '.' && name !== '..' && !/[/:\s]/.test(name);
+}
+
+/** glibc strerror(3) text for the errno codes path resolution can report. */
+export function strerror(code: string | undefined): string {
+  switch (code) {
+    case 'ENOENT': return 'No such file or directory';
+    case 'ENOTDIR': return 'Not a directory';
+    case 'EACCES': return 'Permission denied';
+    case 'ENAMETOOLONG': return 'File name too long';
+    case 'ELOOP': return 'Too many levels of symbolic links';
+    case 'EISDIR': return 'Is a directory';
+    case 'EINVAL': return 'Invalid argument';
+    case 'ERANGE': return 'Numerical result out of range';
+    case 'EPERM': return 'Operation not permitted';
+    case 'EIO': return 'Input/output error';
+    case 'EMFILE': return 'Too many open files';
+    default: return code ?? 'Unknown error';
+  }
+}

@@ -1,0 +1,61 @@
+// Tests of the value syntaxes: scan_scaled/fmt_scaled, ether_aton, prefixes, CIDRs, IPv6 text, names.
+import t from 'tap';
+import { etherAton, fmtScaled, parseCidr, parseHostAddress, scanScaled, isLinuxIfName, strtonum } from '../../grammar/values.js';
+import { parsePrefix4, parsePrefix6 } from '../../grammar/actions.js';
+
+t.test('scan_scaled', async (t) => {
+  t.equal(scanScaled('1G'), 1073741824n);
+  t.equal(scanScaled('1.5g'), 1610612736n);
+  t.equal(scanScaled('1048575K'), 1073740800n);
+  t.equal(scanScaled('512'), 512n);
+  t.equal(scanScaled('1.9'), 1n, 'no unit discards the fraction');
+  t.equal(scanScaled('1GB'), 'EINVAL');
+  t.equal(scanScaled('1X'), 'EINVAL');
+  t.equal(scanScaled('1.2.3G'), 'EINVAL');
+  t.equal(scanScaled('--1'), 'EINVAL');
+  t.equal(scanScaled('9999999999999999999G'), 'ERANGE');
+  t.equal(scanScaled(' -2M'), -2097152n);
+});
+
+t.test('fmt_scaled', async (t) => {
+  t.equal(fmtScaled(1073741824), '1.0G');
+  t.equal(fmtScaled(1023 * 1048576), '1023M');
+  t.equal(fmtScaled(512 * 1048576), '512M');
+  t.equal(fmtScaled(128 * 1073741824), '128G');
+  t.equal(fmtScaled(0), '0B');
+  t.equal(fmtScaled(92379136), '88.1M');
+});
+
+t.test('ether_aton', async (t) => {
+  t.equal(etherAton('00:11:22:AA:BB:CC'), '00:11:22:aa:bb:cc');
+  t.equal(etherAton('0:1:2:a:b:c'), '00:01:02:0a:0b:0c');
+  t.equal(etherAton('00:11:22:aa:bb'), null);
+  t.equal(etherAton('00:11:22:aa:bb:cc:dd'), '00:11:22:aa:bb:cc', 'OpenBSD ignores what follows a sixth octet ending in :');
+  t.equal(etherAton('00:11:22:aa:bb:100'), null);
+  t.equal(etherAton('00-11-22-aa-bb-cc'), null);
+});
+
+t.test('prefixes and addresses', async (t) => {
+  t.same(parsePrefix4('100.64.0.0/10'), { address: '100.64.0.0', length: 10 });
+  t.equal(parsePrefix4('1.2.3.4/33'), 'too large');
+  t.equal(parsePrefix4('1.2.3.4/x'), 'invalid');
+  t.same(parsePrefix6('fd00::/8'), { address: 'fd00::', length: 8 });
+  t.equal(parseCidr('10.1.2.3/8'), '10.0.0.0/8');
+  t.equal(parseCidr('2001:DB8:0:0:0:0:0:1'), '2001:db8::1/128');
+  t.equal(parseCidr('::ffff:1.2.3.4'), '::ffff:102:304/128');
+  t.equal(parseCidr('1.2.3.4/'), null);
+  t.equal(parseCidr('any'), null);
+  t.equal(parseHostAddress('fe80:0:0::1'), 'fe80::1');
+  t.equal(parseHostAddress('1.2.3'), null);
+  t.equal(strtonum('7', 1, 5), 'too large');
+});
+
+t.test('linux interface names', async (t) => {
+  t.ok(isLinuxIfName('bridge0'));
+  t.ok(isLinuxIfName('veb1'));
+  t.ok(isLinuxIfName('br-lan.10'));
+  t.notOk(isLinuxIfName('a'.repeat(16)));
+  t.notOk(isLinuxIfName('a:b'));
+  t.notOk(isLinuxIfName('..'));
+  t.notOk(isLinuxIfName(''));
+});
