@@ -1,0 +1,108 @@
+// End to end: a real vmd boots the real test guest under TCG; start, status, console, pause, stop, wait, reboot.
+// Every assertion is what an operator would see from vmctl; nothing here stands in for QEMU.
+
+import t from 'tap';
+import { existsSync } from 'node:fs';
+import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
+
+const HEADER = '   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE NAME';
+const startArgs = ['start', 'test', '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '-i', '1'];
+
+t.before(() => {
+  if (!existsSync(guestKernel)) throw new Error(`test guest missing: run share/guest/build (${guestKernel})`);
+});
+
+t.test('start, status, console, pause, stop, stop -f, wait', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+
+  const started = await h.vmctl(startArgs);
+  t.equal(started.exitCode, 0, `start succeeds: ${started.stderr}`);
+  t.match(started.stderr, /^vmctl: started vm 1 successfully, tty \/\S+\/console$/);
+
+  const status = await h.vmctl(['status']);
+  t.equal(status.exitCode, 0);
+  const lines = status.stdout.split('\n');
+  t.equal(lines[0], HEADER, 'OpenBSD header, byte for byte');
+  t.match(lines[1], /^ {4}1 [ \d]{5} {5}1 {4}256M [ \d.]{6}[KMG] console {9}root  running test$/);
+
+  const hello = await h.console('test', 'echo hello-$((6*7))\n', /hello-42/);
+  t.match(hello, /vmd-guest: ready/, 'console shows the boot the ring buffer kept');
+
+  // pause: the state changes and the guest's clock stands still meanwhile.
+  const uptime = async (): Promise<number> => {
+    const out = await h.console('test', 'echo UP-$(cut -d" " -f1 /proc/uptime)-UP\n', /UP-[\d.]+-UP/);
+    const all = [...out.matchAll(/UP-([\d.]+)-UP/g)];
+    return Number(all[all.length - 1]![1]);
+  };
+  const before = await uptime();
+  const hostBefore = Date.now();
+  const paused = await h.vmctl(['pause', 'test']);
+  t.equal(paused.exitCode, 0);
+  t.match(paused.stderr, /paused vm 1 successfully/);
+  await h.waitState('test', 'paused', 2000);
+  await new Promise((r) => setTimeout(r, 3000));
+  const unpaused = await h.vmctl(['unpause', 'test']);
+  t.match(unpaused.stderr, /unpaused vm 1 successfully/);
+  await h.waitState('test', 'running', 2000);
+  const after = await uptime();
+  const hostElapsed = (Date.now() - hostBefore) / 1000;
+  t.ok(hostElapsed - (after - before) > 2, `guest clock stopped while paused (host ${hostElapsed.toFixed(1)} s, guest ${(after - before).toFixed(1)} s)`);
+
+  // Graceful stop goes through ACPI: the guest powers itself off.
+  const stopped = await h.vmctl(['stop', 'test']);
+  t.equal(stopped.exitCode, 0);
+  t.match(stopped.stderr, /stopping vm test: requested to shutdown vm 1/);
+  await h.waitState('test', 'gone', 15_000);
+  t.match(h.daemonLog, /vm "test" \(vm 1\) terminated: guest-shutdown/, 'the guest shut down by itself (ACPI)');
+  t.same(h.guestPids(), [], 'no QEMU left');
+
+  // stop -f kills without asking the guest; the id is the same on a new start.
+  const again = await h.vmctl(startArgs);
+  t.match(again.stderr, /started vm 1 successfully/, 'same name keeps its id');
+  await h.console('test', '\n', /vmd-guest: ready/);
+  const forced = await h.vmctl(['stop', '-f', '-w', 'test']);
+  t.equal(forced.exitCode, 0);
+  t.match(forced.stderr, /stopping vm test: terminated vm 1/);
+  t.equal(h.daemonLog.split('terminated: guest-shutdown').length - 1, 1, 'forced stop is not a guest shutdown');
+  t.same(h.guestPids(), [], 'no QEMU left');
+
+  // wait returns when the guest powers off by itself.
+  await h.vmctl(startArgs);
+  await h.console('test', '\n', /vmd-guest: ready/);
+  const waiting = h.vmctl(['wait', 'test'], { timeoutMs: 30_000 });
+  await new Promise((r) => setTimeout(r, 500));
+  await h.vmctl(['console', '-t', '1', 'test'], { input: 'poweroff -f\n' });
+  const waited = await waiting;
+  t.equal(waited.exitCode, 0);
+  t.match(waited.stderr, /waiting for vm test: terminated vm 1/);
+  t.same(h.guestPids(), []);
+});
+
+t.test('a guest reboot restarts the VM; three quick ones leave it stopped', async (t) => {
+  const h = await VmdHarness.start({
+    config: `vm "rb" {\n  disable\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${guestInitrd}"\n  cmdline "console=ttyS0 quiet panic=-1"\n}\n`,
+  });
+  t.teardown(() => h.teardown());
+  t.equal((await h.vmctl(['start', 'rb'])).exitCode, 0);
+  await h.console('rb', '\n', /vmd-guest: ready/);
+  const pids: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const row = await h.waitState('rb', 'running', 15_000);
+    pids.push(Number(row.trim().split(/\s+/)[1]));
+    await h.console('rb', '\n', /vmd-guest: ready/);
+    await h.vmctl(['console', '-t', '1', 'rb'], { input: 'reboot -f\n' });
+    if (i < 2) {
+      const deadline = Date.now() + 15_000;
+      while (Date.now() < deadline) {
+        const r = await h.vmctl(['status', 'rb']);
+        const row2 = r.stdout.split('\n')[1] ?? '';
+        if (/running rb$/.test(row2) && Number(row2.trim().split(/\s+/)[1]) !== pids[i]) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+  t.equal(new Set(pids).size, 3, 'each reboot is a new QEMU for the same VM');
+  await h.waitState('rb', 'stopped', 15_000);
+  t.match(h.daemonLog, /vm 1: restarted too quickly/);
+});
