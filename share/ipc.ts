@@ -47,6 +47,8 @@ export type ControlToParent =
 // ---- parent -> control ----
 export type ParentToControl =
   | { readonly type: 'control.config'; readonly verbose: number }
+  /** A client connection the parent's copy of the listening socket accepted; it travels as the IPC handle. */
+  | { readonly type: 'control.connection' }
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
   | { readonly type: 'log.verbose'; readonly level: number };
 
@@ -58,7 +60,7 @@ export interface ConfigSnapshot {
 const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose']);
 const VMM_TO_PARENT = new Set(['vmm.ready', 'vm.result', 'vm.exited', 'vm.state']);
 const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.closed']);
-const PARENT_TO_CONTROL = new Set(['control.config', 'control.response', 'log.verbose']);
+const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && set.has((msg as { type: string }).type);

@@ -58,6 +58,9 @@ export function controlMain(): void {
             send({ type: 'control.ready' });
           }
           break;
+        case 'control.connection':
+          if (handle !== undefined && !('listen' in handle)) accept(handle as Socket);
+          break;
         case 'control.response': {
           const conn = connections.get(msg.peer);
           if (conn === undefined) return;

@@ -278,7 +278,12 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     // control holds it, and libuv unlinks the *bound* path on close; that must not be the real socket.
     const tmp = `${sockPath}.${process.pid}.tmp`;
     try { unlinkSync(tmp); } catch { /* none */ }
-    const srv = createServer();
+    // Until control holds the server, the parent's copy may accept too: such a connection is handed on
+    // unread (paused), so the parent never reads a client's bytes.
+    const srv = createServer({ pauseOnConnect: true }, (sock) => {
+      if (control === null) sock.destroy();
+      else control.send({ type: 'control.connection' }, sock);
+    });
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
       srv.listen(tmp, () => resolve());

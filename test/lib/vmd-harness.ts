@@ -5,6 +5,9 @@ import { execa, type ResultPromise } from 'execa';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:net';
+import { encodeFrame, readFrames } from '../../share/frame.js';
+import type { VmInfo } from '../../share/protocol.js';
 import { packageRoot, vmctlEntry, vmdEntry } from '../../share/paths.js';
 
 let counter = 0;
@@ -69,14 +72,18 @@ export class VmdHarness {
     return h;
   }
 
+  /** A clean environment: tap's NODE_OPTIONS hooks must not follow vmd or vmctl (they write into .tap/ as any user). */
   get env(): Record<string, string> {
-    return { VMD_SOCKET: this.socket, VMD_STATE_DIR: this.stateDir, ...(this.options.env ?? {}) };
+    return {
+      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      VMD_SOCKET: this.socket, VMD_STATE_DIR: this.stateDir, ...(this.options.env ?? {}),
+    };
   }
 
   async startDaemon(): Promise<void> {
     this.daemonLog = '';
     const d = execa('ip', ['netns', 'exec', this.netns, process.execPath, vmdEntry, '-d', '-f', this.configPath], {
-      env: this.env, reject: false, all: true, cwd: this.dir,
+      env: this.env, extendEnv: false, reject: false, all: true, cwd: this.dir,
     });
     d.all?.on('data', (c: Buffer) => { this.daemonLog += c.toString(); });
     this.daemon = d;
@@ -94,7 +101,7 @@ export class VmdHarness {
   /** Run the real vmctl against this daemon; optionally as another user. */
   async vmctl(args: string[], opts: { uid?: number; gid?: number; input?: string; timeoutMs?: number } = {}): Promise<VmctlResult> {
     const r = await execa(process.execPath, [vmctlEntry, ...args], {
-      env: this.env, reject: false, cwd: this.dir,
+      env: this.env, extendEnv: false, reject: false, cwd: this.dir,
       ...(opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.gid ?? opts.uid }),
       ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
       timeout: opts.timeoutMs ?? 60_000,
@@ -116,6 +123,29 @@ export class VmdHarness {
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`vm ${name} did not reach ${state}:\n${last}\n--- vmd log ---\n${this.daemonLog}`);
+  }
+
+  /**
+   * Poll the daemon over one open connection until `pred` holds for the VM list; returns the ms it took.
+   * Measures the daemon, not vmctl's start-up, for assertions like "noticed within a second".
+   */
+  async pollStatus(pred: (vms: readonly VmInfo[]) => boolean, timeoutMs: number): Promise<number> {
+    const started = Date.now();
+    const sock = connect(this.socket);
+    const reader = readFrames(sock);
+    let id = 0;
+    try {
+      await new Promise<void>((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+      for (;;) {
+        const reply = new Promise<{ vms: VmInfo[] }>((resolve) => reader.once('message', (m) => resolve(m as { vms: VmInfo[] })));
+        sock.write(encodeFrame({ v: 1, id: ++id, type: 'vm.status.request' }));
+        if (pred((await reply).vms)) return Date.now() - started;
+        if (Date.now() - started > timeoutMs) throw new Error(`status condition not met within ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
+      sock.destroy();
+    }
   }
 
   /** Read the console in pipe mode: send input, collect output until it matches or time runs out. */

@@ -1,0 +1,68 @@
+// End to end: guests outlive a kill -9 of every vmd process and are re-adopted; a killed QEMU is noticed at once.
+// Configured VMs with staggered start, real guests under TCG, state checked through vmctl like an operator would.
+
+import t from 'tap';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
+
+const vm = (name: string): string =>
+  `vm "${name}" {\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${guestInitrd}"\n  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n}\n`;
+
+const CONFIG = `staggered start parallel 2 delay 1\n${vm('alpha')}${vm('beta')}`;
+
+t.test('kill -9 of vmd leaves guests running; the next vmd re-adopts them', async (t) => {
+  const h = await VmdHarness.start({ config: CONFIG });
+  t.teardown(() => h.teardown());
+
+  // Enabled VMs from vm.conf start by themselves.
+  const a = await h.waitState('alpha', 'running', 30_000);
+  const b = await h.waitState('beta', 'running', 30_000);
+  await h.console('alpha', '\n', /vmd-guest: ready/);
+  await h.console('beta', '\n', /vmd-guest: ready/);
+  const fields = (row: string): string[] => row.trim().split(/\s+/);
+  const [idA, pidA] = fields(a);
+  const [idB, pidB] = fields(b);
+
+  await h.killDaemon();
+  t.same(h.daemonPids(), [], 'every vmd process is gone');
+  t.equal(h.guestPids().length, 2, 'both guests still run');
+
+  await h.startDaemon();
+  const a2 = fields(await h.waitState('alpha', 'running', 10_000));
+  const b2 = fields(await h.waitState('beta', 'running', 10_000));
+  t.same([a2[0], a2[1]], [idA, pidA], 'alpha: same id, same QEMU');
+  t.same([b2[0], b2[1]], [idB, pidB], 'beta: same id, same QEMU');
+  t.match(await h.console('alpha', 'hostname\n', /\nalpha\r?\n/), /alpha/, 'console of a re-adopted guest works');
+
+  const stopped = await h.vmctl(['stop', '-w', 'beta']);
+  t.equal(stopped.exitCode, 0, stopped.stderr);
+  t.match(stopped.stderr, /stopping vm beta: terminated vm \d+/);
+  await h.waitState('beta', 'stopped', 5000);
+
+  // kill -9 of a QEMU: status says stopped within a second and its run directory is gone.
+  const runDir = join(h.stateDir, 'run', idA!);
+  t.ok(existsSync(runDir), 'run directory exists while alpha runs');
+  process.kill(Number(pidA), 'SIGKILL');
+  const noticed = await h.pollStatus((vms) => vms.some((v) => v.name === 'alpha' && v.state === 'stopped'), 3000);
+  t.ok(noticed <= 1000, `status says stopped ${noticed} ms after the kill`);
+  await h.waitState('alpha', 'stopped', 1000);
+  t.notOk(existsSync(runDir), 'nothing of the dead guest is left in the run directory');
+  t.same(readdirSync(join(h.stateDir, 'run')), [], 'no run directories left at all');
+  t.same(h.guestPids(), [], 'no QEMU left');
+});
+
+t.test('guests that died while vmd was down are cleaned up at start', async (t) => {
+  const h = await VmdHarness.start({ config: `staggered start parallel 1 delay 1\n${vm('gamma')}` });
+  t.teardown(() => h.teardown());
+  const row = (await h.waitState('gamma', 'running', 30_000)).trim().split(/\s+/);
+  await h.killDaemon();
+  process.kill(Number(row[1]), 'SIGKILL');
+  await new Promise((r) => setTimeout(r, 300));
+  // vmd starts it again (it is enabled), but first it must notice the old one is gone.
+  await h.startDaemon();
+  t.match(h.daemonLog, /vm "gamma": recorded pid \d+ is gone, cleaning up/);
+  const again = (await h.waitState('gamma', 'running', 30_000)).trim().split(/\s+/);
+  t.equal(again[0], row[0], 'same id');
+  t.not(again[1], row[1], 'a new QEMU');
+});
