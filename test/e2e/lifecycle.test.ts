@@ -3,6 +3,8 @@
 
 import t from 'tap';
 import { existsSync } from 'node:fs';
+import { execa } from 'execa';
+import { vmctlEntry } from '../../share/paths.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const HEADER = '   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE NAME';
@@ -28,6 +30,15 @@ t.test('start, status, console, pause, stop, stop -f, wait', async (t) => {
 
   const hello = await h.console('test', 'echo hello-$((6*7))\n', /hello-42/);
   t.match(hello, /vmd-guest: ready/, 'console shows the boot the ring buffer kept');
+
+  // One attacher at a time: a second vmctl console is refused while the first holds it.
+  const holder = execa(process.execPath, [vmctlEntry, 'console', '-t', '4', 'test'], { env: h.env, extendEnv: false, reject: false, stdin: 'pipe' });
+  await new Promise((r) => setTimeout(r, 1500));
+  const second = await h.vmctl(['console', '-t', '1', 'test'], { input: '' });
+  t.equal(second.exitCode, 1, 'second attacher refused');
+  t.match(second.stderr, /console.*already attached/);
+  holder.stdin?.end();
+  await holder;
 
   // pause: the state changes and the guest's clock stands still meanwhile.
   const uptime = async (): Promise<number> => {

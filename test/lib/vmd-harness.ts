@@ -82,7 +82,7 @@ export class VmdHarness {
 
   async startDaemon(): Promise<void> {
     this.daemonLog = '';
-    const d = execa('ip', ['netns', 'exec', this.netns, process.execPath, vmdEntry, '-d', '-f', this.configPath], {
+    const d = execa('ip', ['netns', 'exec', this.netns, '/usr/bin/env', process.execPath, vmdEntry, '-d', '-f', this.configPath], {
       env: this.env, extendEnv: false, reject: false, all: true, cwd: this.dir,
     });
     d.all?.on('data', (c: Buffer) => { this.daemonLog += c.toString(); });
@@ -100,7 +100,8 @@ export class VmdHarness {
 
   /** Run the real vmctl against this daemon; optionally as another user. */
   async vmctl(args: string[], opts: { uid?: number; gid?: number; input?: string; timeoutMs?: number } = {}): Promise<VmctlResult> {
-    const r = await execa(process.execPath, [vmctlEntry, ...args], {
+    // Through env(1): tap patches spawn() to inject its loader into node children, which then write into .tap/.
+    const r = await execa('/usr/bin/env', [process.execPath, vmctlEntry, ...args], {
       env: this.env, extendEnv: false, reject: false, cwd: this.dir,
       ...(opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.gid ?? opts.uid }),
       ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
