@@ -9,6 +9,7 @@ import type {
   SwitchConfig, VmConfig, VxlanConfig, BootDevice,
 } from '../share/config.js';
 import { DEFAULT_LOCAL_PREFIX, MAX_DISKS, MAX_MEMORY, MAX_NICS, MIN_MEMORY } from '../share/config.js';
+import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import type { UserDb } from '../share/users.js';
 import type {
   IfaceOpt, OwnerNode, PartialBlock, Statement, SwitchNode, SwitchOpt, Tok, Toks, VmNode, VmOpt,
@@ -17,9 +18,10 @@ import type { Diagnostic } from './parse.js';
 import type { TokenStream } from './lexer.js';
 import { CODE_NL } from './tokens.js';
 import {
-  etherAton, fmtScaled, formatIPv4, formatIPv6, isLinuxIfName, maskIPv6, parseCidr, parseHostAddress,
-  parseIPv4Net, parseIPv6, scanScaled, strerror, strtonum,
+  etherAton, formatIPv4, formatIPv6, isLinuxIfName, maskIPv6, parseCidr, parseHostAddress,
+  parseIPv4Net, parseIPv6, strtonum,
 } from './values.js';
+import { strerror } from '../share/errno.js';
 
 /** yacc's YYERROR: abandon the statement; recovery starts at token `at` (the lookahead). */
 export class YyError extends Error {
@@ -124,8 +126,7 @@ export class Builder {
   // --- diagnostics
 
   location(i: number): SourceLocation {
-    const t = this.stream.tokens[i]!;
-    return { file: this.stream.files[t.file]!, line: t.line };
+    return { file: this.stream.files[this.stream.fileOf[i]!]!, line: this.stream.lines[i]! };
   }
 
   /** yyerror(): `file:line: message` at the token yacc had last read. */
@@ -156,12 +157,12 @@ export class Builder {
   }
 
   private text(t: Tok): string {
-    return this.stream.tokens[t]!.text;
+    return this.stream.texts[t]!;
   }
 
   private concat(toks: Toks): string {
     let s = '';
-    for (const t of toks) s += this.stream.tokens[t]!.text;
+    for (const t of toks) s += this.stream.texts[t]!;
     return s;
   }
 
@@ -591,9 +592,9 @@ export class Builder {
   private ruleText(start: number, end: number): string {
     let s = '';
     for (let i = start; i < end; i++) {
-      const t = this.stream.tokens[i]!;
-      if (t.code === CODE_NL) continue;
-      const word = t.quoted ? JSON.stringify(t.text) : t.text;
+      if (this.stream.codes[i] === CODE_NL) continue;
+      const text = this.stream.texts[i]!;
+      const word = this.stream.quoted[i] ? JSON.stringify(text) : text;
       s += s === '' || word === ',' ? word : ` ${word}`;
     }
     return s;
@@ -709,12 +710,13 @@ export class Builder {
     let val: bigint;
     if (isNumber) val = BigInt(text);
     else {
-      const r = scanScaled(text);
-      if (typeof r === 'string') {
-        this.warnx(`invalid memory size: ${text}: ${strerror(r)}`);
+      try {
+        val = scanScaledBig(text);
+      } catch (err) {
+        if (!(err instanceof ScaledError)) throw err;
+        this.warnx(`invalid memory size: ${text}: ${strerror(err.code)}`);
         return null;
       }
-      val = r;
     }
     if (val < BigInt(MIN_MEMORY)) {
       this.warnx('memory size must be at least 1MB');

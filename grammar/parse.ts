@@ -11,7 +11,7 @@ import { Builder, YyError } from './actions.js';
 import { checkConfig } from './check.js';
 import { Lexer, type TokenStream } from './lexer.js';
 import { CODE_NL } from './tokens.js';
-import { strerror } from './values.js';
+import { strerror } from '../share/errno.js';
 
 export interface Diagnostic {
   readonly severity: 'error' | 'warning' | 'debug';
@@ -44,9 +44,14 @@ interface LibraryResult<T> {
   readonly peg$maxFailPos: number;
 }
 
-/** `silent` skips peggy's expectation bookkeeping (fast, but then peg$maxFailPos is not tracked). */
-function pegRun<T>(startRule: string, codes: string, pos: number, silent = false): LibraryResult<T> {
-  const options = { startRule, peg$library: true, peg$currPos: pos, peg$silentFails: silent ? 1 : 0 };
+/**
+ * `silent` skips peggy's expectation bookkeeping (fast, but then peg$maxFailPos is not tracked).
+ * `onStatement` receives each statement `Statements` parses, as soon as it is parsed (see the grammar).
+ */
+function pegRun<T>(
+  startRule: string, codes: string, pos: number, silent = false, onStatement?: (s: Statement) => void,
+): LibraryResult<T> {
+  const options = { startRule, peg$library: true, peg$currPos: pos, peg$silentFails: silent ? 1 : 0, onStatement };
   return pegParse(codes, options as never) as unknown as LibraryResult<T>;
 }
 
@@ -60,9 +65,9 @@ class Recovery {
   constructor(private readonly stream: TokenStream, private readonly b: Builder) {}
 
   lexerError(i: number): void {
-    const t = this.stream.tokens[i]!;
-    if (t.error !== undefined && i > this.printed) {
-      this.b.error(i, t.error);
+    const error = this.stream.errors.get(i);
+    if (error !== undefined && i > this.printed) {
+      this.b.error(i, error);
       this.printed = i;
     }
   }
@@ -90,17 +95,20 @@ function runParser(stream: TokenStream, b: Builder): void {
   const codes = stream.codes;
   const r = new Recovery(stream, b);
   let pos = 0;
-  outer: while (pos < codes.length) {
-    const run = pegRun<Statement[]>('Statements', codes, pos, true);
-    for (const s of run.peg$result as Statement[]) {
-      try {
-        b.statement(s);
-      } catch (err) {
-        if (!(err instanceof YyError)) throw err;
-        pos = r.recover(err.at);
-        continue outer;
-      }
-      r.shifted(s.end - s.start);
+  // Each statement runs its actions as soon as it is parsed; a failing action (YyError) abandons the parse
+  // there, and parsing starts again after yacc's recovery.
+  const onStatement = (s: Statement): void => {
+    b.statement(s);
+    r.shifted(s.end - s.start);
+  };
+  while (pos < codes.length) {
+    let run: LibraryResult<Statement[]>;
+    try {
+      run = pegRun<Statement[]>('Statements', codes, pos, true, onStatement);
+    } catch (err) {
+      if (!(err instanceof YyError)) throw err;
+      pos = r.recover(err.at);
+      continue;
     }
     pos = run.peg$currPos;
     if (pos >= codes.length) break;

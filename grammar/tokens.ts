@@ -1,22 +1,7 @@
-// Tokens of vm.conf after lexing and macro expansion, and their one-character codes for the peggy grammar.
+// The one-character codes of vm.conf tokens after lexing and macro expansion: the peggy grammar's terminals.
 // The code table must match the terminals of grammar/vm.conf.peggy (keywords A-Z a-m, extensions n-z 0-7).
 
 import { KEYWORDS, EXTENSION_STRUCTURAL_WORDS } from './keywords.js';
-
-/** One token as the structural grammar sees it, with the file and line yacc would report for it. */
-export interface Token {
-  /** One-character code (see CODE_*). */
-  readonly code: string;
-  /** The value: string contents (unquoted), number text, keyword, or the character. */
-  readonly text: string;
-  /** True for a quoted string (used to re-quote it in a rule's text). */
-  readonly quoted: boolean;
-  /** Index into the parse's file list. */
-  readonly file: number;
-  readonly line: number;
-  /** Lexer error message for CODE_ERROR tokens (yacc prints it when the token is read). */
-  readonly error?: string;
-}
 
 export const CODE_STRING = '$';
 export const CODE_NUMBER = '#';

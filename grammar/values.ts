@@ -1,90 +1,8 @@
-// Value syntaxes of vm.conf checked by the grammar's actions: sizes, MACs, prefixes, addresses, names, errno text.
-// Re-implementations of the libc/libutil behaviour OpenBSD's parse.y relies on (scan_scaled, ether_aton, …).
+// Value syntaxes of vm.conf checked by the grammar's actions: MACs, prefixes, addresses, names, errno text.
+// Re-implementations of the libc behaviour OpenBSD's parse.y relies on (ether_aton, inet_net_pton, …); sizes
+// (scan_scaled/fmt_scaled) are share/scaled.ts, shared with vmctl.
 
 import { isIPv4, isIPv6 } from 'node:net';
-
-const SCALE_CHARS = 'BKMGTPE';
-const LLONG_MAX = (1n << 63n) - 1n;
-const LLONG_MIN = -(1n << 63n);
-
-/** scan_scaled(3): `1.5G` → bytes in powers of 1024; a string error is `EINVAL` or `ERANGE`. */
-export function scanScaled(text: string): bigint | 'EINVAL' | 'ERANGE' {
-  let p = 0;
-  while (p < text.length && /\s/.test(text[p]!)) p++;
-  let sign = 0;
-  while (text[p] === '-' || text[p] === '+') {
-    if (sign !== 0) return 'EINVAL';
-    sign = text[p] === '-' ? -1 : 1;
-    p++;
-  }
-  let whole = 0n;
-  let fpart = 0n;
-  let ndigits = 0;
-  let fractDigits = 0;
-  const MAX_DIGITS = SCALE_CHARS.length * 3;
-  for (; p < text.length && /[0-9.]/.test(text[p]!); p++) {
-    if (text[p] === '.') {
-      if (fractDigits > 0) return 'EINVAL';
-      fractDigits = 1;
-      continue;
-    }
-    const d = BigInt(text.charCodeAt(p) - 48);
-    if (fractDigits > 0) {
-      if (fractDigits >= MAX_DIGITS - 1) continue;
-      fractDigits++;
-      fpart = fpart * 10n + d;
-      if (fpart > LLONG_MAX) return 'ERANGE';
-    } else {
-      if (++ndigits >= MAX_DIGITS) return 'ERANGE';
-      whole = whole * 10n + d;
-      if (whole > LLONG_MAX) return 'ERANGE';
-    }
-  }
-  if (sign !== 0) whole *= BigInt(sign);
-  if (p >= text.length) return whole;
-  const unit = SCALE_CHARS.indexOf(text[p]!.toUpperCase());
-  if (unit < 0) return 'EINVAL';
-  if (p + 1 < text.length && /[A-Za-z0-9]/.test(text[p + 1]!)) return 'EINVAL';
-  const scale = 1n << BigInt(10 * unit);
-  if (whole > LLONG_MAX / scale || whole < LLONG_MIN / scale) return 'ERANGE';
-  whole *= scale;
-  while (fpart >= LLONG_MAX / scale) {
-    fpart /= 10n;
-    fractDigits--;
-  }
-  fpart *= scale;
-  for (let i = 0; i < fractDigits - 1; i++) fpart /= 10n;
-  return sign === -1 ? whole - fpart : whole + fpart;
-}
-
-/** fmt_scaled(3): at most 4 digits plus a unit (`1.0G`, `1023M`), as OpenBSD prints sizes. */
-export function fmtScaled(value: number): string {
-  let n = BigInt(Math.trunc(value));
-  const abs = n < 0n ? -n : n;
-  let unit = 0;
-  let fract = 0n;
-  for (let i = 0; i < SCALE_CHARS.length; i++) {
-    const f = 1n << BigInt(10 * i);
-    if (abs / 1024n < f) {
-      unit = i;
-      fract = i === 0 ? 0n : abs % f;
-      n /= f;
-      if (i > 0) fract /= 1n << BigInt(10 * (i - 1));
-      break;
-    }
-  }
-  fract = (10n * fract + 512n) / 1024n;
-  if (fract >= 10n) {
-    n += n >= 0n ? 1n : -1n;
-    fract = 0n;
-  }
-  if (n === 0n) return '0B';
-  if (unit === 0 || n >= 100n || n <= -100n) {
-    if (fract >= 5n) n += n >= 0n ? 1n : -1n;
-    return `${n}${SCALE_CHARS[unit]}`;
-  }
-  return `${n}.${fract}${SCALE_CHARS[unit]}`;
-}
 
 /** ether_aton(3) as OpenBSD's libc: six strtol(…, 16) octets split by `:`; returns lowercase `xx:…` or null. */
 export function etherAton(text: string): string | null {
@@ -214,20 +132,3 @@ export function isLinuxIfName(name: string): boolean {
   return name.length > 0 && Buffer.byteLength(name) <= 15 && name !== '.' && name !== '..' && !/[/:\s]/.test(name);
 }
 
-/** glibc strerror(3) text for the errno codes path resolution can report. */
-export function strerror(code: string | undefined): string {
-  switch (code) {
-    case 'ENOENT': return 'No such file or directory';
-    case 'ENOTDIR': return 'Not a directory';
-    case 'EACCES': return 'Permission denied';
-    case 'ENAMETOOLONG': return 'File name too long';
-    case 'ELOOP': return 'Too many levels of symbolic links';
-    case 'EISDIR': return 'Is a directory';
-    case 'EINVAL': return 'Invalid argument';
-    case 'ERANGE': return 'Numerical result out of range';
-    case 'EPERM': return 'Operation not permitted';
-    case 'EIO': return 'Input/output error';
-    case 'EMFILE': return 'Too many open files';
-    default: return code ?? 'Unknown error';
-  }
-}

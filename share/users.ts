@@ -69,6 +69,11 @@ export class UserDb {
   getgrgid(gid: number): GroupEntry | null {
     return this.groupsByGid.get(gid) ?? null;
   }
+
+  /** getgrouplist(3) without the primary group: every group that lists the user as a member. */
+  memberGids(user: string): number[] {
+    return [...this.groupsByGid.values()].filter((g) => g.members.includes(user)).map((g) => g.gid);
+  }
 }
 
 function readOrEmpty(path: string): string {

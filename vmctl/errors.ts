@@ -2,6 +2,9 @@
 // Every command reports through here so that the same daemon error reads the same way OpenBSD's vmctl would print it.
 
 import type { ErrorCode, VmdErrorData } from '../share/errors.js';
+import { strerror } from '../share/errno.js';
+
+export { strerror };
 
 /** A failure to report as `vmctl: <message>` and exit 1. */
 export class CliError extends Error {
@@ -20,41 +23,6 @@ export class UsageError extends Error {
 }
 
 /** glibc's strerror(3) texts for the errno names vmctl can meet; Node only offers libuv's lowercase variants. */
-const STRERROR: Readonly<Record<string, string>> = {
-  EPERM: 'Operation not permitted',
-  ENOENT: 'No such file or directory',
-  EINTR: 'Interrupted system call',
-  EIO: 'Input/output error',
-  ENXIO: 'No such device or address',
-  EAGAIN: 'Resource temporarily unavailable',
-  ENOMEM: 'Cannot allocate memory',
-  EACCES: 'Permission denied',
-  EBUSY: 'Device or resource busy',
-  EEXIST: 'File exists',
-  ENOTDIR: 'Not a directory',
-  EISDIR: 'Is a directory',
-  EINVAL: 'Invalid argument',
-  EMFILE: 'Too many open files',
-  ENOSPC: 'No space left on device',
-  EPIPE: 'Broken pipe',
-  ERANGE: 'Numerical result out of range',
-  ENAMETOOLONG: 'File name too long',
-  ELOOP: 'Too many levels of symbolic links',
-  ENOTSOCK: 'Socket operation on non-socket',
-  EPROTOTYPE: 'Protocol wrong type for socket',
-  EADDRINUSE: 'Address already in use',
-  ENETDOWN: 'Network is down',
-  ECONNRESET: 'Connection reset by peer',
-  ETIMEDOUT: 'Connection timed out',
-  ECONNREFUSED: 'Connection refused',
-  EALREADY: 'Operation already in progress',
-};
-
-/** strerror(3) for an errno name such as `ENOENT` (Node's `err.code`); unknown names are printed as they are. */
-export function strerror(code: string | undefined): string {
-  if (code === undefined) return 'Unknown error';
-  return STRERROR[code] ?? code;
-}
 
 /** The text after `vmctl: ` for a failed system call, as err(3) prints it: `what: strerror`. */
 export function sysMessage(what: string, err: unknown): string {

@@ -78,7 +78,9 @@ export async function runAccelPayload(accel: QemuAccel, options: AccelProbeOptio
       '-no-reboot',
     ];
     const result = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; timedOut: boolean; error?: Error; stderr: string }>((resolve) => {
-      const child = spawn(options.qemu ?? 'qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      // Under timeout(1) with a bound of its own: if vmd dies mid-probe, a wedged KVM guest still goes.
+      const bound = String(Math.ceil(timeoutMs / 1000) + 1);
+      const child = spawn('timeout', ['-s', 'KILL', bound, options.qemu ?? 'qemu-system-x86_64', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       let timedOut = false;
       child.stderr.setEncoding('utf8');
@@ -87,7 +89,8 @@ export async function runAccelPayload(accel: QemuAccel, options: AccelProbeOptio
       });
       const timer = setTimeout(() => {
         timedOut = true;
-        child.kill('SIGKILL');
+        // timeout(1) relays SIGTERM to QEMU; killing timeout itself would orphan QEMU with our stderr pipe.
+        child.kill('SIGTERM');
       }, timeoutMs);
       child.once('error', (error) => {
         clearTimeout(timer);
@@ -100,6 +103,10 @@ export async function runAccelPayload(accel: QemuAccel, options: AccelProbeOptio
     });
     const ms = Date.now() - started;
     if (result.error) return { ok: false, reason: `cannot run qemu: ${result.error.message}`, ms };
+    // timeout(1) reports a command it could not run as 127 (not found) or 126 (not executable).
+    if (result.code === 127 || result.code === 126) {
+      return { ok: false, reason: `cannot run qemu: ${options.qemu ?? 'qemu-system-x86_64'}: ${result.code === 127 ? 'no such file' : 'not executable'}`, ms };
+    }
     if (result.timedOut) return { ok: false, reason: `payload did not finish within ${timeoutMs} ms`, ms };
     if (result.code === PAYLOAD_EXIT_CODE) return { ok: true, reason: 'payload ran to completion', ms };
     const said = result.stderr.trim().split('\n').filter((l) => !l.includes('warning:')).join('; ');

@@ -21,7 +21,7 @@ import {
 } from '../share/ipc.js';
 import type { ControlRequest, ControlResponse, StartOptions, VmInfo, VmState } from '../share/protocol.js';
 import { socketPath, stateDir as defaultStateDir, vmdUser } from '../share/paths.js';
-import { getgrgid, getpwnam, getpwuid, systemUserDb } from '../share/users.js';
+import { getpwnam, getpwuid, systemUserDb, type UserDb } from '../share/users.js';
 import { parseConfigFile, type Diagnostic } from '../grammar/parse.js';
 import { resolveAccel } from './accel.js';
 import { StateDb, type VmRecord, type VmRuntime } from './db.js';
@@ -96,30 +96,22 @@ function mayAccess(path: string, uid: number, gids: readonly number[], write: bo
   return (bits & need) === need;
 }
 
+/** The user's primary and supplementary groups, plus the gid it connected with. */
 function groupsOf(uid: number, gid: number): number[] {
-  const user = getpwuid(uid);
+  const users = systemUserDb();
+  const user = users.getpwuid(uid);
   const gids = new Set<number>([gid]);
   if (user !== null) {
     gids.add(user.gid);
-    for (const g of allGroups()) if (g.members.includes(user.name)) gids.add(g.gid);
+    for (const g of users.memberGids(user.name)) gids.add(g);
   }
   return [...gids];
 }
 
-function allGroups(): Array<{ gid: number; members: readonly string[] }> {
-  try {
-    return readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':'))
-      .filter((f) => f.length >= 4 && /^\d+$/.test(f[2]!))
-      .map((f) => ({ gid: Number(f[2]), members: f[3]!.split(',').filter((m) => m !== '') }));
-  } catch {
-    return [];
-  }
-}
-
 /** OpenBSD's owner column: `user[:group]`, numeric when unknown, at most 15 characters. */
-function ownerString(uid: number, gid: number | null): string {
-  const user = getpwuid(uid)?.name ?? String(uid);
-  const group = gid === null ? '' : `:${getgrgid(gid)?.name ?? String(gid)}`;
+function ownerString(uid: number, gid: number | null, users: UserDb = systemUserDb()): string {
+  const user = users.getpwuid(uid)?.name ?? String(uid);
+  const group = gid === null ? '' : `:${users.getgrgid(gid)?.name ?? String(gid)}`;
   return `${user}${group}`.slice(0, 15);
 }
 
@@ -606,9 +598,10 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     respond(peer, { type: 'error', id, error: toVmdError(err).toJSON() }, false);
   };
 
-  const info = (e: Entry): VmInfo => {
+  const info = (e: Entry, users: UserDb = systemUserDb()): VmInfo => {
     const rt = e.runtime;
-    const running = rt !== null && rt.pid !== null && e.state !== 'starting';
+    // As soon as QEMU exists it has a pid worth showing, even while vmm is still adopting it.
+    const running = rt !== null && rt.pid !== null;
     const uid = running ? rt!.uid : e.record.ownerUid;
     const gid = e.record.ownerGid;
     return {
@@ -619,7 +612,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       maxmem: e.record.config.memory ?? DEFAULT_MEMORY,
       curmem: running ? residentBytes(rt!.pid!) : null,
       tty: running ? rt!.consoleSocket : null,
-      owner: ownerString(uid, gid),
+      owner: ownerString(uid, gid, users),
       uid,
       gid,
       state: e.state,
@@ -685,9 +678,11 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         const list = [...entries.values()]
           .filter((e) => req.target === undefined || String(e.record.id) === req.target || e.record.name === req.target)
           .filter((e) => !req.running || (e.runtime !== null && e.runtime.pid !== null))
-          .sort((a, b) => a.record.id - b.record.id)
-          .map(info);
-        respond(peer, { type: 'vm.status.response', id: req.id, vms: list, warnings: [] }, false);
+          .sort((a, b) => a.record.id - b.record.id);
+        // One look at /etc/passwd and /etc/group per listing, not one per VM.
+        const users = systemUserDb();
+        const vms = list.map((e) => info(e, users));
+        respond(peer, { type: 'vm.status.response', id: req.id, vms, warnings: [] }, false);
         return;
       }
       case 'vm.start.request': {

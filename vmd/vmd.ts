@@ -6,7 +6,6 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseVmdArgs } from './args.js';
-import { configTest } from './configtest.js';
 import { logInit, logWarn } from './log.js';
 import { stateDir } from '../share/paths.js';
 
@@ -20,7 +19,8 @@ async function main(): Promise<number> {
     process.stderr.write(`${options}\n`);
     return 1;
   }
-  if (options.configTest) return configTest(options);
+  // Loaded only here: the child roles have no use for the grammar and should not carry it in memory.
+  if (options.configTest) return (await import('./configtest.js')).configTest(options);
   logInit(options.role, options.verbose);
   if (options.role === 'vmm') {
     (await import('./vmm.js')).vmmMain();

@@ -198,9 +198,19 @@ export function vmmMain(): void {
     sock.on('connect', () => {
       g.console = sock;
     });
+    // QEMU writes the serial console a byte or so at a time: relay what arrived in one event-loop turn as one write.
+    let pending: Buffer[] = [];
     sock.on('data', (chunk: Buffer) => {
       g.ring.write(chunk);
-      g.attacher?.write(chunk);
+      if (g.attacher === null) return;
+      if (pending.length === 0) {
+        setImmediate(() => {
+          const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+          pending = [];
+          g.attacher?.write(out);
+        });
+      }
+      pending.push(chunk);
     });
     sock.on('error', (err) => {
       logDebug(`vm ${g.vmId} console: ${err.message}`);

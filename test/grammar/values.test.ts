@@ -1,30 +1,7 @@
-// Tests of the value syntaxes: scan_scaled/fmt_scaled, ether_aton, prefixes, CIDRs, IPv6 text, names.
+// Tests of the value syntaxes: ether_aton, prefixes, CIDRs, IPv6 text, names (sizes: test/vmctl/scaled.test.ts).
 import t from 'tap';
-import { etherAton, fmtScaled, parseCidr, parseHostAddress, scanScaled, isLinuxIfName, strtonum } from '../../grammar/values.js';
+import { etherAton, parseCidr, parseHostAddress, isLinuxIfName, strtonum } from '../../grammar/values.js';
 import { parsePrefix4, parsePrefix6 } from '../../grammar/actions.js';
-
-t.test('scan_scaled', async (t) => {
-  t.equal(scanScaled('1G'), 1073741824n);
-  t.equal(scanScaled('1.5g'), 1610612736n);
-  t.equal(scanScaled('1048575K'), 1073740800n);
-  t.equal(scanScaled('512'), 512n);
-  t.equal(scanScaled('1.9'), 1n, 'no unit discards the fraction');
-  t.equal(scanScaled('1GB'), 'EINVAL');
-  t.equal(scanScaled('1X'), 'EINVAL');
-  t.equal(scanScaled('1.2.3G'), 'EINVAL');
-  t.equal(scanScaled('--1'), 'EINVAL');
-  t.equal(scanScaled('9999999999999999999G'), 'ERANGE');
-  t.equal(scanScaled(' -2M'), -2097152n);
-});
-
-t.test('fmt_scaled', async (t) => {
-  t.equal(fmtScaled(1073741824), '1.0G');
-  t.equal(fmtScaled(1023 * 1048576), '1023M');
-  t.equal(fmtScaled(512 * 1048576), '512M');
-  t.equal(fmtScaled(128 * 1073741824), '128G');
-  t.equal(fmtScaled(0), '0B');
-  t.equal(fmtScaled(92379136), '88.1M');
-});
 
 t.test('ether_aton', async (t) => {
   t.equal(etherAton('00:11:22:AA:BB:CC'), '00:11:22:aa:bb:cc');

@@ -66,9 +66,15 @@ export class VmdHarness {
   /** Create the namespace and start vmd -d in it; resolves once the socket answers. */
   static async start(options: HarnessOptions = {}): Promise<VmdHarness> {
     const h = new VmdHarness(options);
-    await execa('ip', ['netns', 'add', h.netns]);
-    await execa('ip', ['-n', h.netns, 'link', 'set', 'lo', 'up']);
-    await h.startDaemon();
+    try {
+      await execa('ip', ['netns', 'add', h.netns]);
+      await execa('ip', ['-n', h.netns, 'link', 'set', 'lo', 'up']);
+      await h.startDaemon();
+    } catch (err) {
+      // The caller never gets the harness to tear down: do it here, or the namespace outlives the test.
+      await h.teardown();
+      throw err;
+    }
     return h;
   }
 
@@ -118,7 +124,9 @@ export class VmdHarness {
       const r = await this.vmctl(['status', name]);
       last = r.stdout + r.stderr;
       const row = r.stdout.split('\n').find((l) => l.trim().endsWith(` ${name}`));
-      if (row !== undefined && row.trim().split(/\s+/)[7] === state) return row;
+      const cols = row?.trim().split(/\s+/) ?? [];
+      // vmctl shows a starting VM as running; "running" here also means QEMU exists (a pid, not "-").
+      if (row !== undefined && cols[7] === state && (state !== 'running' || /^\d+$/.test(cols[1] ?? ''))) return row;
       // status exits 1 when no VM is left at all (OpenBSD); the header alone still means the daemon answered.
       if (state === 'gone' && row === undefined && r.stdout.startsWith('   ID ')) return '';
       await new Promise((r) => setTimeout(r, 100));

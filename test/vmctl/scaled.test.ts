@@ -1,4 +1,5 @@
 // Tests for share/scaled: fmt_scaled and scan_scaled must agree with OpenBSD's libutil to the byte.
+// share/scaled serves vmctl and the vm.conf grammar (`memory`); the cases marked vm.conf came from the grammar's tests.
 // Expected values follow the C code's integer arithmetic (fmt_scaled.c 1.23), including its rounding quirks.
 import t from 'tap';
 import { fmtScaled, scanScaled, scanScaledBig, ScaledError } from '../../share/scaled.js';
@@ -26,6 +27,9 @@ t.test('fmt_scaled', async (t) => {
     [-512 * M, '-512M'],
     [2n ** 60n, '1.0E'],
     [2n ** 63n - 1n, '8.0E'],
+    // vm.conf: the memory limit and rounding messages.
+    [1023 * M, '1023M'],
+    [92379136, '88.1M'],
   ];
   for (const [n, want] of cases) t.equal(fmtScaled(n), want, `${n} -> ${want}`);
   for (const bad of [-(2n ** 63n), 2n ** 63n, 1024n * 2n ** 60n]) {
@@ -55,6 +59,11 @@ t.test('scan_scaled', async (t) => {
     ['.5K', 512n],
     ['1.00000000000000000000000001K', 1024n],
     ['1023.5M', 1023n * 2n ** 20n + 2n ** 19n],
+    // vm.conf
+    ['1.5g', 1610612736n],
+    ['1048575K', 1073740800n],
+    ['1.9', 1n],
+    [' -2M', -2097152n],
   ];
   for (const [s, want] of cases) t.equal(scanScaledBig(s), want, JSON.stringify(s));
   t.equal(scanScaled('512M'), 512 * M);
@@ -71,6 +80,8 @@ t.test('scan_scaled', async (t) => {
     ['99999999999999999999', 'ERANGE'],
     ['123456789012345678901', 'ERANGE'],
     ['9000000P', 'ERANGE'],
+    // vm.conf
+    ['9999999999999999999G', 'ERANGE'],
   ];
   for (const [s, code] of errors) t.throws(() => scanScaledBig(s), { code }, `${JSON.stringify(s)} is ${code}`);
   const e = (() => {
