@@ -125,6 +125,22 @@ export function strtonum(word: string, min: number, max: number): { value?: numb
   return { value: Number(n) };
 }
 
+/**
+ * OpenBSD prints `stopping vm NAME: ` / `waiting for vm NAME: ` before asking, and the answer completes the line;
+ * a request that fails outright ends the line first, so vmctl's own diagnostic starts on a line of its own.
+ */
+export async function requestAfterPrefix(
+  ctx: Context, client: ControlClient, prefix: string, body: RequestBody,
+): Promise<Awaited<ReturnType<ControlClient['request']>>> {
+  if (!ctx.json) ctx.stderr.write(prefix);
+  try {
+    return await client.request(body);
+  } catch (err) {
+    if (!ctx.json) ctx.stderr.write('\n');
+    throw err;
+  }
+}
+
 /** Sends a request whose success is a bare `ok.response` (load, reload, reset, log): silent on success, as OpenBSD. */
 export async function requestOk(ctx: Context, context: ErrorContext, body: RequestBody): Promise<number> {
   const client = await ctx.connect();

@@ -3,7 +3,7 @@
 
 import type { StopResponse } from '../share/protocol.js';
 import type { ControlClient } from './client.js';
-import { getopt, parseVmid, printJson, reportDetail, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
+import { getopt, parseVmid, printJson, reportDetail, requestAfterPrefix, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, errorMessage, UsageError } from './errors.js';
 import { vmIsRunning } from './format.js';
 
@@ -38,16 +38,8 @@ export function stopResultText(response: StopResponse): string {
 
 /** terminate_vm() and terminate_vm_complete(): one request, one line; resolves to success. */
 async function stopOne(ctx: Context, client: ControlClient, ref: VmRef, force: boolean, wait: boolean): Promise<boolean> {
-  if (!ctx.json) ctx.stderr.write(ref.name !== undefined ? `stopping vm ${ref.name}: ` : 'stopping vm: ');
-  let reply;
-  try {
-    reply = await client.request({ type: 'vm.stop.request', target: ref.target, force, wait });
-  } catch (err) {
-    // The started line must end before vmctl's own diagnostic.
-    if (!ctx.json) ctx.stderr.write('\n');
-    throw err;
-  }
-  const { response, raw } = reply;
+  const prefix = ref.name !== undefined ? `stopping vm ${ref.name}: ` : 'stopping vm: ';
+  const { response, raw } = await requestAfterPrefix(ctx, client, prefix, { type: 'vm.stop.request', target: ref.target, force, wait });
   if (ctx.json) {
     printJson(ctx, raw);
     return response.type === 'vm.stop.response';

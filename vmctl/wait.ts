@@ -1,7 +1,7 @@
 // `vmctl wait id`: blocks until the VM stops, printing OpenBSD's `waiting for vm NAME: terminated vm N` on stderr.
 // vmd holds the reply until the guest is gone, so one request and one reply are the whole exchange.
 
-import { parseVmid, printJson, reportDetail, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
+import { parseVmid, printJson, reportDetail, requestAfterPrefix, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, errorMessage, UsageError } from './errors.js';
 
 /** Reads the single `id` operand, as ctl_waitfor() does: no getopt, so `-x` is an invalid id, not an option. */
@@ -17,15 +17,8 @@ async function runWait(args: readonly string[], ctx: Context): Promise<number> {
   const { ref } = parseWait(args, (m) => warnx(ctx, m));
   const client = await ctx.connect();
   try {
-    if (!ctx.json) ctx.stderr.write(ref.name !== undefined ? `waiting for vm ${ref.name}: ` : 'waiting for vm: ');
-    let reply;
-    try {
-      reply = await client.request({ type: 'vm.wait.request', target: ref.target });
-    } catch (err) {
-      if (!ctx.json) ctx.stderr.write('\n');
-      throw err;
-    }
-    const { response, raw } = reply;
+    const prefix = ref.name !== undefined ? `waiting for vm ${ref.name}: ` : 'waiting for vm: ';
+    const { response, raw } = await requestAfterPrefix(ctx, client, prefix, { type: 'vm.wait.request', target: ref.target });
     if (ctx.json) {
       printJson(ctx, raw);
       return response.type === 'vm.wait.response' ? 0 : 1;
