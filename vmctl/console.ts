@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { ControlClient } from './client.js';
 import { getopt, parseVmid, printJson, reportError, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** Pipe mode ends this long after stdin's EOF once the guest has gone quiet. */
 export const QUIET_MS = 500;
@@ -151,4 +152,4 @@ async function runConsole(args: readonly string[], ctx: Context): Promise<number
 }
 
 /** `vmctl console [-t seconds] id`. */
-export const consoleCommand: CommandSpec = { name: 'console', usage: '[-t seconds] id', run: runConsole };
+export const consoleCommand: CommandSpec = { name: 'console', usage: COMMAND_USAGE.console, run: runConsole };

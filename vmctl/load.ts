@@ -4,6 +4,7 @@
 import { resolve } from 'node:path';
 import { requestOk, type CommandSpec, type Context } from './command.js';
 import { UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** The absolute path `load` sends. */
 export function parseLoad(args: readonly string[], cwd: string): string {
@@ -14,7 +15,7 @@ export function parseLoad(args: readonly string[], cwd: string): string {
 /** `vmctl load filename`. */
 export const loadCommand: CommandSpec = {
   name: 'load',
-  usage: 'filename',
+  usage: COMMAND_USAGE.load,
   run: (args, ctx: Context) => {
     const path = parseLoad(args, ctx.cwd);
     return requestOk(ctx, 'load', { type: 'config.load.request', path });

@@ -3,6 +3,7 @@
 
 import { requestOk, type CommandSpec } from './command.js';
 import { UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** The log level a word selects: 0 for brief, 2 for verbose (OpenBSD's values). */
 export function parseLog(args: readonly string[]): number {
@@ -16,6 +17,6 @@ export function parseLog(args: readonly string[]): number {
 /** `vmctl log brief | verbose`. */
 export const logCommand: CommandSpec = {
   name: 'log',
-  usage: '[brief | verbose]',
+  usage: COMMAND_USAGE.log,
   run: (args, ctx) => requestOk(ctx, 'log', { type: 'log.verbose.request', level: parseLog(args) }),
 };

@@ -3,6 +3,7 @@
 
 import { parseVmid, printJson, reportError, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** Reads the single `id` operand (no getopt in OpenBSD's ctl_pause, so `-x` is an invalid id). */
 export function parsePauseTarget(args: readonly string[], warn: (message: string) => void): VmRef {
@@ -37,7 +38,7 @@ function pauseRunner(verb: 'pause' | 'unpause'): CommandSpec['run'] {
 }
 
 /** `vmctl pause id`. */
-export const pauseCommand: CommandSpec = { name: 'pause', usage: 'id', run: pauseRunner('pause') };
+export const pauseCommand: CommandSpec = { name: 'pause', usage: COMMAND_USAGE.pause, run: pauseRunner('pause') };
 
 /** `vmctl unpause id`. */
-export const unpauseCommand: CommandSpec = { name: 'unpause', usage: 'id', run: pauseRunner('unpause') };
+export const unpauseCommand: CommandSpec = { name: 'unpause', usage: COMMAND_USAGE.unpause, run: pauseRunner('unpause') };

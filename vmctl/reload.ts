@@ -3,11 +3,12 @@
 
 import { requestOk, type CommandSpec } from './command.js';
 import { UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** `vmctl reload`. */
 export const reloadCommand: CommandSpec = {
   name: 'reload',
-  usage: '',
+  usage: COMMAND_USAGE.reload,
   run: (args, ctx) => {
     if (args.length !== 0) throw new UsageError();
     return requestOk(ctx, 'reload', { type: 'config.reload.request' });

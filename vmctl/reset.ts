@@ -3,6 +3,7 @@
 
 import { requestOk, type CommandSpec } from './command.js';
 import { UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** The reset mode named on the command line; `all` when none is. */
 export function parseReset(args: readonly string[]): 'all' | 'switches' | 'vms' {
@@ -16,6 +17,6 @@ export function parseReset(args: readonly string[]): 'all' | 'switches' | 'vms' 
 /** `vmctl reset [all | switches | vms]`. */
 export const resetCommand: CommandSpec = {
   name: 'reset',
-  usage: '[all | switches | vms]',
+  usage: COMMAND_USAGE.reset,
   run: (args, ctx) => requestOk(ctx, 'reset', { type: 'config.reset.request', mode: parseReset(args) }),
 };

@@ -8,6 +8,7 @@ import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import { attachConsole } from './console.js';
 import { getopt, parseVmid, printJson, reportError, strtonum, VM_NAME_MAX, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, sysMessage, UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** vmd.h limits vmctl enforces before asking: disks and NICs per VM, PATH_MAX. */
 export const MAX_DISKS = 4;
@@ -263,8 +264,6 @@ async function runStart(args: readonly string[], ctx: Context): Promise<number> 
 /** `vmctl start`: the usage line is OpenBSD's, with our long options on a third line. */
 export const startCommand: CommandSpec = {
   name: 'start',
-  usage: '[-cL] [-B device] [-b path] [-d disk] [-i count]\n'
-    + '\t\t[-m size] [-n switch] [-r path] [-t name]\n'
-    + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport] id | name',
+  usage: COMMAND_USAGE.start,
   run: runStart,
 };

@@ -5,6 +5,7 @@ import type { StatusResponse } from '../share/protocol.js';
 import { getopt, parseVmid, printJson, reportError, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import { formatStatus } from './format.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** Parsed `status` arguments. */
 export interface StatusArgs {
@@ -56,7 +57,7 @@ function printStatus(ctx: Context, response: StatusResponse, raw: unknown, parse
 }
 
 /** `vmctl status [-r] [id]`. */
-export const statusCommand: CommandSpec = { name: 'status', usage: '[-r] [id]', run: runStatus };
+export const statusCommand: CommandSpec = { name: 'status', usage: COMMAND_USAGE.status, run: runStatus };
 
 /** `vmctl show`: OpenBSD's alias of status, with its shorter usage line. */
-export const showCommand: CommandSpec = { name: 'show', usage: '[id]', run: runStatus };
+export const showCommand: CommandSpec = { name: 'show', usage: COMMAND_USAGE.show, run: runStatus };

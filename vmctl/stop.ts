@@ -6,6 +6,7 @@ import type { ControlClient } from './client.js';
 import { getopt, parseVmid, printJson, reportDetail, requestAfterPrefix, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, errorMessage, UsageError } from './errors.js';
 import { vmIsRunning } from './format.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** Parsed `stop` arguments: one VM, or all running ones with `-a`. */
 export interface StopArgs {
@@ -86,4 +87,4 @@ async function runStop(args: readonly string[], ctx: Context): Promise<number> {
 }
 
 /** `vmctl stop [-fw] [id | -a]`. */
-export const stopCommand: CommandSpec = { name: 'stop', usage: '[-fw] [id | -a]', run: runStop };
+export const stopCommand: CommandSpec = { name: 'stop', usage: COMMAND_USAGE.stop, run: runStop };

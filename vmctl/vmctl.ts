@@ -5,25 +5,32 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { socketPath } from '../share/paths.js';
-import { ControlClient } from './client.js';
-import { warnx, type CommandSpec, type Context } from './command.js';
-import { consoleCommand } from './console.js';
+import type { CommandSpec, Context } from './command.js';
+import { COMMAND_USAGE } from './usage.js';
 import { CliError, UsageError } from './errors.js';
-import { loadCommand } from './load.js';
-import { logCommand } from './log.js';
-import { pauseCommand, unpauseCommand } from './pause.js';
-import { reloadCommand } from './reload.js';
-import { resetCommand } from './reset.js';
-import { startCommand } from './start.js';
-import { showCommand, statusCommand } from './status.js';
-import { stopCommand } from './stop.js';
-import { waitCommand } from './wait.js';
 
 /** The command table in OpenBSD's order (which decides nothing but the order of the checks); no `create` yet. */
-export const COMMANDS: readonly CommandSpec[] = [
-  consoleCommand, loadCommand, logCommand, pauseCommand, reloadCommand, resetCommand, showCommand,
-  startCommand, statusCommand, stopCommand, unpauseCommand, waitCommand,
-];
+export const COMMANDS: readonly CommandSpec[] = (
+  [
+    ['console', () => import('./console.js').then((m) => m.consoleCommand)],
+    ['load', () => import('./load.js').then((m) => m.loadCommand)],
+    ['log', () => import('./log.js').then((m) => m.logCommand)],
+    ['pause', () => import('./pause.js').then((m) => m.pauseCommand)],
+    ['reload', () => import('./reload.js').then((m) => m.reloadCommand)],
+    ['reset', () => import('./reset.js').then((m) => m.resetCommand)],
+    ['show', () => import('./status.js').then((m) => m.showCommand)],
+    ['start', () => import('./start.js').then((m) => m.startCommand)],
+    ['status', () => import('./status.js').then((m) => m.statusCommand)],
+    ['stop', () => import('./stop.js').then((m) => m.stopCommand)],
+    ['unpause', () => import('./pause.js').then((m) => m.unpauseCommand)],
+    ['wait', () => import('./wait.js').then((m) => m.waitCommand)],
+  ] as const
+).map(([name, load]) => ({
+  name,
+  usage: COMMAND_USAGE[name],
+  // Only the command being run is loaded: vmctl's start-up is most of `vmctl status`'s time.
+  run: async (args: readonly string[], ctx: Context) => (await load()).run(args, ctx),
+}));
 
 /** The global usage line, exactly OpenBSD's. */
 export const USAGE = 'usage:\tvmctl [-v] command [arg ...]\n';
@@ -105,14 +112,13 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     stdin: io.stdin,
     stdout: io.stdout,
     stderr: io.stderr,
-    connect: () => ControlClient.connect(socketPath(io.env)),
+    connect: async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env)),
   };
   try {
     return await found.command.run(args, ctx);
   } catch (err) {
     if (err instanceof UsageError) io.stderr.write(commandUsage(found.command));
-    else if (err instanceof CliError) warnx(ctx, err.message);
-    else warnx(ctx, err instanceof Error ? err.message : String(err));
+    else io.stderr.write(`vmctl: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
 }

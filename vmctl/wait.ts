@@ -3,6 +3,7 @@
 
 import { parseVmid, printJson, reportDetail, requestAfterPrefix, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, errorMessage, UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
 
 /** Reads the single `id` operand, as ctl_waitfor() does: no getopt, so `-x` is an invalid id, not an option. */
 export function parseWait(args: readonly string[], warn: (message: string) => void): { ref: VmRef } {
@@ -40,4 +41,4 @@ async function runWait(args: readonly string[], ctx: Context): Promise<number> {
 }
 
 /** `vmctl wait id`. */
-export const waitCommand: CommandSpec = { name: 'wait', usage: 'id', run: runWait };
+export const waitCommand: CommandSpec = { name: 'wait', usage: COMMAND_USAGE.wait, run: runWait };

@@ -115,13 +115,23 @@ function ownerString(uid: number, gid: number | null, users: UserDb = systemUser
   return `${user}${group}`.slice(0, 15);
 }
 
+const rssCache = new Map<number, { at: number; bytes: number | null }>();
+
+/** A QEMU's resident memory (CURMEM), re-read at most once a second so a status listing stays cheap. */
 function residentBytes(pid: number): number | null {
+  const now = Date.now();
+  const hit = rssCache.get(pid);
+  if (hit !== undefined && now - hit.at < 1000) return hit.bytes;
+  let bytes: number | null = null;
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : null;
+    bytes = m ? Number(m[1]) * 1024 : null;
   } catch {
-    return null;
+    bytes = null;
   }
+  if (rssCache.size > 4096) rssCache.clear();
+  rssCache.set(pid, { at: now, bytes });
+  return bytes;
 }
 
 /** Whether pid is the QEMU vmd started for this VM (pids get reused; the process name tells). */

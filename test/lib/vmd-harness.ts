@@ -88,7 +88,8 @@ export class VmdHarness {
 
   async startDaemon(): Promise<void> {
     this.daemonLog = '';
-    const d = execa('ip', ['netns', 'exec', this.netns, '/usr/bin/env', process.execPath, vmdEntry, '-d', '-f', this.configPath], {
+    // The entry itself, as an operator runs it: its shebang carries vmd's node flags.
+    const d = execa('ip', ['netns', 'exec', this.netns, vmdEntry, '-d', '-f', this.configPath], {
       env: this.env, extendEnv: false, reject: false, all: true, cwd: this.dir,
     });
     d.all?.on('data', (c: Buffer) => { this.daemonLog += c.toString(); });

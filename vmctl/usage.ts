@@ -1,0 +1,20 @@
+// Every vmctl command's name and usage line, without the code: vmctl loads a command's module only to run it.
+// The command modules take their usage from here, so each line is written once.
+
+/** The part after `vmctl [-v] NAME ` in each command's usage line. */
+export const COMMAND_USAGE = {
+  console: '[-t seconds] id',
+  load: 'filename',
+  log: '[brief | verbose]',
+  pause: 'id',
+  unpause: 'id',
+  reload: '',
+  reset: '[all | switches | vms]',
+  show: '[id]',
+  start: '[-cL] [-B device] [-b path] [-d disk] [-i count]\n'
+    + '\t\t[-m size] [-n switch] [-r path] [-t name]\n'
+    + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport] id | name',
+  status: '[-r] [id]',
+  stop: '[-fw] [id | -a]',
+  wait: 'id',
+} as const;
