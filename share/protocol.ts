@@ -36,6 +36,29 @@ export interface VmInfo {
   readonly origin: 'config' | 'adhoc' | 'load' | 'instance';
 }
 
+/** One row of `vmctl links`: a running guest's NIC as a host link, with the host side's counters. */
+export interface LinkInfo {
+  readonly vmId: number;
+  readonly vm: string;
+  /** The NIC's index in the VM (`if0` is 0). */
+  readonly index: number;
+  /** The host link (tap) name. */
+  readonly link: string;
+  /** The guest's MAC. */
+  readonly lladdr: string;
+  /** The switch the link is a port of, null for local and unattached NICs. */
+  readonly switch: string | null;
+  readonly local: boolean;
+  /** The guest's DHCP lease or local address, CIDR; null when none is known. */
+  readonly address: string | null;
+  readonly rxPackets: number;
+  readonly rxBytes: number;
+  readonly rxDropped: number;
+  readonly txPackets: number;
+  readonly txBytes: number;
+  readonly txDropped: number;
+}
+
 /** A NIC asked for on the command line, in order: `-L` (local) or `-n SWITCH`. */
 export type StartNet = { readonly kind: 'local' } | { readonly kind: 'switch'; readonly switch: string };
 
@@ -77,11 +100,12 @@ export interface LoadRequest extends Base { readonly type: 'config.load.request'
 export interface ReloadRequest extends Base { readonly type: 'config.reload.request' }
 export interface ResetRequest extends Base { readonly type: 'config.reset.request'; readonly mode: 'all' | 'vms' | 'switches' }
 export interface VerboseRequest extends Base { readonly type: 'log.verbose.request'; readonly level: number }
+export interface LinksRequest extends Base { readonly type: 'vm.links.request'; readonly target?: string }
 
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
-  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest;
+  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -91,18 +115,19 @@ export interface StopResponse { readonly type: 'vm.stop.response'; readonly id: 
 export interface WaitResponse { readonly type: 'vm.wait.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface PauseResponse { readonly type: 'vm.pause.response' | 'vm.unpause.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface ConsoleResponse { readonly type: 'vm.console.response'; readonly id: number; readonly vmId: number; readonly name: string }
+export interface LinksResponse { readonly type: 'vm.links.response'; readonly id: number; readonly links: readonly LinkInfo[] }
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | OkResponse | ErrorResponse;
+  | LinksResponse | OkResponse | ErrorResponse;
 
-/** Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console). */
+/** Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console), and list links. */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
-  'vm.pause.request', 'vm.unpause.request', 'vm.console.request',
+  'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request',
 ]);
 
 /** Why a message was refused; becomes an ERR_PROTOCOL/ERR_VERSION error reply. */
@@ -285,6 +310,13 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
     keys: ['level'],
     read: (o, b) => ({ ...b, type: 'log.verbose.request', level: int(o, 'level', 0, 3, 'log.verbose.request') }),
   },
+  'vm.links.request': {
+    keys: ['target'],
+    read: (o, b) => {
+      const t = optStr(o, 'target', MAX_NAME, 'vm.links.request');
+      return { ...b, type: 'vm.links.request', ...(t === undefined ? {} : { target: t }) };
+    },
+  },
 };
 
 /** Decode an untrusted client message; throws ProtocolError (with the request id if one could be read). */
@@ -336,6 +368,36 @@ function readVmInfo(v: unknown): VmInfo {
   };
 }
 
+/** Interface names are at most 15 characters (IFNAMSIZ - 1). */
+const MAX_IFNAME = 15;
+
+function readLinkInfo(v: unknown): LinkInfo {
+  const w = 'link info';
+  if (!isObj(v)) throw new ProtocolError(`${w}: must be an object`);
+  // Like vm info, unknown fields are ignored: a newer vmd may add columns an older vmctl does not show.
+  const lladdr = str(v, 'lladdr', 17, w);
+  if (!/^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/i.test(lladdr)) throw new ProtocolError(`${w}: field "lladdr" must be a MAC address`);
+  const address = v.address === null ? null : str(v, 'address', 64, w);
+  if (address !== null && !/^[0-9A-Fa-f.:]+\/\d{1,3}$/.test(address)) throw new ProtocolError(`${w}: field "address" must be address/prefix`);
+  const counter = (k: string): number => int(v, k, 0, 2 ** 53 - 1, w);
+  return {
+    vmId: int(v, 'vmId', 1, 2 ** 31 - 1, w),
+    vm: str(v, 'vm', MAX_NAME, w),
+    index: int(v, 'index', 0, 1023, w),
+    link: str(v, 'link', MAX_IFNAME, w),
+    lladdr,
+    switch: v.switch === null ? null : str(v, 'switch', MAX_NAME, w),
+    local: bool(v, 'local', w),
+    address,
+    rxPackets: counter('rxPackets'),
+    rxBytes: counter('rxBytes'),
+    rxDropped: counter('rxDropped'),
+    txPackets: counter('txPackets'),
+    txBytes: counter('txBytes'),
+    txDropped: counter('txDropped'),
+  };
+}
+
 /** Decode a daemon reply on the client side; a daemon is trusted more than a client, but vmctl still checks shape. */
 export function readResponse(msg: unknown): ControlResponse {
   if (!isObj(msg) || typeof msg.type !== 'string') throw new ProtocolError('reply: not a message');
@@ -365,6 +427,10 @@ export function readResponse(msg: unknown): ControlResponse {
     case 'vm.unpause.response':
     case 'vm.console.response':
       return { type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply') };
+    case 'vm.links.response': {
+      const links = array(msg, 'links', 1_000_000, 'reply') ?? [];
+      return { type: msg.type, id, links: links.map(readLinkInfo) };
+    }
     case 'ok.response':
       return { type: msg.type, id };
     case 'error': {

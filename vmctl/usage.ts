@@ -4,7 +4,9 @@
 /** The part after `vmctl [-v] NAME ` in each command's usage line. */
 export const COMMAND_USAGE = {
   console: '[-t seconds] id',
+  create: '[-b base | -i disk] [-s size] disk',
   load: 'filename',
+  links: '[id]',
   log: '[brief | verbose]',
   pause: 'id',
   unpause: 'id',

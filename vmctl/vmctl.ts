@@ -13,6 +13,8 @@ import { CliError, UsageError } from './errors.js';
 export const COMMANDS: readonly CommandSpec[] = (
   [
     ['console', () => import('./console.js').then((m) => m.consoleCommand)],
+    ['create', () => import('./create.js').then((m) => m.createCommand)],
+    ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],
     ['log', () => import('./log.js').then((m) => m.logCommand)],
     ['pause', () => import('./pause.js').then((m) => m.pauseCommand)],

@@ -36,6 +36,13 @@ export interface VmRuntime {
   readonly bootOnce: string | null;
 }
 
+/** A host network object vmd made: removed on `reset switches`, when its switch leaves the config, or at cleanup. */
+export interface OwnedNet {
+  readonly kind: 'bridge' | 'vxlan' | 'netns';
+  readonly name: string;
+  readonly netns: string | null;
+}
+
 const MIGRATIONS_DIR = join(packageRoot, 'vmd', 'migrations');
 
 interface VmRow { id: number; name: string; origin: VmOrigin; config: string; owner_uid: number; owner_gid: number | null }
@@ -91,6 +98,9 @@ export class StateDb {
       deleteRuntime: this.db.prepare('DELETE FROM runtime WHERE vm_id = ?'),
       event: this.db.prepare('INSERT INTO event (at, vm_id, kind, detail) VALUES (?, ?, ?, ?)'),
       trimEvents: this.db.prepare('DELETE FROM event WHERE id <= (SELECT max(id) FROM event) - 10000'),
+      owned: this.db.prepare<[], { kind: OwnedNet['kind']; name: string; netns: string }>('SELECT kind, name, netns FROM owned_net ORDER BY kind, name'),
+      own: this.db.prepare('INSERT OR IGNORE INTO owned_net (kind, name, netns) VALUES (?, ?, ?)'),
+      disown: this.db.prepare('DELETE FROM owned_net WHERE kind = ? AND name = ? AND netns = ?'),
     };
   }
 
@@ -145,6 +155,19 @@ export class StateDb {
 
   event(vmId: number | null, kind: string, detail: string | null = null): void {
     this.stmts.event.run(new Date().toISOString(), vmId, kind, detail);
+  }
+
+  /** Bridges, VXLAN ports and namespaces vmd created (and so may remove). */
+  ownedList(): OwnedNet[] {
+    return this.stmts.owned.all().map((r) => ({ kind: r.kind, name: r.name, netns: r.netns === '' ? null : r.netns }));
+  }
+
+  ownedAdd(o: OwnedNet): void {
+    this.stmts.own.run(o.kind, o.name, o.netns ?? '');
+  }
+
+  ownedRemove(o: OwnedNet): void {
+    this.stmts.disown.run(o.kind, o.name, o.netns ?? '');
   }
 
   trimEvents(): void {

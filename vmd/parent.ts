@@ -27,9 +27,9 @@ import { resolveAccel } from './accel.js';
 import { StateDb, type VmRecord, type VmRuntime } from './db.js';
 import { logDebug, logInfo, logSetVerbose, logWarn } from './log.js';
 import { RoleChannel } from './proc.js';
+import { Network } from './network.js';
 import { qemuArgv, type QemuBacking, type QemuNic, type QemuSpec } from './qemu-argv.js';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 
 const RESTART_WINDOW_MS = 6000;
 const RESTART_LIMIT = 3;
@@ -162,6 +162,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     ident = { uid: u.uid, gid: u.gid };
   }
   const qemuIdentity: Identity = ident ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  // Who configured VMs belong to and are started as when vm.conf says nothing: root, or a rootless daemon's user.
+  const selfUid = process.getuid?.() ?? 0;
 
   const loaded = loadConfig(options.file, options.macros);
   if (loaded.config === null) {
@@ -172,6 +174,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
 
   mkdirSync(runRoot, { recursive: true, mode: 0o755 });
   const db = new StateDb(stateDirPath);
+  const network = new Network(config, db, stateDirPath, root);
+  let networkWarnings: string[] = [];
   const entries = new Map<number, Entry>();
   const byName = (name: string): Entry | undefined => [...entries.values()].find((e) => e.record.name === name);
   const lookup = (target: string): Entry | undefined =>
@@ -336,7 +340,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       const id = db.vmClaimId(vm.name);
       const rec: VmRecord = {
         id, name: vm.name, origin: vm.instanceOf === null ? origin : 'instance', config: effective,
-        ownerUid: effective.owner?.uid ?? 0, ownerGid: effective.owner?.gid ?? null,
+        ownerUid: effective.owner?.uid ?? selfUid, ownerGid: effective.owner?.gid ?? null,
       };
       db.vmPut(rec);
       const e = entries.get(id);
@@ -375,7 +379,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       const e = entries.get(id);
       if (e === undefined || e.state !== 'waiting') { n--; continue; }
       e.state = 'stopped';
-      vmStart(e, 0, {}).catch((err: unknown) => logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`));
+      vmStart(e, selfUid, {}).catch((err: unknown) => logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`));
     }
     if (waiting.length > 0 && !shuttingDown) staggerTimer = setTimeout(startBatch, delay * 1000);
   };
@@ -406,6 +410,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     const fds: number[] = [];
     const runDir = join(runRoot, String(e.record.id));
     let child: ChildProcess | null = null;
+    let netUp = false;
     try {
       const gids = groupsOf(uid, getpwuid(uid)?.gid ?? 0);
       // Descriptors QEMU inherits, in stdio order from fd 3: the spec names them by QEMU's numbers.
@@ -478,7 +483,14 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       const qmpSocket = join(runDir, 'qmp.sock');
       const consoleSocket = join(runDir, 'console');
       const chosen = await accelFor(vm);
-      const spec = qemuSpecFor(e.record.id, vm, { accel: chosen, qmpSocket, consoleSocket, disks, cdrom, kernel, kernelIsLinux: vm.boot !== null && isKernelImage(vm.boot), initrd, bootOnce: opts.bootOnce ?? null, sandbox: root });
+      // The guest's links exist before QEMU does: taps reach it as inherited fds like the images.
+      const net = await network.vmUp(e.record.id, vm);
+      netUp = true;
+      fds.push(...net.fds);
+      const nics: QemuNic[] = net.nics.map((n) => (n.kind === 'tap'
+        ? { kind: 'tap', fd: pass(n.hostFd), mac: n.mac }
+        : { kind: 'user', mac: n.mac, forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })) }));
+      const spec = qemuSpecFor(e.record.id, vm, { accel: chosen, qmpSocket, consoleSocket, disks, cdrom, kernel, kernelIsLinux: vm.boot !== null && isKernelImage(vm.boot), initrd, nics, bootOnce: opts.bootOnce ?? null, sandbox: root });
       const argv = qemuArgv(spec);
       const startedAt = new Date().toISOString();
       const rt: VmRuntime = {
@@ -525,6 +537,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
       }
       cleanupRuntime(e);
+      if (netUp) await network.vmDown(e.record.id).catch(() => undefined);
       e.state = 'stopped';
       const ve = toVmdError(err, 'ERR_QEMU');
       if (tail.length > 0 && ve.code === 'ERR_QEMU') {
@@ -546,6 +559,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     }
     e.runtime = null;
     e.child = null;
+    network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));
   };
 
   const adoptGuest = async (e: Entry, adopted: boolean): Promise<void> => {
@@ -692,7 +706,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         // One look at /etc/passwd and /etc/group per listing, not one per VM.
         const users = systemUserDb();
         const vms = list.map((e) => info(e, users));
-        respond(peer, { type: 'vm.status.response', id: req.id, vms, warnings: [] }, false);
+        respond(peer, { type: 'vm.status.response', id: req.id, vms, warnings: networkWarnings }, false);
         return;
       }
       case 'vm.start.request': {
@@ -734,6 +748,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       case 'vm.stop.request': {
         const e = requireVm(req.target);
         if (!permitted(e, uid, gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": permission denied`);
+        // `vmctl start x; vmctl stop x`: a start still in progress finishes first, then the stop applies.
+        const until = Date.now() + 30_000;
+        while (e.state === 'starting' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
         if (e.runtime === null || e.state === 'starting') {
           throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`);
         }
@@ -791,8 +808,15 @@ export async function parentMain(options: ParentOptions): Promise<number> {
             }
           }
           waiting.length = 0;
+          // Give the killed guests a moment to be reaped, so their links and rules go with them.
+          const deadline = Date.now() + 10_000;
+          while ([...entries.values()].some((e) => e.runtime !== null) && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 50));
+          }
           unregisterStoppedConfigVms();
         }
+        if (req.mode === 'all' || req.mode === 'switches') await network.reset(true);
+        else await network.reset(false);
         respond(peer, { type: 'ok.response', id: req.id }, false);
         return;
       }
@@ -802,6 +826,11 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         control?.send({ type: 'log.verbose', level: req.level });
         respond(peer, { type: 'ok.response', id: req.id }, false);
         return;
+      case 'vm.links.request': {
+        const links = await network.linksInfo((id, name) => req.target === undefined || String(id) === req.target || name === req.target);
+        respond(peer, { type: 'vm.links.response', id: req.id, links }, false);
+        return;
+      }
       case 'vm.console.request':
         throw new VmdError('ERR_PROTOCOL', 'console requests arrive with their socket');
     }
@@ -817,6 +846,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     waiting.length = 0;
     unregisterStoppedConfigVms();
     config = res.config;
+    await network.configure(config);
     registerConfig(config, 'config');
     queueEnabled(config);
     logInfo(`configuration reloaded from ${options.file}`);
@@ -828,6 +858,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (staggerTimer !== null) clearTimeout(staggerTimer);
     server?.close();
     await Promise.all([control?.stop(), vmm?.stop()]);
+    await network.shutdown().catch(() => undefined);
     try { unlinkSync(sockPath); } catch { /* gone */ }
     db.close();
     logInfo('exiting; guests keep running');
@@ -844,6 +875,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   // Probe once, in the background, so the first start does not wait for it.
   if (config.global.accel === 'auto') void resolveAccel('auto').then((a) => { accel = a; logInfo(`accelerator: ${a}`); });
   registerConfig(config, 'config');
+  await network.cleanupStale();
+  await network.switchesUp();
   startVmm();
   await vmmReady;
   // Reconcile the recorded runtime with reality: re-adopt live guests, clean up after dead ones.
@@ -852,6 +885,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (rt === null) continue;
     if (rt.pid !== null && isOurQemu(rt.pid, e.record.id)) {
       e.state = rt.state === 'paused' ? 'paused' : 'running';
+      await network.vmReadopt(e.record.id, e.record.config);
       await adoptGuest(e, true);
     } else {
       logInfo(`vm "${e.record.name}": recorded pid ${rt.pid ?? '-'} is gone, cleaning up`);
@@ -862,6 +896,13 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     }
   }
   db.trimEvents();
+  await network.sync();
+  // Another firewall dropping forwarded traffic (Docker's FORWARD DROP) is worth a warning in `vmctl status`.
+  const refreshWarnings = (): void => {
+    network.warnings().then((w) => { networkWarnings = w; }, () => undefined);
+  };
+  refreshWarnings();
+  setInterval(refreshWarnings, 10_000).unref();
   await startControl();
   queueEnabled(config);
   return exited;
@@ -1000,13 +1041,6 @@ export function isKernelImage(path: string): boolean {
   }
 }
 
-/** A MAC that stays the same across restarts of a VM: locally administered, from the VM id, name and NIC index. */
-function stableMac(id: number, name: string, index: number): string {
-  const h = createHash('sha256').update(`${id}/${name}/${index}`).digest();
-  // fe:e1:bb like OpenBSD's vmd, then three bytes that differ per VM and NIC.
-  return ['fe', 'e1', 'bb', h[0]!, h[1]!, ((h[2]! & 0xf0) | (index & 0x0f))].map((b) => (typeof b === 'string' ? b : b.toString(16).padStart(2, '0'))).join(':');
-}
-
 /** Everything QEMU needs for this VM except the argv layout itself (qemu-argv.ts owns that). */
 function qemuSpecFor(
   id: number, vm: VmConfig,
@@ -1014,15 +1048,10 @@ function qemuSpecFor(
     accel: 'kvm' | 'tcg'; qmpSocket: string; consoleSocket: string;
     disks: Array<{ fd: number; format: 'raw' | 'qcow2'; path: string; backing: QemuBacking[] }>;
     cdrom: { fd: number; path: string } | null;
-    kernel: number | null; kernelIsLinux: boolean; initrd: number | null;
+    kernel: number | null; kernelIsLinux: boolean; initrd: number | null; nics: QemuNic[];
     bootOnce: 'cdrom' | 'disk' | 'net' | null; sandbox: boolean;
   },
 ): QemuSpec {
-  const nics: QemuNic[] = vm.interfaces.map((nic) => ({
-    kind: 'user',
-    mac: nic.lladdr ?? stableMac(id, vm.name, nic.index),
-    forwards: nic.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })),
-  }));
   return {
     id, name: vm.name,
     memory: vm.memory ?? DEFAULT_MEMORY,
@@ -1036,7 +1065,7 @@ function qemuSpecFor(
     bootDevice: rt.bootOnce ?? vm.bootDevice,
     cdrom: rt.cdrom === null ? null : { fd: rt.cdrom.fd },
     disks: rt.disks.map((d) => ({ fd: d.fd, format: d.format, ...(d.backing.length > 0 ? { backing: d.backing } : {}) })),
-    nics,
+    nics: rt.nics,
     qmpSocket: rt.qmpSocket,
     consoleSocket: rt.consoleSocket,
     sandbox: rt.sandbox,
@@ -1057,4 +1086,4 @@ function backingChain(path: string): Array<{ path: string; format: 'raw' | 'qcow
 }
 
 /** Keep in the same module as the group check so the owner of a VM can be named in messages. */
-export const _testing = { ownerString, mayAccess, vmFromOptions, inherit, systemUserDb, stableMac };
+export const _testing = { ownerString, mayAccess, vmFromOptions, inherit, systemUserDb };

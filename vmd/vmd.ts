@@ -35,9 +35,18 @@ async function main(): Promise<number> {
     process.stderr.write(`vmd: unknown role ${options.role}\n`);
     return 1;
   }
-  if (process.getuid?.() !== 0 && process.env.VMD_ROOTLESS === undefined) {
-    process.stderr.write('vmd: need root privileges\n');
-    return 1;
+  // Without root vmd still runs (a user's own VMs), rootless: NICs use QEMU's user-mode NAT, and switches
+  // and local interfaces fail with a clear error. Its socket and state must then be somewhere it may write.
+  if (process.getuid?.() !== 0) {
+    const { accessSync, constants } = await import('node:fs');
+    const { dirname } = await import('node:path');
+    const { socketPath } = await import('../share/paths.js');
+    try {
+      accessSync(dirname(socketPath()), constants.W_OK);
+    } catch {
+      process.stderr.write(`vmd: socket ${socketPath()}: permission denied\nvmd: hint: without root, set VMD_SOCKET and VMD_STATE_DIR to paths you own\n`);
+      return 1;
+    }
   }
   if (!options.debug && !detachedChild) return daemonise(argv);
   const { parentMain } = await import('./parent.js');

@@ -18,6 +18,8 @@ export interface DirectBootOptions {
   qemu?: string;
   /** Milliseconds to wait for QEMU to create its console socket. */
   startTimeout?: number;
+  /** Open fds QEMU inherits as fd 3, 4, … in this order (e.g. a tap for `-netdev tap,id=n0,fd=3`). */
+  fds?: number[];
 }
 
 /** How QEMU ended: exit code or signal. */
@@ -127,7 +129,7 @@ export class DirectGuest {
       ...(opts.args ?? []),
     ];
     const spawnedAt = Date.now();
-    const proc = spawn(opts.qemu ?? 'qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(opts.qemu ?? 'qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'pipe', ...(opts.fds ?? [])] });
     let alive = true;
     const exited = new Promise<QemuExit>((resolve) => {
       proc.once('error', () => {

@@ -212,6 +212,15 @@ export class VmdHarness {
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
     }
     await execa('ip', ['netns', 'del', this.netns], { reject: false });
+    // rdomain namespaces this daemon made carry its state directory's suffix (vmd/network.ts rdomainNetnsFor).
+    const { rdomainNetnsFor } = await import('../../vmd/network.js');
+    const suffix = rdomainNetnsFor(0, this.stateDir).replace(/^vmd-rdomain0/, '');
+    for (const ns of existsSync('/run/netns') ? readdirSync('/run/netns') : []) {
+      if (suffix !== '' && ns.endsWith(suffix)) {
+        await execa('ip', ['netns', 'del', ns], { reject: false });
+        rmSync(join('/run/netns', ns), { force: true });
+      }
+    }
     if (existsSync(this.dir)) rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -3,8 +3,8 @@
 
 import t, { type Test } from 'tap';
 import {
-  MAX_NAME, MAX_PATH, MAX_STRING, PROTOCOL_VERSION, ProtocolError, readRequest, readResponse, requestIdOf,
-  type ControlRequest, type RequestType, type VmInfo,
+  MAX_NAME, MAX_PATH, MAX_STRING, PROTOCOL_VERSION, ProtocolError, readRequest, readResponse, requestIdOf, UNPRIVILEGED_REQUESTS,
+  type ControlRequest, type LinkInfo, type RequestType, type VmInfo,
 } from '../../share/protocol.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -84,6 +84,7 @@ const VALID: Record<RequestType, Msg[]> = {
   'config.reload.request': [req('config.reload.request'), req('config.reload.request', {}, 0), req('config.reload.request', {}, 2 ** 31 - 1)],
   'config.reset.request': [req('config.reset.request', { mode: 'all' }), req('config.reset.request', { mode: 'vms' }), req('config.reset.request', { mode: 'switches' })],
   'log.verbose.request': [req('log.verbose.request', { level: 0 }), req('log.verbose.request', { level: 3 })],
+  'vm.links.request': [req('vm.links.request'), req('vm.links.request', { target: 'web' }), req('vm.links.request', { target: '3' })],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {
@@ -101,6 +102,11 @@ t.test('every request type is accepted in its valid shapes, unchanged', async (t
 t.test('a start request without options means no options', async (t) => {
   const got = readRequest(req('vm.start.request', { target: 'web' }));
   t.same(got, { v: 1, id: 7, type: 'vm.start.request', target: 'web', options: {} });
+});
+
+t.test('who may send what', async (t) => {
+  t.ok(UNPRIVILEGED_REQUESTS.has('vm.links.request'), 'any user may list links, as any user may see status');
+  t.notOk(UNPRIVILEGED_REQUESTS.has('config.reset.request'), 'reset stays root only');
 });
 
 t.test('non-objects and unknown types', async (t) => {
@@ -196,6 +202,7 @@ t.test('wrong types', async (t) => {
     ['config.load.request', {}, 'path', 'string'],
     ['config.reset.request', {}, 'mode', 'string'],
     ['log.verbose.request', {}, 'level', 'int'],
+    ['vm.links.request', {}, 'target', 'string'],
   ];
   for (const [type, base, key, kind] of fields) {
     for (const value of wrong[kind]) {
@@ -245,6 +252,7 @@ t.test('strings: empty, too long, NUL', async (t) => {
     ['vm.pause.request', {}, 'target'],
     ['vm.unpause.request', {}, 'target'],
     ['vm.console.request', {}, 'target'],
+    ['vm.links.request', {}, 'target'],
   ];
   for (const [type, base, key] of nameFields) {
     t.doesNotThrow(() => readRequest(req(type, { ...base, [key]: 'n'.repeat(MAX_NAME) })), `${type} ${key} of ${MAX_NAME}`);
@@ -354,6 +362,11 @@ const vmInfo: VmInfo = {
   id: 1, name: 'web', pid: 4242, vcpus: 1, maxmem: 512 * 1024 ** 2, curmem: 100 * 1024 ** 2, tty: '/var/lib/vmd/run/1/console',
   owner: 'root', uid: 0, gid: null, state: 'running', started: '2026-01-01T00:00:00.000Z', origin: 'config',
 };
+const linkInfo: LinkInfo = {
+  vmId: 1, vm: 'web', index: 0, link: 'vmd1i0', lladdr: 'fe:e1:bb:d1:2a:3b', switch: 'uplink', local: false, address: '10.0.0.23/24',
+  rxPackets: 12, rxBytes: 3456, rxDropped: 0, txPackets: 2 ** 53 - 1, txBytes: 0, txDropped: 1,
+};
+const localLinkInfo: LinkInfo = { ...linkInfo, index: 1, link: 'vmd1i1', switch: null, local: true, address: '100.64.1.3/31' };
 const stoppedInfo: VmInfo = { ...vmInfo, id: 2, name: 'db', pid: null, curmem: null, tty: null, started: null, state: 'stopped', owner: 'alice:staff', uid: 1000, gid: 50, origin: 'adhoc' };
 
 t.test('readResponse: every response type', async (t) => {
@@ -367,6 +380,9 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.pause.response', id: 5, vmId: 1, name: 'web' },
     { type: 'vm.unpause.response', id: 6, vmId: 1, name: 'web' },
     { type: 'vm.console.response', id: 7, vmId: 1, name: 'web' },
+    { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
+    { type: 'vm.links.response', id: 10, links: [{ ...linkInfo, switch: null, address: null }, { ...linkInfo, address: 'fd00::3/96' }] },
+    { type: 'vm.links.response', id: 10, links: [] },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'vm "x": not found' } },
     { type: 'error', id: 0, error: { code: 'ERR_PERMISSION', message: 'denied', hint: 'ask root' } },
@@ -379,6 +395,9 @@ t.test('readResponse: every response type', async (t) => {
     t.doesNotThrow(() => readResponse({ type: 'vm.start.response', id: 1, vm: { ...vmInfo, origin }, warnings: [] }), `origin ${origin}`);
   }
   t.same(readResponse({ type: 'vm.status.response', id: 1 }), { type: 'vm.status.response', id: 1, vms: [], warnings: [] }, 'absent lists are empty');
+  t.same(readResponse({ type: 'vm.links.response', id: 1 }), { type: 'vm.links.response', id: 1, links: [] }, 'absent links are none');
+  t.same(readResponse({ type: 'vm.links.response', id: 1, links: [{ ...linkInfo, future: 1 }] }), { type: 'vm.links.response', id: 1, links: [linkInfo] },
+    'a field a newer vmd adds is dropped, as for vm info');
   t.same(readResponse({ type: 'error', id: 1, error: { code: 'ERR_QEMU', message: 'x', hint: 7 } }), { type: 'error', id: 1, error: { code: 'ERR_QEMU', message: 'x' } }, 'a non-string hint is dropped');
 });
 
@@ -413,6 +432,20 @@ t.test('readResponse: refusals', async (t) => {
     if (value === undefined) delete vm[k];
     refusesReply(t, { type: 'vm.start.response', id: 1, vm, warnings: [] }, `vm ${k}=${String(value)}`);
   }
+  refusesReply(t, { type: 'vm.links.response', id: 1, links: {} }, 'links not a list');
+  for (const entry of [null, 1, 'vmd1i0', [linkInfo]]) refusesReply(t, { type: 'vm.links.response', id: 1, links: [entry] }, `link entry ${JSON.stringify(entry).slice(0, 20)}`);
+  const brokenLinks: Array<[string, unknown]> = [
+    ['vmId', 0], ['vmId', '1'], ['vmId', undefined], ['vm', ''], ['vm', 'n'.repeat(MAX_NAME + 1)], ['vm', null], ['index', -1], ['index', 1.5],
+    ['link', ''], ['link', 'l'.repeat(16)], ['link', null], ['lladdr', 'fe:e1:bb:d1:2a'], ['lladdr', 'fe-e1-bb-d1-2a-3b'], ['lladdr', ''], ['lladdr', null],
+    ['switch', ''], ['switch', 1], ['switch', undefined], ['local', 'false'], ['local', null], ['address', '10.0.0.23'], ['address', 'web/24'],
+    ['address', ''], ['address', undefined], ['rxPackets', -1], ['rxBytes', 2 ** 53], ['rxDropped', '0'], ['txPackets', null], ['txBytes', 1.5],
+    ['txDropped', undefined],
+  ];
+  for (const [k, value] of brokenLinks) {
+    const link: Record<string, unknown> = { ...linkInfo, [k]: value };
+    if (value === undefined) delete link[k];
+    refusesReply(t, { type: 'vm.links.response', id: 1, links: [linkInfo, link] }, `link ${k}=${String(value)}`);
+  }
 });
 
 // ---- property: random mutations of valid messages throw nothing but ProtocolError ----
@@ -430,7 +463,7 @@ function rng(seed: number): () => number {
 
 const KEYS = ['type', 'v', 'id', 'target', 'options', 'force', 'wait', 'running', 'path', 'mode', 'level', 'memory', 'interfaces', 'nets',
   'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'instanceOf', 'forwards', 'kind', 'switch', 'proto', 'hostPort', 'guestPort',
-  'vms', 'vm', 'warnings', 'error', 'code', 'message', 'hint', 'vmId', 'name', 'result', 'pid', 'state', 'origin', 'tty', 'started',
+  'vms', 'vm', 'warnings', 'links', 'link', 'lladdr', 'local', 'address', 'index', 'rxBytes', 'error', 'code', 'message', 'hint', 'vmId', 'name', 'result', 'pid', 'state', 'origin', 'tty', 'started',
   '__proto__', 'constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty', 'toJSON', 'length', '0', '', 'extra'];
 const STRINGS = ['', 'web', '/abs/path', 'rel/path', 'raw:/d', 'qcow2:x', 'a\0b', '\0', 'x'.repeat(64), 'y'.repeat(1024), 'z'.repeat(5000),
   'vm.status.request', 'vm.start.request', 'config.load.request', 'ok.response', 'error', 'ERR_PROTOCOL', 'local', 'switch', 'tcp', 'udp',
@@ -535,6 +568,7 @@ t.test('property: mutated replies are accepted or refused with ProtocolError, no
     { type: 'vm.start.response', id: 2, vm: vmInfo, warnings: [] },
     { type: 'vm.stop.response', id: 3, vmId: 1, name: 'web', result: 'requested' },
     { type: 'vm.console.response', id: 7, vmId: 1, name: 'web' },
+    { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'not found', hint: 'h' } },
   ];

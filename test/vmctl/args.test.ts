@@ -46,7 +46,9 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('sto'), 'stop');
   t.equal(name('s'), 'ambiguous argument: s');
   t.equal(name('sh'), 'show');
-  t.equal(name('c'), 'console', 'no create yet, so c is console');
+  t.equal(name('c'), 'ambiguous argument: c', 'console and create');
+  t.equal(name('cr'), 'create');
+  t.equal(name('co'), 'console');
   t.equal(name('l'), 'ambiguous argument: l');
   t.equal(name('lo'), 'ambiguous argument: lo');
   t.equal(name('loa'), 'load');
@@ -57,9 +59,9 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('rel'), 'reload');
   t.equal(name('res'), 'reset');
   t.equal(name('statuss'), 'unknown argument: statuss');
-  t.equal(name('create'), 'unknown argument: create');
   t.equal(name('frobnicate'), 'unknown argument: frobnicate');
-  t.same(COMMANDS.map((c) => c.name), ['console', 'load', 'log', 'pause', 'reload', 'reset', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.equal(name('li'), 'links');
+  t.same(COMMANDS.map((c) => c.name), ['console', 'create', 'links', 'load', 'log', 'pause', 'reload', 'reset', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('usage output and exit status', async (t) => {

@@ -14,7 +14,7 @@ const distVmd = join(packageRoot, 'dist', 'vmd');
 /** What the brief and OpenBSD's page promise, whatever the code scan below finds. */
 const FLAGS = ['d', 'D', 'f', 'n', 'v'];
 const SIGNALS = ['SIGHUP', 'SIGTERM', 'SIGINT'];
-const ENVIRONMENT = ['VMD_SOCKET', 'VMD_STATE_DIR', 'VMD_USER', 'VMD_STOP_TIMEOUT', 'VMD_ROOTLESS'];
+const ENVIRONMENT = ['VMD_SOCKET', 'VMD_STATE_DIR', 'VMD_USER', 'VMD_STOP_TIMEOUT'];
 const RUN_FILES = ['qmp.sock', 'console', 'qemu.log'];
 const FILES = [
   DEFAULT_CONFIG,

@@ -1,0 +1,396 @@
+// The parent's networking: switches (bridges), managed links (taps), local interfaces with DHCP and NAT,
+// port forwards and routing domains (network namespaces), kept in step with the running guests.
+
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { DEFAULT_STATE_DIR } from '../share/paths.js';
+import { join } from 'node:path';
+import type { Config, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
+import { VmdError } from '../share/errors.js';
+import type { LinkInfo } from '../share/protocol.js';
+import type { StateDb } from './db.js';
+import { logInfo, logWarn } from './log.js';
+import { linkAlias, linkName, localAddr4, rdomainNetns, stableMac } from './net/addr.js';
+import { DnsmasqInstance, readLeases } from './net/dnsmasq.js';
+import { bridgeEnsure, bridgeRemove, linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate, vxlanEnsure } from './net/links.js';
+import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftFlush, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
+
+/** A NIC as QEMU gets it: a tap on a host fd (the parent maps it to QEMU's number), or user-mode networking. */
+export type NicPlan =
+  | { readonly kind: 'tap'; readonly hostFd: number; readonly mac: string }
+  | { readonly kind: 'user'; readonly mac: string; readonly forwards: readonly PortForward[] };
+
+interface LinkState {
+  readonly vmId: number;
+  readonly vm: string;
+  readonly index: number;
+  readonly name: string;
+  readonly netns: string | null;
+  readonly mac: string;
+  readonly switch: string | null;
+  readonly bridge: string | null;
+  readonly local: { readonly host: string; readonly guest: string } | null;
+  readonly lockMac: boolean;
+  readonly forwards: readonly PortForward[];
+  readonly groups: readonly string[];
+  dhcp: DnsmasqInstance | null;
+}
+
+/**
+ * The namespace of rdomain N: `vmd-rdomainN` for the system's vmd; a vmd with its own state directory (tests,
+ * a second daemon) gets a suffix from that directory, since namespace names are global to the host.
+ */
+export function rdomainNetnsFor(n: number, stateDir: string): string {
+  if (stateDir === DEFAULT_STATE_DIR) return rdomainNetns(n);
+  return `${rdomainNetns(n)}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 8)}`;
+}
+
+/** A stable MAC for a bridge vmd creates, so its address does not follow whichever port is lowest. */
+function bridgeMac(name: string): string {
+  let h = 2166136261;
+  for (const c of Buffer.from(name)) h = Math.imul(h ^ c, 16777619) >>> 0;
+  return ['fe', 'e1', 'ba', (h >>> 16) & 0xff, (h >>> 8) & 0xff, h & 0xff]
+    .map((b) => (typeof b === 'string' ? b : b.toString(16).padStart(2, '0'))).join(':');
+}
+
+/** The network of a CIDR written with host bits (`10.1.0.1/24` → `10.1.0.0/24`). */
+function subnetOf(cidr: string): string {
+  const [addr, len] = cidr.split('/') as [string, string];
+  const bits = Number(len);
+  const n = addr.split('.').reduce((a, o) => (a << 8) | Number(o), 0) >>> 0;
+  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+  const net = (n & mask) >>> 0;
+  return `${[24, 16, 8, 0].map((s) => (net >>> s) & 0xff).join('.')}/${bits}`;
+}
+
+/** Owns every host network object vmd makes; the parent calls it around each guest start and stop. */
+export class Network {
+  private readonly links = new Map<string, LinkState>();
+  private readonly switchDhcp = new Map<string, DnsmasqInstance>();
+  private warnedForward = false;
+
+  constructor(
+    private config: Config,
+    private readonly db: StateDb,
+    private readonly stateDir: string,
+    private readonly root: boolean,
+  ) {
+    mkdirSync(join(stateDir, 'net'), { recursive: true, mode: 0o755 });
+  }
+
+  private switchByName(name: string): SwitchConfig | undefined {
+    return this.config.switches.find((s) => s.name === name && s.enabled);
+  }
+
+  private nsOf(sw: SwitchConfig | undefined, nic: InterfaceConfig | null): string | null {
+    const r = nic?.rdomain ?? sw?.rdomain ?? null;
+    return r === null ? null : rdomainNetnsFor(r, this.stateDir);
+  }
+
+  /** A new config (reload): switches that left it are taken down, new ones come up. */
+  async configure(config: Config): Promise<void> {
+    this.config = config;
+    await this.switchesUp();
+    await this.switchesPrune(false);
+  }
+
+  // PRIV: creates bridges, VXLAN ports and namespaces, and starts dnsmasq for `dhcp` switches.
+  async switchesUp(): Promise<void> {
+    if (!this.root) return;
+    for (const sw of this.config.switches) {
+      if (!sw.enabled) continue;
+      const netns = this.nsOf(sw, null);
+      try {
+        if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
+        const { created } = await bridgeEnsure({ name: sw.interface, netns, mac: bridgeMac(sw.interface), up: sw.up, address: sw.address, ...(sw.vxlan ? { mtu: 1450 } : {}) });
+        if (created) this.db.ownedAdd({ kind: 'bridge', name: sw.interface, netns });
+        if (sw.vxlan !== null) {
+          const name = `vx${sw.vxlan.id}`.slice(0, 15);
+          await vxlanEnsure({ name, bridge: sw.interface, id: sw.vxlan.id, remote: sw.vxlan.remote, local: sw.vxlan.local, dev: sw.vxlan.dev, port: sw.vxlan.port, netns });
+          this.db.ownedAdd({ kind: 'vxlan', name, netns });
+        }
+        if (sw.dhcp && sw.address !== null && !this.switchDhcp.has(sw.name)) {
+          const dir = join(this.stateDir, 'net');
+          const inst = await DnsmasqInstance.start({
+            name: `switch-${sw.name}`, kind: 'switch', interface: sw.interface, address: sw.address,
+            leaseFile: join(dir, `switch-${sw.name}.leases`), pidFile: join(dir, `switch-${sw.name}.pid`),
+            logFile: join(dir, `switch-${sw.name}.log`), ...(sw.vxlan ? { mtu: 1450 } : {}),
+          }, { netns });
+          this.switchDhcp.set(sw.name, inst);
+        }
+        if (sw.nat || sw.address !== null) await this.forwarding(netns);
+        logInfo(`switch "${sw.name}" on ${sw.interface}${netns === null ? '' : ` in ${netns}`}: up`);
+      } catch (err) {
+        logWarn(`switch "${sw.name}": ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    await this.sync();
+  }
+
+  /** Remove what vmd created for switches that are no longer configured (all of them with `all`). */
+  // PRIV: deletes bridges, VXLAN ports and namespaces vmd itself created; adopted ones are never touched.
+  async switchesPrune(all: boolean): Promise<void> {
+    if (!this.root) return;
+    const wanted = new Set(all ? [] : this.config.switches.filter((s) => s.enabled).map((s) => `${s.interface}@${this.nsOf(s, null) ?? ''}`));
+    for (const [name, inst] of this.switchDhcp) {
+      if (all || !this.switchByName(name)) {
+        await inst.stop();
+        this.switchDhcp.delete(name);
+      }
+    }
+    for (const o of this.db.ownedList()) {
+      if (o.kind === 'netns') continue;
+      const sw = this.config.switches.find((s) => s.enabled && (s.interface === o.name || `vx${s.vxlan?.id}` === o.name));
+      const key = sw === undefined ? '' : `${sw.interface}@${this.nsOf(sw, null) ?? ''}`;
+      if (!all && wanted.has(key)) continue;
+      await bridgeRemove(o.name, o.netns).catch((err: unknown) => logWarn(`${o.kind} ${o.name}: ${err instanceof Error ? err.message : String(err)}`));
+      this.db.ownedRemove(o);
+    }
+    await this.netnsPrune();
+    await this.sync();
+  }
+
+  private async netnsPrune(): Promise<void> {
+    const inUse = new Set<string>();
+    for (const l of this.links.values()) if (l.netns !== null) inUse.add(l.netns);
+    for (const s of this.config.switches) {
+      const ns = this.nsOf(s, null);
+      if (s.enabled && ns !== null) inUse.add(ns);
+    }
+    for (const o of this.db.ownedList()) {
+      if (o.kind !== 'netns' || inUse.has(o.name)) continue;
+      // Only an empty namespace goes; one holding anything else (a user's link, a process) is kept and recorded.
+      const r = await netnsRemove(o.name).catch(() => ({ removed: false, users: [] as string[] }));
+      if (r.removed || !(await netnsExists(o.name))) this.db.ownedRemove(o);
+      else logWarn(`namespace ${o.name}: kept, still used by ${r.users.join(', ')}`);
+    }
+  }
+
+  private async forwarding(netns: string | null): Promise<void> {
+    const previous = await sysctlSet('net.ipv4.ip_forward', '1', netns);
+    if (previous !== '1') logInfo(`enabled IPv4 forwarding${netns === null ? '' : ` in ${netns}`} for vmd's switches and local interfaces`);
+  }
+
+  /**
+   * Make the host side of every NIC of a starting guest. Returns what QEMU gets, in NIC order, and the host fds
+   * the parent must pass (and close after the spawn). Without root, NICs fall back to QEMU's user-mode NAT.
+   */
+  // PRIV: creates taps (TUNSETIFF), moves them into namespaces, addresses them, starts dnsmasq for local links.
+  async vmUp(vmId: number, vm: VmConfig): Promise<{ nics: NicPlan[]; fds: number[] }> {
+    const nics: NicPlan[] = [];
+    const fds: number[] = [];
+    const made: string[] = [];
+    try {
+      for (const nic of vm.interfaces) {
+        const mac = nic.lladdr ?? stableMac(vmId, vm.name, nic.index);
+        const sw = nic.switch === null ? undefined : this.switchByName(nic.switch);
+        if (!this.root) {
+          if (nic.switch !== null || nic.local) {
+            throw new VmdError('ERR_UNSUPPORTED', `vm "${vm.name}": interface ${nic.index}: ${nic.local ? 'local interfaces' : `switch "${nic.switch}"`} need vmd to run as root`, {
+              hint: 'run vmd as root, or drop the switch/local option to use user-mode NAT',
+            });
+          }
+          nics.push({ kind: 'user', mac, forwards: nic.forwards });
+          continue;
+        }
+        if (nic.switch !== null && sw === undefined) {
+          throw new VmdError('ERR_INVALID', `vm "${vm.name}": interface ${nic.index}: switch "${nic.switch}" not found`);
+        }
+        if (sw === undefined && !nic.local) {
+          // Neither a switch nor local: OpenBSD gives such a tap no connectivity; user-mode NAT is more useful here.
+          nics.push({ kind: 'user', mac, forwards: nic.forwards });
+          continue;
+        }
+        const netns = this.nsOf(sw, nic);
+        if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
+        const name = linkName(vmId, nic.index);
+        const local = nic.local ? localAddr4(this.config.global.localPrefix, vmId, nic.index) : null;
+        const conflict = forwardConflict(
+          [...this.links.values()].filter((l) => l.vmId !== vmId).flatMap((l) => l.forwards.map((f) => ({ ...f, guest: '', via: l.name, vm: l.vm }))),
+          nic.forwards.map((f) => ({ ...f, guest: '', via: name, vm: vm.name })),
+        );
+        if (conflict !== null) throw new VmdError('ERR_INVALID', `vm "${vm.name}": ${conflict}`);
+        const tap = tapCreate(name, { vnetHdr: true, netns });
+        fds.push(tap.fd);
+        made.push(name);
+        await linkConfigure({
+          name, netns, alias: linkAlias(vmId, nic.index, vm.name), master: sw?.interface ?? null, up: nic.up,
+          address: local === null ? null : `${local.host}/31`,
+        });
+        const state: LinkState = {
+          vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
+          local: local === null ? null : { host: local.host, guest: local.guest },
+          lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
+          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null,
+        };
+        this.links.set(name, state);
+        if (local !== null) {
+          await this.forwarding(netns);
+          const dir = join(this.stateDir, 'net');
+          state.dhcp = await DnsmasqInstance.start({
+            name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac,
+            leaseFile: join(dir, `${name}.leases`), pidFile: join(dir, `${name}.pid`), logFile: join(dir, `${name}.log`),
+          }, { netns });
+        }
+        nics.push({ kind: 'tap', hostFd: tap.fd, mac });
+      }
+      await this.sync();
+      return { nics, fds };
+    } catch (err) {
+      // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close.
+      for (const name of made) {
+        await this.links.get(name)?.dhcp?.stop();
+        this.links.delete(name);
+      }
+      await this.sync().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** A guest is gone: its taps vanished with QEMU's fds; stop its DHCP servers and drop its rules. */
+  async vmDown(vmId: number): Promise<void> {
+    let changed = false;
+    for (const [name, l] of this.links) {
+      if (l.vmId !== vmId) continue;
+      await l.dhcp?.stop();
+      this.links.delete(name);
+      changed = true;
+    }
+    if (changed) {
+      await this.sync();
+      await this.netnsPrune();
+    }
+  }
+
+  /** After a restart: re-learn the links of a re-adopted guest (its taps still exist, held by QEMU). */
+  async vmReadopt(vmId: number, vm: VmConfig): Promise<void> {
+    if (!this.root) return;
+    for (const nic of vm.interfaces) {
+      const sw = nic.switch === null ? undefined : this.switchByName(nic.switch);
+      if (sw === undefined && !nic.local) continue;
+      const netns = this.nsOf(sw, nic);
+      const name = linkName(vmId, nic.index);
+      const local = nic.local ? localAddr4(this.config.global.localPrefix, vmId, nic.index) : null;
+      const mac = nic.lladdr ?? stableMac(vmId, vm.name, nic.index);
+      const state: LinkState = {
+        vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
+        local, lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
+        groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null,
+      };
+      this.links.set(name, state);
+      if (local !== null) {
+        const dir = join(this.stateDir, 'net');
+        await DnsmasqInstance.killStale(join(dir, `${name}.pid`));
+        state.dhcp = await DnsmasqInstance.start({
+          name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac,
+          leaseFile: join(dir, `${name}.leases`), pidFile: join(dir, `${name}.pid`), logFile: join(dir, `${name}.log`),
+        }, { netns }).catch((err: unknown) => {
+          logWarn(`link ${name}: dhcp: ${err instanceof Error ? err.message : String(err)}`);
+          return null;
+        });
+      }
+    }
+  }
+
+  /** Kill DHCP servers a previous vmd left running; their links are re-made as guests are re-adopted. */
+  async cleanupStale(): Promise<void> {
+    if (!this.root) return;
+    const { readdirSync } = await import('node:fs');
+    const dir = join(this.stateDir, 'net');
+    for (const f of readdirSync(dir)) if (f.endsWith('.pid')) await DnsmasqInstance.killStale(join(dir, f));
+  }
+
+  /** Recompute and atomically apply vmd's nftables tables in every namespace that has (or had) something. */
+  // PRIV: loads nftables rulesets into vmd's own tables.
+  async sync(): Promise<void> {
+    if (!this.root) return;
+    const spaces = new Set<string | null>([null]);
+    for (const l of this.links.values()) spaces.add(l.netns);
+    for (const s of this.config.switches) if (s.enabled) spaces.add(this.nsOf(s, null));
+    for (const o of this.db.ownedList()) if (o.kind === 'netns') spaces.add(o.name);
+    for (const ns of spaces) {
+      const plan = this.planFor(ns);
+      try {
+        // Forwards from 127.0.0.1 need the guest-side interface to accept loopback sources (HOST-FACTS §4).
+        for (const ifname of localnetInterfaces(plan)) await sysctlSet(`net.ipv4.conf.${ifname}.route_localnet`, '1', ns);
+        await nftApply(nftScript(plan), ns);
+      } catch (err) {
+        logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    if (!this.warnedForward) {
+      const w = await foreignForwardDrop(null).catch(() => null);
+      if (w !== null) {
+        logWarn(w);
+        this.warnedForward = true;
+      }
+    }
+  }
+
+  /** The firewall's forward policy warning, for `vmctl status`. */
+  async warnings(): Promise<string[]> {
+    if (!this.root || (this.links.size === 0 && !this.config.switches.some((s) => s.enabled))) return [];
+    const w = await foreignForwardDrop(null).catch(() => null);
+    return w === null ? [] : [w];
+  }
+
+  private planFor(ns: string | null): NetPlan {
+    const links = [...this.links.values()].filter((l) => l.netns === ns);
+    const switches = this.config.switches.filter((s) => s.enabled && this.nsOf(s, null) === ns);
+    return {
+      switches: switches.map((s) => ({ name: s.name, bridge: s.interface, subnet: s.address === null ? null : subnetOf(s.address), nat: s.nat, group: s.group })),
+      links: links.map((l) => ({
+        name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
+        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups,
+      })),
+      forwards: links.flatMap((l) => (l.local === null ? [] : l.forwards.map((f) => ({
+        proto: f.proto, hostPort: f.hostPort, guest: l.local!.guest, guestPort: f.guestPort, vm: l.vm, via: l.name,
+      })))),
+      masquerade: [
+        ...links.filter((l) => l.local !== null).map((l) => `${l.local!.host}/31`),
+        ...switches.filter((s) => s.nat && s.address !== null).map((s) => subnetOf(s.address!)),
+      ],
+    };
+  }
+
+  /** `vmctl links`: every managed link with its switch, address and counters. */
+  async linksInfo(filter: (vmId: number, vm: string) => boolean): Promise<LinkInfo[]> {
+    const out: LinkInfo[] = [];
+    const stats = new Map<string | null, Awaited<ReturnType<typeof linkStats>>>();
+    const leases = new Map<string, string>();
+    for (const s of this.config.switches) {
+      const inst = this.switchDhcp.get(s.name);
+      if (inst === undefined) continue;
+      const prefix = s.address?.split('/')[1] ?? '24';
+      for (const l of readLeases(inst.leaseFile)) leases.set(l.mac, `${l.address}/${prefix}`);
+    }
+    for (const l of [...this.links.values()].sort((a, b) => a.vmId - b.vmId || a.index - b.index)) {
+      if (!filter(l.vmId, l.vm)) continue;
+      if (!stats.has(l.netns)) stats.set(l.netns, await linkStats(l.netns).catch(() => new Map()));
+      const st = stats.get(l.netns)!.get(l.name);
+      out.push({
+        vmId: l.vmId, vm: l.vm, index: l.index, link: l.name, lladdr: l.mac, switch: l.switch, local: l.local !== null,
+        address: l.local !== null ? `${l.local.guest}/31` : leases.get(l.mac) ?? null,
+        rxPackets: st?.rxPackets ?? 0, rxBytes: st?.rxBytes ?? 0, rxDropped: st?.rxDropped ?? 0,
+        txPackets: st?.txPackets ?? 0, txBytes: st?.txBytes ?? 0, txDropped: st?.txDropped ?? 0,
+      });
+    }
+    return out;
+  }
+
+  /** Orderly exit of vmd: DHCP servers stop; links, rules and bridges stay for the guests that keep running. */
+  async shutdown(): Promise<void> {
+    for (const inst of this.switchDhcp.values()) await inst.stop();
+    for (const l of this.links.values()) await l.dhcp?.stop();
+  }
+
+  /** `vmctl reset`: with no guests left, remove every table and everything vmd created. */
+  async reset(switches: boolean): Promise<void> {
+    if (!this.root) return;
+    if (switches) await this.switchesPrune(true);
+    if (this.links.size === 0) {
+      for (const o of this.db.ownedList().filter((x) => x.kind === 'netns')) await nftFlush(o.name).catch(() => undefined);
+      await nftFlush(null).catch(() => undefined);
+    }
+  }
+}
