@@ -1,0 +1,270 @@
+// Tests for vmd/net/dnsmasq: the generated command lines (exact arrays), lease parsing, and real dnsmasq instances
+// in network namespaces this test creates and removes: a switch bridge with a udhcpc client, a /31 local link with the real guest.
+
+import t, { type Test } from 'tap';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { DnsmasqInstance, dnsmasqArgs, readLeases, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq.js';
+import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
+import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
+import { LEASE_RE, guestBuildScript, guestCmdline, guestDir, guestFiles } from '../../../share/guest/guest.js';
+import { DirectGuest } from '../../lib/qemu-direct.js';
+
+const isRoot = process.getuid?.() === 0;
+const has = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
+const files = (dir: string, name: string) => ({
+  leaseFile: join(dir, `${name}.leases`), pidFile: join(dir, `${name}.pid`), logFile: join(dir, `${name}.log`),
+});
+
+t.test('dnsmasqArgs: a switch with dhcp on a /24', async (t) => {
+  const spec: DnsmasqSwitchSpec = {
+    kind: 'switch', name: 'switch-uplink', interface: 'br0', address: '10.99.0.1/24', ...files('/var/lib/vmd/net', 'switch-uplink'),
+  };
+  t.same(dnsmasqArgs(spec), [
+    '--keep-in-foreground', '--conf-file=/dev/null', '--no-hosts', '--user=nobody', '--group=nogroup',
+    '--pid-file=/var/lib/vmd/net/switch-uplink.pid', '--log-facility=/var/lib/vmd/net/switch-uplink.log',
+    '--dhcp-leasefile=/var/lib/vmd/net/switch-uplink.leases',
+    '--interface=br0', '--except-interface=lo', '--bind-dynamic',
+    '--dhcp-range=10.99.0.100,10.99.0.199,255.255.255.0,1h',
+    '--dhcp-option=option:router,10.99.0.1', '--dhcp-option=option:dns-server,10.99.0.1',
+    '--dhcp-authoritative', '--no-ping',
+  ]);
+  const more = dnsmasqArgs({
+    ...spec, address: '10.99.0.150/24', dns: false, mtu: 1450, leaseTime: '12h', verbose: true, user: 'dnsmasq', group: 'dnsmasq',
+    hosts: [{ mac: '52:54:00:99:00:11', address: '10.99.0.11' }, { mac: 'FE:E1:BB:00:00:01', address: '10.99.0.12', hostname: 'web' }],
+  });
+  t.same(more.filter((a) => !a.includes('/var/lib/vmd')), [
+    '--keep-in-foreground', '--conf-file=/dev/null', '--no-hosts', '--user=dnsmasq', '--group=dnsmasq',
+    '--interface=br0', '--except-interface=lo', '--bind-dynamic', '--port=0',
+    '--dhcp-range=10.99.0.100,10.99.0.149,255.255.255.0,12h', '--dhcp-range=10.99.0.151,10.99.0.199,255.255.255.0,12h',
+    '--dhcp-host=52:54:00:99:00:11,10.99.0.11', '--dhcp-host=fe:e1:bb:00:00:01,10.99.0.12,web',
+    '--dhcp-option=option:router,10.99.0.150', '--dhcp-option=option:mtu,1450',
+    '--dhcp-authoritative', '--no-ping', '--log-dhcp',
+  ], 'host address split out of the range, reservations, no DNS, MTU');
+  t.ok(dnsmasqArgs({ ...spec, address: '192.168.7.1/28' }).includes('--dhcp-range=192.168.7.8,192.168.7.14,255.255.255.240,1h'), 'upper half of a small subnet');
+  t.ok(dnsmasqArgs({ ...spec, address: '10.0.0.1/16' }).includes('--dhcp-range=10.0.0.100,10.0.0.199,255.255.0.0,1h'));
+  t.ok(dnsmasqArgs({ ...spec, range: { start: '10.99.0.10', end: '10.99.0.20' } }).includes('--dhcp-range=10.99.0.10,10.99.0.20,255.255.255.0,1h'));
+  t.ok(dnsmasqArgs({ ...spec, dns: { servers: ['10.99.9.9', '10.99.9.8#5353'] } }).join(' ').includes('--no-resolv --server=10.99.9.9 --server=10.99.9.8#5353'));
+  t.ok(dnsmasqArgs({ ...spec, dns: { resolvFile: '/run/systemd/resolve/resolv.conf' } }).includes('--resolv-file=/run/systemd/resolve/resolv.conf'));
+  t.throws(() => dnsmasqArgs({ ...spec, address: '10.99.0.1/31' }), { code: 'ERR_INVALID', message: /too small/ });
+  t.throws(() => dnsmasqArgs({ ...spec, address: '10.99.0.1' }), { message: 'dhcp switch-uplink: address 10.99.0.1 is not IPv4 CIDR' });
+  t.throws(() => dnsmasqArgs({ ...spec, range: { start: '10.98.0.10', end: '10.99.0.20' } }), { message: /is not inside 10\.99\.0\.0\/24/ });
+  t.throws(() => dnsmasqArgs({ ...spec, hosts: [{ mac: '52:54:00:99:00:11', address: '10.98.0.5' }] }), { message: /reservation/ });
+  t.throws(() => dnsmasqArgs({ ...spec, mtu: 100 }), { message: /mtu 100/ });
+  t.throws(() => dnsmasqArgs({ ...spec, interface: 'br0 --x' }), { message: /bad interface name/ });
+  t.throws(() => dnsmasqArgs({ ...spec, leaseFile: 'rel.leases' }), { message: /not an absolute path/ });
+});
+
+t.test('dnsmasqArgs: a local interface /31', async (t) => {
+  const local = localAddr4(DEFAULT_LOCAL_PREFIX, 1, 0);
+  const spec: DnsmasqLocalSpec = {
+    kind: 'local', name: 'vmd1i0', interface: 'vmd1i0', address: `${local.host}/31`, guest: local.guest, mac: 'FE:E1:BB:D1:00:01',
+    ...files('/var/lib/vmd/net', 'vmd1i0'),
+  };
+  t.same(dnsmasqArgs(spec), [
+    '--keep-in-foreground', '--conf-file=/dev/null', '--no-hosts', '--user=nobody', '--group=nogroup',
+    '--pid-file=/var/lib/vmd/net/vmd1i0.pid', '--log-facility=/var/lib/vmd/net/vmd1i0.log', '--dhcp-leasefile=/var/lib/vmd/net/vmd1i0.leases',
+    '--interface=vmd1i0', '--except-interface=lo', '--bind-dynamic',
+    '--dhcp-range=100.64.1.3,static,255.255.255.254,infinite', '--dhcp-host=fe:e1:bb:d1:00:01,100.64.1.3',
+    '--dhcp-option=option:router,100.64.1.2', '--dhcp-option=option:dns-server,100.64.1.2',
+    '--dhcp-authoritative', '--no-ping',
+  ]);
+  t.ok(dnsmasqArgs({ ...spec, hostname: 'web' }).includes('--dhcp-host=fe:e1:bb:d1:00:01,100.64.1.3,web'));
+  t.throws(() => dnsmasqArgs({ ...spec, address: '100.64.1.2/24' }), { message: 'dhcp vmd1i0: local interface address 100.64.1.2/24 is not a /31' });
+  t.throws(() => dnsmasqArgs({ ...spec, guest: '100.64.1.5' }), { message: 'dhcp vmd1i0: guest 100.64.1.5 is not the other half of 100.64.1.2/31' });
+  t.throws(() => dnsmasqArgs({ ...spec, mac: 'fe:e1:bb' }), { message: /bad MAC/ });
+});
+
+t.test('readLeases: the format of HOST-FACTS §3, missing and partial files', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-leases-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const f = join(dir, 'x.leases');
+  t.same(readLeases(f), [], 'missing file');
+  writeFileSync(f, '');
+  t.same(readLeases(f), [], 'empty file');
+  writeFileSync(f, [
+    '1795392915 52:54:00:99:00:11 10.99.0.11 * 01:52:54:00:99:00:11',
+    '0 FE:E1:BB:D1:00:01 100.64.1.3 web *',
+    'duid 00:01:00:01:2c:aa:bb:cc:52:54:00:00:00:01',
+    '1795392999 1234 fd00::5 * 00:01:00:01',
+    'garbage',
+    '1795392915 52:54:00:99:00:12 10.99.0.1', // complete line, missing fields
+    '1795392915 52:54:00:99:00:13 10.99.0.13 *',
+    '1795392915 52:54:00:99:00:14 10.9',
+  ].join('\n'));
+  t.same(readLeases(f), [
+    { expiry: 1795392915, mac: '52:54:00:99:00:11', address: '10.99.0.11', hostname: null, clientId: '01:52:54:00:99:00:11' },
+    { expiry: 0, mac: 'fe:e1:bb:d1:00:01', address: '100.64.1.3', hostname: 'web', clientId: null },
+    { expiry: 1795392915, mac: '52:54:00:99:00:13', address: '10.99.0.13', hostname: null, clientId: null },
+  ], 'v6 lines, garbage and the unterminated last line are skipped');
+});
+
+// ---- real dnsmasq, only inside namespaces made here ----
+
+const canRun = isRoot && has('dnsmasq', ['--version']) && has('ip', ['-V']) && has('busybox', ['--help']);
+const tag = `${process.pid % 100000}`;
+
+async function ns(t: Test, name: string): Promise<string> {
+  await execa('ip', ['netns', 'add', name]);
+  t.teardown(async () => {
+    await execa('ip', ['netns', 'del', name], { reject: false });
+  });
+  await execa('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  return name;
+}
+
+const ip = (netns: string, ...args: string[]) => execa('ip', ['-n', netns, ...args]);
+
+// Every live process whose command line mentions `dir`: after teardown there must be none.
+function processesUsing(dir: string): string[] {
+  const out: string[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const c = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (c.includes(dir)) out.push(`${p}: ${c.replace(/\0/g, ' ')}`);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
+t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { skip: !canRun && 'needs root, dnsmasq, ip, busybox' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-dnsmasq-sw-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sw = await ns(t, `vmdt-dsw-${tag}`);
+  const cl = await ns(t, `vmdt-dcl-${tag}`);
+  await ip(sw, 'link', 'add', 'br0', 'address', '02:00:00:00:99:01', 'type', 'bridge');
+  await ip(sw, 'addr', 'add', '10.99.0.1/24', 'dev', 'br0');
+  await ip(sw, 'link', 'set', 'br0', 'up');
+  await ip(sw, 'link', 'add', 've0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', cl);
+  await ip(sw, 'link', 'set', 've0', 'master', 'br0', 'up');
+  await ip(cl, 'link', 'set', 'eth0', 'address', '52:54:00:99:00:21', 'up');
+
+  const spec: DnsmasqSwitchSpec = { kind: 'switch', name: 'switch-test', interface: 'br0', address: '10.99.0.1/24', ...files(dir, 'switch-test') };
+  const inst = await DnsmasqInstance.start(spec, { netns: sw, cleanup: true });
+  t.teardown(() => inst.stop());
+  t.ok(inst.pid > 0 && inst.running);
+  t.equal(readFileSync(spec.pidFile, 'utf8').trim(), String(inst.pid), 'the pid file names the process we hold');
+
+  const ss = await execa('ip', ['netns', 'exec', sw, 'ss', '-Hulpn']);
+  t.match(ss.stdout, /0\.0\.0\.0%br0:67/, 'DHCP socket bound to the bridge only');
+  t.match(ss.stdout, /10\.99\.0\.1:53/, 'DNS on the switch address');
+  t.notMatch(ss.stdout, /(^|\s)(0\.0\.0\.0|\*):53\s/m, 'no wildcard DNS socket');
+
+  const script = join(dir, 'udhcpc.sh');
+  writeFileSync(script, '#!/bin/sh\n[ "$1" = bound ] && echo "BOUND ip=$ip mask=$mask router=$router dns=$dns"\nexit 0\n');
+  chmodSync(script, 0o755);
+  const r = await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
+    reject: false, timeout: 20_000,
+  });
+  const m = /BOUND ip=(\S+) mask=(\d+) router=(\S+) dns=(\S+)/.exec(r.stdout);
+  t.ok(m, `udhcpc bound: ${r.stdout} ${r.stderr}`);
+  if (m) {
+    const last = Number(m[1]!.split('.')[3]);
+    t.ok(m[1]!.startsWith('10.99.0.') && last >= 100 && last <= 199, `address ${m[1]} in .100–.199`);
+    t.equal(m[2], '24');
+    t.equal(m[3], '10.99.0.1');
+    t.equal(m[4], '10.99.0.1');
+    t.match(readLeases(spec.leaseFile), [{ mac: '52:54:00:99:00:21', address: m[1], expiry: Number }], 'the lease is on file');
+  }
+
+  await t.test('a second instance on the same bridge fails with dnsmasq\'s own reason', async (t) => {
+    const err = await DnsmasqInstance.start({ ...spec, name: 'switch-dup', ...files(dir, 'switch-dup') }, { netns: sw, cleanup: true }).catch((e: unknown) => e);
+    t.match(err, { code: 'ERR_INTERNAL', message: /^dhcp switch-dup on br0 in vmdt-dsw-\d+: .*(in use|Address)/ });
+  });
+  await t.test('a missing interface is an error, never a DHCP socket on every interface', async (t) => {
+    const err = await DnsmasqInstance.start({ ...spec, name: 'switch-none', interface: 'br9', ...files(dir, 'switch-none') }, { netns: sw, cleanup: true }).catch((e: unknown) => e);
+    t.match(err, { code: 'ERR_INTERNAL', message: 'dhcp switch-none on br9 in ' + sw + ': interface br9 does not currently exist' });
+  });
+  await t.test('killStale kills only a dnsmasq with that pid file on its command line', async (t) => {
+    const other = join(dir, 'other.pid');
+    writeFileSync(other, `${process.pid}\n`);
+    t.equal(await DnsmasqInstance.killStale(other), false, 'not a dnsmasq: left alone');
+    t.notOk(existsSync(other), 'the stale pid file is removed');
+    t.equal(await DnsmasqInstance.killStale(join(dir, 'absent.pid')), false);
+    t.equal(await DnsmasqInstance.killStale(spec.pidFile, join(dir, 'wrong.leases')), false, 'lease file differs: left alone');
+    t.ok(inst.running);
+    t.ok(existsSync(spec.pidFile), 'and so is its pid file');
+    t.equal(await DnsmasqInstance.killStale(spec.pidFile, spec.leaseFile), true, 'ours: killed');
+    await Promise.race([inst.exited, new Promise((r) => setTimeout(r, 5_000))]);
+    t.notOk(inst.running);
+    await inst.stop();
+  });
+  t.same(processesUsing(dir), [], 'no process of this test remains');
+});
+
+const qemuOk = has('qemu-system-x86_64', ['--version']);
+
+t.test('a local interface: /31 lease for the real guest over a tap fd, ping to the host side', {
+  skip: (!canRun || !qemuOk) && 'needs root, dnsmasq, ip, busybox, qemu',
+}, async (t) => {
+  await execa(guestBuildScript, [guestDir()], { timeout: 300_000 });
+  const { closeFd, tunOpen } = await import('../../../vmd/native.js');
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-dnsmasq-local-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const netns = await ns(t, `vmdt-dloc-${tag}`);
+  const vmId = 1;
+  const name = `vmdt${tag}i0`.slice(0, 15);
+  const local = localAddr4(DEFAULT_LOCAL_PREFIX, vmId, 0);
+  const mac = stableMac(vmId, 'dhcp-test', 0);
+  // tunOpen acts on the caller's netns: made here, moved at once; the fd stays attached. Not persistent, so the
+  // tap vanishes with the last fd (QEMU's) even if this test dies.
+  const tap = tunOpen(name, { vnetHdr: true, persist: false, owner: 0 });
+  let tapFd: number | null = tap.fd;
+  t.teardown(() => {
+    if (tapFd !== null) closeFd(tapFd);
+  });
+  await execa('ip', ['link', 'set', name, 'netns', netns]);
+  await ip(netns, 'addr', 'add', `${local.host}/31`, 'dev', name);
+  await ip(netns, 'link', 'set', name, 'up');
+
+  const spec: DnsmasqLocalSpec = {
+    kind: 'local', name, interface: name, address: `${local.host}/31`, guest: local.guest, mac, ...files(dir, name),
+  };
+  const inst = await DnsmasqInstance.start(spec, { netns, cleanup: true });
+  t.teardown(() => inst.stop());
+
+  const g = await DirectGuest.boot({
+    ...(() => {
+      const f = guestFiles(guestDir());
+      return { kernel: f.kernel, initrd: f.initrd };
+    })(),
+    machine: 'q35',
+    append: guestCmdline({ hostname: 'dhcp-test' }),
+    args: ['-netdev', 'tap,id=n0,fd=3', '-device', `virtio-net-pci,netdev=n0,mac=${mac},romfile=`],
+    fds: [tap.fd],
+  });
+  t.teardown(() => g.destroy());
+  closeFd(tap.fd);
+  tapFd = null;
+
+  const lease = await g.waitFor(LEASE_RE, 60_000);
+  t.equal(lease[0], 'vmd-guest: lease eth0 100.64.1.3/31');
+  await g.waitFor('vmd-guest: ready', 60_000);
+  const ping = await g.run(`ping -c 1 -W 2 ${local.host}`, 15_000);
+  t.match(ping, /1 packets received/, `guest pings its gateway: ${ping}`);
+  const route = await g.run('ip route; cat /etc/resolv.conf');
+  t.match(route, /default via 100\.64\.1\.2 dev eth0/, 'router = host side');
+  t.match(route, /nameserver 100\.64\.1\.2/, 'DNS = host side');
+  t.match(readLeases(spec.leaseFile), [{ expiry: 0, mac, address: '100.64.1.3' }], 'an infinite lease on file');
+  const ss = await execa('ip', ['netns', 'exec', netns, 'ss', '-Hulpn']);
+  t.match(ss.stdout, new RegExp(`0\\.0\\.0\\.0%${name}:67`), 'DHCP bound to the tap alone');
+
+  await inst.stop();
+  t.notOk(inst.running);
+  t.notOk(existsSync(spec.pidFile), 'stop() removes the pid file');
+  await g.destroy();
+  const links = await execa('ip', ['-n', netns, '-j', 'link', 'show']);
+  t.notOk((JSON.parse(links.stdout) as Array<{ ifname: string }>).some((l) => l.ifname === name), 'the tap went with QEMU\'s fd');
+  t.same(processesUsing(dir), [], 'no dnsmasq of this test remains');
+});
+
+t.test('the test left no namespace behind', { skip: !canRun && 'needs root' }, async (t) => {
+  const { stdout } = await execa('ip', ['netns', 'list']);
+  t.notMatch(stdout, new RegExp(`vmdt-d(sw|cl|loc)-${tag}\\b`));
+});
