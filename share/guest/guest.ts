@@ -37,10 +37,10 @@ export const INIT_MARKER = 'vmd-guest: init';
 export const READY_MARKER = 'vmd-guest: ready';
 
 /** One DHCP lease: `vmd-guest: lease eth0 10.0.2.15/24`; groups are interface, address, prefix length. */
-export const LEASE_RE = /vmd-guest: lease (\S+) (\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})/;
+export const LEASE_RE = /vmd-guest: lease (\S+) (\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})\r?\n/;
 
 /** One static address applied from `vmd.ip=`: `vmd-guest: address eth0 10.9.9.9/24`. */
-export const ADDRESS_RE = /vmd-guest: address (\S+) (\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})/;
+export const ADDRESS_RE = /vmd-guest: address (\S+) (\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})\r?\n/;
 
 /** A static address for one guest NIC; DHCP runs on every NIC that has none. */
 export interface GuestStaticIp {

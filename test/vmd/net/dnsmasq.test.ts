@@ -244,7 +244,7 @@ t.test('a local interface: /31 lease for the real guest over a tap fd, ping to t
   tapFd = null;
 
   const lease = await g.waitFor(LEASE_RE, 60_000);
-  t.equal(lease[0], 'vmd-guest: lease eth0 100.64.1.3/31');
+  t.equal(lease[0].trim(), 'vmd-guest: lease eth0 100.64.1.3/31');
   await g.waitFor('vmd-guest: ready', 60_000);
   const ping = await g.run(`ping -c 1 -W 2 ${local.host}`, 15_000);
   t.match(ping, /1 packets received/, `guest pings its gateway: ${ping}`);
