@@ -37,7 +37,7 @@ export interface VmInfo {
 }
 
 /** One row of `vmctl links`: a running guest's NIC as a host link, with the host side's counters. */
-export interface LinkInfo {
+export interface LinkInfo extends LinkCounters {
   readonly vmId: number;
   readonly vm: string;
   /** The NIC's index in the VM (`if0` is 0). */
@@ -51,6 +51,10 @@ export interface LinkInfo {
   readonly local: boolean;
   /** The guest's DHCP lease or local address, CIDR; null when none is known. */
   readonly address: string | null;
+}
+
+/** A host link's counters as the kernel keeps them (the host side: the guest's TX is the link's RX). */
+export interface LinkCounters {
   readonly rxPackets: number;
   readonly rxBytes: number;
   readonly rxDropped: number;

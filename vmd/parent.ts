@@ -224,7 +224,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       else vmm.send(make(req));
     }));
 
+  let vmmGeneration = 0;
   const startVmm = (): void => {
+    const generation = ++vmmGeneration;
     let ready!: () => void;
     vmmReady = new Promise((r) => { ready = r; });
     vmm = new RoleChannel<VmmToParent, ParentToVmm>(
@@ -235,9 +237,13 @@ export async function parentMain(options: ParentOptions): Promise<number> {
           case 'vmm.ready':
             vmm?.send({ type: 'vmm.config', verbose: options.verbose, stopTimeoutMs: stopTimeoutMs() });
             ready();
-            // A restarted vmm knows nothing: hand it every running guest again.
-            for (const e of entries.values()) {
-              if (e.runtime?.pid != null && e.state !== 'starting') void adoptGuest(e, true);
+            // A restarted vmm knows nothing: hand it every running guest again. At daemon start the
+            // reconciliation below does this, after it has told live guests from dead ones.
+            if (generation > 1) {
+              for (const e of entries.values()) {
+                const pid = e.runtime?.pid;
+                if (pid != null && e.state !== 'starting' && isOurQemu(pid, e.record.id)) void adoptGuest(e, true);
+              }
             }
             break;
           case 'vm.result':

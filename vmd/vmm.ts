@@ -164,6 +164,8 @@ export function vmmMain(): void {
   async function adopt(h: GuestHandle): Promise<VmState> {
     const old = guests.get(h.vmId);
     if (old !== undefined && !old.exited && old.handle.pid === h.pid) return old.state;
+    // A leftover entry for an earlier QEMU of this VM must not hold on to the new one's sockets.
+    if (old !== undefined) finish(old, 'replaced', false);
     const g = new Guest(h);
     guests.set(h.vmId, g);
     try {

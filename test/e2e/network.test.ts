@@ -148,8 +148,11 @@ t.test('after stop and reset, and after a crash with guests gone, nothing vmd ma
   await new Promise((r) => setTimeout(r, 500));
   await h.startDaemon();
   await h.waitState('x', 'running', 40_000);
-  t.equal((await h.vmctl(['stop', '-f', '-w', 'x'])).exitCode, 0);
-  t.equal((await h.vmctl(['stop', '-f', '-w', 'y'])).exitCode, 0);
+  await h.waitState('y', 'running', 40_000);
+  for (const name of ['x', 'y']) {
+    const r = await h.vmctl(['stop', '-f', '-w', name]);
+    t.equal(r.exitCode, 0, `stop ${name}: ${r.stderr}\n${h.daemonLog}`);
+  }
   t.equal((await h.vmctl(['reset'])).exitCode, 0);
   t.equal(await leftovers(), '', 'after a crash, a restart and a reset');
 });

@@ -4,6 +4,7 @@ import t, { type Test } from 'tap';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../share/paths.js';
+import { golden as goldenFile } from '../lib/golden.js';
 import type { LinkInfo } from '../../share/protocol.js';
 import { formatLinks, linkCells, parseLinks } from '../../vmctl/links.js';
 import { CliError, UsageError } from '../../vmctl/errors.js';
@@ -11,15 +12,9 @@ import { fakeVmd, runVmctl, type Handler } from './harness.js';
 
 const goldenDir = join(packageRoot, 'test', 'vmctl', 'golden');
 
-/** Compares with a golden file, or writes it when VMD_UPDATE_GOLDEN=1. */
+/** Golden files of vmctl's output. */
 function golden(t: Test, name: string, actual: string): void {
-  const file = join(goldenDir, name);
-  if (process.env.VMD_UPDATE_GOLDEN === '1') {
-    mkdirSync(goldenDir, { recursive: true });
-    writeFileSync(file, actual);
-  }
-  t.ok(existsSync(file), `${name} exists (VMD_UPDATE_GOLDEN=1 creates it)`);
-  if (existsSync(file)) t.equal(actual, readFileSync(file, 'utf8'), `${name} matches`);
+  goldenFile(t, 'test/vmctl/golden', name, actual);
 }
 
 /** Links of every kind: switch with a lease, local, unattached, no counters, big counters; out of order on purpose. */

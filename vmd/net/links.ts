@@ -5,6 +5,7 @@ import { execa, execaSync } from 'execa';
 import { closeFd, tunOpen, type TunHandle } from '../native.js';
 import { VmdError } from '../../share/errors.js';
 import { unlinkSync } from 'node:fs';
+import type { LinkCounters } from '../../share/protocol.js';
 
 // ---- names and ownership ----
 
@@ -529,7 +530,7 @@ export async function linkConfigure(config: LinkConfig): Promise<void> {
 // ---- statistics ----
 
 /** One link of `vmctl links` as the kernel sees it; counters are the host side's (the guest's TX is our RX). */
-export interface LinkStat {
+export interface LinkStat extends LinkCounters {
   readonly mac: string;
   readonly alias: string | null;
   readonly master: string | null;
@@ -538,12 +539,6 @@ export interface LinkStat {
   /** linkinfo's kind: `tun`, `bridge`, `vxlan`, `veth`; null for plain devices. */
   readonly kind: string | null;
   readonly mtu: number;
-  readonly rxPackets: number;
-  readonly rxBytes: number;
-  readonly rxDropped: number;
-  readonly txPackets: number;
-  readonly txBytes: number;
-  readonly txDropped: number;
 }
 
 /** Every link of a namespace with its alias, master, state and counters (`ip -j -s -d link show`), by name. */
