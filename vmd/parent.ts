@@ -412,6 +412,15 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
       throw new VmdError('ERR_NO_BOOT', `vm "${vm.name}": no kernel or disk/cdrom specified`);
     }
+    // A disk another running guest has open would fail in QEMU's image lock; say which guest holds it.
+    for (const d of vm.disks) {
+      const holder = [...entries.values()].find((o) => o !== e && o.runtime !== null && o.record.config.disks.some((od) => od.path === d.path));
+      if (holder !== undefined) {
+        throw new VmdError('ERR_DISK_LOCKED', `vm "${vm.name}": disk ${d.path}: in use by vm "${holder.record.name}"`, {
+          hint: 'give each guest its own disk, e.g. an overlay: vmctl create -b BASE NEW.qcow2',
+        });
+      }
+    }
     e.state = 'starting';
     const fds: number[] = [];
     const runDir = join(runRoot, String(e.record.id));

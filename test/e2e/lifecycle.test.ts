@@ -120,3 +120,19 @@ async function initrdWithProbe(dir: string, script: string): Promise<string> {
   await writeFile(out, Buffer.concat([await readFile(guestInitrd), gzipSync(cpio.stdout)]));
   return out;
 }
+
+t.test('a disk in use by one guest is refused to another, naming the holder', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  const disk = join(h.dir, 'shared.raw');
+  await writeFile(disk, Buffer.alloc(1024 * 1024));
+  const args = (name: string): string[] => ['start', name, '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '-d', disk];
+  const first = await h.vmctl(args('one'));
+  t.equal(first.exitCode, 0, first.stderr);
+  const second = await h.vmctl(args('two'));
+  t.equal(second.exitCode, 1);
+  t.match(second.stderr, new RegExp(`disk ${disk.replace(/[/.]/g, '\\$&')}: in use by vm "one"`));
+  t.match(second.stderr, /vmctl create -b/, 'with a hint');
+  const status = await h.vmctl(['status']);
+  t.notMatch(status.stdout, / two$/m, 'the refused vm was not left behind');
+});
