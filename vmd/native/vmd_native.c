@@ -104,18 +104,28 @@ static bool get_boolean(napi_env env, napi_value value, const char *what, bool *
   return napi_get_value_bool(env, value, out) == napi_ok;
 }
 
-// peerCred(fd) -> { pid, uid, gid } of the process at the other end of a connected unix socket, from the kernel.
-static napi_value peer_cred(napi_env env, napi_callback_info info) {
+// The one fd argument of peerCred and closeFd, checked to lie in [min, INT32_MAX]; false with an exception pending.
+static bool get_fd_arg(napi_env env, napi_callback_info info, const char *missing, int64_t min, int *fd) {
   size_t argc = 1;
   napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, "ERR_NATIVE", "vmd_native: napi_get_cb_info failed");
+    return false;
+  }
   if (argc < 1) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "peerCred(fd): fd is required");
-    return NULL;
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", missing);
+    return false;
   }
   double number;
-  if (!get_integer(env, argv[0], "fd", 0, INT32_MAX, &number)) return NULL;
-  int fd = (int)number;
+  if (!get_integer(env, argv[0], "fd", min, INT32_MAX, &number)) return false;
+  *fd = (int)number;
+  return true;
+}
+
+// peerCred(fd) -> { pid, uid, gid } of the process at the other end of a connected unix socket, from the kernel.
+static napi_value peer_cred(napi_env env, napi_callback_info info) {
+  int fd;
+  if (!get_fd_arg(env, info, "peerCred(fd): fd is required", 0, &fd)) return NULL;
 
   // SO_PEERCRED on a TCP or UDP socket "succeeds" with uid/gid -1, so insist on a unix socket first.
   int domain = 0;
@@ -290,17 +300,10 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
 
 // closeFd(fd): releases an fd Node does not track (from tunOpen); 0..2 are refused as almost surely a bug.
 static napi_value close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "closeFd(fd): fd is required");
-    return NULL;
-  }
-  double number;
-  if (!get_integer(env, argv[0], "fd", 3, INT32_MAX, &number)) return NULL;
+  int fd;
+  if (!get_fd_arg(env, info, "closeFd(fd): fd is required", 3, &fd)) return NULL;
   // On Linux the fd is gone even when close reports EINTR, so retrying could close someone else's fd.
-  if (close((int)number) != 0 && errno != EINTR) {
+  if (close(fd) != 0 && errno != EINTR) {
     throw_errno(env, errno, "close", NULL);
     return NULL;
   }
