@@ -1,7 +1,7 @@
 // The semantic actions of vm.conf: what parse.y's rule actions do, in the same order, building the model.
 // They print OpenBSD's diagnostics at OpenBSD's lines; a failing action throws YyError like yacc's YYERROR.
 
-import { openSync, readSync, closeSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type {
   Accel, AgentxConfig, AllowInstance, Config, DiskConfig, FilterRule, InstanceFlag, InterfaceConfig, Owner,
@@ -22,6 +22,7 @@ import {
   parseIPv4Net, parseIPv6, strtonum,
 } from './values.js';
 import { strerror } from '../share/errno.js';
+import { hasQcow2Magic } from '../share/diskformat.js';
 
 /** yacc's YYERROR: abandon the statement; recovery starts at token `at` (the lookahead). */
 export class YyError extends Error {
@@ -40,7 +41,6 @@ const AGENTX_CONTEXT_MAX = 32;
 const AGENTX_PATH_MAX = 107;
 const AGENTX_MASTER_PATH = '/var/agentx/master';
 const VXLAN_DEFAULT_PORT = 4789;
-const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
 const ACCELS: readonly string[] = ['auto', 'kvm', 'tcg'];
 const PROTOS: readonly string[] = ['tcp', 'udp', 'icmp', 'icmp6'];
 
@@ -743,23 +743,6 @@ export class Builder {
       vms: this.vms,
       files: this.stream.files,
     };
-  }
-}
-
-function hasQcow2Magic(path: string): boolean {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    return false;
-  }
-  try {
-    const buf = Buffer.alloc(4);
-    return readSync(fd, buf, 0, 4, 0) === 4 && buf.equals(QCOW2_MAGIC);
-  } catch {
-    return false;
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -1,7 +1,6 @@
 // Messages between vmd's own processes (parent <-> vmm, parent <-> control), declared once.
 // They travel over Node's IPC channel; a role that receives a malformed one treats its sibling as broken.
 
-import type { Config } from './config.js';
 import type { VmdErrorData } from './errors.js';
 import type { ControlRequest, ControlResponse, VmState } from './protocol.js';
 
@@ -51,11 +50,6 @@ export type ParentToControl =
   | { readonly type: 'control.connection' }
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
   | { readonly type: 'log.verbose'; readonly level: number };
-
-/** Shapes the parent hands the other roles at start; kept for roles that need the parsed config. */
-export interface ConfigSnapshot {
-  readonly config: Config;
-}
 
 const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose']);
 const VMM_TO_PARENT = new Set(['vmm.ready', 'vm.result', 'vm.exited', 'vm.state']);

@@ -8,6 +8,7 @@ import { getopt, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, sysMessage, UsageError } from './errors.js';
 import { parseSize } from './start.js';
 import { COMMAND_USAGE } from './usage.js';
+import { diskFormatOf, QCOW2_MAGIC } from '../share/diskformat.js';
 
 /** The usage text after `vmctl [-v] create `, OpenBSD's; the lead adds it to usage.ts when registering the command. */
 export const CREATE_USAGE = COMMAND_USAGE.create;
@@ -45,27 +46,6 @@ export class MissingSizeError extends UsageError {
 }
 
 const MIB = 1024 * 1024;
-/** The qcow2 signature, `QFI\xfb`. */
-const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
-
-/** Reads up to `length` bytes at `position`; undefined if the file cannot be opened (the caller reports why later). */
-function readHead(path: string, length: number, position = 0): Buffer | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    return undefined;
-  }
-  try {
-    const buf = Buffer.alloc(length);
-    const n = readSync(fd, buf, 0, length, position);
-    return buf.subarray(0, n);
-  } catch {
-    return undefined;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /**
  * parse_disktype(): a `raw:`/`qcow2:` prefix names the format; otherwise an existing file's qcow2 signature, then the
@@ -74,13 +54,7 @@ function readHead(path: string, length: number, position = 0): Buffer | undefine
 export function parseDiskType(word: string, cwd: string): { path: string; format: DiskFormat } {
   const m = /^(raw|qcow2):/.exec(word);
   if (m !== null) return { path: word.slice(m[0].length), format: m[1] as DiskFormat };
-  if (word.length > 0) {
-    const head = readHead(resolve(cwd, word), 4);
-    if (head !== undefined && head.equals(QCOW2_MAGIC)) return { path: word, format: 'qcow2' };
-  }
-  const dot = word.lastIndexOf('.');
-  const ext = dot === -1 ? '' : word.slice(dot).toLowerCase();
-  return { path: word, format: ext === '.qcow2' ? 'qcow2' : 'raw' };
+  return { path: word, format: word.length > 0 ? diskFormatOf(resolve(cwd, word)) : 'raw' };
 }
 
 /** ctl_create()'s option parsing and checks, in its order; throws CliError, UsageError or MissingSizeError. */

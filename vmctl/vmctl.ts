@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { socketPath } from '../share/paths.js';
 import type { CommandSpec, Context } from './command.js';
 import { COMMAND_USAGE } from './usage.js';
-import { CliError, UsageError } from './errors.js';
+import { UsageError } from './errors.js';
 
 /** The command table in OpenBSD's order (which decides nothing but the order of the checks); no `create` yet. */
 export const COMMANDS: readonly CommandSpec[] = (

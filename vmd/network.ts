@@ -2,7 +2,7 @@
 // port forwards and routing domains (network namespaces), kept in step with the running guests.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { DEFAULT_STATE_DIR } from '../share/paths.js';
 import { join } from 'node:path';
 import type { Config, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
@@ -10,7 +10,7 @@ import { VmdError } from '../share/errors.js';
 import type { LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
-import { linkAlias, linkName, localAddr4, rdomainNetns, stableMac } from './net/addr.js';
+import { formatIPv4, linkAlias, linkName, localAddr4, maskOf, parseIPv4, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance, readLeases } from './net/dnsmasq.js';
 import { bridgeEnsure, bridgeRemove, linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate, vxlanEnsure } from './net/links.js';
 import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftFlush, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
@@ -56,11 +56,7 @@ function bridgeMac(name: string): string {
 /** The network of a CIDR written with host bits (`10.1.0.1/24` → `10.1.0.0/24`). */
 function subnetOf(cidr: string): string {
   const [addr, len] = cidr.split('/') as [string, string];
-  const bits = Number(len);
-  const n = addr.split('.').reduce((a, o) => (a << 8) | Number(o), 0) >>> 0;
-  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-  const net = (n & mask) >>> 0;
-  return `${[24, 16, 8, 0].map((s) => (net >>> s) & 0xff).join('.')}/${bits}`;
+  return `${formatIPv4((parseIPv4(addr) & maskOf(Number(len))) >>> 0)}/${len}`;
 }
 
 /** Owns every host network object vmd makes; the parent calls it around each guest start and stop. */
@@ -295,7 +291,6 @@ export class Network {
   /** Kill DHCP servers a previous vmd left running; their links are re-made as guests are re-adopted. */
   async cleanupStale(): Promise<void> {
     if (!this.root) return;
-    const { readdirSync } = await import('node:fs');
     const dir = join(this.stateDir, 'net');
     for (const f of readdirSync(dir)) if (f.endsWith('.pid')) await DnsmasqInstance.killStale(join(dir, f));
   }

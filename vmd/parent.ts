@@ -25,9 +25,10 @@ import { getpwnam, getpwuid, systemUserDb, type UserDb } from '../share/users.js
 import { parseConfigFile, type Diagnostic } from '../grammar/parse.js';
 import { resolveAccel } from './accel.js';
 import { StateDb, type VmRecord, type VmRuntime } from './db.js';
-import { logDebug, logInfo, logSetVerbose, logWarn } from './log.js';
+import { logInfo, logSetVerbose, logWarn } from './log.js';
 import { RoleChannel } from './proc.js';
 import { Network } from './network.js';
+import { diskFormatOf } from '../share/diskformat.js';
 import { qemuArgv, type QemuBacking, type QemuNic, type QemuSpec } from './qemu-argv.js';
 import { execFileSync } from 'node:child_process';
 
@@ -979,7 +980,7 @@ function vmFromOptions(
   const disks = (o.disks ?? []).map((spec): DiskConfig => {
     const m = /^(raw|qcow2):(\/.*)$/.exec(spec);
     const path = m ? m[2]! : spec;
-    return { path, format: m ? (m[1] as 'raw' | 'qcow2') : detectFormat(path) };
+    return { path, format: m ? (m[1] as 'raw' | 'qcow2') : diskFormatOf(path) };
   });
   const own: VmConfig = {
     name, instanceOf: parent?.name ?? null, enabled: true,
@@ -1018,22 +1019,6 @@ function inherit(parent: VmConfig | null, child: VmConfig): VmConfig {
     owner: child.owner ?? parent.owner,
     accel: child.accel ?? parent.accel,
   };
-}
-
-function detectFormat(path: string): 'raw' | 'qcow2' {
-  try {
-    const fd = openSync(path, 'r');
-    try {
-      const b = Buffer.alloc(4);
-      readSync(fd, b, 0, 4, 0);
-      if (b.toString('latin1') === 'QFI\xfb') return 'qcow2';
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    /* missing: the open at start reports it */
-  }
-  return /\.qcow2$/i.test(path) ? 'qcow2' : 'raw';
 }
 
 /** The kernel command line of a direct boot when vm.conf gives none. */
@@ -1099,6 +1084,3 @@ function backingChain(path: string): Array<{ path: string; format: 'raw' | 'qcow
   }
   return result;
 }
-
-/** Keep in the same module as the group check so the owner of a VM can be named in messages. */
-export const _testing = { ownerString, mayAccess, vmFromOptions, inherit, systemUserDb };

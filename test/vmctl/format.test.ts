@@ -1,14 +1,9 @@
 // Tests for vmctl/format: the status table against OpenBSD's printf layout and against golden files.
 // Regenerate the golden files with VMD_UPDATE_GOLDEN=1 after a deliberate change, and review the diff.
 import t, { type Test } from 'tap';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { packageRoot } from '../../share/paths.js';
 import { golden as goldenFile } from '../lib/golden.js';
 import { formatStatus, ownerText, STATUS_HEADER, statusRow, ttyText, stateText } from '../../vmctl/format.js';
 import { STATUS_FIXTURE } from './harness.js';
-
-const goldenDir = join(packageRoot, 'test', 'vmctl', 'golden');
 
 /** Golden files of vmctl's output. */
 function golden(t: Test, name: string, actual: string): void {

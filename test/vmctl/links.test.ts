@@ -1,7 +1,7 @@
 // Tests for `vmctl links`: the table against a golden file, and the compiled vmctl against a throwaway socket server.
 // Regenerate the golden file with VMD_UPDATE_GOLDEN=1 after a deliberate change, and review the diff.
 import t, { type Test } from 'tap';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../share/paths.js';
 import { golden as goldenFile } from '../lib/golden.js';
