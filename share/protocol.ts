@@ -51,6 +51,47 @@ export interface LinkInfo extends LinkCounters {
   readonly local: boolean;
   /** The guest's DHCP lease or local address, CIDR; null when none is known. */
   readonly address: string | null;
+  /** Packets the hypervisor dropped because their source MAC or IP was not the guest's (locked lladdr, local). */
+  readonly spoofDropped: number;
+  /** Packets the interface's filter rules blocked (and VLAN-tagged frames on a filtered link). */
+  readonly blocked: number;
+}
+
+/** A packet and byte count of nftables. */
+export interface Count {
+  readonly packets: number;
+  readonly bytes: number;
+}
+
+/** One filter rule of `vmctl firewall`: as written in vm.conf (after macros), with what it decided. */
+export interface FirewallRuleInfo {
+  /** 1-based position in its interface block. */
+  readonly n: number;
+  readonly text: string;
+  readonly action: 'pass' | 'block';
+  /** `file:line` it was written at. */
+  readonly source: string;
+  /** Packets and bytes this rule decided; null when the VM is not running (no compiled rules). */
+  readonly count: Count | null;
+}
+
+/** One interface of `vmctl firewall`: its rules and the hypervisor's spoofing drops. */
+export interface FirewallInfo {
+  readonly vmId: number;
+  readonly vm: string;
+  readonly index: number;
+  /** The host link, null when the VM is not running. */
+  readonly link: string | null;
+  readonly switch: string | null;
+  readonly local: boolean;
+  /** `locked lladdr` in effect (always on local interfaces). */
+  readonly lockedLladdr: boolean;
+  /** The only source IPv4 the guest may use, null when not locked. */
+  readonly lockedIp: string | null;
+  readonly rules: readonly FirewallRuleInfo[];
+  readonly macSpoof: Count | null;
+  readonly ipSpoof: Count | null;
+  readonly vlan: Count | null;
 }
 
 /** A host link's counters as the kernel keeps them (the host side: the guest's TX is the link's RX). */
@@ -105,11 +146,12 @@ export interface ReloadRequest extends Base { readonly type: 'config.reload.requ
 export interface ResetRequest extends Base { readonly type: 'config.reset.request'; readonly mode: 'all' | 'vms' | 'switches' }
 export interface VerboseRequest extends Base { readonly type: 'log.verbose.request'; readonly level: number }
 export interface LinksRequest extends Base { readonly type: 'vm.links.request'; readonly target?: string }
+export interface FirewallRequest extends Base { readonly type: 'vm.firewall.request'; readonly target: string; readonly index?: number }
 
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
-  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest;
+  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -120,18 +162,22 @@ export interface WaitResponse { readonly type: 'vm.wait.response'; readonly id: 
 export interface PauseResponse { readonly type: 'vm.pause.response' | 'vm.unpause.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface ConsoleResponse { readonly type: 'vm.console.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface LinksResponse { readonly type: 'vm.links.response'; readonly id: number; readonly links: readonly LinkInfo[] }
+export interface FirewallResponse { readonly type: 'vm.firewall.response'; readonly id: number; readonly interfaces: readonly FirewallInfo[] }
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | LinksResponse | OkResponse | ErrorResponse;
+  | LinksResponse | FirewallResponse | OkResponse | ErrorResponse;
 
-/** Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console), and list links. */
+/**
+ * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
+ * list links and see the firewall of VMs they own.
+ */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
-  'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request',
+  'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request',
 ]);
 
 /** Why a message was refused; becomes an ERR_PROTOCOL/ERR_VERSION error reply. */
@@ -321,6 +367,13 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
       return { ...b, type: 'vm.links.request', ...(t === undefined ? {} : { target: t }) };
     },
   },
+  'vm.firewall.request': {
+    keys: ['target', 'index'],
+    read: (o, b) => {
+      const index = optInt(o, 'index', 0, 1023, 'vm.firewall.request');
+      return { ...b, type: 'vm.firewall.request', target: target(o, 'vm.firewall.request'), ...(index === undefined ? {} : { index }) };
+    },
+  },
 };
 
 /** Decode an untrusted client message; throws ProtocolError (with the request id if one could be read). */
@@ -399,6 +452,42 @@ function readLinkInfo(v: unknown): LinkInfo {
     txPackets: counter('txPackets'),
     txBytes: counter('txBytes'),
     txDropped: counter('txDropped'),
+    // Added after protocol v1's first links: an older vmd leaves them out.
+    spoofDropped: v.spoofDropped === undefined ? 0 : counter('spoofDropped'),
+    blocked: v.blocked === undefined ? 0 : counter('blocked'),
+  };
+}
+
+function readCount(v: unknown, w: string): Count | null {
+  if (v === null) return null;
+  if (!isObj(v)) throw new ProtocolError(`${w}: counter must be an object or null`);
+  return { packets: int(v, 'packets', 0, 2 ** 53 - 1, w), bytes: int(v, 'bytes', 0, 2 ** 53 - 1, w) };
+}
+
+function readFirewallInfo(v: unknown): FirewallInfo {
+  const w = 'firewall info';
+  if (!isObj(v)) throw new ProtocolError(`${w}: must be an object`);
+  const rules = (array(v, 'rules', 100_000, w) ?? []).map((r): FirewallRuleInfo => {
+    if (!isObj(r)) throw new ProtocolError(`${w}: rule must be an object`);
+    return {
+      n: int(r, 'n', 1, 1_000_000, w), text: str(r, 'text', 4096, w), action: oneOf(r, 'action', ['pass', 'block'] as const, w),
+      source: str(r, 'source', MAX_PATH + 16, w), count: readCount(r.count, w),
+    };
+  });
+  const lockedIp = v.lockedIp === null ? null : str(v, 'lockedIp', 64, w);
+  return {
+    vmId: int(v, 'vmId', 1, 2 ** 31 - 1, w),
+    vm: str(v, 'vm', MAX_NAME, w),
+    index: int(v, 'index', 0, 1023, w),
+    link: v.link === null ? null : str(v, 'link', MAX_IFNAME, w),
+    switch: v.switch === null ? null : str(v, 'switch', MAX_NAME, w),
+    local: bool(v, 'local', w),
+    lockedLladdr: bool(v, 'lockedLladdr', w),
+    lockedIp,
+    rules,
+    macSpoof: readCount(v.macSpoof, w),
+    ipSpoof: readCount(v.ipSpoof, w),
+    vlan: readCount(v.vlan, w),
   };
 }
 
@@ -434,6 +523,10 @@ export function readResponse(msg: unknown): ControlResponse {
     case 'vm.links.response': {
       const links = array(msg, 'links', 1_000_000, 'reply') ?? [];
       return { type: msg.type, id, links: links.map(readLinkInfo) };
+    }
+    case 'vm.firewall.response': {
+      const interfaces = array(msg, 'interfaces', 100_000, 'reply') ?? [];
+      return { type: msg.type, id, interfaces: interfaces.map(readFirewallInfo) };
     }
     case 'ok.response':
       return { type: msg.type, id };

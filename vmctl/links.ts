@@ -8,7 +8,7 @@ import { CliError, UsageError } from './errors.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** The table's columns, in order. */
-export const LINKS_COLUMNS = ['VM', 'IF', 'LINK', 'LLADDR', 'SWITCH', 'ADDRESS', 'RX-PKTS', 'RX-BYTES', 'RX-DROP', 'TX-PKTS', 'TX-BYTES', 'TX-DROP'] as const;
+export const LINKS_COLUMNS = ['VM', 'IF', 'LINK', 'LLADDR', 'SWITCH', 'ADDRESS', 'RX-PKTS', 'RX-BYTES', 'RX-DROP', 'TX-PKTS', 'TX-BYTES', 'TX-DROP', 'SPOOFED', 'BLOCKED'] as const;
 
 /** Columns that hold text and are aligned left; the counters are aligned right. */
 const LEFT = 6;
@@ -28,6 +28,8 @@ export function linkCells(l: LinkInfo): string[] {
     String(l.txPackets),
     fmtScaled(l.txBytes),
     String(l.txDropped),
+    String(l.spoofDropped),
+    String(l.blocked),
   ];
 }
 

@@ -5,6 +5,7 @@
 export const COMMAND_USAGE = {
   console: '[-t seconds] id',
   create: '[-b base | -i disk] [-s size] disk',
+  firewall: 'id [if]',
   load: 'filename',
   links: '[id]',
   log: '[brief | verbose]',

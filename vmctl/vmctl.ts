@@ -14,6 +14,7 @@ export const COMMANDS: readonly CommandSpec[] = (
   [
     ['console', () => import('./console.js').then((m) => m.consoleCommand)],
     ['create', () => import('./create.js').then((m) => m.createCommand)],
+    ['firewall', () => import('./firewall.js').then((m) => m.firewallCommand)],
     ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],
     ['log', () => import('./log.js').then((m) => m.logCommand)],

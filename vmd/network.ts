@@ -2,18 +2,20 @@
 // port forwards and routing domains (network namespaces), kept in step with the running guests.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { DEFAULT_STATE_DIR } from '../share/paths.js';
 import { join } from 'node:path';
-import type { Config, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
+import { execa } from 'execa';
+import type { Config, FilterRule, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
 import { VmdError } from '../share/errors.js';
-import type { LinkInfo } from '../share/protocol.js';
+import type { Count, FirewallInfo, LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
 import { formatIPv4, linkAlias, linkName, localAddr4, maskOf, parseIPv4, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance, readLeases } from './net/dnsmasq.js';
 import { bridgeEnsure, bridgeRemove, linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate, vxlanEnsure } from './net/links.js';
-import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftFlush, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
+import { linkComment, ruleComment, type CounterSeed } from './net/firewall.js';
+import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftCounters, nftFlush, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
 
 /** A NIC as QEMU gets it: a tap on a host fd (the parent maps it to QEMU's number), or user-mode networking. */
 export type NicPlan =
@@ -33,8 +35,19 @@ interface LinkState {
   readonly lockMac: boolean;
   readonly forwards: readonly PortForward[];
   readonly groups: readonly string[];
+  /** The interface block's filter rules; replaced in place by a reload. */
+  rules: readonly FilterRule[];
   dhcp: DnsmasqInstance | null;
 }
+
+/** Rules compared as what they do, not where they were written. */
+function sameRules(a: readonly FilterRule[], b: readonly FilterRule[]): boolean {
+  const key = (rules: readonly FilterRule[]): string => JSON.stringify(rules.map(({ location: _l, ...r }) => r));
+  return key(a) === key(b);
+}
+
+const sum = (counts: ReadonlyArray<Count | undefined>): Count =>
+  counts.reduce<Count>((acc, c) => ({ packets: acc.packets + (c?.packets ?? 0), bytes: acc.bytes + (c?.bytes ?? 0) }), { packets: 0, bytes: 0 });
 
 /**
  * The namespace of rdomain N: `vmd-rdomainN` for the system's vmd; a vmd with its own state directory (tests,
@@ -64,6 +77,10 @@ export class Network {
   private readonly links = new Map<string, LinkState>();
   private readonly switchDhcp = new Map<string, DnsmasqInstance>();
   private warnedForward = false;
+  /** Per namespace: whether the last ruleset applied there had counters worth carrying over a replace. */
+  private readonly hadCounters = new Map<string | null, boolean>();
+  /** Comment prefixes whose counters start again from zero at the next replace (new run, new rules). */
+  private readonly counterResets = new Set<string>();
 
   constructor(
     private config: Config,
@@ -168,6 +185,20 @@ export class Network {
   }
 
   /**
+   * Stateful filtering of bridged links needs conntrack to see bridged IPv4/IPv6: br_netfilter, with its
+   * call-iptables switches on in the namespace. Said in the log when vmd turns them on.
+   */
+  private async bridgeNetfilter(netns: string | null): Promise<void> {
+    if (!existsSync('/proc/sys/net/bridge')) {
+      await execa('modprobe', ['br_netfilter'], { reject: false });
+    }
+    for (const key of ['net.bridge.bridge-nf-call-iptables', 'net.bridge.bridge-nf-call-ip6tables']) {
+      const previous = await sysctlSet(key, '1', netns);
+      if (previous !== '1') logInfo(`enabled ${key}${netns === null ? '' : ` in ${netns}`}: bridged guests have filter rules`);
+    }
+  }
+
+  /**
    * Make the host side of every NIC of a starting guest. Returns what QEMU gets, in NIC order, and the host fds
    * the parent must pass (and close after the spawn). Without root, NICs fall back to QEMU's user-mode NAT.
    */
@@ -217,9 +248,10 @@ export class Network {
           vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
           local: local === null ? null : { host: local.host, guest: local.guest },
           lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
-          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null,
+          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null,
         };
         this.links.set(name, state);
+        this.counterResets.add(linkComment(state, ''));
         if (local !== null) {
           await this.forwarding(netns);
           const dir = join(this.stateDir, 'net');
@@ -250,6 +282,7 @@ export class Network {
       if (l.vmId !== vmId) continue;
       await l.dhcp?.stop();
       this.links.delete(name);
+      this.counterResets.add(linkComment(l, ''));
       changed = true;
     }
     if (changed) {
@@ -271,7 +304,7 @@ export class Network {
       const state: LinkState = {
         vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
         local, lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
-        groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null,
+        groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null,
       };
       this.links.set(name, state);
       if (local !== null) {
@@ -286,6 +319,25 @@ export class Network {
         });
       }
     }
+  }
+
+  /**
+   * `vmctl reload` with a running guest: its links take the interface blocks' new rules, replaced atomically
+   * with everything else (as SmartOS fwadm does); their counters start again. Returns whether anything changed.
+   */
+  // PRIV: loads nftables rulesets into vmd's own tables.
+  async vmRules(vmId: number, vm: VmConfig): Promise<boolean> {
+    let changed = false;
+    for (const nic of vm.interfaces) {
+      const l = this.links.get(linkName(vmId, nic.index));
+      if (l === undefined || l.vmId !== vmId || sameRules(l.rules, nic.rules)) continue;
+      l.rules = nic.rules;
+      this.counterResets.add(linkComment(l, 'rule '));
+      this.counterResets.add(linkComment(l, 'vlan'));
+      changed = true;
+    }
+    if (changed) await this.sync();
+    return changed;
   }
 
   /** Kill DHCP servers a previous vmd left running; their links are re-made as guests are re-adopted. */
@@ -308,11 +360,20 @@ export class Network {
       try {
         // Forwards from 127.0.0.1 need the guest-side interface to accept loopback sources (HOST-FACTS §4).
         for (const ifname of localnetInterfaces(plan)) await sysctlSet(`net.ipv4.conf.${ifname}.route_localnet`, '1', ns);
-        await nftApply(nftScript(plan), ns);
+        if (plan.links.some((l) => l.bridge !== null && (l.rules?.length ?? 0) > 0)) await this.bridgeNetfilter(ns);
+        // A replace would reset every counter: carry them over, except those of new runs and new rules.
+        let seed: CounterSeed | undefined;
+        if (this.hadCounters.get(ns) !== false) {
+          seed = await nftCounters(ns).catch(() => undefined);
+          for (const key of seed?.keys() ?? []) if ([...this.counterResets].some((p) => key.startsWith(p))) seed!.delete(key);
+        }
+        await nftApply(nftScript(plan, seed), ns);
+        this.hadCounters.set(ns, plan.links.some((l) => l.lockMac || l.lockIp !== null || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0);
       } catch (err) {
         logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
+    this.counterResets.clear();
     if (!this.warnedForward) {
       const w = await foreignForwardDrop(null).catch(() => null);
       if (w !== null) {
@@ -336,7 +397,7 @@ export class Network {
       switches: switches.map((s) => ({ name: s.name, bridge: s.interface, subnet: s.address === null ? null : subnetOf(s.address), nat: s.nat, group: s.group })),
       links: links.map((l) => ({
         name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
-        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups,
+        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups, rules: l.rules,
       })),
       forwards: links.flatMap((l) => (l.local === null ? [] : l.forwards.map((f) => ({
         proto: f.proto, hostPort: f.hostPort, guest: l.local!.guest, guestPort: f.guestPort, vm: l.vm, via: l.name,
@@ -359,15 +420,56 @@ export class Network {
       const prefix = s.address?.split('/')[1] ?? '24';
       for (const l of readLeases(inst.leaseFile)) leases.set(l.mac, `${l.address}/${prefix}`);
     }
+    const counters = new Map<string | null, Map<string, Count>>();
     for (const l of [...this.links.values()].sort((a, b) => a.vmId - b.vmId || a.index - b.index)) {
       if (!filter(l.vmId, l.vm)) continue;
       if (!stats.has(l.netns)) stats.set(l.netns, await linkStats(l.netns).catch(() => new Map()));
+      if (!counters.has(l.netns)) counters.set(l.netns, await nftCounters(l.netns).catch(() => new Map()));
       const st = stats.get(l.netns)!.get(l.name);
+      const fw = this.linkCounts(l, counters.get(l.netns)!);
       out.push({
         vmId: l.vmId, vm: l.vm, index: l.index, link: l.name, lladdr: l.mac, switch: l.switch, local: l.local !== null,
         address: l.local !== null ? `${l.local.guest}/31` : leases.get(l.mac) ?? null,
         rxPackets: st?.rxPackets ?? 0, rxBytes: st?.rxBytes ?? 0, rxDropped: st?.rxDropped ?? 0,
         txPackets: st?.txPackets ?? 0, txBytes: st?.txBytes ?? 0, txDropped: st?.txDropped ?? 0,
+        spoofDropped: fw.macSpoof.packets + fw.ipSpoof.packets,
+        blocked: fw.vlan.packets + fw.rules.reduce((n, r, i) => n + (l.rules[i]!.action === 'block' ? r.packets : 0), 0),
+      });
+    }
+    return out;
+  }
+
+  /** A link's counters by what they count, from nftCounters of its namespace. */
+  private linkCounts(l: LinkState, counters: ReadonlyMap<string, Count>): { macSpoof: Count; ipSpoof: Count; vlan: Count; rules: Count[] } {
+    const get = (what: string): Count => sum([counters.get(linkComment(l, what))]);
+    return { macSpoof: get('mac-spoof'), ipSpoof: get('ip-spoof'), vlan: get('vlan'), rules: l.rules.map((_r, i) => sum([counters.get(ruleComment(l, i))])) };
+  }
+
+  /**
+   * `vmctl firewall`: the rules of a VM's interfaces as written, each with what it decided, and the spoofing
+   * drops. A VM that is not running shows its configured rules without counters.
+   */
+  async firewallInfo(vmId: number, vm: VmConfig, index: number | undefined): Promise<FirewallInfo[]> {
+    const out: FirewallInfo[] = [];
+    const counters = new Map<string | null, Map<string, Count>>();
+    for (const nic of vm.interfaces) {
+      if (index !== undefined && nic.index !== index) continue;
+      const l = this.links.get(linkName(vmId, nic.index));
+      const live = l !== undefined && l.vmId === vmId ? l : null;
+      const rules = live?.rules ?? nic.rules;
+      let c: ReturnType<Network['linkCounts']> | null = null;
+      if (live !== null) {
+        if (!counters.has(live.netns)) counters.set(live.netns, await nftCounters(live.netns).catch(() => new Map()));
+        c = this.linkCounts(live, counters.get(live.netns)!);
+      }
+      const lockedLladdr = live !== null ? live.lockMac || live.local !== null : nic.locked || nic.local || (nic.switch !== null && (this.switchByName(nic.switch)?.locked ?? false));
+      out.push({
+        vmId, vm: vm.name, index: nic.index, link: live?.name ?? null, switch: live?.switch ?? nic.switch, local: nic.local,
+        lockedLladdr, lockedIp: live?.local?.guest ?? null,
+        rules: rules.map((r, i) => ({ n: i + 1, text: r.text, action: r.action, source: `${r.location.file}:${r.location.line}`, count: c === null ? null : c.rules[i]! })),
+        macSpoof: c === null || !lockedLladdr ? null : c.macSpoof,
+        ipSpoof: c === null || live?.local === null ? null : c.ipSpoof,
+        vlan: c === null || rules.length === 0 || live?.bridge === null ? null : c.vlan,
       });
     }
     return out;

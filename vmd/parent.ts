@@ -847,8 +847,49 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         respond(peer, { type: 'vm.links.response', id: req.id, links }, false);
         return;
       }
+      case 'vm.firewall.request': {
+        const e = requireVm(req.target);
+        if (!permitted(e, uid, gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": permission denied`);
+        if (req.index !== undefined && !e.record.config.interfaces.some((n) => n.index === req.index)) {
+          throw new VmdError('ERR_INVALID', `vm "${e.record.name}": interface ${req.index}: no such interface`, {
+            hint: e.record.config.interfaces.length === 0 ? 'the vm has no interfaces' : `interfaces are numbered 0 to ${e.record.config.interfaces.length - 1}`,
+          });
+        }
+        const interfaces = await network.firewallInfo(e.record.id, e.record.config, req.index);
+        respond(peer, { type: 'vm.firewall.response', id: req.id, interfaces }, false);
+        return;
+      }
       case 'vm.console.request':
         throw new VmdError('ERR_PROTOCOL', 'console requests arrive with their socket');
+    }
+  };
+
+  /**
+   * A reload leaves running VMs as they are (OpenBSD), except their filter rules: those of the new vm.conf
+   * replace the old ones at once, as SmartOS fwadm updates a running zone's firewall.
+   */
+  const reloadRules = async (cfg: Config): Promise<void> => {
+    const byParent = new Map(cfg.vms.map((v) => [v.name, v]));
+    for (const vm of cfg.vms) {
+      const e = byName(vm.name);
+      if (e === undefined || e.runtime === null || e.record.origin === 'adhoc') continue;
+      const effective = vm.instanceOf === null ? vm : inherit(byParent.get(vm.instanceOf) ?? byName(vm.instanceOf)?.record.config ?? null, vm);
+      const old = e.record.config;
+      // Only NICs that still line up take new rules; a changed interface list waits for the next start.
+      const interfaces = old.interfaces.map((nic) => {
+        const next = effective.interfaces.find((n) => n.index === nic.index);
+        return next === undefined ? { ...nic, rules: [] } : { ...nic, rules: next.rules };
+      });
+      const updated: VmConfig = { ...old, interfaces };
+      try {
+        if (await network.vmRules(e.record.id, updated)) {
+          e.record = { ...e.record, config: updated };
+          db.vmPut(e.record);
+          logInfo(`vm "${vm.name}": filter rules replaced`);
+        }
+      } catch (err) {
+        logWarn(`vm "${vm.name}": filter rules: ${toVmdError(err).message}`);
+      }
     }
   };
 
@@ -863,6 +904,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     unregisterStoppedConfigVms();
     config = res.config;
     await network.configure(config);
+    await reloadRules(config);
     registerConfig(config, 'config');
     queueEnabled(config);
     logInfo(`configuration reloaded from ${options.file}`);

@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap';
 import {
   MAX_NAME, MAX_PATH, MAX_STRING, PROTOCOL_VERSION, ProtocolError, readRequest, readResponse, requestIdOf, UNPRIVILEGED_REQUESTS,
-  type ControlRequest, type LinkInfo, type RequestType, type VmInfo,
+  type ControlRequest, type FirewallInfo, type LinkInfo, type RequestType, type VmInfo,
 } from '../../share/protocol.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -85,6 +85,7 @@ const VALID: Record<RequestType, Msg[]> = {
   'config.reset.request': [req('config.reset.request', { mode: 'all' }), req('config.reset.request', { mode: 'vms' }), req('config.reset.request', { mode: 'switches' })],
   'log.verbose.request': [req('log.verbose.request', { level: 0 }), req('log.verbose.request', { level: 3 })],
   'vm.links.request': [req('vm.links.request'), req('vm.links.request', { target: 'web' }), req('vm.links.request', { target: '3' })],
+  'vm.firewall.request': [req('vm.firewall.request', { target: 'web' }), req('vm.firewall.request', { target: '3', index: 0 }), req('vm.firewall.request', { target: 'web', index: 1023 })],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {
@@ -107,6 +108,14 @@ t.test('a start request without options means no options', async (t) => {
 t.test('who may send what', async (t) => {
   t.ok(UNPRIVILEGED_REQUESTS.has('vm.links.request'), 'any user may list links, as any user may see status');
   t.notOk(UNPRIVILEGED_REQUESTS.has('config.reset.request'), 'reset stays root only');
+  t.ok(UNPRIVILEGED_REQUESTS.has('vm.firewall.request'), 'owners may see their VM\'s firewall (the parent checks ownership)');
+});
+
+t.test('firewall requests: bad interface numbers', async (t) => {
+  for (const index of [-1, 1024, 1.5, '0', null, true]) {
+    refuses(t, req('vm.firewall.request', { target: 'web', index }), 'ERR_PROTOCOL', `index ${JSON.stringify(index)}`, /"index"/);
+  }
+  refuses(t, req('vm.firewall.request', { target: 'web', rules: [] }), 'ERR_PROTOCOL', 'unknown field');
 });
 
 t.test('non-objects and unknown types', async (t) => {
@@ -166,6 +175,7 @@ t.test('missing required fields', async (t) => {
     ['config.load.request', {}, 'path'],
     ['config.reset.request', {}, 'mode'],
     ['log.verbose.request', {}, 'level'],
+    ['vm.firewall.request', { index: 0 }, 'target'],
   ];
   for (const [type, fields, missing] of cases) {
     refuses(t, req(type, fields), 'ERR_PROTOCOL', `${type} without ${missing}`, new RegExp(`^${type.replace(/\./g, '\\.')}: field "${missing}"`));
@@ -364,7 +374,18 @@ const vmInfo: VmInfo = {
 };
 const linkInfo: LinkInfo = {
   vmId: 1, vm: 'web', index: 0, link: 'vmd1i0', lladdr: 'fe:e1:bb:d1:2a:3b', switch: 'uplink', local: false, address: '10.0.0.23/24',
-  rxPackets: 12, rxBytes: 3456, rxDropped: 0, txPackets: 2 ** 53 - 1, txBytes: 0, txDropped: 1,
+  rxPackets: 12, rxBytes: 3456, rxDropped: 0, txPackets: 2 ** 53 - 1, txBytes: 0, txDropped: 1, spoofDropped: 3, blocked: 0,
+};
+const firewallInfo: FirewallInfo = {
+  vmId: 1, vm: 'web', index: 0, link: 'vmd1i0', switch: 'uplink', local: false, lockedLladdr: true, lockedIp: null,
+  rules: [
+    { n: 1, text: 'block in', action: 'block', source: '/etc/vm.conf:12', count: { packets: 3, bytes: 252 } },
+    { n: 2, text: 'pass in proto tcp to any port 80', action: 'pass', source: '/etc/vm.conf:13', count: { packets: 1, bytes: 60 } },
+  ],
+  macSpoof: { packets: 0, bytes: 0 }, ipSpoof: null, vlan: { packets: 0, bytes: 0 },
+};
+const stoppedFirewall: FirewallInfo = {
+  ...firewallInfo, link: null, lockedLladdr: false, rules: firewallInfo.rules.map((r) => ({ ...r, count: null })), macSpoof: null, vlan: null,
 };
 const localLinkInfo: LinkInfo = { ...linkInfo, index: 1, link: 'vmd1i1', switch: null, local: true, address: '100.64.1.3/31' };
 const stoppedInfo: VmInfo = { ...vmInfo, id: 2, name: 'db', pid: null, curmem: null, tty: null, started: null, state: 'stopped', owner: 'alice:staff', uid: 1000, gid: 50, origin: 'adhoc' };
@@ -383,6 +404,8 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
     { type: 'vm.links.response', id: 10, links: [{ ...linkInfo, switch: null, address: null }, { ...linkInfo, address: 'fd00::3/96' }] },
     { type: 'vm.links.response', id: 10, links: [] },
+    { type: 'vm.firewall.response', id: 11, interfaces: [firewallInfo, stoppedFirewall, { ...firewallInfo, index: 1, local: true, switch: null, lockedIp: '100.64.1.5', ipSpoof: { packets: 9, bytes: 900 }, rules: [] }] },
+    { type: 'vm.firewall.response', id: 11, interfaces: [] },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'vm "x": not found' } },
     { type: 'error', id: 0, error: { code: 'ERR_PERMISSION', message: 'denied', hint: 'ask root' } },

@@ -61,7 +61,8 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('statuss'), 'unknown argument: statuss');
   t.equal(name('frobnicate'), 'unknown argument: frobnicate');
   t.equal(name('li'), 'links');
-  t.same(COMMANDS.map((c) => c.name), ['console', 'create', 'links', 'load', 'log', 'pause', 'reload', 'reset', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.equal(name('f'), 'firewall');
+  t.same(COMMANDS.map((c) => c.name), ['console', 'create', 'firewall', 'links', 'load', 'log', 'pause', 'reload', 'reset', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('usage output and exit status', async (t) => {

@@ -4,6 +4,10 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { VmdError } from '../../share/errors.js';
+import type { FilterRule } from '../../share/config.js';
+import {
+  bridgeBaseChains, chainRules, filters, fwChain, inetBaseChains, inetStateChains, linkComment, type CounterSeed,
+} from './firewall.js';
 
 // Everything vmd wants in one network namespace; the caller (links/switches) builds it, nftScript renders it.
 export interface NetPlan {
@@ -48,6 +52,8 @@ export interface NetLink {
   /** Addresses of a local (routed /31) link, or null. */
   readonly local: { readonly host: string; readonly guest: string } | null;
   readonly groups: readonly string[];
+  /** Filter rules of its interface block (firewall.ts); none = everything passes. */
+  readonly rules?: readonly FilterRule[];
 }
 
 // A port forward: host port to guest address and port.
@@ -122,12 +128,7 @@ const byText = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 const uniqSorted = (items: Iterable<string>): string[] => [...new Set(items)].sort(byText);
 const q = (s: string): string => `"${s}"`;
 
-// The comment on a link's drop counters, which is also its key in nftCounters: `vm 'web' if0 mac-spoof`.
-export function linkComment(link: Pick<NetLink, 'vm' | 'index' | 'name'>, what: string): string {
-  // nft strings cannot hold a double quote (nft 1.0.6 has no escape), hence the single quotes.
-  const nic = link.index === undefined ? link.name : `if${link.index}`;
-  return `vm '${link.vm}' ${nic} ${what}`;
-}
+export { linkComment };
 
 // The comment on a forward's dnat rule, which is also its key in nftCounters.
 export function forwardComment(f: Pick<NetForward, 'vm' | 'proto' | 'hostPort'>): string {
@@ -181,8 +182,10 @@ function setDecl(b: Block, kind: 'set' | 'map', name: string, type: string, item
   b.add('}', '');
 }
 
-function counterDecl(b: Block, name: string, comment: string): void {
-  b.add(`counter ${name} {`, `\tcomment ${q(comment)}`, '}', '');
+function counterDecl(b: Block, name: string, comment: string, seed?: CounterSeed): void {
+  const s = seed?.get(comment);
+  if (s !== undefined) seed!.delete(comment);
+  b.add(`counter ${name} {`, ...(s === undefined ? [] : [`\tpackets ${s.packets} bytes ${s.bytes}`]), `\tcomment ${q(comment)}`, '}', '');
 }
 
 function chain(b: Block, name: string, hook: string | null, rules: readonly string[]): void {
@@ -198,11 +201,26 @@ function table(family: string, body: Block): string[] {
 }
 
 interface CheckedLink extends NetLink {
+  readonly rules: readonly FilterRule[];
   readonly chain: string;
 }
 
-// Renders the plan as one `nft -f -` script that atomically replaces vmd's tables (and only them).
-export function nftScript(plan: NetPlan): string {
+/** The firewall of some links in one table: verdict maps by direction, base chains, a chain per link and direction. */
+function firewallSection(b: Block, family: 'inet' | 'bridge', links: readonly CheckedLink[], seed: CounterSeed | undefined): void {
+  const dirs = ['in', 'out'] as const;
+  for (const dir of dirs) {
+    setDecl(b, 'map', `fw_${dir}`, 'ifname : verdict', links.filter((l) => filters(l, dir)).map((l) => `${q(l.name)} : jump ${fwChain(l.name, dir)}`));
+  }
+  for (const c of family === 'inet' ? inetBaseChains() : bridgeBaseChains()) chain(b, c.name, c.hook, c.rules);
+  for (const l of links) for (const dir of dirs) if (filters(l, dir)) chain(b, fwChain(l.name, dir), null, chainRules(l, dir, family, seed));
+}
+
+/**
+ * Renders the plan as one `nft -f -` script that atomically replaces vmd's tables (and only them). Counters
+ * found in `seed` (by comment, as nftCounters returns them) start from those values, so a replace does not
+ * reset them; the map is consumed.
+ */
+export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
   // Validation first: every name and address ends up in nft syntax, so nothing unchecked gets through.
   const switches = [...plan.switches].sort((a, b) => byText(a.name, b.name));
   for (const s of switches) {
@@ -226,7 +244,7 @@ export function nftScript(plan: NetPlan): string {
     }
     if (l.index !== undefined && (!Number.isInteger(l.index) || l.index < 0)) invalid(`link ${l.name}: invalid nic index ${l.index}`);
     for (const g of l.groups) if (!GROUP.test(g)) invalid(`link ${l.name}: invalid group name ${JSON.stringify(g)}`);
-    return { ...l, chain: `link_${l.name}` };
+    return { ...l, rules: l.rules ?? [], chain: `link_${l.name}` };
   });
   const forwards = [...plan.forwards].sort((a, b) => byText(a.proto, b.proto) || a.hostPort - b.hostPort);
   for (const f of forwards) {
@@ -273,9 +291,12 @@ export function nftScript(plan: NetPlan): string {
   }
   const routed = links.filter((l) => l.bridge === null && (l.lockMac || l.lockIp !== null));
   for (const l of routed) {
-    if (l.lockMac) counterDecl(inet, `mac_${l.name}`, linkComment(l, 'mac-spoof'));
-    if (l.lockIp !== null) counterDecl(inet, `ip_${l.name}`, linkComment(l, 'ip-spoof'));
+    if (l.lockMac) counterDecl(inet, `mac_${l.name}`, linkComment(l, 'mac-spoof'), seed);
+    if (l.lockIp !== null) counterDecl(inet, `ip_${l.name}`, linkComment(l, 'ip-spoof'), seed);
   }
+  const fwRouted = links.filter((l) => l.bridge === null && l.rules.length > 0);
+  const fwBridged = links.filter((l) => l.bridge !== null && l.rules.length > 0);
+  if (fwBridged.length > 0) setDecl(inet, 'set', 'fw_bridges', 'ifname', uniqSorted(fwBridged.map((l) => l.bridge!)).map(q));
   if (masqList.length > 0) setDecl(inet, 'set', 'nat_sources', 'ipv4_addr', masqList, 'interval');
   if (forwards.length > 0) {
     setDecl(inet, 'map', 'forwards', 'inet_proto . inet_service : verdict',
@@ -308,6 +329,8 @@ export function nftScript(plan: NetPlan): string {
       chain(inet, l.chain, null, rules);
     }
   }
+  if (fwBridged.length > 0) for (const c of inetStateChains()) chain(inet, c.name, c.hook, c.rules);
+  if (fwRouted.length > 0) firewallSection(inet, 'inet', fwRouted, seed);
   if (include !== null) inet.add(`include ${q(include)}`);
   out.push(...table('inet', inet));
 
@@ -315,8 +338,8 @@ export function nftScript(plan: NetPlan): string {
   if (routed.length > 0) {
     const arp = new Block('\t');
     for (const l of routed) {
-      if (l.lockMac) counterDecl(arp, `mac_${l.name}`, linkComment(l, 'mac-spoof'));
-      if (l.lockIp !== null) counterDecl(arp, `ip_${l.name}`, linkComment(l, 'ip-spoof'));
+      if (l.lockMac) counterDecl(arp, `mac_${l.name}`, linkComment(l, 'mac-spoof'), seed);
+      if (l.lockIp !== null) counterDecl(arp, `ip_${l.name}`, linkComment(l, 'ip-spoof'), seed);
     }
     setDecl(arp, 'map', 'links', 'ifname : verdict', routed.map((l) => `${q(l.name)} : jump ${l.chain}`));
     chain(arp, 'input', 'type filter hook input priority filter; policy accept;', ['iifname vmap @links']);
@@ -331,14 +354,17 @@ export function nftScript(plan: NetPlan): string {
 
   // --- bridge vmd: locking of bridged links, before the bridge decides anything (stateless: no conntrack here).
   const bridged = links.filter((l) => l.bridge !== null && (l.lockMac || l.lockIp !== null));
-  if (bridged.length > 0) {
+  if (bridged.length > 0 || fwBridged.length > 0) {
     const br = new Block('\t');
     for (const l of bridged) {
-      if (l.lockMac) counterDecl(br, `mac_${l.name}`, linkComment(l, 'mac-spoof'));
-      if (l.lockIp !== null) counterDecl(br, `ip_${l.name}`, linkComment(l, 'ip-spoof'));
+      if (l.lockMac) counterDecl(br, `mac_${l.name}`, linkComment(l, 'mac-spoof'), seed);
+      if (l.lockIp !== null) counterDecl(br, `ip_${l.name}`, linkComment(l, 'ip-spoof'), seed);
     }
-    setDecl(br, 'map', 'links', 'ifname : verdict', bridged.map((l) => `${q(l.name)} : jump ${l.chain}`));
-    chain(br, 'prerouting', 'type filter hook prerouting priority -200; policy accept;', ['iifname vmap @links']);
+    if (bridged.length > 0) {
+      setDecl(br, 'map', 'links', 'ifname : verdict', bridged.map((l) => `${q(l.name)} : jump ${l.chain}`));
+      chain(br, 'prerouting', 'type filter hook prerouting priority -200; policy accept;', ['iifname vmap @links']);
+    }
+    if (fwBridged.length > 0) firewallSection(br, 'bridge', fwBridged, seed);
     for (const l of bridged) {
       const rules: string[] = [];
       if (l.lockMac) {
@@ -419,27 +445,21 @@ export async function nftCounters(netns: string | null): Promise<Map<string, { p
     const c = counters.get(comment) ?? { packets: 0, bytes: 0 };
     counters.set(comment, { packets: c.packets + Number(packets ?? 0), bytes: c.bytes + Number(bytes ?? 0) });
   };
-  const families = (await listTables(netns)).filter((t) => NFT_TABLES.some(([f, n]) => f === t.family && n === t.name));
-  for (const { family, name } of families) {
-    const json = JSON.parse(await run(netns, ['nft', '-j', 'list', 'table', family, name])) as NftJson;
-    for (const entry of json.nftables ?? []) {
-      const obj = entry.counter;
-      if (obj !== undefined) addTo(String(obj.comment ?? obj.name), obj.packets, obj.bytes);
-      const rule = entry.rule;
-      if (rule !== undefined && typeof rule.comment === 'string' && Array.isArray(rule.expr)) {
-        for (const e of rule.expr as Array<Record<string, unknown>>) {
-          const c = e.counter;
-          if (c !== null && typeof c === 'object') addTo(rule.comment, (c as Record<string, unknown>).packets, (c as Record<string, unknown>).bytes);
-        }
+  const ours = (o: Record<string, unknown>): boolean => NFT_TABLES.some(([f, n]) => f === o.family && n === o.table);
+  // One listing of the whole ruleset (one exec) rather than one per table: this runs before every replace.
+  const json = JSON.parse(await run(netns, ['nft', '-j', 'list', 'ruleset'])) as NftJson;
+  for (const entry of json.nftables ?? []) {
+    const obj = entry.counter;
+    if (obj !== undefined && ours(obj)) addTo(String(obj.comment ?? obj.name), obj.packets, obj.bytes);
+    const rule = entry.rule;
+    if (rule !== undefined && ours(rule) && typeof rule.comment === 'string' && Array.isArray(rule.expr)) {
+      for (const e of rule.expr as Array<Record<string, unknown>>) {
+        const c = e.counter;
+        if (c !== null && typeof c === 'object') addTo(rule.comment, (c as Record<string, unknown>).packets, (c as Record<string, unknown>).bytes);
       }
     }
   }
   return counters;
-}
-
-async function listTables(netns: string | null): Promise<Array<{ family: string; name: string }>> {
-  const json = JSON.parse(await run(netns, ['nft', '-j', 'list', 'tables'])) as NftJson;
-  return (json.nftables ?? []).flatMap((e) => (e.table ? [{ family: String(e.table.family), name: String(e.table.name) }] : []));
 }
 
 // Warns about another firewall's forward hook with policy drop (Docker's FORWARD DROP), which vmd's tables cannot override.
@@ -462,7 +482,7 @@ const SYSCTL_KEY = /^(net)\.(ipv4|ipv6)\.(conf|neigh)\.([A-Za-z0-9_.-]{1,15})\.(
 function sysctlPath(key: string): string {
   const m = SYSCTL_KEY.exec(key);
   if (m !== null) return m.slice(1).join('/');
-  if (!/^[a-z0-9_]+(\.[a-z0-9_]+)+$/.test(key)) invalid(`invalid sysctl key ${JSON.stringify(key)}`);
+  if (!/^[a-z0-9_]+(\.[a-z0-9_-]+)+$/.test(key)) invalid(`invalid sysctl key ${JSON.stringify(key)}`);
   return key.split('.').join('/');
 }
 

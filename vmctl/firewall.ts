@@ -1,0 +1,81 @@
+// `vmctl firewall id [if]`: a VM's filter rules as written in vm.conf, each with the packets and bytes it
+// decided, and the hypervisor's spoofing drops. vmd gathers the counters; this module asks and prints.
+
+import type { Count, FirewallInfo, FirewallResponse } from '../share/protocol.js';
+import { fmtScaled } from '../share/scaled.js';
+import { getopt, parseVmid, printJson, strtonum, warnx, type CommandSpec, type Context } from './command.js';
+import { CliError, UsageError } from './errors.js';
+import { COMMAND_USAGE } from './usage.js';
+
+export const FIREWALL_COLUMNS = ['VM', 'IF', '#', 'PACKETS', 'BYTES', 'RULE'] as const;
+
+/** The rows of one interface: its rules in order, then what the address locks dropped. */
+function interfaceRows(f: FirewallInfo): string[][] {
+  const count = (c: Count | null): [string, string] => (c === null ? ['-', '-'] : [String(c.packets), fmtScaled(c.bytes)]);
+  const rows: string[][] = [];
+  const row = (n: string, c: Count | null, text: string): void => {
+    rows.push([f.vm, String(f.index), n, ...count(c), text]);
+  };
+  if (f.rules.length === 0) row('-', null, '(no rules: everything passes)');
+  for (const r of f.rules) row(String(r.n), r.count, r.text);
+  if (f.lockedLladdr) row('-', f.macSpoof, '(dropped: source lladdr not the guest\'s)');
+  if (f.lockedIp !== null) row('-', f.ipSpoof, `(dropped: source address not ${f.lockedIp})`);
+  if (f.vlan !== null) row('-', f.vlan, '(dropped: vlan-tagged frames)');
+  return rows;
+}
+
+/** What `vmctl firewall` prints: one table, an interface after the other, counters right-aligned. */
+export function formatFirewall(interfaces: readonly FirewallInfo[]): string {
+  const rows: string[][] = [[...FIREWALL_COLUMNS], ...interfaces.flatMap(interfaceRows)];
+  const widths = FIREWALL_COLUMNS.map((_, i) => Math.max(...rows.map((r) => [...(r[i] as string)].length)));
+  const line = (r: readonly string[]): string =>
+    r.map((c, i) => {
+      if (i === r.length - 1) return c;
+      const w = widths[i] as number;
+      return i === 0 ? c.padEnd(w) : c.padStart(w);
+    }).join(' ');
+  return `${rows.map(line).join('\n')}\n`;
+}
+
+/** Reads `id [if]`: a VM as parse_vmid() reads it and an optional interface number. */
+export function parseFirewall(args: readonly string[], warn: (message: string) => void): { target: string; index: number | undefined } {
+  const { operands } = getopt(args, []);
+  if (operands.length < 1 || operands.length > 2) throw new UsageError();
+  const word = operands[0] as string;
+  const ref = parseVmid(word, warn);
+  if (ref === undefined) throw new CliError(`invalid id: ${word}`);
+  if (operands.length === 1) return { target: ref.target, index: undefined };
+  const n = strtonum(operands[1] as string, 0, 1023);
+  if (n.value === undefined) throw new CliError(`interface number is ${n.error}: ${operands[1] as string}`);
+  return { target: ref.target, index: n.value };
+}
+
+async function runFirewall(args: readonly string[], ctx: Context): Promise<number> {
+  const { target, index } = parseFirewall(args, (m) => warnx(ctx, m));
+  const client = await ctx.connect();
+  try {
+    const { response, raw } = await client.request({ type: 'vm.firewall.request', target, ...(index === undefined ? {} : { index }) });
+    if (ctx.json) {
+      printJson(ctx, raw);
+      return response.type === 'vm.firewall.response' ? 0 : 1;
+    }
+    if (response.type === 'error') {
+      warnx(ctx, response.error.message);
+      if (response.error.hint !== undefined && response.error.hint.length > 0) warnx(ctx, `hint: ${response.error.hint}`);
+      return 1;
+    }
+    if (response.type !== 'vm.firewall.response') throw new CliError('unexpected response received from vmd');
+    const interfaces = (response as FirewallResponse).interfaces;
+    if (interfaces.length === 0) {
+      warnx(ctx, `vm ${target}: no interfaces`);
+      return 1;
+    }
+    ctx.stdout.write(formatFirewall(interfaces));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** `vmctl firewall id [if]`. */
+export const firewallCommand: CommandSpec = { name: 'firewall', usage: COMMAND_USAGE.firewall, run: runFirewall };
