@@ -1,6 +1,7 @@
 // `npm run bench`: runs every benchmark section in order and prints one line per measurement.
 // Sections live in *.bench.ts files next to this one; add yours to SECTIONS. `bench.js NAME…` runs only those.
 
+import { firewallBench } from './firewall.bench.js';
 import { fleetBench } from './fleet.bench.js';
 import { parseBench } from './parse.bench.js';
 import { startBench } from './start.bench.js';
@@ -12,6 +13,8 @@ export interface Measurement {
   readonly unit: string;
   /** Upper bound the value should stay at or below. */
   readonly target?: number;
+  /** Lower bound the value should stay at or above (for ratios where higher is better). */
+  readonly atLeast?: number;
 }
 
 /** A named group of measurements, run once per `npm run bench`. */
@@ -20,7 +23,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench, firewallBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);
@@ -43,6 +46,11 @@ async function main(): Promise<number> {
         if (m.target !== undefined) {
           const ok = m.value <= m.target;
           line += ` (target <= ${format(m.target)}: ${ok ? 'ok' : 'MISS'})`;
+          if (!ok) missed.push(`${section.name}: ${m.name}`);
+        }
+        if (m.atLeast !== undefined) {
+          const ok = m.value >= m.atLeast;
+          line += ` (target >= ${format(m.atLeast)}: ${ok ? 'ok' : 'MISS'})`;
           if (!ok) missed.push(`${section.name}: ${m.name}`);
         }
         process.stdout.write(`${line}\n`);

@@ -220,8 +220,10 @@ export function inetBaseChains(): Array<{ name: string; hook: string; rules: str
 export function inetStateChains(): Array<{ name: string; hook: string; rules: string[] }> {
   const mark = `ct state established,related meta mark set meta mark | ${hex(FW_STATE_MARK)}`;
   return [
+    // Everything entering through a vmd bridge, to the host or through the bridge (br_netfilter runs this).
     { name: 'fw_state_pre', hook: 'type filter hook prerouting priority mangle; policy accept;', rules: [`iifname @fw_bridges ${mark}`] },
-    { name: 'fw_state_fwd', hook: 'type filter hook forward priority mangle; policy accept;', rules: [`oifname @fw_bridges ${mark}`] },
+    // Routed into a bridge from elsewhere; what came from a bridge is marked already.
+    { name: 'fw_state_fwd', hook: 'type filter hook forward priority mangle; policy accept;', rules: [`iifname != @fw_bridges oifname @fw_bridges ${mark}`] },
     { name: 'fw_state_out', hook: 'type filter hook output priority mangle; policy accept;', rules: [`oifname @fw_bridges ${mark}`] },
   ];
 }
@@ -231,10 +233,12 @@ export function inetStateChains(): Array<{ name: string; hook: string; rules: st
  * established packets (marked) pass and lose the mark, others go through the source's and the target's chains.
  */
 export function bridgeBaseChains(): Array<{ name: string; hook: string; rules: string[] }> {
-  const est = `meta mark & ${hex(FW_STATE_MARK)} != 0 meta mark set meta mark & ${hex(~FW_STATE_MARK >>> 0)} accept`;
+  const est = `meta mark & ${hex(FW_STATE_MARK)} != 0 accept`;
+  // Towards the host the packet goes on into its IP stack, where the bit could meet the host's own mark rules.
+  const estIn = `meta mark & ${hex(FW_STATE_MARK)} != 0 meta mark set meta mark & ${hex(~FW_STATE_MARK >>> 0)} accept`;
   return [
     { name: 'fw_forward', hook: 'type filter hook forward priority 100; policy accept;', rules: [est, 'iifname vmap @fw_out', 'oifname vmap @fw_in'] },
-    { name: 'fw_input', hook: 'type filter hook input priority 100; policy accept;', rules: [est, 'udp sport 68 udp dport 67 accept', 'udp sport 546 udp dport 547 accept', 'iifname vmap @fw_out'] },
+    { name: 'fw_input', hook: 'type filter hook input priority 100; policy accept;', rules: [estIn, 'udp sport 68 udp dport 67 accept', 'udp sport 546 udp dport 547 accept', 'iifname vmap @fw_out'] },
     { name: 'fw_output', hook: 'type filter hook output priority 100; policy accept;', rules: [est, 'udp sport 67 udp dport 68 accept', 'udp sport 547 udp dport 546 accept', 'oifname vmap @fw_in'] },
   ];
 }
