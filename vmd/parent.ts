@@ -732,7 +732,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       const e = lookup(req.target);
       if (e === undefined) throw new VmdError('ERR_VM_NOT_FOUND', `vm "${req.target}": not found`);
       const name = e.record.name;
-      if (!permitted(e, msg.uid, msg.gid)) throw new VmdError('ERR_PERMISSION', `vm "${name}": capture: permission denied`);
+      if (!permitted(e, msg.uid, msg.gid)) throw new VmdError('ERR_PERMISSION', `vm "${name}": permission denied`);
       if (e.runtime === null || e.state === 'starting') {
         throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${name}": not running`, { hint: `start it with: vmctl start ${name}` });
       }
