@@ -127,7 +127,7 @@ export class Captures {
     socket.once('close', () => this.#kill(cap));
     socket.resume();
 
-    const started = await new Promise<'ready' | 'exited' | 'closed' | 'timeout'>((resolve) => {
+    let started = await new Promise<'ready' | 'exited' | 'closed' | 'timeout'>((resolve) => {
       const timer = setTimeout(() => resolve('timeout'), START_TIMEOUT_MS);
       const check = (): void => {
         if (/listening on /.test(stderr)) {
@@ -142,6 +142,8 @@ export class Captures {
       void exited.then(() => { clearTimeout(timer); check(); resolve('exited'); });
       socket.once('close', () => { clearTimeout(timer); resolve('closed'); });
     });
+    // A client gone before its socket reached us has no 'close' left to notice: treat it as gone now.
+    if (started === 'ready' && socket.destroyed) started = 'closed';
     if (started !== 'ready') {
       this.#kill(cap);
       if (started === 'timeout') throw new VmdError('ERR_INTERNAL', `vm "${subject.vm}": interface ${subject.index}: capture did not start in time`);
