@@ -41,6 +41,8 @@ export type ControlToParent =
   | { readonly type: 'control.request'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest }
   /** A console request; the client socket travels as the IPC handle. */
   | { readonly type: 'control.console'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest; readonly remainder: string }
+  /** A capture request; the client socket travels as the IPC handle and carries the pcap stream after the reply. */
+  | { readonly type: 'control.capture'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest }
   | { readonly type: 'control.closed'; readonly peer: number };
 
 // ---- parent -> control ----
@@ -53,7 +55,7 @@ export type ParentToControl =
 
 const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose']);
 const VMM_TO_PARENT = new Set(['vmm.ready', 'vm.result', 'vm.exited', 'vm.state']);
-const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.closed']);
+const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.capture', 'control.closed']);
 const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {

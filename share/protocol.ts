@@ -3,6 +3,7 @@
 
 import type { VmdErrorData } from './errors.js';
 import { isErrorCode } from './errors.js';
+import { MAX_NICS } from './config.js';
 
 /** Bumped on any incompatible change; a client with another version gets ERR_VERSION. */
 export const PROTOCOL_VERSION = 1;
@@ -147,11 +148,23 @@ export interface ResetRequest extends Base { readonly type: 'config.reset.reques
 export interface VerboseRequest extends Base { readonly type: 'log.verbose.request'; readonly level: number }
 export interface LinksRequest extends Base { readonly type: 'vm.links.request'; readonly target?: string }
 export interface FirewallRequest extends Base { readonly type: 'vm.firewall.request'; readonly target: string; readonly index?: number }
+/** `vmctl capture`: tcpdump on the host link of NIC `interface`; after the reply the connection carries pcap bytes. */
+export interface CaptureRequest extends Base {
+  readonly type: 'vm.capture.request';
+  readonly target: string;
+  readonly interface: number;
+  /** Stop after this many packets (tcpdump -c). */
+  readonly count?: number;
+  /** Bytes kept of each packet (tcpdump -s). */
+  readonly snaplen?: number;
+  /** A tcpdump filter expression, passed to tcpdump as one argument after `--`. */
+  readonly filter?: string;
+}
 
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
-  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest;
+  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -163,22 +176,33 @@ export interface PauseResponse { readonly type: 'vm.pause.response' | 'vm.unpaus
 export interface ConsoleResponse { readonly type: 'vm.console.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface LinksResponse { readonly type: 'vm.links.response'; readonly id: number; readonly links: readonly LinkInfo[] }
 export interface FirewallResponse { readonly type: 'vm.firewall.response'; readonly id: number; readonly interfaces: readonly FirewallInfo[] }
+/** The capture runs: pcap bytes follow on the same connection until it ends. */
+export interface CaptureResponse {
+  readonly type: 'vm.capture.response'; readonly id: number; readonly vmId: number; readonly name: string;
+  readonly interface: number; readonly link: string;
+}
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | LinksResponse | FirewallResponse | OkResponse | ErrorResponse;
+  | LinksResponse | FirewallResponse | CaptureResponse | OkResponse | ErrorResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
- * list links and see the firewall of VMs they own.
+ * list links, and see the firewall of and capture on their own VMs' links (the parent checks ownership, as for console).
  */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
-  'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request',
+  'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request', 'vm.capture.request',
 ]);
+
+/** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */
+export const MAX_SNAPLEN = 262144;
+
+/** The highest NIC index a capture may name: NICs are numbered from 0. */
+export const MAX_CAPTURE_INTERFACE = MAX_NICS - 1;
 
 /** Why a message was refused; becomes an ERR_PROTOCOL/ERR_VERSION error reply. */
 export class ProtocolError extends Error {
@@ -374,6 +398,19 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
       return { ...b, type: 'vm.firewall.request', target: target(o, 'vm.firewall.request'), ...(index === undefined ? {} : { index }) };
     },
   },
+  'vm.capture.request': {
+    keys: ['target', 'interface', 'count', 'snaplen', 'filter'],
+    read: (o, b) => {
+      const w = 'vm.capture.request';
+      const count = optInt(o, 'count', 1, 2 ** 31 - 1, w);
+      const snaplen = optInt(o, 'snaplen', 1, MAX_SNAPLEN, w);
+      const filter = optStr(o, 'filter', MAX_STRING, w);
+      return {
+        ...b, type: w, target: target(o, w), interface: int(o, 'interface', 0, MAX_CAPTURE_INTERFACE, w),
+        ...(count === undefined ? {} : { count }), ...(snaplen === undefined ? {} : { snaplen }), ...(filter === undefined ? {} : { filter }),
+      };
+    },
+  },
 };
 
 /** Decode an untrusted client message; throws ProtocolError (with the request id if one could be read). */
@@ -528,6 +565,11 @@ export function readResponse(msg: unknown): ControlResponse {
       const interfaces = array(msg, 'interfaces', 100_000, 'reply') ?? [];
       return { type: msg.type, id, interfaces: interfaces.map(readFirewallInfo) };
     }
+    case 'vm.capture.response':
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
+        interface: int(msg, 'interface', 0, 1023, 'reply'), link: str(msg, 'link', MAX_IFNAME, 'reply'),
+      };
     case 'ok.response':
       return { type: msg.type, id };
     case 'error': {

@@ -18,7 +18,7 @@ export interface Reply {
   readonly raw: unknown;
 }
 
-/** A console hand-off: the reply, the socket now carrying raw bytes, and bytes that arrived with the reply. */
+/** A console (or capture) hand-off: the reply, the socket now carrying raw bytes, and bytes that arrived with the reply. */
 export interface ConsoleStream extends Reply {
   readonly socket: Socket;
   readonly remainder: Buffer;
@@ -77,6 +77,13 @@ export class ControlClient {
     return { ...reply, socket: this.socket, remainder: reply.remainder ?? Buffer.alloc(0) };
   }
 
+  /** Sends `vm.capture.request`; on `vm.capture.response` the connection carries the capture's pcap bytes from then on. */
+  async capture(body: Omit<Extract<RequestBody, { type: 'vm.capture.request' }>, 'type'>): Promise<ConsoleStream | Reply> {
+    const reply = await this.#send({ type: 'vm.capture.request', ...body }, true);
+    if (reply.response.type !== 'vm.capture.response') return reply;
+    return { ...reply, socket: this.socket, remainder: reply.remainder ?? Buffer.alloc(0) };
+  }
+
   /** Closes the connection; pending requests fail with `pipe closed`. */
   close(): void {
     this.#reader.detach();
@@ -113,10 +120,10 @@ export class ControlClient {
     const waiter = key === undefined ? undefined : this.#pending.get(key);
     if (waiter === undefined) return;
     this.#pending.delete(key as number);
-    if (waiter.raw && response.type === 'vm.console.response') {
-      // Switch right after this frame: whatever follows it in the same chunk is already console output.
+    if (waiter.raw && (response.type === 'vm.console.response' || response.type === 'vm.capture.response')) {
+      // Switch right after this frame: whatever follows it in the same chunk is already console output (or pcap).
       const remainder = this.#reader.switchToRaw();
-      this.#failure = new CliError('connection is a console stream');
+      this.#failure = new CliError(`connection is a ${response.type === 'vm.console.response' ? 'console' : 'capture'} stream`);
       waiter.resolve({ response, raw, remainder });
       return;
     }

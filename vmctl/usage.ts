@@ -3,6 +3,7 @@
 
 /** The part after `vmctl [-v] NAME ` in each command's usage line. */
 export const COMMAND_USAGE = {
+  capture: '[-w file] [-c count] [-s snaplen] id [if] [expression]',
   console: '[-t seconds] id',
   create: '[-b base | -i disk] [-s size] disk',
   firewall: 'id [if]',

@@ -12,6 +12,7 @@ import { UsageError } from './errors.js';
 /** The command table in OpenBSD's order (which decides nothing but the order of the checks); no `create` yet. */
 export const COMMANDS: readonly CommandSpec[] = (
   [
+    ['capture', () => import('./capture.js').then((m) => m.captureCommand)],
     ['console', () => import('./console.js').then((m) => m.consoleCommand)],
     ['create', () => import('./create.js').then((m) => m.createCommand)],
     ['firewall', () => import('./firewall.js').then((m) => m.firewallCommand)],
@@ -52,7 +53,7 @@ export function resolveCommand(word: string): { command: CommandSpec } | { error
 }
 
 /** Options whose next word is their value, so a `--json` right after one is that value and not the flag. */
-const TAKES_VALUE = new Set(['-b', '-B', '-d', '-i', '-m', '-n', '-r', '-t', '--initrd', '--cmdline', '--forward']);
+const TAKES_VALUE = new Set(['-b', '-B', '-d', '-i', '-m', '-n', '-r', '-s', '-t', '-w', '--initrd', '--cmdline', '--forward']);
 
 /** `--json` may appear anywhere before `--`; it is taken out before any other parsing sees the arguments. */
 export function extractJson(argv: readonly string[]): { json: boolean; rest: string[] } {

@@ -129,6 +129,13 @@ export function controlMain(): void {
         send({ type: 'control.console', peer, uid: conn.uid, gid: conn.gid, request, remainder: remainder.toString('base64') }, socket);
         return;
       }
+      if (request.type === 'vm.capture.request') {
+        // The connection becomes the capture's pcap stream; anything the client sends after its request is ignored.
+        reader.switchToRaw();
+        connections.delete(peer);
+        send({ type: 'control.capture', peer, uid: conn.uid, gid: conn.gid, request }, socket);
+        return;
+      }
       conn.pending++;
       send({ type: 'control.request', peer, uid: conn.uid, gid: conn.gid, request });
     });

@@ -409,6 +409,12 @@ export class Network {
     };
   }
 
+  /** The host link of a running guest's NIC and the namespace it lives in; null when the NIC has none (user-mode NAT). */
+  linkOf(vmId: number, index: number): { readonly name: string; readonly netns: string | null } | null {
+    for (const l of this.links.values()) if (l.vmId === vmId && l.index === index) return { name: l.name, netns: l.netns };
+    return null;
+  }
+
   /** `vmctl links`: every managed link with its switch, address and counters. */
   async linksInfo(filter: (vmId: number, vm: string) => boolean): Promise<LinkInfo[]> {
     const out: LinkInfo[] = [];

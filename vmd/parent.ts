@@ -28,6 +28,7 @@ import { StateDb, type VmRecord, type VmRuntime } from './db.js';
 import { logInfo, logSetVerbose, logWarn } from './log.js';
 import { RoleChannel } from './proc.js';
 import { Network } from './network.js';
+import { Captures } from './capture.js';
 import { diskFormatOf } from '../share/diskformat.js';
 import { qemuArgv, type QemuBacking, type QemuNic, type QemuSpec } from './qemu-argv.js';
 import { execFileSync } from 'node:child_process';
@@ -176,6 +177,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   mkdirSync(runRoot, { recursive: true, mode: 0o755 });
   const db = new StateDb(stateDirPath);
   const network = new Network(config, db, stateDirPath, root);
+  const captures = new Captures();
   let networkWarnings: string[] = [];
   const entries = new Map<number, Entry>();
   const byName = (name: string): Entry | undefined => [...entries.values()].find((e) => e.record.name === name);
@@ -575,6 +577,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     }
     e.runtime = null;
     e.child = null;
+    // Before the links go: a capture on a vanished tap would end anyway, but not as promptly.
+    captures.stopVm(e.record.id);
     network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));
   };
 
@@ -691,6 +695,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       case 'control.console':
         onConsole(msg, handle);
         return;
+      case 'control.capture':
+        onCapture(msg, handle);
+        return;
       case 'control.request':
         handleRequest(msg.peer, msg.uid, msg.gid, msg.request).catch((err: unknown) => fail(msg.peer, msg.request.id, err));
         return;
@@ -710,6 +717,55 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       return reject(new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`, { hint: `start it with: vmctl start ${e.record.name}` }));
     }
     vmm.send({ type: 'vm.console.attach', vmId: e.record.id, name: e.record.name, reqId: msg.request.id, remainder: msg.remainder }, socket);
+  };
+
+  /** `vmctl capture`: root or the VM's owner, a running VM, a NIC with a host link; then tcpdump streams to the client. */
+  const onCapture = (msg: Extract<ControlToParent, { type: 'control.capture' }>, socket: Socket | undefined): void => {
+    if (socket === undefined || msg.request.type !== 'vm.capture.request') return;
+    const req = msg.request;
+    const reject = (err: unknown): void => {
+      if (socket.destroyed) return;
+      socket.on('error', () => socket.destroy());
+      socket.end(encodeFrame({ type: 'error', id: req.id, error: toVmdError(err).toJSON() }));
+    };
+    try {
+      const e = lookup(req.target);
+      if (e === undefined) throw new VmdError('ERR_VM_NOT_FOUND', `vm "${req.target}": not found`);
+      const name = e.record.name;
+      if (!permitted(e, msg.uid, msg.gid)) throw new VmdError('ERR_PERMISSION', `vm "${name}": permission denied`);
+      if (e.runtime === null || e.state === 'starting') {
+        throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${name}": not running`, { hint: `start it with: vmctl start ${name}` });
+      }
+      const nics = e.record.config.interfaces.length;
+      if (req.interface >= nics) {
+        throw new VmdError('ERR_INVALID', `vm "${name}": no interface ${req.interface}`, {
+          hint: nics === 0 ? 'it has no network interfaces' : `its interfaces are numbered 0 to ${nics - 1}, as vmctl links ${name} shows`,
+        });
+      }
+      if (!root) throw new VmdError('ERR_UNSUPPORTED', `vm "${name}": capture: needs vmd to run as root`);
+      const link = network.linkOf(e.record.id, req.interface);
+      if (link === null) {
+        throw new VmdError('ERR_INVALID', `vm "${name}": interface ${req.interface}: no host link to capture on (user-mode networking)`, {
+          hint: 'attach the interface to a switch, or make it a local interface',
+        });
+      }
+      // tcpdump's own unprivileged user when the system has one, vmd's otherwise; either keeps only CAP_NET_RAW.
+      const user = getpwnam('tcpdump') ?? ident ?? { uid: 0, gid: 0 };
+      const header = encodeFrame({ type: 'vm.capture.response', id: req.id, vmId: e.record.id, name, interface: req.interface, link: link.name });
+      captures.start(
+        e.record.id,
+        { vm: name, index: req.interface, link: link.name, ...(req.filter === undefined ? {} : { filter: req.filter }) },
+        {
+          link: link.name, netns: link.netns, uid: user.uid, gid: user.gid,
+          ...(req.count === undefined ? {} : { count: req.count }),
+          ...(req.snaplen === undefined ? {} : { snaplen: req.snaplen }),
+          ...(req.filter === undefined ? {} : { filter: req.filter }),
+        },
+        socket, header,
+      ).catch(reject);
+    } catch (err) {
+      reject(err);
+    }
   };
 
   const handleRequest = async (peer: number, uid: number, gid: number, req: ControlRequest): Promise<void> => {
@@ -861,6 +917,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       }
       case 'vm.console.request':
         throw new VmdError('ERR_PROTOCOL', 'console requests arrive with their socket');
+      case 'vm.capture.request':
+        throw new VmdError('ERR_PROTOCOL', 'capture requests arrive with their socket');
     }
   };
 
@@ -915,7 +973,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     shuttingDown = true;
     if (staggerTimer !== null) clearTimeout(staggerTimer);
     server?.close();
-    await Promise.all([control?.stop(), vmm?.stop()]);
+    await Promise.all([control?.stop(), vmm?.stop(), captures.stopAll()]);
     await network.shutdown().catch(() => undefined);
     try { unlinkSync(sockPath); } catch { /* gone */ }
     db.close();

@@ -3,7 +3,7 @@
 
 import t, { type Test } from 'tap';
 import {
-  MAX_NAME, MAX_PATH, MAX_STRING, PROTOCOL_VERSION, ProtocolError, readRequest, readResponse, requestIdOf, UNPRIVILEGED_REQUESTS,
+  MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError, readRequest, readResponse, requestIdOf, UNPRIVILEGED_REQUESTS,
   type ControlRequest, type FirewallInfo, type LinkInfo, type RequestType, type VmInfo,
 } from '../../share/protocol.js';
 
@@ -86,6 +86,14 @@ const VALID: Record<RequestType, Msg[]> = {
   'log.verbose.request': [req('log.verbose.request', { level: 0 }), req('log.verbose.request', { level: 3 })],
   'vm.links.request': [req('vm.links.request'), req('vm.links.request', { target: 'web' }), req('vm.links.request', { target: '3' })],
   'vm.firewall.request': [req('vm.firewall.request', { target: 'web' }), req('vm.firewall.request', { target: '3', index: 0 }), req('vm.firewall.request', { target: 'web', index: 1023 })],
+  'vm.capture.request': [
+    req('vm.capture.request', { target: 'web', interface: 0 }),
+    req('vm.capture.request', { target: '3', interface: MAX_CAPTURE_INTERFACE, count: 1, snaplen: 1, filter: 'icmp' }),
+    req('vm.capture.request', { target: 'web', interface: 1, count: 2 ** 31 - 1, snaplen: MAX_SNAPLEN, filter: 'f'.repeat(MAX_STRING) }),
+    // Whatever the filter says is tcpdump's to judge: it travels as one argument after `--`, never as options.
+    req('vm.capture.request', { target: 'web', interface: 0, filter: '-w /etc/passwd' }),
+    req('vm.capture.request', { target: 'web', interface: 0, filter: 'tcp port 80\nand not arp' }),
+  ],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {
@@ -109,6 +117,7 @@ t.test('who may send what', async (t) => {
   t.ok(UNPRIVILEGED_REQUESTS.has('vm.links.request'), 'any user may list links, as any user may see status');
   t.notOk(UNPRIVILEGED_REQUESTS.has('config.reset.request'), 'reset stays root only');
   t.ok(UNPRIVILEGED_REQUESTS.has('vm.firewall.request'), 'owners may see their VM\'s firewall (the parent checks ownership)');
+  t.ok(UNPRIVILEGED_REQUESTS.has('vm.capture.request'), 'a VM owner may capture (the parent checks ownership)');
 });
 
 t.test('firewall requests: bad interface numbers', async (t) => {
@@ -176,6 +185,8 @@ t.test('missing required fields', async (t) => {
     ['config.reset.request', {}, 'mode'],
     ['log.verbose.request', {}, 'level'],
     ['vm.firewall.request', { index: 0 }, 'target'],
+    ['vm.capture.request', { interface: 0 }, 'target'],
+    ['vm.capture.request', { target: 'web' }, 'interface'],
   ];
   for (const [type, fields, missing] of cases) {
     refuses(t, req(type, fields), 'ERR_PROTOCOL', `${type} without ${missing}`, new RegExp(`^${type.replace(/\./g, '\\.')}: field "${missing}"`));
@@ -213,6 +224,11 @@ t.test('wrong types', async (t) => {
     ['config.reset.request', {}, 'mode', 'string'],
     ['log.verbose.request', {}, 'level', 'int'],
     ['vm.links.request', {}, 'target', 'string'],
+    ['vm.capture.request', { interface: 0 }, 'target', 'string'],
+    ['vm.capture.request', { target: 'x' }, 'interface', 'int'],
+    ['vm.capture.request', { target: 'x', interface: 0 }, 'count', 'int'],
+    ['vm.capture.request', { target: 'x', interface: 0 }, 'snaplen', 'int'],
+    ['vm.capture.request', { target: 'x', interface: 0 }, 'filter', 'string'],
   ];
   for (const [type, base, key, kind] of fields) {
     for (const value of wrong[kind]) {
@@ -263,6 +279,7 @@ t.test('strings: empty, too long, NUL', async (t) => {
     ['vm.unpause.request', {}, 'target'],
     ['vm.console.request', {}, 'target'],
     ['vm.links.request', {}, 'target'],
+    ['vm.capture.request', { interface: 0 }, 'target'],
   ];
   for (const [type, base, key] of nameFields) {
     t.doesNotThrow(() => readRequest(req(type, { ...base, [key]: 'n'.repeat(MAX_NAME) })), `${type} ${key} of ${MAX_NAME}`);
@@ -287,6 +304,11 @@ t.test('strings: empty, too long, NUL', async (t) => {
   refuses(t, opt({ cmdline: 'c'.repeat(MAX_STRING + 1) }), 'ERR_PROTOCOL', 'cmdline too long', /"cmdline"/);
   refuses(t, opt({ cmdline: 'console=ttyS0\0init=/bin/sh' }), 'ERR_PROTOCOL', 'cmdline NUL', /"cmdline"/);
   for (const value of [1, null, true, ['a'], {}]) refuses(t, opt({ cmdline: value }), 'ERR_PROTOCOL', `cmdline ${JSON.stringify(value)}`);
+
+  const cap = (fields: Msg): Msg => req('vm.capture.request', { target: 'x', interface: 0, ...fields });
+  refuses(t, cap({ filter: 'f'.repeat(MAX_STRING + 1) }), 'ERR_PROTOCOL', 'filter too long', /"filter"/);
+  refuses(t, cap({ filter: '' }), 'ERR_PROTOCOL', 'filter empty (absent means none)', /"filter"/);
+  refuses(t, cap({ filter: 'icmp\0-w x' }), 'ERR_PROTOCOL', 'filter NUL', /NUL/);
 });
 
 t.test('paths: absolute, bounded, no NUL', async (t) => {
@@ -320,6 +342,10 @@ t.test('integers out of range', async (t) => {
   for (const memory of [0, -1, 1.5, 2 ** 53, 1e300, '512M']) refuses(t, opt({ memory }), 'ERR_PROTOCOL', `memory ${memory}`, /"memory"/);
   t.doesNotThrow(() => readRequest(opt({ memory: 1 })), 'memory 1');
   for (const interfaces of [-1, 2 ** 31, 0.5, '1']) refuses(t, opt({ interfaces }), 'ERR_PROTOCOL', `interfaces ${interfaces}`, /"interfaces"/);
+  const cap = (fields: Msg): Msg => req('vm.capture.request', { target: 'x', interface: 0, ...fields });
+  for (const i of [-1, MAX_CAPTURE_INTERFACE + 1, 0.5, 2 ** 31]) refuses(t, cap({ interface: i }), 'ERR_PROTOCOL', `capture interface ${i}`, /"interface"/);
+  for (const count of [0, -1, 2 ** 31, 1.5]) refuses(t, cap({ count }), 'ERR_PROTOCOL', `capture count ${count}`, /"count"/);
+  for (const snaplen of [0, -1, MAX_SNAPLEN + 1, 1.5]) refuses(t, cap({ snaplen }), 'ERR_PROTOCOL', `capture snaplen ${snaplen}`, /"snaplen"/);
   t.doesNotThrow(() => readRequest(opt({ interfaces: 2 ** 31 - 1 })), 'interfaces at the bound (vmd checks the NIC limit itself)');
   for (const port of [0, -1, 65536, 22.5, '22', null]) {
     refuses(t, opt({ forwards: [{ proto: 'tcp', hostPort: port, guestPort: 22 }] }), 'ERR_PROTOCOL', `hostPort ${String(port)}`, /"hostPort"/);
@@ -406,6 +432,7 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.links.response', id: 10, links: [] },
     { type: 'vm.firewall.response', id: 11, interfaces: [firewallInfo, stoppedFirewall, { ...firewallInfo, index: 1, local: true, switch: null, lockedIp: '100.64.1.5', ipSpoof: { packets: 9, bytes: 900 }, rules: [] }] },
     { type: 'vm.firewall.response', id: 11, interfaces: [] },
+    { type: 'vm.capture.response', id: 11, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'vm "x": not found' } },
     { type: 'error', id: 0, error: { code: 'ERR_PERMISSION', message: 'denied', hint: 'ask root' } },
@@ -439,6 +466,12 @@ t.test('readResponse: refusals', async (t) => {
   refusesReply(t, { type: 'vm.stop.response', id: 1, vmId: -1, name: 'web', result: 'requested' }, 'negative vmId');
   refusesReply(t, { type: 'vm.wait.response', id: 1, vmId: 1, name: '' }, 'empty name');
   refusesReply(t, { type: 'vm.console.response', id: 1, vmId: 1 }, 'no name');
+  const capture = { type: 'vm.capture.response', id: 1, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' };
+  for (const [k, value] of [['link', ''], ['link', 'l'.repeat(16)], ['link', undefined], ['interface', -1], ['interface', '0'], ['name', undefined]] as const) {
+    const msg: Record<string, unknown> = { ...capture, [k]: value };
+    if (value === undefined) delete msg[k];
+    refusesReply(t, msg, `capture ${k}=${String(value)}`);
+  }
   refusesReply(t, { type: 'vm.status.response', id: 1, vms: {} }, 'vms not a list');
   refusesReply(t, { type: 'vm.status.response', id: 1, vms: [null] }, 'vm entry null');
   refusesReply(t, { type: 'vm.start.response', id: 1, warnings: [] }, 'start without vm');
@@ -486,7 +519,7 @@ function rng(seed: number): () => number {
 
 const KEYS = ['type', 'v', 'id', 'target', 'options', 'force', 'wait', 'running', 'path', 'mode', 'level', 'memory', 'interfaces', 'nets',
   'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'instanceOf', 'forwards', 'kind', 'switch', 'proto', 'hostPort', 'guestPort',
-  'vms', 'vm', 'warnings', 'links', 'link', 'lladdr', 'local', 'address', 'index', 'rxBytes', 'error', 'code', 'message', 'hint', 'vmId', 'name', 'result', 'pid', 'state', 'origin', 'tty', 'started',
+  'vms', 'vm', 'warnings', 'links', 'count', 'snaplen', 'filter', 'interface', 'link', 'lladdr', 'local', 'address', 'index', 'rxBytes', 'error', 'code', 'message', 'hint', 'vmId', 'name', 'result', 'pid', 'state', 'origin', 'tty', 'started',
   '__proto__', 'constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty', 'toJSON', 'length', '0', '', 'extra'];
 const STRINGS = ['', 'web', '/abs/path', 'rel/path', 'raw:/d', 'qcow2:x', 'a\0b', '\0', 'x'.repeat(64), 'y'.repeat(1024), 'z'.repeat(5000),
   'vm.status.request', 'vm.start.request', 'config.load.request', 'ok.response', 'error', 'ERR_PROTOCOL', 'local', 'switch', 'tcp', 'udp',
@@ -592,6 +625,7 @@ t.test('property: mutated replies are accepted or refused with ProtocolError, no
     { type: 'vm.stop.response', id: 3, vmId: 1, name: 'web', result: 'requested' },
     { type: 'vm.console.response', id: 7, vmId: 1, name: 'web' },
     { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
+    { type: 'vm.capture.response', id: 11, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'not found', hint: 'h' } },
   ];

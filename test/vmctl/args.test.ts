@@ -46,7 +46,8 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('sto'), 'stop');
   t.equal(name('s'), 'ambiguous argument: s');
   t.equal(name('sh'), 'show');
-  t.equal(name('c'), 'ambiguous argument: c', 'console and create');
+  t.equal(name('c'), 'ambiguous argument: c', 'capture, console and create');
+  t.equal(name('ca'), 'capture');
   t.equal(name('cr'), 'create');
   t.equal(name('co'), 'console');
   t.equal(name('l'), 'ambiguous argument: l');
@@ -62,7 +63,7 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('frobnicate'), 'unknown argument: frobnicate');
   t.equal(name('li'), 'links');
   t.equal(name('f'), 'firewall');
-  t.same(COMMANDS.map((c) => c.name), ['console', 'create', 'firewall', 'links', 'load', 'log', 'pause', 'reload', 'reset', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'links', 'load', 'log', 'pause', 'reload', 'reset', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('usage output and exit status', async (t) => {
@@ -114,6 +115,7 @@ t.test('global flags', async (t) => {
   t.same(extractJson(['--json', '-v', 'status']), { json: true, rest: ['-v', 'status'] });
   t.same(extractJson(['start', '--cmdline', '--json', 'x']), { json: false, rest: ['start', '--cmdline', '--json', 'x'] });
   t.same(extractJson(['start', '--', '--json']), { json: false, rest: ['start', '--', '--json'] });
+  t.same(extractJson(['capture', '-w', '--json', 'web']), { json: false, rest: ['capture', '-w', '--json', 'web'] }, 'a file named --json');
   t.same(parseGlobal(['-v', 'status']), { verbose: 1, rest: ['status'] });
   t.same(parseGlobal(['-vv', '-v', 'status', '-r']), { verbose: 3, rest: ['status', '-r'] });
   t.same(parseGlobal(['--', '-v']), { verbose: 0, rest: ['-v'] });

@@ -135,7 +135,7 @@ t.test('every file is documented under FILES', async (t) => {
 
 t.test('SEE ALSO', async (t) => {
   const refs = sectionMacros('SEE ALSO').filter((w) => w[0] === 'Xr').map((w) => `${w[1]}(${w[2]})`);
-  t.same(refs, ['qemu-system-x86_64(1)', 'vm.conf(5)', 'vmctl(8)']);
+  t.same(refs, ['qemu-system-x86_64(1)', 'setpriv(1)', 'vm.conf(5)', 'tcpdump(8)', 'vmctl(8)']);
 });
 
 t.test('mandoc -T lint reports no warnings or errors', async (t) => {
