@@ -17,7 +17,9 @@ const config = (rulesA: string): string =>
   `switch "lan" {\n  interface vmdtfw0\n  address 10.76.0.1/24\n  dhcp\n}\n` +
   vm('a', `interface {\n    switch "lan"\n${rulesA}\n  }`) +
   vm('b', 'interface { switch "lan"\n locked lladdr }') +
-  vm('l', 'local interface {\n    block in\n    pass in proto tcp to port 80\n  }');
+  vm('l', 'local interface {\n    block in\n    pass in proto tcp to port 80\n  }') +
+  `switch "red" {\n  interface vmdtfwr\n  rdomain 7\n  address 10.75.0.1/24\n  dhcp\n}\n` +
+  vm('r', 'interface {\n    switch "red"\n    block out proto icmp to 10.75.0.1\n  }');
 
 const RULES_1 = '    block in\n    pass in proto tcp to port $web_ports';
 const RULES_2 = '    block in\n    pass in proto tcp to port { 80 8081 }\n    pass in proto icmp';
@@ -50,7 +52,7 @@ const firewall = async (h: VmdHarness, name: string): Promise<FirewallResponse> 
 t.test('firewall, reload, address locks: real guests', async (t) => {
   const h = await VmdHarness.start({ config: config(RULES_1) });
   t.teardown(() => h.teardown());
-  for (const n of ['a', 'b', 'l']) await h.waitState(n, 'running', 40_000);
+  for (const n of ['a', 'b', 'l', 'r']) await h.waitState(n, 'running', 40_000);
   const lease = async (n: string, re: RegExp): Promise<string> => re.exec(await h.console(n, '\n', re, 60))![1]!;
   const ipA = await lease('a', /vmd-guest: lease eth0 (10\.76\.0\.\d+)\/24/);
   const ipB = await lease('b', /vmd-guest: lease eth0 (10\.76\.0\.\d+)\/24/);
@@ -117,6 +119,13 @@ t.test('firewall, reload, address locks: real guests', async (t) => {
     t.equal(fw.lockedIp, ipL);
     t.ok(fw.ipSpoof!.packets > 0, 'ip-spoof drops counted');
     t.match(await sh(h, 'l', `ping -c 1 -W 2 ${gwL}`), /1 packets received/, 'its own address works again');
+  });
+
+  await t.test('in an rdomain: the lease still comes, the rule applies in the namespace', async (t) => {
+    await lease('r', /vmd-guest: lease eth0 (10\.75\.0\.\d+)\/24/);
+    t.match(await sh(h, 'r', 'ping -c 2 -W 1 10.75.0.1'), /0 packets received/, 'ICMP to the gateway is blocked');
+    const fw = (await firewall(h, 'r')).interfaces[0]!;
+    t.ok(fw.rules[0]!.count!.packets >= 2, 'the block rule counted in the rdomain\'s own tables');
   });
 
   await t.test('a stopped VM shows its rules without counters; errors name the VM', async (t) => {
