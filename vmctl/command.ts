@@ -3,6 +3,7 @@
 
 import { Command, CommanderError } from 'commander';
 import type { VmdErrorData } from '../share/errors.js';
+import type { ControlResponse } from '../share/protocol.js';
 import type { ControlClient, RequestBody } from './client.js';
 import { CliError, errorMessage, isMapped, UsageError, type ErrorContext } from './errors.js';
 
@@ -153,6 +154,32 @@ export async function requestOk(ctx: Context, context: ErrorContext, body: Reque
     if (response.type !== 'ok.response') throw new CliError('unexpected response received from vmd');
     if (ctx.json) printJson(ctx, raw);
     return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Sends a request that vmd answers with a listing of type `type` (links, firewall): `--json` prints the reply
+ * as it came; an error is vmd's own words and hint (no OpenBSD wording to follow); `print` shows the rest.
+ */
+export async function requestListing<T extends ControlResponse['type']>(
+  ctx: Context, body: RequestBody, type: T, print: (response: Extract<ControlResponse, { type: T }>) => number,
+): Promise<number> {
+  const client = await ctx.connect();
+  try {
+    const { response, raw } = await client.request(body);
+    if (ctx.json) {
+      printJson(ctx, raw);
+      return response.type === type ? 0 : 1;
+    }
+    if (response.type === 'error') {
+      warnx(ctx, response.error.message);
+      if (response.error.hint !== undefined && response.error.hint.length > 0) warnx(ctx, `hint: ${response.error.hint}`);
+      return 1;
+    }
+    if (response.type !== type) throw new CliError('unexpected response received from vmd');
+    return print(response as Extract<ControlResponse, { type: T }>);
   } finally {
     client.close();
   }

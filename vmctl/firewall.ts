@@ -1,9 +1,9 @@
 // `vmctl firewall id [if]`: a VM's filter rules as written in vm.conf, each with the packets and bytes it
 // decided, and the hypervisor's spoofing drops. vmd gathers the counters; this module asks and prints.
 
-import type { Count, FirewallInfo, FirewallResponse } from '../share/protocol.js';
+import type { Count, FirewallInfo } from '../share/protocol.js';
 import { fmtScaled } from '../share/scaled.js';
-import { getopt, parseVmid, printJson, strtonum, warnx, type CommandSpec, type Context } from './command.js';
+import { getopt, parseVmid, requestListing, strtonum, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import { COMMAND_USAGE } from './usage.js';
 
@@ -52,29 +52,15 @@ export function parseFirewall(args: readonly string[], warn: (message: string) =
 
 async function runFirewall(args: readonly string[], ctx: Context): Promise<number> {
   const { target, index } = parseFirewall(args, (m) => warnx(ctx, m));
-  const client = await ctx.connect();
-  try {
-    const { response, raw } = await client.request({ type: 'vm.firewall.request', target, ...(index === undefined ? {} : { index }) });
-    if (ctx.json) {
-      printJson(ctx, raw);
-      return response.type === 'vm.firewall.response' ? 0 : 1;
-    }
-    if (response.type === 'error') {
-      warnx(ctx, response.error.message);
-      if (response.error.hint !== undefined && response.error.hint.length > 0) warnx(ctx, `hint: ${response.error.hint}`);
-      return 1;
-    }
-    if (response.type !== 'vm.firewall.response') throw new CliError('unexpected response received from vmd');
-    const interfaces = (response as FirewallResponse).interfaces;
-    if (interfaces.length === 0) {
+  const body = { type: 'vm.firewall.request' as const, target, ...(index === undefined ? {} : { index }) };
+  return requestListing(ctx, body, 'vm.firewall.response', (response) => {
+    if (response.interfaces.length === 0) {
       warnx(ctx, `vm ${target}: no interfaces`);
       return 1;
     }
-    ctx.stdout.write(formatFirewall(interfaces));
+    ctx.stdout.write(formatFirewall(response.interfaces));
     return 0;
-  } finally {
-    client.close();
-  }
+  });
 }
 
 /** `vmctl firewall id [if]`. */

@@ -1,9 +1,9 @@
 // `vmctl links [id]`: the host links of running guests' NICs, with their switch, address and traffic counters.
 // vmd filters by the id and answers with LinkInfo rows; this module only asks and prints the table (or the reply with --json).
 
-import type { LinkInfo, LinksResponse } from '../share/protocol.js';
+import type { LinkInfo } from '../share/protocol.js';
 import { fmtScaled } from '../share/scaled.js';
-import { getopt, parseVmid, printJson, warnx, type CommandSpec, type Context } from './command.js';
+import { getopt, parseVmid, requestListing, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import { COMMAND_USAGE } from './usage.js';
 
@@ -60,25 +60,10 @@ export function parseLinks(args: readonly string[], warn: (message: string) => v
 
 async function runLinks(args: readonly string[], ctx: Context): Promise<number> {
   const { target } = parseLinks(args, (m) => warnx(ctx, m));
-  const client = await ctx.connect();
-  try {
-    const { response, raw } = await client.request({ type: 'vm.links.request', ...(target === undefined ? {} : { target }) });
-    if (ctx.json) {
-      printJson(ctx, raw);
-      return response.type === 'vm.links.response' ? 0 : 1;
-    }
-    if (response.type === 'error') {
-      // No OpenBSD wording to follow: the daemon's own words, then its hint.
-      warnx(ctx, response.error.message);
-      if (response.error.hint !== undefined && response.error.hint.length > 0) warnx(ctx, `hint: ${response.error.hint}`);
-      return 1;
-    }
-    if (response.type !== 'vm.links.response') throw new CliError('unexpected response received from vmd');
-    ctx.stdout.write(formatLinks((response as LinksResponse).links));
+  return requestListing(ctx, { type: 'vm.links.request', ...(target === undefined ? {} : { target }) }, 'vm.links.response', (response) => {
+    ctx.stdout.write(formatLinks(response.links));
     return 0;
-  } finally {
-    client.close();
-  }
+  });
 }
 
 /** `vmctl links [id]`. */
