@@ -262,7 +262,7 @@ export class Network {
         }
         nics.push({ kind: 'tap', hostFd: tap.fd, mac });
       }
-      await this.sync();
+      await this.sync(new Set(made.map((n) => this.links.get(n)!.netns)));
       return { nics, fds };
     } catch (err) {
       // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close.
@@ -327,17 +327,24 @@ export class Network {
    */
   // PRIV: loads nftables rulesets into vmd's own tables.
   async vmRules(vmId: number, vm: VmConfig): Promise<boolean> {
-    let changed = false;
+    const previous = new Map<LinkState, readonly FilterRule[]>();
     for (const nic of vm.interfaces) {
       const l = this.links.get(linkName(vmId, nic.index));
       if (l === undefined || l.vmId !== vmId || sameRules(l.rules, nic.rules)) continue;
+      previous.set(l, l.rules);
       l.rules = nic.rules;
       this.counterResets.add(linkComment(l, 'rule '));
       this.counterResets.add(linkComment(l, 'vlan'));
-      changed = true;
     }
-    if (changed) await this.sync();
-    return changed;
+    if (previous.size === 0) return false;
+    try {
+      await this.sync(new Set([...previous.keys()].map((l) => l.netns)));
+    } catch (err) {
+      // The old rules stay in force (nft replaces all or nothing); so does what vmd remembers of them.
+      for (const [l, rules] of previous) l.rules = rules;
+      throw err;
+    }
+    return true;
   }
 
   /** Kill DHCP servers a previous vmd left running; their links are re-made as guests are re-adopted. */
@@ -349,8 +356,13 @@ export class Network {
 
   /** Recompute and atomically apply vmd's nftables tables in every namespace that has (or had) something. */
   // PRIV: loads nftables rulesets into vmd's own tables.
-  async sync(): Promise<void> {
+  /**
+   * A failure in a namespace is logged and the others still get their rules; with `strict`, a failure in one of
+   * those namespaces is thrown once all are done, so a guest never runs without the locks and rules it asked for.
+   */
+  async sync(strict: ReadonlySet<string | null> = new Set()): Promise<void> {
     if (!this.root) return;
+    let failure: unknown = null;
     const spaces = new Set<string | null>([null]);
     for (const l of this.links.values()) spaces.add(l.netns);
     for (const s of this.config.switches) if (s.enabled) spaces.add(this.nsOf(s, null));
@@ -371,9 +383,11 @@ export class Network {
         this.hadCounters.set(ns, plan.links.some((l) => l.lockMac || l.lockIp !== null || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0);
       } catch (err) {
         logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}`);
+        if (strict.has(ns) && failure === null) failure = err;
       }
     }
     this.counterResets.clear();
+    if (failure !== null) throw failure;
     if (!this.warnedForward) {
       const w = await foreignForwardDrop(null).catch(() => null);
       if (w !== null) {

@@ -926,7 +926,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
    * A reload leaves running VMs as they are (OpenBSD), except their filter rules: those of the new vm.conf
    * replace the old ones at once, as SmartOS fwadm updates a running zone's firewall.
    */
-  const reloadRules = async (cfg: Config): Promise<void> => {
+  const reloadRules = async (cfg: Config): Promise<string[]> => {
+    const failed: string[] = [];
     const byParent = new Map(cfg.vms.map((v) => [v.name, v]));
     for (const vm of cfg.vms) {
       const e = byName(vm.name);
@@ -946,9 +947,12 @@ export async function parentMain(options: ParentOptions): Promise<number> {
           logInfo(`vm "${vm.name}": filter rules replaced`);
         }
       } catch (err) {
-        logWarn(`vm "${vm.name}": filter rules: ${toVmdError(err).message}`);
+        const message = `vm "${vm.name}": filter rules not replaced: ${toVmdError(err).message}`;
+        logWarn(message);
+        failed.push(message);
       }
     }
+    return failed;
   };
 
   const reload = async (): Promise<void> => {
@@ -962,10 +966,11 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     unregisterStoppedConfigVms();
     config = res.config;
     await network.configure(config);
-    await reloadRules(config);
+    const failed = await reloadRules(config);
     registerConfig(config, 'config');
     queueEnabled(config);
     logInfo(`configuration reloaded from ${options.file}`);
+    if (failed.length > 0) throw new VmdError('ERR_INTERNAL', failed.join('; '), { hint: 'the previous rules stay in force; see vmd\'s log' });
   };
 
   const shutdown = async (code: number): Promise<void> => {
