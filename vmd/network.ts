@@ -2,7 +2,7 @@
 // port forwards and routing domains (network namespaces), kept in step with the running guests.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { DEFAULT_STATE_DIR } from '../share/paths.js';
 import { join } from 'node:path';
 import type { Config, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
@@ -11,7 +11,7 @@ import type { LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
 import { formatIPv4, linkAlias, linkName, localAddr4, maskOf, parseIPv4, rdomainNetns, stableMac } from './net/addr.js';
-import { DnsmasqInstance, readLeases } from './net/dnsmasq.js';
+import { DnsmasqInstance, fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from './net/dnsmasq.js';
 import { bridgeEnsure, bridgeRemove, linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate, vxlanEnsure } from './net/links.js';
 import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftFlush, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
 
@@ -34,6 +34,8 @@ interface LinkState {
   readonly forwards: readonly PortForward[];
   readonly groups: readonly string[];
   dhcp: DnsmasqInstance | null;
+  /** The fixed lease (guest IPv4) of a NIC on a `dhcp` switch; forwards on a `nat` switch DNAT to it. */
+  readonly fixed?: string | null;
 }
 
 /**
@@ -107,8 +109,11 @@ export class Network {
         }
         if (sw.dhcp && sw.address !== null && !this.switchDhcp.has(sw.name)) {
           const dir = join(this.stateDir, 'net');
+          // Kept across a vmd restart: re-adopted guests keep their fixed leases (vmReadopt rewrites it).
+          const hostsFile = this.hostsFileOf(sw.name);
+          if (readHostsFile(hostsFile).size === 0) this.hostsWrite(sw.name);
           const inst = await DnsmasqInstance.start({
-            name: `switch-${sw.name}`, kind: 'switch', interface: sw.interface, address: sw.address,
+            name: `switch-${sw.name}`, kind: 'switch', interface: sw.interface, address: sw.address, hostsFile,
             leaseFile: join(dir, `switch-${sw.name}.leases`), pidFile: join(dir, `switch-${sw.name}.pid`),
             logFile: join(dir, `switch-${sw.name}.log`), ...(sw.vxlan ? { mtu: 1450 } : {}),
           }, { netns });
@@ -201,11 +206,13 @@ export class Network {
         if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
         const name = linkName(vmId, nic.index);
         const local = nic.local ? localAddr4(this.config.global.localPrefix, vmId, nic.index) : null;
+        if (sw !== undefined && !nic.local && nic.forwards.length > 0) this.forwardSwitchCheck(vm.name, nic, sw);
         const conflict = forwardConflict(
           [...this.links.values()].filter((l) => l.vmId !== vmId).flatMap((l) => l.forwards.map((f) => ({ ...f, guest: '', via: l.name, vm: l.vm }))),
           nic.forwards.map((f) => ({ ...f, guest: '', via: name, vm: vm.name })),
         );
         if (conflict !== null) throw new VmdError('ERR_INVALID', `vm "${vm.name}": ${conflict}`);
+        const fixed = sw !== undefined && !nic.local ? this.fixedLease(sw, vmId, nic.index, mac, false) : null;
         const tap = tapCreate(name, { vnetHdr: true, netns });
         fds.push(tap.fd);
         made.push(name);
@@ -217,9 +224,10 @@ export class Network {
           vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
           local: local === null ? null : { host: local.host, guest: local.guest },
           lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
-          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null,
+          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null, fixed,
         };
         this.links.set(name, state);
+        if (fixed !== null) this.hostsWrite(sw!.name);
         if (local !== null) {
           await this.forwarding(netns);
           const dir = join(this.stateDir, 'net');
@@ -236,7 +244,9 @@ export class Network {
       // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close.
       for (const name of made) {
         await this.links.get(name)?.dhcp?.stop();
+        const sw = this.links.get(name)?.switch;
         this.links.delete(name);
+        if (sw !== null && sw !== undefined) this.hostsWrite(sw);
       }
       await this.sync().catch(() => undefined);
       throw err;
@@ -250,6 +260,7 @@ export class Network {
       if (l.vmId !== vmId) continue;
       await l.dhcp?.stop();
       this.links.delete(name);
+      if (l.fixed) this.hostsWrite(l.switch!);
       changed = true;
     }
     if (changed) {
@@ -272,8 +283,10 @@ export class Network {
         vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
         local, lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
         groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null,
+        fixed: sw === undefined || nic.local ? null : this.fixedLease(sw, vmId, nic.index, mac, true),
       };
       this.links.set(name, state);
+      if (state.fixed) this.hostsWrite(sw!.name);
       if (local !== null) {
         const dir = join(this.stateDir, 'net');
         await DnsmasqInstance.killStale(join(dir, `${name}.pid`));
@@ -338,14 +351,56 @@ export class Network {
         name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
         lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups,
       })),
-      forwards: links.flatMap((l) => (l.local === null ? [] : l.forwards.map((f) => ({
-        proto: f.proto, hostPort: f.hostPort, guest: l.local!.guest, guestPort: f.guestPort, vm: l.vm, via: l.name,
-      })))),
+      forwards: links.flatMap((l) => {
+        // A local link's guest is reached through its tap; a guest on a nat switch at its fixed lease, through the bridge.
+        const nat = l.local === null && l.fixed && l.bridge !== null && this.switchByName(l.switch ?? '')?.nat === true;
+        const guest = l.local?.guest ?? (nat ? l.fixed! : null);
+        return guest === null ? [] : l.forwards.map((f) => ({
+          proto: f.proto, hostPort: f.hostPort, guest, guestPort: f.guestPort, vm: l.vm, via: l.local !== null ? l.name : l.bridge!,
+        }));
+      }),
       masquerade: [
         ...links.filter((l) => l.local !== null).map((l) => `${l.local!.host}/31`),
         ...switches.filter((s) => s.nat && s.address !== null).map((s) => subnetOf(s.address!)),
       ],
     };
+  }
+
+  /** A forward on a switch needs a guest address vmd knows and a way out: the switch's address, dhcp and nat. */
+  private forwardSwitchCheck(vm: string, nic: InterfaceConfig, sw: SwitchConfig): void {
+    const missing = [sw.address === null ? 'address' : null, sw.dhcp ? null : 'dhcp', sw.nat ? null : 'nat'].filter((m) => m !== null);
+    if (missing.length === 0) return;
+    const f = nic.forwards[0]!;
+    throw new VmdError('ERR_INVALID', `vm "${vm}": interface ${nic.index}: forward ${f.proto} ${f.hostPort}: switch "${sw.name}" has no ${missing.join(' and no ')}`, {
+      hint: `forwards need a switch with address, dhcp and nat, or a local interface`,
+    });
+  }
+
+  /** The fixed lease of a NIC on a `dhcp` switch (null on others); a re-adopted guest keeps the one it was given. */
+  private fixedLease(sw: SwitchConfig, vmId: number, index: number, mac: string, readopt: boolean): string | null {
+    if (!sw.dhcp || sw.address === null) return null;
+    const taken = new Set<string>();
+    for (const l of this.links.values()) if (l.switch === sw.name && l.fixed && l.mac !== mac) taken.add(l.fixed);
+    const had = readopt ? readHostsFile(this.hostsFileOf(sw.name)).get(mac.toLowerCase()) : undefined;
+    if (had !== undefined && !taken.has(had) && subnetOf(`${had}/${sw.address.split('/')[1]}`) === subnetOf(sw.address) && had !== sw.address.split('/')[0]) return had;
+    return fixedLeaseFor(sw.address, vmId, index, taken);
+  }
+
+  private hostsFileOf(switchName: string): string {
+    return join(this.stateDir, 'net', `switch-${switchName}.hosts`);
+  }
+
+  /** Rewrite a switch's dnsmasq hosts file from the links on it and make dnsmasq re-read it. */
+  private hostsWrite(switchName: string): void {
+    const hosts = [...this.links.values()]
+      .filter((l) => l.switch === switchName && l.fixed)
+      .sort((a, b) => a.vmId - b.vmId || a.index - b.index)
+      .map((l) => ({ mac: l.mac, address: l.fixed! }));
+    const file = this.hostsFileOf(switchName);
+    // dnsmasq re-reads it as nobody after SIGHUP: world-readable, replaced whole so it never sees half a file.
+    writeFileSync(`${file}.tmp`, hostsFileText(hosts), { mode: 0o644 });
+    renameSync(`${file}.tmp`, file);
+    this.switchDhcp.get(switchName)?.reload();
   }
 
   /** `vmctl links`: every managed link with its switch, address and counters. */
