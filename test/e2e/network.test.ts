@@ -89,6 +89,38 @@ t.test('local interface: 100.64.ID.3, gateway, NAT to the outside, forwards from
   t.equal((await httpGet(h.netns, 'http://127.0.0.1:8080/')).trim(), 'web', 'forward from 127.0.0.1');
 });
 
+t.test('forwards on a nat switch: fixed lease, reachable from everywhere, vmctl start --forward, conflicts', async (t) => {
+  const h = await VmdHarness.start({
+    config: `switch "lan" {\n  interface vmdtbr2\n  address 10.79.0.1/24\n  dhcp\n  nat\n}\n` +
+      vm('web', 'interface {\n    switch "lan"\n    forward tcp 8080 to 80\n  }'),
+  });
+  t.teardown(() => h.teardown());
+  const out = await outside(h);
+  t.teardown(() => execa('ip', ['netns', 'del', out], { reject: false }));
+  const id = Number((await h.waitState('web', 'running', 30_000)).trim().split(/\s+/)[0]);
+  const fixed = `10.79.0.${2 + 4 * (id - 1)}`;
+  const lease = await h.console('web', '\n', /vmd-guest: lease eth0 10\.79\.0\.\d+\/24/, 40);
+  t.match(lease, `vmd-guest: lease eth0 ${fixed}/24`, 'the fixed lease of vm.conf(5): slot 4(id-1)+0');
+  t.equal((await httpGet(out, 'http://10.200.0.1:8080/')).trim(), 'web', 'forward from the outside');
+  t.equal((await httpGet(h.netns, 'http://10.200.0.1:8080/')).trim(), 'web', 'forward from the host itself');
+  t.equal((await httpGet(h.netns, 'http://10.79.0.1:8080/')).trim(), 'web', 'forward via the switch address');
+  t.equal((await httpGet(h.netns, 'http://127.0.0.1:8080/')).trim(), 'web', 'forward from 127.0.0.1');
+
+  const start = (name: string, fwd: string) => h.vmctl(['start', '-m', '256M', '-b', guestKernel, '--initrd', guestInitrd,
+    '--cmdline', cmdline(name), '-n', 'lan', '--forward', fwd, name]);
+  const clash = await start('other', 'tcp:8080:80');
+  t.equal(clash.exitCode, 1, 'the same host port for another VM is refused');
+  t.match(clash.stderr, /port tcp\/8080 is already forwarded to vm "web"/);
+  const made = await start('cli', 'tcp:8082:80');
+  t.equal(made.exitCode, 0, made.stderr);
+  await h.waitState('cli', 'running', 30_000);
+  await h.console('cli', '\n', /vmd-guest: lease eth0 10\.79\.0\.\d+\/24/, 40);
+  t.equal((await httpGet(out, 'http://10.200.0.1:8082/')).trim(), 'cli', 'vmctl start -n SWITCH --forward works too');
+  t.equal((await httpGet(h.netns, 'http://127.0.0.1:8082/')).trim(), 'cli');
+  const links = await h.vmctl(['links']);
+  t.match(links.stdout, new RegExp(`\\bweb\\s+0\\s+vmd${id}i0\\s+\\S+\\s+lan\\s+${fixed.replace(/\./g, '\\.')}/24`), 'vmctl links shows the fixed lease');
+});
+
 t.test('rdomains: same subnet twice, each guest reaches its own gateway only', async (t) => {
   const sw = (name: string, br: string, rd: number): string =>
     `switch "${name}" {\n  interface ${br}\n  rdomain ${rd}\n  address 10.88.0.1/24\n  dhcp\n}\n`;
