@@ -342,7 +342,8 @@ export class Network {
     return w === null ? [] : [w];
   }
 
-  private planFor(ns: string | null): NetPlan {
+  /** What nftScript gets for one namespace (public for the unit tests). */
+  planFor(ns: string | null): NetPlan {
     const links = [...this.links.values()].filter((l) => l.netns === ns);
     const switches = this.config.switches.filter((s) => s.enabled && this.nsOf(s, null) === ns);
     return {
