@@ -3,7 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
-import { DEFAULT_STATE_DIR } from '../share/paths.js';
+import { DEFAULT_STATE_DIR, nftIncludeDir } from '../share/paths.js';
 import { join } from 'node:path';
 import type { Config, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
 import { VmdError } from '../share/errors.js';
@@ -13,7 +13,7 @@ import { logInfo, logWarn } from './log.js';
 import { formatIPv4, linkAlias, linkName, localAddr4, maskOf, parseIPv4, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance, fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from './net/dnsmasq.js';
 import { bridgeEnsure, bridgeRemove, linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate, vxlanEnsure } from './net/links.js';
-import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftFlush, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
+import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftFlush, nftIncludeProblem, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
 
 /** A NIC as QEMU gets it: a tap on a host fd (the parent maps it to QEMU's number), or user-mode networking. */
 export type NicPlan =
@@ -66,6 +66,8 @@ export class Network {
   private readonly links = new Map<string, LinkState>();
   private readonly switchDhcp = new Map<string, DnsmasqInstance>();
   private warnedForward = false;
+  /** The last include problem warned about, per namespace, so a broken user file is logged once, not at every change. */
+  private readonly includeWarned = new Map<string | null, string>();
 
   constructor(
     private config: Config,
@@ -321,7 +323,7 @@ export class Network {
       try {
         // Forwards from 127.0.0.1 need the guest-side interface to accept loopback sources (HOST-FACTS §4).
         for (const ifname of localnetInterfaces(plan)) await sysctlSet(`net.ipv4.conf.${ifname}.route_localnet`, '1', ns);
-        await nftApply(nftScript(plan), ns);
+        await nftApply(nftScript(await this.withInclude(plan, ns)), ns);
       } catch (err) {
         logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}`);
       }
@@ -333,6 +335,46 @@ export class Network {
         this.warnedForward = true;
       }
     }
+  }
+
+  /**
+   * The plan with the user's own files (`*.nft` in /etc/vmd/nft.d or VMD_NFT_DIR) included into `table inet vmd`,
+   * where their chains can match vmd's `@group_NAME` sets. Checked first with `nft -c`: a broken file is named in a
+   * warning and vmd's own rules are loaded without the include, so a user's typo never costs the guests their NAT.
+   */
+  private async withInclude(plan: NetPlan, ns: string | null): Promise<NetPlan> {
+    const dir = nftIncludeDir();
+    let files: string[];
+    try {
+      files = readdirSync(dir).filter((f) => f.endsWith('.nft'));
+    } catch {
+      files = [];
+    }
+    if (files.length === 0) return plan;
+    const groups = new Set<string>();
+    for (const s of this.config.switches) if (s.enabled && s.group !== null) groups.add(s.group);
+    for (const vm of this.config.vms) for (const nic of vm.interfaces) if (nic.group !== null) groups.add(nic.group);
+    const full: NetPlan = { ...plan, include: join(dir, '*.nft'), groups: [...groups] };
+    const check = (p: NetPlan) => nftIncludeProblem(nftScript(p), ns).catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
+    let problem = await check(full);
+    if (problem === null) {
+      this.includeWarned.delete(ns);
+      return full;
+    }
+    if (!problem.startsWith(`${dir}/`)) {
+      // nft blamed vmd's script (an unclosed brace in a file swallows the table's own): find the file by itself.
+      const bad: string[] = [];
+      for (const f of files.sort()) {
+        const one = await check({ ...full, include: join(dir, f) });
+        if (one !== null) bad.push(one.startsWith(`${join(dir, f)}:`) ? one : `${join(dir, f)}: breaks vmd's table, an unclosed block? (nft: ${one})`);
+      }
+      if (bad.length > 0) problem = bad.join('; ');
+    }
+    if (this.includeWarned.get(ns) !== problem) {
+      logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${problem}; vmd's rules are loaded without ${join(dir, '*.nft')} until it is fixed`);
+      this.includeWarned.set(ns, problem);
+    }
+    return plan;
   }
 
   /** The firewall's forward policy warning, for `vmctl status`. */

@@ -21,7 +21,7 @@ if (isRoot && process.env[INNER] === undefined) {
 }
 
 const { default: t } = await import('tap');
-const { existsSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
+const { existsSync, mkdirSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
 const { tmpdir } = await import('node:os');
 const { join } = await import('node:path');
 const { execa } = await import('execa');
@@ -184,4 +184,63 @@ t.test('as root, in a namespace of its own: switches, links, forwards, fixed lea
   t.notOk((await linkNames()).some((n) => n.startsWith('vmdtnw')), 'bridges removed');
   t.equal((await execa('nft', ['list', 'table', 'inet', 'vmd'], { reject: false })).exitCode, 1, 'table inet vmd removed');
   t.notOk(existsSync(join(dir, 'net', 'switch-lan.pid')), 'switch dnsmasq stopped');
+});
+
+t.test('the user\'s nftables files: included into table inet vmd, matching @group_NAME, a broken one skipped with a warning', {
+  skip: inNetns === undefined && 'needs root',
+}, async (t) => {
+  const dir = stateDir(t);
+  const nftDir = join(dir, 'nft.d');
+  mkdirSync(nftDir);
+  process.env.VMD_NFT_DIR = nftDir;
+  t.teardown(() => { delete process.env.VMD_NFT_DIR; });
+  const db = new StateDb(dir);
+  t.teardown(() => db.close());
+  const c = config('switch "lan" {\n interface vmdtnw3\n group lan\n}\nvm "web" {\n interface {\n  switch "lan"\n  group web\n }\n local interface\n}\n');
+  writeFileSync(join(nftDir, 'web.nft'), 'chain user_web {\n\ttype filter hook forward priority filter; policy accept;\n\toifname @group_web counter comment "user web"\n}\n');
+  writeFileSync(join(nftDir, 'README'), 'not an nft file: ignored\n');
+  const warnings: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    warnings.push(String(chunk));
+    return (write as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stderr.write;
+  t.teardown(() => { process.stderr.write = write; });
+  const net = new Network(c, db, dir, true);
+  t.teardown(() => net.shutdown());
+  const table = async () => (await execa('nft', ['list', 'table', 'inet', 'vmd'])).stdout;
+  const members = async (g: string) => {
+    const j = JSON.parse((await execa('nft', ['-j', 'list', 'set', 'inet', 'vmd', `group_${g}`])).stdout) as { nftables: Array<{ set?: { elem?: string[] } }> };
+    return [...(j.nftables.find((e) => e.set)?.set?.elem ?? [])].sort();
+  };
+
+  await net.switchesUp();
+  t.match(await table(), /chain user_web/, 'the user\'s chain is in vmd\'s table before any guest runs');
+  t.same(await members('web'), [], 'group_web exists, empty, because vm.conf names it');
+  t.same(await members('lan'), ['vmdtnw3']);
+  const up = await net.vmUp(1, c.vms[0]!);
+  t.teardown(() => { for (const fd of up.fds) try { closeFd(fd); } catch { /* closed */ } });
+  t.same(await members('web'), ['vmd1i0'], 'the guest\'s link joins the group');
+  t.match(await table(), /chain user_web[^}]*oifname @group_web counter/, 'and the user\'s rule survived the replace');
+
+  writeFileSync(join(nftDir, 'zz-broken.nft'), 'chain oops {\n\tiifname @group_web drop\n');
+  await net.sync();
+  const warned = warnings.join('');
+  t.match(warned, `nftables: ${join(nftDir, 'zz-broken.nft')}:`, 'the warning names the broken file');
+  t.match(warned, /vmd's rules are loaded without .*nft\.d\/\*\.nft until it is fixed/);
+  const without = await table();
+  t.notMatch(without, /user_web/, 'loaded without the include');
+  t.match(without, /chain link_vmd1i1 \{/, 'but with all of vmd\'s own rules');
+  t.match(without, /masquerade/);
+  const count = warnings.length;
+  await net.sync();
+  t.equal(warnings.length, count, 'warned once, not at every change');
+  rmSync(join(nftDir, 'zz-broken.nft'));
+  await net.sync();
+  t.match(await table(), /chain user_web/, 'fixed: included again');
+
+  for (const fd of up.fds) closeFd(fd);
+  await net.vmDown(1);
+  await net.reset(true);
+  t.equal((await execa('nft', ['list', 'table', 'inet', 'vmd'], { reject: false })).exitCode, 1, 'reset removes the table, the user\'s chains with it');
 });

@@ -17,6 +17,11 @@ export interface NetPlan {
    * table-local, so this is where a user's own chains can match `@group_NAME`, and they survive every replace.
    */
   readonly include?: string | null;
+  /**
+   * Group names whose `group_NAME` sets exist even with no member (every group vm.conf names): a user's included
+   * rule that matches `@group_NAME` must not break the whole table while no guest of that group runs.
+   */
+  readonly groups?: readonly string[];
 }
 
 // A switch as nftables sees it: its bridge, subnet and group.
@@ -255,6 +260,10 @@ export function nftScript(plan: NetPlan): string {
   const groups = new Map<string, Set<string>>();
   for (const s of switches) if (s.group !== null) (groups.get(s.group) ?? groups.set(s.group, new Set()).get(s.group)!).add(s.bridge);
   for (const l of links) for (const g of l.groups) (groups.get(g) ?? groups.set(g, new Set()).get(g)!).add(l.name);
+  for (const g of plan.groups ?? []) {
+    if (!GROUP.test(g)) invalid(`invalid group name ${JSON.stringify(g)}`);
+    if (!groups.has(g)) groups.set(g, new Set());
+  }
 
   const include = plan.include ?? null;
   if (include !== null && (!include.startsWith('/') || /["\x00-\x1f\x7f]/.test(include))) invalid(`include: invalid path ${JSON.stringify(include)}`);
@@ -401,6 +410,22 @@ export async function nftApply(script: string, netns: string | null): Promise<vo
 // Checks a script without applying it (`nft -c`), for tests and `vmd -n`.
 export async function nftCheck(script: string, netns: string | null): Promise<void> {
   await run(netns, ['nft', '-c', '-f', '-'], script);
+}
+
+/**
+ * Checks a script with `include` (nft -c) and returns null when nft accepts it, else what is wrong, naming the
+ * included file when the error is in one (`/etc/vmd/nft.d/x.nft:3: syntax error, …`), for a warning.
+ */
+export async function nftIncludeProblem(script: string, netns: string | null): Promise<string | null> {
+  const [cmd, args] = inNetns(netns, ['nft', '-c', '-f', '-']);
+  const r = await execa(cmd, args, { input: script, reject: false });
+  if (r.exitCode === 0) return null;
+  const stderr = String(r.stderr ?? '');
+  for (const line of stderr.split('\n')) {
+    const m = /^(\S+?):(\d+):[\d-]+:\s*Error:\s*(.*)$/.exec(line.trim());
+    if (m !== null && m[1] !== '/dev/stdin') return `${m[1]}:${m[2]}: ${m[3]}`;
+  }
+  return nftMessage(stderr || String(r.shortMessage));
 }
 
 // Removes vmd's tables (only them) from the namespace; their absence is fine.

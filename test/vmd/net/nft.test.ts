@@ -437,3 +437,12 @@ async function listTables(netns: string): Promise<string[]> {
   const json = JSON.parse(stdout) as { nftables: Array<{ table?: { family: string; name: string } }> };
   return json.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : [])).sort();
 }
+
+t.test('declared groups: a set for every group vm.conf names, members or not', async (t) => {
+  const plan = { ...cases.groups!, groups: ['web', 'idle'] };
+  const script = nftScript(plan);
+  t.match(script, /\tset group_idle \{\n\t\ttype ifname\n\t\}\n/, 'an empty set, no elements line');
+  t.match(script, /\tset group_web \{\n\t\ttype ifname\n\t\telements = \{ "vm8i0", "vm9i0" \}\n/, 'a declared group with members keeps them');
+  t.equal(nftScript({ ...cases.groups!, groups: [] }), nftScript(cases.groups!), 'no declared groups: the same script');
+  t.throws(() => nftScript({ ...plan, groups: ['bad name'] }), { code: 'ERR_INVALID', message: 'invalid group name "bad name"' });
+});
