@@ -2,15 +2,16 @@
 // port forwards and routing domains (network namespaces), kept in step with the running guests.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { DEFAULT_STATE_DIR, nftIncludeDir } from '../share/paths.js';
 import { join } from 'node:path';
-import type { Config, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
+import type { Config, InterfaceConfig, PortForward, Prefix6, SwitchConfig, VmConfig } from '../share/config.js';
 import { VmdError } from '../share/errors.js';
 import type { LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
-import { formatIPv4, linkAlias, linkName, localAddr4, maskOf, parseIPv4, rdomainNetns, stableMac } from './net/addr.js';
+import { formatIPv4, formatIPv6, linkAlias, linkName, localAddr4, localAddr6, maskOf, parseIPv4, parseIPv6, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance, fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from './net/dnsmasq.js';
 import { bridgeEnsure, bridgeRemove, linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate, vxlanEnsure } from './net/links.js';
 import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftFlush, nftIncludeProblem, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
@@ -36,6 +37,8 @@ interface LinkState {
   dhcp: DnsmasqInstance | null;
   /** The fixed lease (guest IPv4) of a NIC on a `dhcp` switch; forwards on a `nat` switch DNAT to it. */
   readonly fixed?: string | null;
+  /** `local inet6`: the /96 of a local link (host ::1 side, guest ::2 side). */
+  readonly local6?: { readonly host: string; readonly guest: string } | null;
 }
 
 /**
@@ -208,6 +211,7 @@ export class Network {
         if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
         const name = linkName(vmId, nic.index);
         const local = nic.local ? localAddr4(this.config.global.localPrefix, vmId, nic.index) : null;
+        const local6 = local === null ? null : this.local6Of(local);
         if (sw !== undefined && !nic.local && nic.forwards.length > 0) this.forwardSwitchCheck(vm.name, nic, sw);
         const conflict = forwardConflict(
           [...this.links.values()].filter((l) => l.vmId !== vmId).flatMap((l) => l.forwards.map((f) => ({ ...f, guest: '', via: l.name, vm: l.vm }))),
@@ -220,21 +224,22 @@ export class Network {
         made.push(name);
         await linkConfigure({
           name, netns, alias: linkAlias(vmId, nic.index, vm.name), master: sw?.interface ?? null, up: nic.up,
-          address: local === null ? null : `${local.host}/31`,
+          address: local === null ? null : [`${local.host}/31`, ...(local6 === null ? [] : [`${local6.host}/96`])],
         });
         const state: LinkState = {
           vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
           local: local === null ? null : { host: local.host, guest: local.guest },
           lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
-          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null, fixed,
+          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null, fixed, local6,
         };
         this.links.set(name, state);
         if (fixed !== null) this.hostsWrite(sw!.name);
         if (local !== null) {
           await this.forwarding(netns);
+          if (local6 !== null) await this.forwarding6(netns);
           const dir = join(this.stateDir, 'net');
           state.dhcp = await DnsmasqInstance.start({
-            name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac,
+            name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac, ...(local6 === null ? {} : { inet6: local6 }),
             leaseFile: join(dir, `${name}.leases`), pidFile: join(dir, `${name}.pid`), logFile: join(dir, `${name}.log`),
           }, { netns });
         }
@@ -281,11 +286,12 @@ export class Network {
       const name = linkName(vmId, nic.index);
       const local = nic.local ? localAddr4(this.config.global.localPrefix, vmId, nic.index) : null;
       const mac = nic.lladdr ?? stableMac(vmId, vm.name, nic.index);
+      const local6 = local === null ? null : this.local6Of(local);
       const state: LinkState = {
         vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
         local, lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
         groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), dhcp: null,
-        fixed: sw === undefined || nic.local ? null : this.fixedLease(sw, vmId, nic.index, mac, true),
+        fixed: sw === undefined || nic.local ? null : this.fixedLease(sw, vmId, nic.index, mac, true), local6,
       };
       this.links.set(name, state);
       if (state.fixed) this.hostsWrite(sw!.name);
@@ -293,7 +299,7 @@ export class Network {
         const dir = join(this.stateDir, 'net');
         await DnsmasqInstance.killStale(join(dir, `${name}.pid`));
         state.dhcp = await DnsmasqInstance.start({
-          name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac,
+          name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac, ...(local6 === null ? {} : { inet6: local6 }),
           leaseFile: join(dir, `${name}.leases`), pidFile: join(dir, `${name}.pid`), logFile: join(dir, `${name}.log`),
         }, { netns }).catch((err: unknown) => {
           logWarn(`link ${name}: dhcp: ${err instanceof Error ? err.message : String(err)}`);
@@ -392,7 +398,7 @@ export class Network {
       switches: switches.map((s) => ({ name: s.name, bridge: s.interface, subnet: s.address === null ? null : subnetOf(s.address), nat: s.nat, group: s.group })),
       links: links.map((l) => ({
         name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
-        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups,
+        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups, lockIp6: l.local6?.guest ?? null,
       })),
       forwards: links.flatMap((l) => {
         // A local link's guest is reached through its tap; a guest on a nat switch at its fixed lease, through the bridge.
@@ -406,7 +412,47 @@ export class Network {
         ...links.filter((l) => l.local !== null).map((l) => `${l.local!.host}/31`),
         ...switches.filter((s) => s.nat && s.address !== null).map((s) => subnetOf(s.address!)),
       ],
+      masquerade6: links.flatMap((l) => (l.local6 ? [`${l.local6.host}/96`] : [])),
     };
+  }
+
+  /**
+   * The IPv6 prefix of `local inet6`: the configured one, or a random ULA (fd00::/8, bytes 1–7 random, as OpenBSD
+   * picks it) made once and kept in the state directory, so guests keep their addresses across vmd restarts.
+   */
+  inet6Prefix(): Prefix6 | null {
+    const g = this.config.global;
+    if (!g.localInet6) return null;
+    if (g.localInet6Prefix !== null) return g.localInet6Prefix;
+    const file = join(this.stateDir, 'net', 'inet6-prefix');
+    try {
+      const [address, len] = readFileSync(file, 'utf8').trim().split('/');
+      parseIPv6(address ?? '');
+      if (Number(len) === 64) return { address: address!, length: 64 };
+    } catch {
+      // Missing or unreadable: make one.
+    }
+    const b = new Uint8Array(16);
+    b[0] = 0xfd;
+    b.set(randomBytes(7), 1);
+    const prefix = { address: formatIPv6(b), length: 64 };
+    writeFileSync(file, `${prefix.address}/64\n`, { mode: 0o644 });
+    logInfo(`local inet6: chose the prefix ${prefix.address}/64 (kept in ${file})`);
+    return prefix;
+  }
+
+  private local6Of(local: { readonly guest: string }): { host: string; guest: string } | null {
+    const prefix = this.inet6Prefix();
+    if (prefix === null) return null;
+    const a = localAddr6(prefix, local.guest);
+    return { host: a.host, guest: a.guest };
+  }
+
+  private async forwarding6(netns: string | null): Promise<void> {
+    const previous = await sysctlSet('net.ipv6.conf.all.forwarding', '1', netns);
+    if (previous !== '1') {
+      logInfo(`enabled IPv6 forwarding${netns === null ? '' : ` in ${netns}`} for local inet6; interfaces with accept_ra 1 no longer take router advertisements (set it to 2 where the host needs them)`);
+    }
   }
 
   /** A forward on a switch needs a guest address vmd knows and a way out: the switch's address, dhcp and nat. */

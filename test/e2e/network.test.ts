@@ -5,6 +5,7 @@ import t from 'tap';
 import { execa } from 'execa';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 import { rdomainNetnsFor } from '../../vmd/network.js';
+import { formatIPv6, localAddr6, parseIPv6 } from '../../vmd/net/addr.js';
 
 const cmdline = (name: string): string => `console=ttyS0 quiet panic=-1 vmd.hostname=${name}`;
 const vm = (name: string, iface: string): string =>
@@ -119,6 +120,33 @@ t.test('forwards on a nat switch: fixed lease, reachable from everywhere, vmctl 
   t.equal((await httpGet(h.netns, 'http://127.0.0.1:8082/')).trim(), 'cli');
   const links = await h.vmctl(['links']);
   t.match(links.stdout, new RegExp(`\\bweb\\s+0\\s+vmd${id}i0\\s+\\S+\\s+lan\\s+${fixed.replace(/\./g, '\\.')}/24`), 'vmctl links shows the fixed lease');
+});
+
+t.test('local inet6: the /96 on both sides, router advertisements, ping over IPv6, NAT66 to the outside', async (t) => {
+  const h = await VmdHarness.start({ config: 'local inet6 prefix fd00:1:2:3::/64\n' + vm('six', 'local interface') });
+  t.teardown(() => h.teardown());
+  const out = await outside(h);
+  t.teardown(() => execa('ip', ['netns', 'del', out], { reject: false }));
+  await execa('ip', ['-n', h.netns, 'addr', 'add', 'fd99::1/64', 'dev', 'uplink', 'nodad']);
+  await execa('ip', ['-n', out, 'addr', 'add', 'fd99::2/64', 'dev', 'eth0', 'nodad']);
+  await execa('ip', ['-n', h.netns, '-6', 'route', 'add', 'default', 'via', 'fd99::2']);
+  const id = Number((await h.waitState('six', 'running', 30_000)).trim().split(/\s+/)[0]);
+  // vm.conf(5): bytes 8–11 are the guest's IPv4 address 100.64.ID.3, the last byte 1 (host) or 2 (guest).
+  const mid = `6440:${(id << 8 | 3).toString(16)}`;
+  const host6 = `fd00:1:2:3:${mid}:0:1`;
+  const guest6 = `fd00:1:2:3:${mid}:0:2`;
+  t.same(localAddr6({ address: 'fd00:1:2:3::', length: 64 }, `100.64.${id}.3`), { host: host6, guest: guest6, prefixLen: 96 });
+  const addrs = (await inNs(h.netns, ['ip', '-6', 'addr', 'show', 'dev', `vmd${id}i0`])).out;
+  t.match(addrs, `inet6 ${host6}/96`, 'the host side of the link has ::1 of the /96');
+  const seen = await h.console('six', '\n', /vmd-guest: address6 eth0 \S+\/96/, 60);
+  const taken = /vmd-guest: address6 eth0 (\S+)\/96/.exec(seen)![1]!;
+  t.equal(formatIPv6(parseIPv6(taken)), guest6, 'the guest configured ::2 from the router advertisement');
+  const ping = await h.console('six', `ping6 -c 2 -W 3 ${host6} && echo PING6-OK\n`, /PING6-OK|packet loss/, 30);
+  t.match(ping, /PING6-OK/, 'the guest pings the host side over IPv6');
+  const route = await h.console('six', 'ip -6 route show default && echo ROUTE-DONE\n', /ROUTE-DONE/, 20);
+  t.match(route, /default via fe80::\S+ dev eth0/, 'the default route comes from the router advertisement');
+  const far = await h.console('six', 'ping6 -c 2 -W 3 fd99::2 && echo FAR-OK\n', /FAR-OK|packet loss/, 30);
+  t.match(far, /FAR-OK/, 'the outside answers: NAT66, since it has no route to the /96');
 });
 
 t.test('rdomains: same subnet twice, each guest reaches its own gateway only', async (t) => {

@@ -5,7 +5,7 @@ import { mkdirSync, openSync, readFileSync, readSync, closeSync, statSync, unlin
 import { dirname } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { VmdError } from '../../share/errors.js';
-import { formatIPv4, maskOf, parseIPv4 } from './addr.js';
+import { formatIPv4, formatIPv6, maskOf, parseIPv4, parseIPv6 } from './addr.js';
 
 /** DNS on the link: false = off (`--port=0`); otherwise forward to `servers`, or to the resolvers in `resolvFile` (default /etc/resolv.conf). */
 export type DnsmasqDns = boolean | { readonly servers?: readonly string[]; readonly resolvFile?: string };
@@ -60,6 +60,12 @@ export interface DnsmasqLocalSpec extends DnsmasqCommon {
   readonly guest: string;
   readonly mac: string;
   readonly hostname?: string;
+  /**
+   * `local inet6`: the /96 of the link (host ::1 side on the interface already, guest ::2). dnsmasq then sends
+   * router advertisements for the /96 (on-link, not autonomous: SLAAC needs a /64) with the managed flag, and
+   * DHCPv6 hands the guest exactly its address; guests without a DHCPv6 client take prefix::2 themselves.
+   */
+  readonly inet6?: { readonly host: string; readonly guest: string };
 }
 
 /** Either use of dnsmasq. */
@@ -195,10 +201,26 @@ export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
     // A static range hands out nothing by itself: only the dhcp-host (the VM's MAC) gets the address, for ever,
     // as OpenBSD's vmd does (lease time 0xffffffff).
     args.push(`--dhcp-range=${spec.guest},static,${netmask},infinite`);
-    args.push(`--dhcp-host=${spec.mac.toLowerCase()},${spec.guest}${spec.hostname ? `,${spec.hostname}` : ''}`);
+    let guest6 = '';
+    if (spec.inet6 !== undefined) {
+      let h: Uint8Array;
+      let g: Uint8Array;
+      try {
+        h = parseIPv6(spec.inet6.host);
+        g = parseIPv6(spec.inet6.guest);
+      } catch {
+        throw invalid(spec, `inet6 ${spec.inet6.host} / ${spec.inet6.guest} are not IPv6 addresses`);
+      }
+      if (h.subarray(0, 12).some((b, i) => b !== g[i]) || h[15] === g[15]) throw invalid(spec, `inet6 ${spec.inet6.guest} is not in the /96 of ${spec.inet6.host}`);
+      guest6 = formatIPv6(g);
+      args.push(`--dhcp-range=${guest6},${guest6},96,infinite`, '--enable-ra');
+      guest6 = `,[${guest6}]`;
+    }
+    args.push(`--dhcp-host=${spec.mac.toLowerCase()},${spec.guest}${guest6}${spec.hostname ? `,${spec.hostname}` : ''}`);
   }
   args.push(`--dhcp-option=option:router,${host}`);
   if (dns !== false) args.push(`--dhcp-option=option:dns-server,${host}`);
+  if (dns !== false && spec.kind === 'local' && spec.inet6 !== undefined) args.push(`--dhcp-option=option6:dns-server,[${formatIPv6(parseIPv6(spec.inet6.host))}]`);
   if (spec.mtu !== undefined) {
     if (!Number.isInteger(spec.mtu) || spec.mtu < 576 || spec.mtu > 65535) throw invalid(spec, `mtu ${spec.mtu} is not from 576 to 65535`);
     args.push(`--dhcp-option=option:mtu,${spec.mtu}`);

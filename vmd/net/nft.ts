@@ -4,6 +4,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { VmdError } from '../../share/errors.js';
+import { formatIPv6, parseIPv6 } from './addr.js';
 
 // Everything vmd wants in one network namespace; the caller (links/switches) builds it, nftScript renders it.
 export interface NetPlan {
@@ -22,6 +23,8 @@ export interface NetPlan {
    * rule that matches `@group_NAME` must not break the whole table while no guest of that group runs.
    */
   readonly groups?: readonly string[];
+  /** IPv6 source CIDRs masqueraded like `masquerade` (NAT66 for the /96s of `local inet6`). */
+  readonly masquerade6?: readonly string[];
 }
 
 // A switch as nftables sees it: its bridge, subnet and group.
@@ -53,6 +56,8 @@ export interface NetLink {
   /** Addresses of a local (routed /31) link, or null. */
   readonly local: { readonly host: string; readonly guest: string } | null;
   readonly groups: readonly string[];
+  /** The only global source IPv6 the guest may use (`::` and link-local stay allowed, for DAD and neighbour discovery). */
+  readonly lockIp6?: string | null;
 }
 
 // A port forward: host port to guest address and port.
@@ -106,6 +111,24 @@ function network(cidr: string, what: string): { addr: number; len: number; text:
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
   const addr = (ipv4(cidr.slice(0, slash), what) & mask) >>> 0;
   return { addr, len, text: `${dotted(addr)}/${len}` };
+}
+
+/** An IPv6 CIDR reduced to its network, in RFC 5952 text: `fd00::1/96` → `fd00::/96`. */
+function network6(cidr: string, what: string): string {
+  const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+  const len = m === null ? NaN : Number(m[2]);
+  if (m === null || len > 128) invalid(`${what}: invalid cidr ${JSON.stringify(cidr)}`);
+  let b: Uint8Array;
+  try {
+    b = parseIPv6(m[1]!);
+  } catch {
+    invalid(`${what}: invalid cidr ${JSON.stringify(cidr)}`);
+  }
+  for (let i = 0; i < 16; i++) {
+    const keep = Math.max(0, Math.min(8, len - 8 * i));
+    b[i]! &= (0xff << (8 - keep)) & 0xff;
+  }
+  return `${formatIPv6(b)}/${len}`;
 }
 
 function ifname(name: string, what: string): string {
@@ -225,6 +248,7 @@ export function nftScript(plan: NetPlan): string {
     if (l.bridge !== null) ifname(l.bridge, `link ${l.name}`);
     if (l.bridge !== null && l.local !== null) invalid(`link ${l.name}: a local link cannot be on a bridge`);
     if (l.lockIp !== null) ipv4(l.lockIp, `link ${l.name}`);
+    if (l.lockIp6 !== undefined && l.lockIp6 !== null) network6(`${l.lockIp6}/128`, `link ${l.name}`);
     if (l.local !== null) {
       ipv4(l.local.host, `link ${l.name}`);
       ipv4(l.local.guest, `link ${l.name}`);
@@ -256,6 +280,7 @@ export function nftScript(plan: NetPlan): string {
     if (!inside) kept.push({ ...n, text });
   }
   const masqList = kept.map((k) => k.text);
+  const masq6List = uniqSorted((plan.masquerade6 ?? []).map((c) => network6(c, 'masquerade6')));
 
   const groups = new Map<string, Set<string>>();
   for (const s of switches) if (s.group !== null) (groups.get(s.group) ?? groups.set(s.group, new Set()).get(s.group)!).add(s.bridge);
@@ -286,6 +311,7 @@ export function nftScript(plan: NetPlan): string {
     if (l.lockIp !== null) counterDecl(inet, `ip_${l.name}`, linkComment(l, 'ip-spoof'));
   }
   if (masqList.length > 0) setDecl(inet, 'set', 'nat_sources', 'ipv4_addr', masqList, 'interval');
+  if (masq6List.length > 0) setDecl(inet, 'set', 'nat6_sources', 'ipv6_addr', masq6List, 'interval');
   if (forwards.length > 0) {
     setDecl(inet, 'map', 'forwards', 'inet_proto . inet_service : verdict',
       forwards.map((f) => `${f.proto} . ${f.hostPort} : jump dnat_${f.proto}_${f.hostPort}`));
@@ -305,6 +331,7 @@ export function nftScript(plan: NetPlan): string {
   }
   const post: string[] = [];
   if (masqList.length > 0) post.push('ip saddr @nat_sources ip daddr != @nat_sources counter masquerade comment "vmd nat"');
+  if (masq6List.length > 0) post.push('ip6 saddr @nat6_sources ip6 daddr != @nat6_sources counter masquerade comment "vmd nat6"');
   if (forwards.length > 0) post.push('ip saddr 127.0.0.0/8 oifname @localnet counter masquerade comment "vmd loopback forwards"');
   if (post.length > 0) chain(inet, 'postrouting', 'type nat hook postrouting priority srcnat; policy accept;', post);
   if (routed.length > 0) {
@@ -314,6 +341,7 @@ export function nftScript(plan: NetPlan): string {
       const rules: string[] = [];
       if (l.lockMac) rules.push(`ether saddr != ${l.mac} counter name "mac_${l.name}" drop`);
       if (l.lockIp !== null) rules.push(`meta nfproto ipv4 ip saddr != { 0.0.0.0, ${l.lockIp} } counter name "ip_${l.name}" drop`);
+      if (l.lockIp !== null && l.lockIp6) rules.push(`meta nfproto ipv6 ip6 saddr != { ::, fe80::/10, ${network6(`${l.lockIp6}/128`, l.name).slice(0, -4)} } counter name "ip_${l.name}" drop`);
       chain(inet, l.chain, null, rules);
     }
   }

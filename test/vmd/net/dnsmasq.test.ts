@@ -73,6 +73,19 @@ t.test('dnsmasqArgs: a local interface /31', async (t) => {
     '--dhcp-authoritative', '--no-ping',
   ]);
   t.ok(dnsmasqArgs({ ...spec, hostname: 'web' }).includes('--dhcp-host=fe:e1:bb:d1:00:01,100.64.1.3,web'));
+  const six = dnsmasqArgs({ ...spec, hostname: 'web', inet6: { host: 'fd00:1:2:3:6440:103:0:1', guest: 'FD00:1:2:3:6440:103::2' } });
+  t.same(six.slice(11), [
+    '--dhcp-range=100.64.1.3,static,255.255.255.254,infinite',
+    '--dhcp-range=fd00:1:2:3:6440:103:0:2,fd00:1:2:3:6440:103:0:2,96,infinite', '--enable-ra',
+    '--dhcp-host=fe:e1:bb:d1:00:01,100.64.1.3,[fd00:1:2:3:6440:103:0:2],web',
+    '--dhcp-option=option:router,100.64.1.2', '--dhcp-option=option:dns-server,100.64.1.2',
+    '--dhcp-option=option6:dns-server,[fd00:1:2:3:6440:103:0:1]',
+    '--dhcp-authoritative', '--no-ping',
+  ], 'local inet6: RA for the /96, DHCPv6 of exactly the guest address, DNS on the host side');
+  t.notOk(dnsmasqArgs({ ...spec, dns: false, inet6: { host: 'fd00::1', guest: 'fd00::2' } }).some((a) => a.startsWith('--dhcp-option=option6')), 'no DNS, no DNS option');
+  t.throws(() => dnsmasqArgs({ ...spec, inet6: { host: 'fd00::1', guest: 'fd01::2' } }), { message: 'dhcp vmd1i0: inet6 fd01::2 is not in the /96 of fd00::1' });
+  t.throws(() => dnsmasqArgs({ ...spec, inet6: { host: 'fd00::1', guest: 'fd00::1' } }), { message: /is not in the \/96/ });
+  t.throws(() => dnsmasqArgs({ ...spec, inet6: { host: 'x', guest: 'fd00::2' } }), { message: /are not IPv6 addresses/ });
   t.throws(() => dnsmasqArgs({ ...spec, address: '100.64.1.2/24' }), { message: 'dhcp vmd1i0: local interface address 100.64.1.2/24 is not a /31' });
   t.throws(() => dnsmasqArgs({ ...spec, guest: '100.64.1.5' }), { message: 'dhcp vmd1i0: guest 100.64.1.5 is not the other half of 100.64.1.2/31' });
   t.throws(() => dnsmasqArgs({ ...spec, mac: 'fe:e1:bb' }), { message: /bad MAC/ });
