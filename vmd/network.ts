@@ -1,9 +1,8 @@
 // The parent's networking: switches (bridges), managed links (taps), local interfaces with DHCP and NAT,
 // port forwards and routing domains (network namespaces), kept in step with the running guests.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { DEFAULT_STATE_DIR, nftIncludeDir } from '../share/paths.js';
 import { join } from 'node:path';
 import type { Config, InterfaceConfig, PortForward, Prefix6, SwitchConfig, VmConfig } from '../share/config.js';

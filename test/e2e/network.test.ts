@@ -186,7 +186,7 @@ t.test('after stop and reset, and after a crash with guests gone, nothing vmd ma
     const procs = (await execa('ps', ['-eo', 'args'])).stdout.split('\n').filter((l) => l.includes(h.stateDir) && /dnsmasq|qemu/.test(l));
     return [
       ...links.split('\n').filter((l) => /vmd\d+i\d|vmdtbr1/.test(l)),
-      ...(/table (inet|bridge) vmd/.test(rules) ? ['nftables: vmd tables'] : []),
+      ...(/table (inet|bridge|arp) vmd/.test(rules) ? ['nftables: vmd tables'] : []),
       ...procs,
     ].join('\n');
   };
