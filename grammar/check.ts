@@ -38,6 +38,13 @@ export function checkConfig(config: Config): Diagnostic[] {
     if (first === undefined) vms.set(vm.name, vm.location);
     for (const nic of vm.interfaces) {
       if (nic.switch !== null && !switches.has(nic.switch)) out.push(at(nic.location, `switch "${nic.switch}" not found`));
+      // A forward to a guest on a switch needs its fixed lease (address + dhcp) and the switch's NAT.
+      const sw = nic.local || nic.switch === null ? undefined : config.switches.find((s) => s.name === nic.switch);
+      const f = nic.forwards[0];
+      if (sw !== undefined && f !== undefined) {
+        const missing = [sw.address === null ? 'address' : null, sw.dhcp ? null : 'dhcp', sw.nat ? null : 'nat'].filter((m) => m !== null);
+        if (missing.length > 0) out.push(at(f.location, `forward ${f.proto} ${f.hostPort}: switch "${sw.name}" has no ${missing.join(' and no ')}`));
+      }
     }
   }
   return out;

@@ -19,6 +19,13 @@ export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.VMD_STATE_DIR && env.VMD_STATE_DIR.length > 0 ? resolve(env.VMD_STATE_DIR) : DEFAULT_STATE_DIR;
 }
 
+/** Directory of the user's own nftables files included into vmd's `table inet vmd` (VMD_NFT_DIR overrides it). */
+export const DEFAULT_NFT_DIR = '/etc/vmd/nft.d';
+
+export function nftIncludeDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.VMD_NFT_DIR && env.VMD_NFT_DIR.length > 0 ? resolve(env.VMD_NFT_DIR) : DEFAULT_NFT_DIR;
+}
+
 /** The unprivileged user the vmm and control roles and QEMU run as. */
 export function vmdUser(env: NodeJS.ProcessEnv = process.env): string {
   return env.VMD_USER && env.VMD_USER.length > 0 ? env.VMD_USER : DEFAULT_USER;

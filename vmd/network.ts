@@ -1,21 +1,21 @@
 // The parent's networking: switches (bridges), managed links (taps), local interfaces with DHCP and NAT,
 // port forwards and routing domains (network namespaces), kept in step with the running guests.
 
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
-import { DEFAULT_STATE_DIR } from '../share/paths.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { DEFAULT_STATE_DIR, nftIncludeDir } from '../share/paths.js';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import type { Config, FilterRule, InterfaceConfig, PortForward, SwitchConfig, VmConfig } from '../share/config.js';
+import type { Config, FilterRule, InterfaceConfig, PortForward, Prefix6, SwitchConfig, VmConfig } from '../share/config.js';
 import { VmdError } from '../share/errors.js';
 import type { Count, FirewallInfo, LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
-import { formatIPv4, linkAlias, linkName, localAddr4, maskOf, parseIPv4, rdomainNetns, stableMac } from './net/addr.js';
-import { DnsmasqInstance, readLeases } from './net/dnsmasq.js';
+import { formatIPv4, formatIPv6, linkAlias, linkName, localAddr4, localAddr6, maskOf, parseIPv4, parseIPv6, rdomainNetns, stableMac } from './net/addr.js';
+import { DnsmasqInstance, fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from './net/dnsmasq.js';
 import { bridgeEnsure, bridgeRemove, linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate, vxlanEnsure } from './net/links.js';
 import { linkComment, ruleComment, type CounterSeed } from './net/firewall.js';
-import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftCounters, nftFlush, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
+import { foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftCounters, nftFlush, nftIncludeProblem, nftScript, sysctlSet, type NetPlan } from './net/nft.js';
 
 /** A NIC as QEMU gets it: a tap on a host fd (the parent maps it to QEMU's number), or user-mode networking. */
 export type NicPlan =
@@ -38,6 +38,10 @@ interface LinkState {
   /** The interface block's filter rules; replaced in place by a reload. */
   rules: readonly FilterRule[];
   dhcp: DnsmasqInstance | null;
+  /** The fixed lease (guest IPv4) of a NIC on a `dhcp` switch; forwards on a `nat` switch DNAT to it. */
+  readonly fixed?: string | null;
+  /** `local inet6`: the /96 of a local link (host ::1 side, guest ::2 side). */
+  readonly local6?: { readonly host: string; readonly guest: string } | null;
 }
 
 /** Rules compared as what they do, not where they were written. */
@@ -81,6 +85,8 @@ export class Network {
   private readonly hadCounters = new Map<string | null, boolean>();
   /** Comment prefixes whose counters start again from zero at the next replace (new run, new rules). */
   private readonly counterResets = new Set<string>();
+  /** The last include problem warned about, per namespace, so a broken user file is logged once, not at every change. */
+  private readonly includeWarned = new Map<string | null, string>();
 
   constructor(
     private config: Config,
@@ -124,8 +130,11 @@ export class Network {
         }
         if (sw.dhcp && sw.address !== null && !this.switchDhcp.has(sw.name)) {
           const dir = join(this.stateDir, 'net');
+          // Kept across a vmd restart: re-adopted guests keep their fixed leases (vmReadopt rewrites it).
+          const hostsFile = this.hostsFileOf(sw.name);
+          if (readHostsFile(hostsFile).size === 0) this.hostsWrite(sw.name);
           const inst = await DnsmasqInstance.start({
-            name: `switch-${sw.name}`, kind: 'switch', interface: sw.interface, address: sw.address,
+            name: `switch-${sw.name}`, kind: 'switch', interface: sw.interface, address: sw.address, hostsFile,
             leaseFile: join(dir, `switch-${sw.name}.leases`), pidFile: join(dir, `switch-${sw.name}.pid`),
             logFile: join(dir, `switch-${sw.name}.log`), ...(sw.vxlan ? { mtu: 1450 } : {}),
           }, { netns });
@@ -232,31 +241,36 @@ export class Network {
         if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
         const name = linkName(vmId, nic.index);
         const local = nic.local ? localAddr4(this.config.global.localPrefix, vmId, nic.index) : null;
+        const local6 = local === null ? null : this.local6Of(local);
+        if (sw !== undefined && !nic.local && nic.forwards.length > 0) this.forwardSwitchCheck(vm.name, nic, sw);
         const conflict = forwardConflict(
           [...this.links.values()].filter((l) => l.vmId !== vmId).flatMap((l) => l.forwards.map((f) => ({ ...f, guest: '', via: l.name, vm: l.vm }))),
           nic.forwards.map((f) => ({ ...f, guest: '', via: name, vm: vm.name })),
         );
         if (conflict !== null) throw new VmdError('ERR_INVALID', `vm "${vm.name}": ${conflict}`);
+        const fixed = sw !== undefined && !nic.local ? this.fixedLease(sw, vmId, nic.index, mac, false) : null;
         const tap = tapCreate(name, { vnetHdr: true, netns });
         fds.push(tap.fd);
         made.push(name);
         await linkConfigure({
           name, netns, alias: linkAlias(vmId, nic.index, vm.name), master: sw?.interface ?? null, up: nic.up,
-          address: local === null ? null : `${local.host}/31`,
+          address: local === null ? null : [`${local.host}/31`, ...(local6 === null ? [] : [`${local6.host}/96`])],
         });
         const state: LinkState = {
           vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
           local: local === null ? null : { host: local.host, guest: local.guest },
           lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
-          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null,
+          groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null, fixed, local6,
         };
         this.links.set(name, state);
         this.counterResets.add(linkComment(state, ''));
+        if (fixed !== null) this.hostsWrite(sw!.name);
         if (local !== null) {
           await this.forwarding(netns);
+          if (local6 !== null) await this.forwarding6(netns);
           const dir = join(this.stateDir, 'net');
           state.dhcp = await DnsmasqInstance.start({
-            name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac,
+            name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac, ...(local6 === null ? {} : { inet6: local6 }),
             leaseFile: join(dir, `${name}.leases`), pidFile: join(dir, `${name}.pid`), logFile: join(dir, `${name}.log`),
           }, { netns });
         }
@@ -268,7 +282,9 @@ export class Network {
       // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close.
       for (const name of made) {
         await this.links.get(name)?.dhcp?.stop();
+        const sw = this.links.get(name)?.switch;
         this.links.delete(name);
+        if (sw !== null && sw !== undefined) this.hostsWrite(sw);
       }
       await this.sync().catch(() => undefined);
       throw err;
@@ -283,6 +299,7 @@ export class Network {
       await l.dhcp?.stop();
       this.links.delete(name);
       this.counterResets.add(linkComment(l, ''));
+      if (l.fixed) this.hostsWrite(l.switch!);
       changed = true;
     }
     if (changed) {
@@ -301,17 +318,20 @@ export class Network {
       const name = linkName(vmId, nic.index);
       const local = nic.local ? localAddr4(this.config.global.localPrefix, vmId, nic.index) : null;
       const mac = nic.lladdr ?? stableMac(vmId, vm.name, nic.index);
+      const local6 = local === null ? null : this.local6Of(local);
       const state: LinkState = {
         vmId, vm: vm.name, index: nic.index, name, netns, mac, switch: sw?.name ?? null, bridge: sw?.interface ?? null,
         local, lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
         groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null,
+        fixed: sw === undefined || nic.local ? null : this.fixedLease(sw, vmId, nic.index, mac, true), local6,
       };
       this.links.set(name, state);
+      if (state.fixed) this.hostsWrite(sw!.name);
       if (local !== null) {
         const dir = join(this.stateDir, 'net');
         await DnsmasqInstance.killStale(join(dir, `${name}.pid`));
         state.dhcp = await DnsmasqInstance.start({
-          name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac,
+          name, kind: 'local', interface: name, address: `${local.host}/31`, guest: local.guest, mac, ...(local6 === null ? {} : { inet6: local6 }),
           leaseFile: join(dir, `${name}.leases`), pidFile: join(dir, `${name}.pid`), logFile: join(dir, `${name}.log`),
         }, { netns }).catch((err: unknown) => {
           logWarn(`link ${name}: dhcp: ${err instanceof Error ? err.message : String(err)}`);
@@ -379,7 +399,7 @@ export class Network {
           seed = await nftCounters(ns).catch(() => undefined);
           for (const key of seed?.keys() ?? []) if ([...this.counterResets].some((p) => key.startsWith(p))) seed!.delete(key);
         }
-        await nftApply(nftScript(plan, seed), ns);
+        await nftApply(nftScript(await this.withInclude(plan, ns), seed), ns);
         this.hadCounters.set(ns, plan.links.some((l) => l.lockMac || l.lockIp !== null || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0);
       } catch (err) {
         logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}`);
@@ -397,6 +417,46 @@ export class Network {
     }
   }
 
+  /**
+   * The plan with the user's own files (`*.nft` in /etc/vmd/nft.d or VMD_NFT_DIR) included into `table inet vmd`,
+   * where their chains can match vmd's `@group_NAME` sets. Checked first with `nft -c`: a broken file is named in a
+   * warning and vmd's own rules are loaded without the include, so a user's typo never costs the guests their NAT.
+   */
+  private async withInclude(plan: NetPlan, ns: string | null): Promise<NetPlan> {
+    const dir = nftIncludeDir();
+    let files: string[];
+    try {
+      files = readdirSync(dir).filter((f) => f.endsWith('.nft'));
+    } catch {
+      files = [];
+    }
+    if (files.length === 0) return plan;
+    const groups = new Set<string>();
+    for (const s of this.config.switches) if (s.enabled && s.group !== null) groups.add(s.group);
+    for (const vm of this.config.vms) for (const nic of vm.interfaces) if (nic.group !== null) groups.add(nic.group);
+    const full: NetPlan = { ...plan, include: join(dir, '*.nft'), groups: [...groups] };
+    const check = (p: NetPlan) => nftIncludeProblem(nftScript(p), ns).catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
+    let problem = await check(full);
+    if (problem === null) {
+      this.includeWarned.delete(ns);
+      return full;
+    }
+    if (!problem.startsWith(`${dir}/`)) {
+      // nft blamed vmd's script (an unclosed brace in a file swallows the table's own): find the file by itself.
+      const bad: string[] = [];
+      for (const f of files.sort()) {
+        const one = await check({ ...full, include: join(dir, f) });
+        if (one !== null) bad.push(one.startsWith(`${join(dir, f)}:`) ? one : `${join(dir, f)}: breaks vmd's table, an unclosed block? (nft: ${one})`);
+      }
+      if (bad.length > 0) problem = bad.join('; ');
+    }
+    if (this.includeWarned.get(ns) !== problem) {
+      logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${problem}; vmd's rules are loaded without ${join(dir, '*.nft')} until it is fixed`);
+      this.includeWarned.set(ns, problem);
+    }
+    return plan;
+  }
+
   /** The firewall's forward policy warning, for `vmctl status`. */
   async warnings(): Promise<string[]> {
     if (!this.root || (this.links.size === 0 && !this.config.switches.some((s) => s.enabled))) return [];
@@ -404,22 +464,29 @@ export class Network {
     return w === null ? [] : [w];
   }
 
-  private planFor(ns: string | null): NetPlan {
+  /** What nftScript gets for one namespace (public for the unit tests). */
+  planFor(ns: string | null): NetPlan {
     const links = [...this.links.values()].filter((l) => l.netns === ns);
     const switches = this.config.switches.filter((s) => s.enabled && this.nsOf(s, null) === ns);
     return {
       switches: switches.map((s) => ({ name: s.name, bridge: s.interface, subnet: s.address === null ? null : subnetOf(s.address), nat: s.nat, group: s.group })),
       links: links.map((l) => ({
         name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
-        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups, rules: l.rules,
+        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups, rules: l.rules, lockIp6: l.local6?.guest ?? null,
       })),
-      forwards: links.flatMap((l) => (l.local === null ? [] : l.forwards.map((f) => ({
-        proto: f.proto, hostPort: f.hostPort, guest: l.local!.guest, guestPort: f.guestPort, vm: l.vm, via: l.name,
-      })))),
+      forwards: links.flatMap((l) => {
+        // A local link's guest is reached through its tap; a guest on a nat switch at its fixed lease, through the bridge.
+        const nat = l.local === null && l.fixed && l.bridge !== null && this.switchByName(l.switch ?? '')?.nat === true;
+        const guest = l.local?.guest ?? (nat ? l.fixed! : null);
+        return guest === null ? [] : l.forwards.map((f) => ({
+          proto: f.proto, hostPort: f.hostPort, guest, guestPort: f.guestPort, vm: l.vm, via: l.local !== null ? l.name : l.bridge!,
+        }));
+      }),
       masquerade: [
         ...links.filter((l) => l.local !== null).map((l) => `${l.local!.host}/31`),
         ...switches.filter((s) => s.nat && s.address !== null).map((s) => subnetOf(s.address!)),
       ],
+      masquerade6: links.flatMap((l) => (l.local6 ? [`${l.local6.host}/96`] : [])),
     };
   }
 
@@ -427,6 +494,82 @@ export class Network {
   linkOf(vmId: number, index: number): { readonly name: string; readonly netns: string | null } | null {
     for (const l of this.links.values()) if (l.vmId === vmId && l.index === index) return { name: l.name, netns: l.netns };
     return null;
+  }
+
+  /**
+   * The IPv6 prefix of `local inet6`: the configured one, or a random ULA (fd00::/8, bytes 1–7 random, as OpenBSD
+   * picks it) made once and kept in the state directory, so guests keep their addresses across vmd restarts.
+   */
+  inet6Prefix(): Prefix6 | null {
+    const g = this.config.global;
+    if (!g.localInet6) return null;
+    if (g.localInet6Prefix !== null) return g.localInet6Prefix;
+    const file = join(this.stateDir, 'net', 'inet6-prefix');
+    try {
+      const [address, len] = readFileSync(file, 'utf8').trim().split('/');
+      parseIPv6(address ?? '');
+      if (Number(len) === 64) return { address: address!, length: 64 };
+    } catch {
+      // Missing or unreadable: make one.
+    }
+    const b = new Uint8Array(16);
+    b[0] = 0xfd;
+    b.set(randomBytes(7), 1);
+    const prefix = { address: formatIPv6(b), length: 64 };
+    writeFileSync(file, `${prefix.address}/64\n`, { mode: 0o644 });
+    logInfo(`local inet6: chose the prefix ${prefix.address}/64 (kept in ${file})`);
+    return prefix;
+  }
+
+  private local6Of(local: { readonly guest: string }): { host: string; guest: string } | null {
+    const prefix = this.inet6Prefix();
+    if (prefix === null) return null;
+    const a = localAddr6(prefix, local.guest);
+    return { host: a.host, guest: a.guest };
+  }
+
+  private async forwarding6(netns: string | null): Promise<void> {
+    const previous = await sysctlSet('net.ipv6.conf.all.forwarding', '1', netns);
+    if (previous !== '1') {
+      logInfo(`enabled IPv6 forwarding${netns === null ? '' : ` in ${netns}`} for local inet6; interfaces with accept_ra 1 no longer take router advertisements (set it to 2 where the host needs them)`);
+    }
+  }
+
+  /** A forward on a switch needs a guest address vmd knows and a way out: the switch's address, dhcp and nat. */
+  private forwardSwitchCheck(vm: string, nic: InterfaceConfig, sw: SwitchConfig): void {
+    const missing = [sw.address === null ? 'address' : null, sw.dhcp ? null : 'dhcp', sw.nat ? null : 'nat'].filter((m) => m !== null);
+    if (missing.length === 0) return;
+    const f = nic.forwards[0]!;
+    throw new VmdError('ERR_INVALID', `vm "${vm}": interface ${nic.index}: forward ${f.proto} ${f.hostPort}: switch "${sw.name}" has no ${missing.join(' and no ')}`, {
+      hint: `forwards need a switch with address, dhcp and nat, or a local interface`,
+    });
+  }
+
+  /** The fixed lease of a NIC on a `dhcp` switch (null on others); a re-adopted guest keeps the one it was given. */
+  private fixedLease(sw: SwitchConfig, vmId: number, index: number, mac: string, readopt: boolean): string | null {
+    if (!sw.dhcp || sw.address === null) return null;
+    const taken = new Set<string>();
+    for (const l of this.links.values()) if (l.switch === sw.name && l.fixed && l.mac !== mac) taken.add(l.fixed);
+    const had = readopt ? readHostsFile(this.hostsFileOf(sw.name)).get(mac.toLowerCase()) : undefined;
+    if (had !== undefined && !taken.has(had) && subnetOf(`${had}/${sw.address.split('/')[1]}`) === subnetOf(sw.address) && had !== sw.address.split('/')[0]) return had;
+    return fixedLeaseFor(sw.address, vmId, index, taken);
+  }
+
+  private hostsFileOf(switchName: string): string {
+    return join(this.stateDir, 'net', `switch-${switchName}.hosts`);
+  }
+
+  /** Rewrite a switch's dnsmasq hosts file from the links on it and make dnsmasq re-read it. */
+  private hostsWrite(switchName: string): void {
+    const hosts = [...this.links.values()]
+      .filter((l) => l.switch === switchName && l.fixed)
+      .sort((a, b) => a.vmId - b.vmId || a.index - b.index)
+      .map((l) => ({ mac: l.mac, address: l.fixed! }));
+    const file = this.hostsFileOf(switchName);
+    // dnsmasq re-reads it as nobody after SIGHUP: world-readable, replaced whole so it never sees half a file.
+    writeFileSync(`${file}.tmp`, hostsFileText(hosts), { mode: 0o644 });
+    renameSync(`${file}.tmp`, file);
+    this.switchDhcp.get(switchName)?.reload();
   }
 
   /** `vmctl links`: every managed link with its switch, address and counters. */

@@ -42,6 +42,9 @@ export const LEASE_RE = /vmd-guest: lease (\S+) (\d{1,3}(?:\.\d{1,3}){3})\/(\d{1
 /** One static address applied from `vmd.ip=`: `vmd-guest: address eth0 10.9.9.9/24`. */
 export const ADDRESS_RE = /vmd-guest: address (\S+) (\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})\r?\n/;
 
+/** The IPv6 address the guest takes on a /96 that vmd's router advertisements announce (`local inet6`). */
+export const ADDRESS6_RE = /vmd-guest: address6 (\S+) ([0-9a-f:]+)\/96\r?\n/;
+
 /** A static address for one guest NIC; DHCP runs on every NIC that has none. */
 export interface GuestStaticIp {
   readonly iface: string;

@@ -5,6 +5,7 @@ import t from 'tap';
 import { execa } from 'execa';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 import { rdomainNetnsFor } from '../../vmd/network.js';
+import { formatIPv6, localAddr6, parseIPv6 } from '../../vmd/net/addr.js';
 
 const cmdline = (name: string): string => `console=ttyS0 quiet panic=-1 vmd.hostname=${name}`;
 const vm = (name: string, iface: string): string =>
@@ -89,6 +90,65 @@ t.test('local interface: 100.64.ID.3, gateway, NAT to the outside, forwards from
   t.equal((await httpGet(h.netns, 'http://127.0.0.1:8080/')).trim(), 'web', 'forward from 127.0.0.1');
 });
 
+t.test('forwards on a nat switch: fixed lease, reachable from everywhere, vmctl start --forward, conflicts', async (t) => {
+  const h = await VmdHarness.start({
+    config: `switch "lan" {\n  interface vmdtbr2\n  address 10.79.0.1/24\n  dhcp\n  nat\n}\n` +
+      vm('web', 'interface {\n    switch "lan"\n    forward tcp 8080 to 80\n  }'),
+  });
+  t.teardown(() => h.teardown());
+  const out = await outside(h);
+  t.teardown(() => execa('ip', ['netns', 'del', out], { reject: false }));
+  const id = Number((await h.waitState('web', 'running', 30_000)).trim().split(/\s+/)[0]);
+  const fixed = `10.79.0.${2 + 4 * (id - 1)}`;
+  const lease = await h.console('web', '\n', /vmd-guest: lease eth0 10\.79\.0\.\d+\/24/, 40);
+  t.match(lease, `vmd-guest: lease eth0 ${fixed}/24`, 'the fixed lease of vm.conf(5): slot 4(id-1)+0');
+  t.equal((await httpGet(out, 'http://10.200.0.1:8080/')).trim(), 'web', 'forward from the outside');
+  t.equal((await httpGet(h.netns, 'http://10.200.0.1:8080/')).trim(), 'web', 'forward from the host itself');
+  t.equal((await httpGet(h.netns, 'http://10.79.0.1:8080/')).trim(), 'web', 'forward via the switch address');
+  t.equal((await httpGet(h.netns, 'http://127.0.0.1:8080/')).trim(), 'web', 'forward from 127.0.0.1');
+
+  const start = (name: string, fwd: string) => h.vmctl(['start', '-m', '256M', '-b', guestKernel, '--initrd', guestInitrd,
+    '--cmdline', cmdline(name), '-n', 'lan', '--forward', fwd, name]);
+  const clash = await start('other', 'tcp:8080:80');
+  t.equal(clash.exitCode, 1, 'the same host port for another VM is refused');
+  t.match(clash.stderr, /port tcp\/8080 is already forwarded to vm "web"/);
+  const made = await start('cli', 'tcp:8082:80');
+  t.equal(made.exitCode, 0, made.stderr);
+  await h.waitState('cli', 'running', 30_000);
+  await h.console('cli', '\n', /vmd-guest: lease eth0 10\.79\.0\.\d+\/24/, 40);
+  t.equal((await httpGet(out, 'http://10.200.0.1:8082/')).trim(), 'cli', 'vmctl start -n SWITCH --forward works too');
+  t.equal((await httpGet(h.netns, 'http://127.0.0.1:8082/')).trim(), 'cli');
+  const links = await h.vmctl(['links']);
+  t.match(links.stdout, new RegExp(`\\bweb\\s+0\\s+vmd${id}i0\\s+\\S+\\s+lan\\s+${fixed.replace(/\./g, '\\.')}/24`), 'vmctl links shows the fixed lease');
+});
+
+t.test('local inet6: the /96 on both sides, router advertisements, ping over IPv6, NAT66 to the outside', async (t) => {
+  const h = await VmdHarness.start({ config: 'local inet6 prefix fd00:1:2:3::/64\n' + vm('six', 'local interface') });
+  t.teardown(() => h.teardown());
+  const out = await outside(h);
+  t.teardown(() => execa('ip', ['netns', 'del', out], { reject: false }));
+  await execa('ip', ['-n', h.netns, 'addr', 'add', 'fd99::1/64', 'dev', 'uplink', 'nodad']);
+  await execa('ip', ['-n', out, 'addr', 'add', 'fd99::2/64', 'dev', 'eth0', 'nodad']);
+  await execa('ip', ['-n', h.netns, '-6', 'route', 'add', 'default', 'via', 'fd99::2']);
+  const id = Number((await h.waitState('six', 'running', 30_000)).trim().split(/\s+/)[0]);
+  // vm.conf(5): bytes 8–11 are the guest's IPv4 address 100.64.ID.3, the last byte 1 (host) or 2 (guest).
+  const mid = `6440:${(id << 8 | 3).toString(16)}`;
+  const host6 = `fd00:1:2:3:${mid}:0:1`;
+  const guest6 = `fd00:1:2:3:${mid}:0:2`;
+  t.same(localAddr6({ address: 'fd00:1:2:3::', length: 64 }, `100.64.${id}.3`), { host: host6, guest: guest6, prefixLen: 96 });
+  const addrs = (await inNs(h.netns, ['ip', '-6', 'addr', 'show', 'dev', `vmd${id}i0`])).out;
+  t.match(addrs, `inet6 ${host6}/96`, 'the host side of the link has ::1 of the /96');
+  const seen = await h.console('six', '\n', /vmd-guest: address6 eth0 \S+\/96/, 60);
+  const taken = /vmd-guest: address6 eth0 (\S+)\/96/.exec(seen)![1]!;
+  t.equal(formatIPv6(parseIPv6(taken)), guest6, 'the guest configured ::2 from the router advertisement');
+  const ping = await h.console('six', `ping6 -c 2 -W 3 ${host6} && echo PING6-OK\n`, /PING6-OK|packet loss/, 30);
+  t.match(ping, /PING6-OK/, 'the guest pings the host side over IPv6');
+  const route = await h.console('six', 'ip -6 route show default && echo ROUTE-DONE\n', /ROUTE-DONE/, 20);
+  t.match(route, /default via fe80::\S+ dev eth0/, 'the default route comes from the router advertisement');
+  const far = await h.console('six', 'ping6 -c 2 -W 3 fd99::2 && echo FAR-OK\n', /FAR-OK|packet loss/, 30);
+  t.match(far, /FAR-OK/, 'the outside answers: NAT66, since it has no route to the /96');
+});
+
 t.test('rdomains: same subnet twice, each guest reaches its own gateway only', async (t) => {
   const sw = (name: string, br: string, rd: number): string =>
     `switch "${name}" {\n  interface ${br}\n  rdomain ${rd}\n  address 10.88.0.1/24\n  dhcp\n}\n`;
@@ -126,7 +186,7 @@ t.test('after stop and reset, and after a crash with guests gone, nothing vmd ma
     const procs = (await execa('ps', ['-eo', 'args'])).stdout.split('\n').filter((l) => l.includes(h.stateDir) && /dnsmasq|qemu/.test(l));
     return [
       ...links.split('\n').filter((l) => /vmd\d+i\d|vmdtbr1/.test(l)),
-      ...(/table (inet|bridge) vmd/.test(rules) ? ['nftables: vmd tables'] : []),
+      ...(/table (inet|bridge|arp) vmd/.test(rules) ? ['nftables: vmd tables'] : []),
       ...procs,
     ].join('\n');
   };

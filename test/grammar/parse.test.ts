@@ -222,7 +222,7 @@ t.test('yacc error recovery', async (t) => {
 });
 
 t.test('interface rules and forwards', async (t) => {
-  const c = ok('web = "{ 80 443 }"\nlan = "10.0.0.0/8"\nswitch s { interface br0 }\nvm "v" {\n interface {\n switch s\n forward tcp 8080 to 80\n forward udp 53\n pass in proto tcp to any port $web\n block out quick proto { tcp, udp } from { 10.0.0.1 fe80::1/64, $lan } port 1000:2000 to any\n block\n pass in proto icmp6 from 2001:DB8::1\n pass out proto udp to port 53\n }\n local interface pass in proto tcp from any port 22 block out\n}\n');
+  const c = ok('web = "{ 80 443 }"\nlan = "10.0.0.0/8"\n# switch s follows\nvm "v" {\n interface {\n switch s\n forward tcp 8080 to 80\n forward udp 53\n pass in proto tcp to any port $web\n block out quick proto { tcp, udp } from { 10.0.0.1 fe80::1/64, $lan } port 1000:2000 to any\n block\n pass in proto icmp6 from 2001:DB8::1\n pass out proto udp to port 53\n }\n local interface pass in proto tcp from any port 22 block out\n}\nswitch s {\n interface br0\n address 10.0.0.1/24\n dhcp\n nat\n}\n');
   const nic = c.vms[0]!.interfaces[0]!;
   t.same(nic.forwards.map(({ location, ...f }) => f), [
     { proto: 'tcp', hostPort: 8080, guestPort: 80 }, { proto: 'udp', hostPort: 53, guestPort: 53 },
@@ -270,6 +270,13 @@ t.test('load-time checks under -n', async (t) => {
   t.equal(errorsOf('switch "s" { interface br0 }\nswitch "s" { interface br1 }\n'), 'vmd: vm.conf:2: duplicate switch "s" (first defined at vm.conf:1)');
   t.equal(errorsOf('vm "v" {\n interface { switch "nope" }\n}\n'), 'vmd: vm.conf:2: switch "nope" not found');
   t.equal(ok('vm "v" { interface switch "later" }\nswitch "later" { interface br0 }\n').vms.length, 1, 'switches may follow');
+  t.equal(errorsOf('switch "s" {\n interface br0\n address 10.1.0.1/24\n}\nvm "v" {\n interface {\n switch "s"\n forward tcp 8080 to 80\n }\n}\n'),
+    'vmd: vm.conf:8: forward tcp 8080: switch "s" has no dhcp and no nat', 'a forward on a switch needs its fixed lease and nat');
+  t.equal(errorsOf('switch "s" {\n interface br0\n nat\n}\nvm "v" {\n interface {\n switch "s"\n forward udp 53\n }\n}\n'),
+    'vmd: vm.conf:8: forward udp 53: switch "s" has no address and no dhcp');
+  t.equal(ok('switch "s" {\n interface br0\n address 10.1.0.1/24\n dhcp\n nat\n}\nvm "v" {\n interface {\n switch "s"\n forward tcp 8080 to 80\n }\n}\n').vms[0]!.interfaces[0]!.forwards.length, 1,
+    'address, dhcp and nat: fine');
+  t.equal(ok('vm "v" {\n local interface {\n forward tcp 8080 to 80\n }\n}\nvm "w" {\n interface {\n forward tcp 8081\n }\n}\n').vms.length, 2, 'local and user-mode forwards need no switch');
   t.equal(errorsOf('vm "p" instance "c" { disable }\n'), 'vmd: vm.conf:1: vm "c": parent vm "p" not found');
   t.equal(errorsOf('vm "p" instance "c" { disable }\nvm "p" { disable }\n'), 'vmd: vm.conf:1: vm "c": parent vm "p" must be defined before its instances');
 });

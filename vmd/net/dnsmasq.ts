@@ -5,7 +5,7 @@ import { mkdirSync, openSync, readFileSync, readSync, closeSync, statSync, unlin
 import { dirname } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { VmdError } from '../../share/errors.js';
-import { formatIPv4, maskOf, parseIPv4 } from './addr.js';
+import { formatIPv4, formatIPv6, maskOf, parseIPv4, parseIPv6 } from './addr.js';
 
 /** DNS on the link: false = off (`--port=0`); otherwise forward to `servers`, or to the resolvers in `resolvFile` (default /etc/resolv.conf). */
 export type DnsmasqDns = boolean | { readonly servers?: readonly string[]; readonly resolvFile?: string };
@@ -45,6 +45,11 @@ export interface DnsmasqSwitchSpec extends DnsmasqCommon {
   /** Default: .100–.199 for /24 and larger subnets, else the upper half; the host address is always left out. */
   readonly range?: { readonly start: string; readonly end: string };
   readonly hosts?: readonly DhcpReservation[];
+  /**
+   * `--dhcp-hostsfile`: reservations that change while dnsmasq runs (vmd's fixed leases for guests on the switch),
+   * re-read on SIGHUP (DnsmasqInstance.reload). Lines as hostsFileText writes them; dnsmasq reads it as nobody.
+   */
+  readonly hostsFile?: string;
   /** dnsmasq lease time (`1h`, `12h`, `infinite`, seconds); default 1h. */
   readonly leaseTime?: string;
 }
@@ -55,6 +60,12 @@ export interface DnsmasqLocalSpec extends DnsmasqCommon {
   readonly guest: string;
   readonly mac: string;
   readonly hostname?: string;
+  /**
+   * `local inet6`: the /96 of the link (host ::1 side on the interface already, guest ::2). dnsmasq then sends
+   * router advertisements for the /96 (on-link, not autonomous: SLAAC needs a /64) with the managed flag, and
+   * DHCPv6 hands the guest exactly its address; guests without a DHCPv6 client take prefix::2 themselves.
+   */
+  readonly inet6?: { readonly host: string; readonly guest: string };
 }
 
 /** Either use of dnsmasq. */
@@ -89,6 +100,12 @@ function parseCidr(spec: DnsmasqSpec): { addr: number; len: number } {
   return { addr, len };
 }
 
+// The default dynamic range of a subnet: .100–.199 of a /24 or larger, else the upper half.
+function defaultRange(net: number, bcast: number, len: number): [number, number] {
+  if (len <= 24) return [net + 100, net + 199];
+  return [net + (bcast - net + 1) / 2, bcast - 1];
+}
+
 // The default range: .100–.199 of a /24 or larger, the upper half of a smaller subnet; split around the host address.
 function switchRanges(spec: DnsmasqSwitchSpec, addr: number, len: number): Array<[number, number]> {
   if (len > 30) throw invalid(spec, `subnet of ${spec.address} is too small for a dhcp range`);
@@ -108,13 +125,8 @@ function switchRanges(spec: DnsmasqSwitchSpec, addr: number, len: number): Array
     if (!inSubnet(start) || !inSubnet(end) || end < start) {
       throw invalid(spec, `range ${spec.range.start}-${spec.range.end} is not inside ${formatIPv4(net)}/${len}`);
     }
-  } else if (len <= 24) {
-    start = net + 100;
-    end = net + 199;
   } else {
-    const size = bcast - net + 1;
-    start = net + size / 2;
-    end = bcast - 1;
+    [start, end] = defaultRange(net, bcast, len);
   }
   if (addr < start || addr > end) return [[start, end]];
   const out: Array<[number, number]> = [];
@@ -161,6 +173,10 @@ export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
     const lease = spec.leaseTime ?? '1h';
     for (const [s, e] of switchRanges(spec, addr, len)) args.push(`--dhcp-range=${formatIPv4(s)},${formatIPv4(e)},${netmask},${lease}`);
     const mask = maskOf(len);
+    if (spec.hostsFile !== undefined) {
+      if (!spec.hostsFile.startsWith('/')) throw invalid(spec, `file ${spec.hostsFile} is not an absolute path`);
+      args.push(`--dhcp-hostsfile=${spec.hostsFile}`);
+    }
     for (const h of spec.hosts ?? []) {
       if (!MAC_RE.test(h.mac)) throw invalid(spec, `bad MAC ${h.mac}`);
       let a: number;
@@ -185,10 +201,26 @@ export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
     // A static range hands out nothing by itself: only the dhcp-host (the VM's MAC) gets the address, for ever,
     // as OpenBSD's vmd does (lease time 0xffffffff).
     args.push(`--dhcp-range=${spec.guest},static,${netmask},infinite`);
-    args.push(`--dhcp-host=${spec.mac.toLowerCase()},${spec.guest}${spec.hostname ? `,${spec.hostname}` : ''}`);
+    let guest6 = '';
+    if (spec.inet6 !== undefined) {
+      let h: Uint8Array;
+      let g: Uint8Array;
+      try {
+        h = parseIPv6(spec.inet6.host);
+        g = parseIPv6(spec.inet6.guest);
+      } catch {
+        throw invalid(spec, `inet6 ${spec.inet6.host} / ${spec.inet6.guest} are not IPv6 addresses`);
+      }
+      if (h.subarray(0, 12).some((b, i) => b !== g[i]) || h[15] === g[15]) throw invalid(spec, `inet6 ${spec.inet6.guest} is not in the /96 of ${spec.inet6.host}`);
+      guest6 = formatIPv6(g);
+      args.push(`--dhcp-range=${guest6},${guest6},96,infinite`, '--enable-ra');
+      guest6 = `,[${guest6}]`;
+    }
+    args.push(`--dhcp-host=${spec.mac.toLowerCase()},${spec.guest}${guest6}${spec.hostname ? `,${spec.hostname}` : ''}`);
   }
   args.push(`--dhcp-option=option:router,${host}`);
   if (dns !== false) args.push(`--dhcp-option=option:dns-server,${host}`);
+  if (dns !== false && spec.kind === 'local' && spec.inet6 !== undefined) args.push(`--dhcp-option=option6:dns-server,[${formatIPv6(parseIPv6(spec.inet6.host))}]`);
   if (spec.mtu !== undefined) {
     if (!Number.isInteger(spec.mtu) || spec.mtu < 576 || spec.mtu > 65535) throw invalid(spec, `mtu ${spec.mtu} is not from 576 to 65535`);
     args.push(`--dhcp-option=option:mtu,${spec.mtu}`);
@@ -196,6 +228,88 @@ export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
   args.push('--dhcp-authoritative', '--no-ping');
   if (spec.verbose) args.push('--log-dhcp');
   return args;
+}
+
+/**
+ * The fixed lease of NIC `index` of VM `vmId` on a switch whose host address is `address` (CIDR), as a guest
+ * address the default dynamic range never hands out: the pool is the subnet minus network, broadcast, the host
+ * address and the dynamic range (for a /24 with the default range: .2–.99, then .200–.254), and NIC i of VM N
+ * takes slot 4(N−1)+i of it, or the next free one when `taken` (other guests' fixed leases) holds that.
+ * Deterministic for a given set of running guests, and never two guests on one address.
+ */
+export function fixedLeaseFor(address: string, vmId: number, index: number, taken: ReadonlySet<string> = new Set()): string {
+  const spec = { name: `address ${address}` };
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(address);
+  const len = m ? Number(m[2]) : NaN;
+  let addr: number;
+  try {
+    if (!m || len > 30) throw new Error();
+    addr = parseIPv4(m[1]!);
+  } catch {
+    throw invalid(spec, 'not an IPv4 CIDR of a /30 or larger subnet');
+  }
+  if (!Number.isSafeInteger(vmId) || vmId < 1 || !Number.isInteger(index) || index < 0 || index > 3) {
+    throw invalid(spec, `no fixed lease for vm id ${vmId} interface ${index}`);
+  }
+  const mask = maskOf(len);
+  const net = (addr & mask) >>> 0;
+  const bcast = (net | (~mask >>> 0)) >>> 0;
+  const [ds, de] = defaultRange(net, bcast, len);
+  // The pool as intervals, so a /8 is not a list of 16 million numbers.
+  const segments: Array<[number, number]> = [];
+  const push = (a: number, b: number): void => {
+    for (const [x, y] of addr >= a && addr <= b ? [[a, addr - 1], [addr + 1, b]] : [[a, b]]) if (x! <= y!) segments.push([x!, y!]);
+  };
+  push(net + 1, ds - 1);
+  push(de + 1, bcast - 1);
+  const size = segments.reduce((n, [a, b]) => n + b - a + 1, 0);
+  const nth = (k: number): number => {
+    for (const [a, b] of segments) {
+      if (k <= b - a) return a + k;
+      k -= b - a + 1;
+    }
+    return -1;
+  };
+  const first = ((vmId - 1) * 4 + index) % Math.max(size, 1);
+  for (let i = 0; i < size; i++) {
+    const candidate = formatIPv4(nth((first + i) % size));
+    if (!taken.has(candidate)) return candidate;
+  }
+  throw new VmdError('ERR_INVALID', `dhcp address range exceeded, vm id ${vmId} interface ${index}: no fixed lease left in ${formatIPv4(net)}/${len}`, {
+    hint: 'give the switch a larger subnet',
+  });
+}
+
+/** The `--dhcp-hostsfile` text for fixed leases: one `mac,address` line each, checked like dnsmasqArgs' hosts. */
+export function hostsFileText(hosts: readonly DhcpReservation[]): string {
+  return hosts.map((h) => {
+    if (!MAC_RE.test(h.mac)) throw new VmdError('ERR_INVALID', `dhcp hosts: bad MAC ${h.mac}`);
+    parseIPv4(h.address);
+    if (h.hostname !== undefined && !/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/.test(h.hostname)) throw new VmdError('ERR_INVALID', `dhcp hosts: bad hostname ${h.hostname}`);
+    return `${h.mac.toLowerCase()},${h.address}${h.hostname ? `,${h.hostname}` : ''}\n`;
+  }).join('');
+}
+
+/** A hosts file's `mac,address` lines as a map from MAC to address; a missing file is empty, odd lines are skipped. */
+export function readHostsFile(file: string): Map<string, string> {
+  const out = new Map<string, string>();
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    const [mac, address] = line.trim().split(',');
+    if (mac === undefined || address === undefined || !MAC_RE.test(mac)) continue;
+    try {
+      parseIPv4(address);
+    } catch {
+      continue;
+    }
+    out.set(mac.toLowerCase(), address);
+  }
+  return out;
 }
 
 /** The lease file's guest leases (`<expiry> <mac> <ip> <hostname|*> <client-id|*>`); a missing file is empty, partial lines are skipped. */
@@ -376,6 +490,11 @@ export class DnsmasqInstance {
       }
       await sleep(20);
     }
+  }
+
+  /** SIGHUP: dnsmasq re-reads its hosts file (fixed leases); a stopped instance is left alone. */
+  reload(): void {
+    if (this.running) this.child.kill('SIGHUP');
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone and its pid file removed. Safe to call twice. */

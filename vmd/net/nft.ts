@@ -8,6 +8,7 @@ import type { FilterRule } from '../../share/config.js';
 import {
   bridgeBaseChains, chainRules, filters, fwChain, inetBaseChains, inetStateChains, linkComment, type CounterSeed,
 } from './firewall.js';
+import { formatIPv6, parseIPv6 } from './addr.js';
 
 // Everything vmd wants in one network namespace; the caller (links/switches) builds it, nftScript renders it.
 export interface NetPlan {
@@ -21,6 +22,13 @@ export interface NetPlan {
    * table-local, so this is where a user's own chains can match `@group_NAME`, and they survive every replace.
    */
   readonly include?: string | null;
+  /**
+   * Group names whose `group_NAME` sets exist even with no member (every group vm.conf names): a user's included
+   * rule that matches `@group_NAME` must not break the whole table while no guest of that group runs.
+   */
+  readonly groups?: readonly string[];
+  /** IPv6 source CIDRs masqueraded like `masquerade` (NAT66 for the /96s of `local inet6`). */
+  readonly masquerade6?: readonly string[];
 }
 
 // A switch as nftables sees it: its bridge, subnet and group.
@@ -54,6 +62,8 @@ export interface NetLink {
   readonly groups: readonly string[];
   /** Filter rules of its interface block (firewall.ts); none = everything passes. */
   readonly rules?: readonly FilterRule[];
+  /** The only global source IPv6 the guest may use (`::` and link-local stay allowed, for DAD and neighbour discovery). */
+  readonly lockIp6?: string | null;
 }
 
 // A port forward: host port to guest address and port.
@@ -107,6 +117,24 @@ function network(cidr: string, what: string): { addr: number; len: number; text:
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
   const addr = (ipv4(cidr.slice(0, slash), what) & mask) >>> 0;
   return { addr, len, text: `${dotted(addr)}/${len}` };
+}
+
+/** An IPv6 CIDR reduced to its network, in RFC 5952 text: `fd00::1/96` → `fd00::/96`. */
+function network6(cidr: string, what: string): string {
+  const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+  const len = m === null ? NaN : Number(m[2]);
+  if (m === null || len > 128) invalid(`${what}: invalid cidr ${JSON.stringify(cidr)}`);
+  let b: Uint8Array;
+  try {
+    b = parseIPv6(m[1]!);
+  } catch {
+    invalid(`${what}: invalid cidr ${JSON.stringify(cidr)}`);
+  }
+  for (let i = 0; i < 16; i++) {
+    const keep = Math.max(0, Math.min(8, len - 8 * i));
+    b[i]! &= (0xff << (8 - keep)) & 0xff;
+  }
+  return `${formatIPv6(b)}/${len}`;
 }
 
 function ifname(name: string, what: string): string {
@@ -238,6 +266,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
     if (l.bridge !== null) ifname(l.bridge, `link ${l.name}`);
     if (l.bridge !== null && l.local !== null) invalid(`link ${l.name}: a local link cannot be on a bridge`);
     if (l.lockIp !== null) ipv4(l.lockIp, `link ${l.name}`);
+    if (l.lockIp6 !== undefined && l.lockIp6 !== null) network6(`${l.lockIp6}/128`, `link ${l.name}`);
     if (l.local !== null) {
       ipv4(l.local.host, `link ${l.name}`);
       ipv4(l.local.guest, `link ${l.name}`);
@@ -269,10 +298,15 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
     if (!inside) kept.push({ ...n, text });
   }
   const masqList = kept.map((k) => k.text);
+  const masq6List = uniqSorted((plan.masquerade6 ?? []).map((c) => network6(c, 'masquerade6')));
 
   const groups = new Map<string, Set<string>>();
   for (const s of switches) if (s.group !== null) (groups.get(s.group) ?? groups.set(s.group, new Set()).get(s.group)!).add(s.bridge);
   for (const l of links) for (const g of l.groups) (groups.get(g) ?? groups.set(g, new Set()).get(g)!).add(l.name);
+  for (const g of plan.groups ?? []) {
+    if (!GROUP.test(g)) invalid(`invalid group name ${JSON.stringify(g)}`);
+    if (!groups.has(g)) groups.set(g, new Set());
+  }
 
   const include = plan.include ?? null;
   if (include !== null && (!include.startsWith('/') || /["\x00-\x1f\x7f]/.test(include))) invalid(`include: invalid path ${JSON.stringify(include)}`);
@@ -298,6 +332,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
   const fwBridged = links.filter((l) => l.bridge !== null && l.rules.length > 0);
   if (fwBridged.length > 0) setDecl(inet, 'set', 'fw_bridges', 'ifname', uniqSorted(fwBridged.map((l) => l.bridge!)).map(q));
   if (masqList.length > 0) setDecl(inet, 'set', 'nat_sources', 'ipv4_addr', masqList, 'interval');
+  if (masq6List.length > 0) setDecl(inet, 'set', 'nat6_sources', 'ipv6_addr', masq6List, 'interval');
   if (forwards.length > 0) {
     setDecl(inet, 'map', 'forwards', 'inet_proto . inet_service : verdict',
       forwards.map((f) => `${f.proto} . ${f.hostPort} : jump dnat_${f.proto}_${f.hostPort}`));
@@ -317,6 +352,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
   }
   const post: string[] = [];
   if (masqList.length > 0) post.push('ip saddr @nat_sources ip daddr != @nat_sources counter masquerade comment "vmd nat"');
+  if (masq6List.length > 0) post.push('ip6 saddr @nat6_sources ip6 daddr != @nat6_sources counter masquerade comment "vmd nat6"');
   if (forwards.length > 0) post.push('ip saddr 127.0.0.0/8 oifname @localnet counter masquerade comment "vmd loopback forwards"');
   if (post.length > 0) chain(inet, 'postrouting', 'type nat hook postrouting priority srcnat; policy accept;', post);
   if (routed.length > 0) {
@@ -326,6 +362,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
       const rules: string[] = [];
       if (l.lockMac) rules.push(`ether saddr != ${l.mac} counter name "mac_${l.name}" drop`);
       if (l.lockIp !== null) rules.push(`meta nfproto ipv4 ip saddr != { 0.0.0.0, ${l.lockIp} } counter name "ip_${l.name}" drop`);
+      if (l.lockIp !== null && l.lockIp6) rules.push(`meta nfproto ipv6 ip6 saddr != { ::, fe80::/10, ${network6(`${l.lockIp6}/128`, l.name).slice(0, -4)} } counter name "ip_${l.name}" drop`);
       chain(inet, l.chain, null, rules);
     }
   }
@@ -427,6 +464,22 @@ export async function nftApply(script: string, netns: string | null): Promise<vo
 // Checks a script without applying it (`nft -c`), for tests and `vmd -n`.
 export async function nftCheck(script: string, netns: string | null): Promise<void> {
   await run(netns, ['nft', '-c', '-f', '-'], script);
+}
+
+/**
+ * Checks a script with `include` (nft -c) and returns null when nft accepts it, else what is wrong, naming the
+ * included file when the error is in one (`/etc/vmd/nft.d/x.nft:3: syntax error, …`), for a warning.
+ */
+export async function nftIncludeProblem(script: string, netns: string | null): Promise<string | null> {
+  const [cmd, args] = inNetns(netns, ['nft', '-c', '-f', '-']);
+  const r = await execa(cmd, args, { input: script, reject: false });
+  if (r.exitCode === 0) return null;
+  const stderr = String(r.stderr ?? '');
+  for (const line of stderr.split('\n')) {
+    const m = /^(\S+?):(\d+):[\d-]+:\s*Error:\s*(.*)$/.exec(line.trim());
+    if (m !== null && m[1] !== '/dev/stdin') return `${m[1]}:${m[2]}: ${m[3]}`;
+  }
+  return nftMessage(stderr || String(r.shortMessage));
 }
 
 // Removes vmd's tables (only them) from the namespace; their absence is fine.

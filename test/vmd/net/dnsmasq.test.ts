@@ -7,7 +7,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { DnsmasqInstance, dnsmasqArgs, readLeases, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq.js';
+import { DnsmasqInstance, dnsmasqArgs, fixedLeaseFor, hostsFileText, readHostsFile, readLeases, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq.js';
 import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
 import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
 import { LEASE_RE, guestBuildScript, guestCmdline, guestDir, guestFiles } from '../../../share/guest/guest.js';
@@ -73,9 +73,64 @@ t.test('dnsmasqArgs: a local interface /31', async (t) => {
     '--dhcp-authoritative', '--no-ping',
   ]);
   t.ok(dnsmasqArgs({ ...spec, hostname: 'web' }).includes('--dhcp-host=fe:e1:bb:d1:00:01,100.64.1.3,web'));
+  const six = dnsmasqArgs({ ...spec, hostname: 'web', inet6: { host: 'fd00:1:2:3:6440:103:0:1', guest: 'FD00:1:2:3:6440:103::2' } });
+  t.same(six.slice(11), [
+    '--dhcp-range=100.64.1.3,static,255.255.255.254,infinite',
+    '--dhcp-range=fd00:1:2:3:6440:103:0:2,fd00:1:2:3:6440:103:0:2,96,infinite', '--enable-ra',
+    '--dhcp-host=fe:e1:bb:d1:00:01,100.64.1.3,[fd00:1:2:3:6440:103:0:2],web',
+    '--dhcp-option=option:router,100.64.1.2', '--dhcp-option=option:dns-server,100.64.1.2',
+    '--dhcp-option=option6:dns-server,[fd00:1:2:3:6440:103:0:1]',
+    '--dhcp-authoritative', '--no-ping',
+  ], 'local inet6: RA for the /96, DHCPv6 of exactly the guest address, DNS on the host side');
+  t.notOk(dnsmasqArgs({ ...spec, dns: false, inet6: { host: 'fd00::1', guest: 'fd00::2' } }).some((a) => a.startsWith('--dhcp-option=option6')), 'no DNS, no DNS option');
+  t.throws(() => dnsmasqArgs({ ...spec, inet6: { host: 'fd00::1', guest: 'fd01::2' } }), { message: 'dhcp vmd1i0: inet6 fd01::2 is not in the /96 of fd00::1' });
+  t.throws(() => dnsmasqArgs({ ...spec, inet6: { host: 'fd00::1', guest: 'fd00::1' } }), { message: /is not in the \/96/ });
+  t.throws(() => dnsmasqArgs({ ...spec, inet6: { host: 'x', guest: 'fd00::2' } }), { message: /are not IPv6 addresses/ });
   t.throws(() => dnsmasqArgs({ ...spec, address: '100.64.1.2/24' }), { message: 'dhcp vmd1i0: local interface address 100.64.1.2/24 is not a /31' });
   t.throws(() => dnsmasqArgs({ ...spec, guest: '100.64.1.5' }), { message: 'dhcp vmd1i0: guest 100.64.1.5 is not the other half of 100.64.1.2/31' });
   t.throws(() => dnsmasqArgs({ ...spec, mac: 'fe:e1:bb' }), { message: /bad MAC/ });
+});
+
+t.test('fixedLeaseFor: outside the dynamic range, from the VM id and NIC index, never twice', async (t) => {
+  t.equal(fixedLeaseFor('10.0.0.1/24', 1, 0), '10.0.0.2', 'vm 1 if0: first address after the host');
+  t.equal(fixedLeaseFor('10.0.0.1/24', 1, 3), '10.0.0.5');
+  t.equal(fixedLeaseFor('10.0.0.1/24', 2, 0), '10.0.0.6', 'four slots per VM');
+  t.equal(fixedLeaseFor('10.0.0.1/24', 25, 1), '10.0.0.99', 'last address below .100');
+  t.equal(fixedLeaseFor('10.0.0.1/24', 25, 2), '10.0.0.200', 'then above the dynamic range .100–.199');
+  t.equal(fixedLeaseFor('10.0.0.1/24', 39, 0), '10.0.0.254', 'the last slot of a /24 (98 + 55 addresses)');
+  t.equal(fixedLeaseFor('10.0.0.1/24', 39, 1), '10.0.0.2', 'beyond the pool it wraps around');
+  t.equal(fixedLeaseFor('10.0.0.50/24', 13, 0), '10.0.0.49', 'with the host at .50, .1 is free and counts');
+  t.equal(fixedLeaseFor('10.0.0.50/24', 13, 1), '10.0.0.51', 'the host address is skipped wherever it is');
+  t.equal(fixedLeaseFor('10.0.0.1/24', 1, 0, new Set(['10.0.0.2', '10.0.0.3'])), '10.0.0.4', 'taken: the next free one');
+  t.equal(fixedLeaseFor('10.1.0.1/16', 300, 0), '10.1.5.18', 'a /16: slot 1196 = 98 below the range, then 1098 after 10.1.0.200');
+  t.equal(fixedLeaseFor('192.168.7.1/28', 1, 0), '192.168.7.2', 'a small subnet: the lower half');
+  t.equal(fixedLeaseFor('192.168.7.1/28', 2, 1), '192.168.7.7', 'slot 5 of the 6 free addresses .2–.7');
+  t.equal(fixedLeaseFor('192.168.7.1/28', 2, 3), '192.168.7.3', 'slot 7 wraps to slot 1');
+  const all = new Set(['192.168.7.2', '192.168.7.3', '192.168.7.4', '192.168.7.5', '192.168.7.6', '192.168.7.7']);
+  t.throws(() => fixedLeaseFor('192.168.7.1/28', 1, 0, all), { code: 'ERR_INVALID', message: 'dhcp address range exceeded, vm id 1 interface 0: no fixed lease left in 192.168.7.0/28' });
+  t.throws(() => fixedLeaseFor('10.0.0.1/31', 1, 0), { message: /not an IPv4 CIDR/ });
+  t.throws(() => fixedLeaseFor('10.0.0.1/24', 0, 0), { message: /no fixed lease for vm id 0/ });
+  t.throws(() => fixedLeaseFor('10.0.0.1/24', 1, 4), { message: /interface 4/ });
+  // Every VM id and NIC of a full /24 gets its own address while the pool lasts.
+  const seen = new Set<string>();
+  for (let id = 1; id <= 38; id++) for (let i = 0; i < 4; i++) seen.add(fixedLeaseFor('10.0.0.1/24', id, i));
+  t.equal(seen.size, 152, 'collision-free for 38 VMs of 4 NICs');
+  t.notOk([...seen].some((a) => { const o = Number(a.split('.')[3]); return o === 1 || (o >= 100 && o <= 199); }), 'never the host or the dynamic range');
+});
+
+t.test('hosts file: written and read back', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-hosts-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const text = hostsFileText([{ mac: 'FE:E1:BB:00:00:01', address: '10.0.0.2' }, { mac: 'fe:e1:bb:00:00:02', address: '10.0.0.6', hostname: 'web' }]);
+  t.equal(text, 'fe:e1:bb:00:00:01,10.0.0.2\nfe:e1:bb:00:00:02,10.0.0.6,web\n');
+  t.equal(hostsFileText([]), '');
+  t.throws(() => hostsFileText([{ mac: 'fe:e1', address: '10.0.0.2' }]), { message: /bad MAC/ });
+  t.throws(() => hostsFileText([{ mac: 'fe:e1:bb:00:00:01', address: '10.0.0.2', hostname: 'a,b' }]), { message: /bad hostname/ });
+  const f = join(dir, 'x.hosts');
+  t.same(readHostsFile(f), new Map(), 'missing file');
+  writeFileSync(f, `${text}garbage\nfe:e1:bb:00:00:03,10.0.0\n`);
+  t.same(readHostsFile(f), new Map([['fe:e1:bb:00:00:01', '10.0.0.2'], ['fe:e1:bb:00:00:02', '10.0.0.6']]));
+  t.ok(dnsmasqArgs({ kind: 'switch', name: 's', interface: 'br0', address: '10.0.0.1/24', hostsFile: f, ...files(dir, 's') }).includes(`--dhcp-hostsfile=${f}`));
 });
 
 t.test('readLeases: the format of HOST-FACTS §3, missing and partial files', async (t) => {
@@ -135,6 +190,8 @@ function processesUsing(dir: string): string[] {
 
 t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { skip: !canRun && 'needs root, dnsmasq, ip, busybox' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-dnsmasq-sw-'));
+  // dnsmasq re-reads a hosts file as nobody: the directory must be searchable, as vmd's state directory is.
+  chmodSync(dir, 0o755);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sw = await ns(t, `vmdt-dsw-${tag}`);
   const cl = await ns(t, `vmdt-dcl-${tag}`);
@@ -173,6 +230,24 @@ t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { 
     t.match(readLeases(spec.leaseFile), [{ mac: '52:54:00:99:00:21', address: m[1], expiry: Number }], 'the lease is on file');
   }
 
+  await t.test('fixed leases: a hosts file written while dnsmasq runs counts after reload()', async (t) => {
+    const hostsFile = join(dir, 'fixed.hosts');
+    writeFileSync(hostsFile, '', { mode: 0o644 });
+    await inst.stop();
+    const fixed = await DnsmasqInstance.start({ ...spec, hostsFile }, { netns: sw, cleanup: true });
+    t.teardown(() => fixed.stop());
+    writeFileSync(hostsFile, hostsFileText([{ mac: '52:54:00:99:00:21', address: fixedLeaseFor(spec.address, 3, 1) }]));
+    t.teardown(() => { if (!t.passing()) t.comment(readFileSync(spec.logFile, 'utf8')); });
+    fixed.reload();
+    await new Promise((r) => setTimeout(r, 300));
+    const again = await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
+      reject: false, timeout: 20_000,
+    });
+    t.match(again.stdout, /BOUND ip=10\.99\.0\.11 /, `the reservation wins over the earlier dynamic lease: ${again.stdout}`);
+    await fixed.stop();
+  });
+  const restarted = await DnsmasqInstance.start(spec, { netns: sw, cleanup: true });
+  t.teardown(() => restarted.stop());
   await t.test('a second instance on the same bridge fails with dnsmasq\'s own reason', async (t) => {
     const err = await DnsmasqInstance.start({ ...spec, name: 'switch-dup', ...files(dir, 'switch-dup') }, { netns: sw, cleanup: true }).catch((e: unknown) => e);
     t.match(err, { code: 'ERR_INTERNAL', message: /^dhcp switch-dup on br0 in vmdt-dsw-\d+: .*(in use|Address)/ });
@@ -188,12 +263,12 @@ t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { 
     t.notOk(existsSync(other), 'the stale pid file is removed');
     t.equal(await DnsmasqInstance.killStale(join(dir, 'absent.pid')), false);
     t.equal(await DnsmasqInstance.killStale(spec.pidFile, join(dir, 'wrong.leases')), false, 'lease file differs: left alone');
-    t.ok(inst.running);
+    t.ok(restarted.running);
     t.ok(existsSync(spec.pidFile), 'and so is its pid file');
     t.equal(await DnsmasqInstance.killStale(spec.pidFile, spec.leaseFile), true, 'ours: killed');
-    await Promise.race([inst.exited, new Promise((r) => setTimeout(r, 5_000))]);
-    t.notOk(inst.running);
-    await inst.stop();
+    await Promise.race([restarted.exited, new Promise((r) => setTimeout(r, 5_000))]);
+    t.notOk(restarted.running);
+    await restarted.stop();
   });
   t.same(processesUsing(dir), [], 'no process of this test remains');
 });

@@ -60,6 +60,14 @@ const cases: Record<string, NetPlan> = {
     ],
     masquerade: ['100.64.2.2/31', '100.64.1.2/31', '100.64.1.4/31'],
   },
+  'local-inet6': {
+    switches: [],
+    links: [{ ...localLink(1, 'six'), lockIp6: 'fd00:1:2:3:6440:103:0:2' }],
+    forwards: [],
+    masquerade: ['100.64.1.2/31'],
+    // Host bits are dropped: the set holds the /96.
+    masquerade6: ['fd00:1:2:3:6440:103:0:1/96'],
+  },
   'nat-switch-forward': {
     switches: [{ name: 'uplink', bridge: 'vmdbr0', subnet: '10.99.0.1/24', nat: true, group: null }],
     links: [link('vm1i0', 1, 'web', { bridge: 'vmdbr0' })],
@@ -371,3 +379,22 @@ async function listTables(netns: string): Promise<string[]> {
   const json = JSON.parse(stdout) as { nftables: Array<{ table?: { family: string; name: string } }> };
   return json.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : [])).sort();
 }
+
+t.test('IPv6 of local inet6: NAT66 sources and the source lock', async (t) => {
+  const script = nftScript(cases['local-inet6']!);
+  t.match(script, /set nat6_sources \{\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = \{ fd00:1:2:3:6440:103::\/96 \}/);
+  t.match(script, 'ip6 saddr @nat6_sources ip6 daddr != @nat6_sources counter masquerade comment "vmd nat6"');
+  t.match(script, 'meta nfproto ipv6 ip6 saddr != { ::, fe80::/10, fd00:1:2:3:6440:103:0:2 } counter name "ip_vm1i0" drop');
+  t.throws(() => nftScript({ ...emptyPlan, masquerade6: ['fd00::/129'] }), { code: 'ERR_INVALID', message: /masquerade6: invalid cidr/ });
+  t.throws(() => nftScript({ ...emptyPlan, masquerade6: ['10.0.0.0/8'] }), { code: 'ERR_INVALID' });
+  t.throws(() => nftScript({ ...cases['local-inet6']!, links: [{ ...localLink(1, 'six'), lockIp6: 'fd00::1 } accept {' }] }), { code: 'ERR_INVALID' });
+});
+
+t.test('declared groups: a set for every group vm.conf names, members or not', async (t) => {
+  const plan = { ...cases.groups!, groups: ['web', 'idle'] };
+  const script = nftScript(plan);
+  t.match(script, /\tset group_idle \{\n\t\ttype ifname\n\t\}\n/, 'an empty set, no elements line');
+  t.match(script, /\tset group_web \{\n\t\ttype ifname\n\t\telements = \{ "vm8i0", "vm9i0" \}\n/, 'a declared group with members keeps them');
+  t.equal(nftScript({ ...cases.groups!, groups: [] }), nftScript(cases.groups!), 'no declared groups: the same script');
+  t.throws(() => nftScript({ ...plan, groups: ['bad name'] }), { code: 'ERR_INVALID', message: 'invalid group name "bad name"' });
+});
