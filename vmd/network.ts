@@ -44,6 +44,14 @@ interface LinkState {
   readonly local6?: { readonly host: string; readonly guest: string } | null;
 }
 
+/**
+ * The only source IPv4 a guest may use on a link: its local address, or, with `locked lladdr`, the fixed lease
+ * vmd gave it on a `dhcp` switch; null when not locked.
+ */
+function lockedIpOf(l: Pick<LinkState, 'local' | 'lockMac' | 'fixed'>): string | null {
+  return l.local?.guest ?? (l.lockMac && l.fixed ? l.fixed : null);
+}
+
 /** Rules compared as what they do, not where they were written. */
 function sameRules(a: readonly FilterRule[], b: readonly FilterRule[]): boolean {
   const key = (rules: readonly FilterRule[]): string => JSON.stringify(rules.map(({ location: _l, ...r }) => r));
@@ -472,7 +480,7 @@ export class Network {
       switches: switches.map((s) => ({ name: s.name, bridge: s.interface, subnet: s.address === null ? null : subnetOf(s.address), nat: s.nat, group: s.group })),
       links: links.map((l) => ({
         name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
-        lockIp: l.local?.guest ?? null, local: l.local, groups: l.groups, rules: l.rules, lockIp6: l.local6?.guest ?? null,
+        lockIp: lockedIpOf(l), local: l.local, groups: l.groups, rules: l.rules, lockIp6: l.local6?.guest ?? null,
       })),
       forwards: links.flatMap((l) => {
         // A local link's guest is reached through its tap; a guest on a nat switch at its fixed lease, through the bridge.
@@ -628,10 +636,10 @@ export class Network {
       const lockedLladdr = live !== null ? live.lockMac || live.local !== null : nic.locked || nic.local || (nic.switch !== null && (this.switchByName(nic.switch)?.locked ?? false));
       out.push({
         vmId, vm: vm.name, index: nic.index, link: live?.name ?? null, switch: live?.switch ?? nic.switch, local: nic.local,
-        lockedLladdr, lockedIp: live?.local?.guest ?? null,
+        lockedLladdr, lockedIp: live === null ? null : lockedIpOf(live),
         rules: rules.map((r, i) => ({ n: i + 1, text: r.text, action: r.action, source: `${r.location.file}:${r.location.line}`, count: c === null ? null : c.rules[i]! })),
         macSpoof: c === null || !lockedLladdr ? null : c.macSpoof,
-        ipSpoof: c === null || live?.local === null ? null : c.ipSpoof,
+        ipSpoof: c === null || live === null || lockedIpOf(live) === null ? null : c.ipSpoof,
         vlan: c === null || rules.length === 0 || live?.bridge === null ? null : c.vlan,
       });
     }

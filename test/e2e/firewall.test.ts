@@ -109,6 +109,14 @@ t.test('firewall, reload, address locks: real guests', async (t) => {
     t.ok(links.links[0]!.spoofDropped > 0, 'vmctl links shows the spoofing drops');
   });
 
+  await t.test('locked lladdr on a dhcp switch also locks the source address to the lease', async (t) => {
+    t.equal((await firewall(h, 'b')).interfaces[0]!.lockedIp, ipB, 'locked to the lease vmd gave it');
+    const spoofed = await sh(h, 'b', `ip addr add 10.76.0.250/32 dev eth0 && ping -c 2 -W 1 -I 10.76.0.250 10.76.0.1; ip addr del 10.76.0.250/32 dev eth0`);
+    t.match(spoofed, /0 packets received/, 'another source address gets nowhere');
+    t.ok((await firewall(h, 'b')).interfaces[0]!.ipSpoof!.packets > 0, 'ip-spoof drops counted');
+    t.match(await sh(h, 'b', 'ping -c 1 -W 2 10.76.0.1'), /1 packets received/, 'the leased address still works');
+  });
+
   await t.test('local interface: rules in the routed path, and a foreign source address is dropped', async (t) => {
     t.equal(await tcp(h.netns, ipL, 80), 'l', 'port 80 from the host');
     t.equal(await tcp(h.netns, ipL, 8081), 'FAIL', 'not port 8081');
