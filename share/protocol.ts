@@ -3,6 +3,7 @@
 
 import type { VmdErrorData } from './errors.js';
 import { isErrorCode } from './errors.js';
+import { readStreamConfig, StreamError, type StreamConfig } from './stream.js';
 
 /** Bumped on any incompatible change; a client with another version gets ERR_VERSION. */
 export const PROTOCOL_VERSION = 1;
@@ -105,11 +106,16 @@ export interface ReloadRequest extends Base { readonly type: 'config.reload.requ
 export interface ResetRequest extends Base { readonly type: 'config.reset.request'; readonly mode: 'all' | 'vms' | 'switches' }
 export interface VerboseRequest extends Base { readonly type: 'log.verbose.request'; readonly level: number }
 export interface LinksRequest extends Base { readonly type: 'vm.links.request'; readonly target?: string }
+/** The connection then carries the send stream (share/stream.ts) from vmd to the client. */
+export interface SendRequest extends Base { readonly type: 'vm.send.request'; readonly target: string }
+/** `config` is the stream's header, read by the client; after the `ready` reply the client sends the stream's body. */
+export interface ReceiveRequest extends Base { readonly type: 'vm.receive.request'; readonly target: string; readonly config: StreamConfig }
 
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
-  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest;
+  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest
+  | SendRequest | ReceiveRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -120,13 +126,16 @@ export interface WaitResponse { readonly type: 'vm.wait.response'; readonly id: 
 export interface PauseResponse { readonly type: 'vm.pause.response' | 'vm.unpause.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface ConsoleResponse { readonly type: 'vm.console.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface LinksResponse { readonly type: 'vm.links.response'; readonly id: number; readonly links: readonly LinkInfo[] }
+export interface SendResponse { readonly type: 'vm.send.response'; readonly id: number; readonly vmId: number; readonly name: string }
+/** `ready`: send the body now; `done`: the guest runs. */
+export interface ReceiveResponse { readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo }
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | LinksResponse | OkResponse | ErrorResponse;
+  | LinksResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse;
 
 /** Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console), and list links. */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
@@ -314,6 +323,19 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
     keys: ['level'],
     read: (o, b) => ({ ...b, type: 'log.verbose.request', level: int(o, 'level', 0, 3, 'log.verbose.request') }),
   },
+  'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
+  'vm.receive.request': {
+    keys: ['target', 'config'],
+    read: (o, b) => {
+      const t = target(o, 'vm.receive.request');
+      try {
+        return { ...b, type: 'vm.receive.request', target: t, config: readStreamConfig(o.config) };
+      } catch (err) {
+        if (err instanceof StreamError) throw new ProtocolError(`vm.receive.request config: ${err.message.replace(/^stream: configuration: /, '')}`);
+        throw err;
+      }
+    },
+  },
   'vm.links.request': {
     keys: ['target'],
     read: (o, b) => {
@@ -426,6 +448,7 @@ export function readResponse(msg: unknown): ControlResponse {
         type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
         result: oneOf(msg, 'result', ['requested', 'terminated'] as const, 'reply'),
       };
+    case 'vm.send.response':
     case 'vm.wait.response':
     case 'vm.pause.response':
     case 'vm.unpause.response':
@@ -435,6 +458,8 @@ export function readResponse(msg: unknown): ControlResponse {
       const links = array(msg, 'links', 1_000_000, 'reply') ?? [];
       return { type: msg.type, id, links: links.map(readLinkInfo) };
     }
+    case 'vm.receive.response':
+      return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm) };
     case 'ok.response':
       return { type: msg.type, id };
     case 'error': {

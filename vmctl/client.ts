@@ -27,7 +27,8 @@ export interface ConsoleStream extends Reply {
 interface Pending {
   readonly resolve: (reply: Reply & { remainder?: Buffer }) => void;
   readonly reject: (err: Error) => void;
-  readonly raw: boolean;
+  /** The reply type after which the connection stops being framed (console, send, receive), if any. */
+  readonly rawOn: ControlResponse['type'] | null;
 }
 
 /** One connection to vmd; requests may overlap, replies are matched by id. */
@@ -67,13 +68,18 @@ export class ControlClient {
 
   /** Sends one request and resolves with its reply (an error reply too: callers word it for their command). */
   request(body: RequestBody): Promise<Reply> {
-    return this.#send(body, false);
+    return this.#send(body, null);
   }
 
   /** Sends `vm.console.request`; on `vm.console.response` the connection stops being framed and is handed over. */
   async console(target: string): Promise<ConsoleStream | Reply> {
-    const reply = await this.#send({ type: 'vm.console.request', target }, true);
-    if (reply.response.type !== 'vm.console.response') return reply;
+    return this.stream({ type: 'vm.console.request', target }, 'vm.console.response');
+  }
+
+  /** Sends a request whose `rawOn` reply turns the connection into a byte stream (console, send, receive). */
+  async stream(body: RequestBody, rawOn: ControlResponse['type']): Promise<ConsoleStream | Reply> {
+    const reply = await this.#send(body, rawOn);
+    if (reply.response.type !== rawOn) return reply;
     return { ...reply, socket: this.socket, remainder: reply.remainder ?? Buffer.alloc(0) };
   }
 
@@ -84,11 +90,11 @@ export class ControlClient {
     this.socket.destroy();
   }
 
-  #send(body: RequestBody, raw: boolean): Promise<Reply & { remainder?: Buffer }> {
+  #send(body: RequestBody, rawOn: ControlResponse['type'] | null): Promise<Reply & { remainder?: Buffer }> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, raw });
+      this.#pending.set(id, { resolve, reject, rawOn });
       try {
         this.socket.write(encodeFrame({ v: PROTOCOL_VERSION, id, ...body }));
       } catch (err) {
@@ -113,10 +119,10 @@ export class ControlClient {
     const waiter = key === undefined ? undefined : this.#pending.get(key);
     if (waiter === undefined) return;
     this.#pending.delete(key as number);
-    if (waiter.raw && response.type === 'vm.console.response') {
+    if (waiter.rawOn !== null && response.type === waiter.rawOn) {
       // Switch right after this frame: whatever follows it in the same chunk is already console output.
       const remainder = this.#reader.switchToRaw();
-      this.#failure = new CliError('connection is a console stream');
+      this.#failure = new CliError('connection is a byte stream');
       waiter.resolve({ response, raw, remainder });
       return;
     }

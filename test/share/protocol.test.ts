@@ -62,6 +62,18 @@ const fullOptions: Msg = {
   forwards: [{ proto: 'tcp', hostPort: 2222, guestPort: 22 }, { proto: 'udp', hostPort: 65535, guestPort: 1 }],
 };
 
+/** A send stream's configuration with every field used (share/stream.ts has its own reader tests). */
+const streamConfig: Msg = {
+  name: 'web', memory: 256 * 1024 * 1024, cpus: 2, boot: '/k', initrd: '/i', cmdline: 'console=ttyS0', cdrom: null,
+  disks: [{ path: '/var/vm/a.qcow2', format: 'qcow2' }],
+  interfaces: [{
+    local: false, switch: 'uplink', lladdr: 'fe:e1:bb:00:00:01', locked: true, group: 'web', rdomain: 3,
+    forwards: [{ proto: 'tcp', hostPort: 8080, guestPort: 80 }],
+    rules: [{ action: 'block', direction: 'in', quick: false, protos: ['tcp'], from: { addresses: ['10.0.0.0/8'], ports: [] }, to: { addresses: [], ports: [{ from: 22, to: 22 }] }, text: 'block in proto tcp from 10.0.0.0/8 to port 22' }],
+  }],
+  owner: { uid: 1000, gid: null },
+};
+
 /** Valid requests of every type: the reader returns them unchanged. */
 const VALID: Record<RequestType, Msg[]> = {
   'vm.status.request': [req('vm.status.request'), req('vm.status.request', { target: 'web' }), req('vm.status.request', { target: '3', running: true }), req('vm.status.request', { running: false })],
@@ -85,6 +97,8 @@ const VALID: Record<RequestType, Msg[]> = {
   'config.reset.request': [req('config.reset.request', { mode: 'all' }), req('config.reset.request', { mode: 'vms' }), req('config.reset.request', { mode: 'switches' })],
   'log.verbose.request': [req('log.verbose.request', { level: 0 }), req('log.verbose.request', { level: 3 })],
   'vm.links.request': [req('vm.links.request'), req('vm.links.request', { target: 'web' }), req('vm.links.request', { target: '3' })],
+  'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
+  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {
@@ -107,6 +121,15 @@ t.test('a start request without options means no options', async (t) => {
 t.test('who may send what', async (t) => {
   t.ok(UNPRIVILEGED_REQUESTS.has('vm.links.request'), 'any user may list links, as any user may see status');
   t.notOk(UNPRIVILEGED_REQUESTS.has('config.reset.request'), 'reset stays root only');
+  // OpenBSD's control.c never let non-root users send or receive (neither was in its list).
+  t.notOk(UNPRIVILEGED_REQUESTS.has('vm.send.request'), 'send is root only');
+  t.notOk(UNPRIVILEGED_REQUESTS.has('vm.receive.request'), 'receive is root only');
+});
+
+t.test('a receive request with a bad configuration is a protocol error naming the field', async (t) => {
+  refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, memory: 5 } }), 'ERR_PROTOCOL', 'memory', /^vm\.receive\.request config: memory must be/);
+  refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, extra: 1 } }), 'ERR_PROTOCOL', 'unknown key', /unknown field "extra"/);
+  refuses(t, req('vm.receive.request', { target: 'b' }), 'ERR_PROTOCOL', 'no config', /config: must be an object/);
 });
 
 t.test('non-objects and unknown types', async (t) => {
@@ -383,6 +406,9 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
     { type: 'vm.links.response', id: 10, links: [{ ...linkInfo, switch: null, address: null }, { ...linkInfo, address: 'fd00::3/96' }] },
     { type: 'vm.links.response', id: 10, links: [] },
+    { type: 'vm.send.response', id: 11, vmId: 1, name: 'web' },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
+    { type: 'vm.receive.response', id: 12, phase: 'done', vm: vmInfo },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'vm "x": not found' } },
     { type: 'error', id: 0, error: { code: 'ERR_PERMISSION', message: 'denied', hint: 'ask root' } },
@@ -569,6 +595,7 @@ t.test('property: mutated replies are accepted or refused with ProtocolError, no
     { type: 'vm.stop.response', id: 3, vmId: 1, name: 'web', result: 'requested' },
     { type: 'vm.console.response', id: 7, vmId: 1, name: 'web' },
     { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'not found', hint: 'h' } },
   ];
