@@ -420,3 +420,17 @@ export function readStreamConfig(v: unknown): StreamConfig {
     owner,
   };
 }
+
+/** Buffered bytes a stream relay lets build up before it pauses its source. */
+export const RELAY_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Pauses `source` while `sink` holds more than RELAY_BUFFER_BYTES, resuming it once drained. Pausing at the
+ * sink's own high-water mark (16 KiB) instead would stop and start the source on every chunk: measured, that
+ * made a 96 MB send take 1.4 s rather than 0.1 s for QEMU's part.
+ */
+export function throttle(sink: NodeJS.WritableStream & { writableLength: number }, source: NodeJS.ReadableStream): void {
+  if (sink.writableLength <= RELAY_BUFFER_BYTES || source.isPaused()) return;
+  source.pause();
+  sink.once('drain', () => source.resume());
+}

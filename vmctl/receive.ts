@@ -5,7 +5,7 @@ import { fstatSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { FrameDecoder } from '../share/frame.js';
 import { ProtocolError, readResponse } from '../share/protocol.js';
-import { StreamDecoder, StreamError, type StreamConfig } from '../share/stream.js';
+import { StreamDecoder, StreamError, throttle, type StreamConfig } from '../share/stream.js';
 import { getopt, printJson, reportError, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import { byteProgress, type Progress } from './progress.js';
@@ -91,10 +91,8 @@ function pumpIn(ctx: Context, socket: Socket, remainder: Buffer, rest: Buffer, s
     const onInput = (chunk: Buffer): void => {
       bytes += chunk.length;
       progress.update(bytes);
-      if (!socket.write(chunk)) {
-        ctx.stdin.pause();
-        socket.once('drain', () => ctx.stdin.resume());
-      }
+      socket.write(chunk);
+      throttle(socket, ctx.stdin);
     };
     const onInputEnd = (): void => {
       socket.end();

@@ -2,7 +2,7 @@
 // vmctl checks the stream as it passes, so a short or failed transfer is an error here, not a file that looks whole.
 
 import type { Socket } from 'node:net';
-import { StreamDecoder, type StreamEvent } from '../share/stream.js';
+import { StreamDecoder, throttle, type StreamEvent } from '../share/stream.js';
 import { getopt, parseVmid, printJson, reportError, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import { byteProgress } from './progress.js';
@@ -33,10 +33,8 @@ function pumpOut(ctx: Context, socket: Socket, remainder: Buffer, name: string):
         return;
       }
       // The stream goes out as it came, the error trailer too: a `vmctl receive` at the other end of a pipe reports it.
-      if (!ctx.stdout.write(chunk)) {
-        socket.pause();
-        ctx.stdout.once('drain', () => socket.resume());
-      }
+      ctx.stdout.write(chunk);
+      throttle(ctx.stdout, socket);
       progress.update(decoder.totalBytes);
       for (const ev of events) {
         if (ev.kind === 'end') finish(0);

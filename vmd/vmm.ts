@@ -6,7 +6,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VmdError, toVmdError, type VmdErrorData } from '../share/errors.js';
 import { encodeFrame } from '../share/frame.js';
-import { chunkPrefix, encodeStreamError, StreamDecoder, STREAM_END } from '../share/stream.js';
+import { chunkPrefix, encodeStreamError, StreamDecoder, STREAM_END, throttle } from '../share/stream.js';
 import { isParentToVmm, type GuestHandle, type ParentToVmm, type VmmToParent } from '../share/ipc.js';
 import type { VmState } from '../share/protocol.js';
 import { logDebug, logSetVerbose, logWarn } from './log.js';
@@ -229,6 +229,7 @@ export function vmmMain(): void {
     rmSync(path, { force: true });
     const server = createServer();
     let qemu: Socket | null = null;
+    let nchunks = 0; let maxbuf = 0;
     let failTransfer: (err: Error) => void = () => undefined;
     const onClientClose = (): void => failTransfer(new VmdError('ERR_INTERRUPTED', `vm "${name}": send: the receiving end went away`));
     client.on('close', onClientClose);
@@ -245,11 +246,10 @@ export function vmmMain(): void {
           qemu = conn;
           server.close();
           conn.on('data', (data: Buffer) => {
+            nchunks++; maxbuf = Math.max(maxbuf, client.writableLength);
             client.write(chunkPrefix(data.length));
-            if (!client.write(data)) {
-              conn.pause();
-              client.once('drain', () => conn.resume());
-            }
+            client.write(data);
+            throttle(client, conn);
           });
           conn.on('end', () => resolve());
           conn.on('error', (err) => reject(new VmdError('ERR_QEMU', `vm "${name}": send: migration stream: ${err.message}`)));
@@ -257,8 +257,12 @@ export function vmmMain(): void {
       });
       if (client.destroyed) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": send: the receiving end went away`);
       if (wasRunning) await qmp.execute('stop');
+      // The guest is paused, so there is no downtime to protect: QEMU's default rate limit only slows the send.
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 ** 3 });
       await qmp.execute('migrate', { uri: `unix:${path}` });
+      const T0 = Date.now();
       await transferred;
+      logWarn(`T transferred ${Date.now() - T0} maxbuf ${maxbuf} chunks ${nchunks}`);
       const outcome = await migrationOutcome(g);
       if (outcome.status !== 'completed') {
         throw new VmdError('ERR_QEMU', `vm "${name}": send: migration ${outcome.status}${outcome.error === '' ? '' : `: ${outcome.error}`}`);
@@ -282,6 +286,7 @@ export function vmmMain(): void {
     // so a receiver on this host finds the disks free and the sender's links on their way out.
     client.off('close', onClientClose);
     g.state = 'stopping';
+    g.shutdownReason = 'sent';
     await quitAndWait(g);
     finish(g, 'sent', true);
     client.end(STREAM_END);
@@ -346,10 +351,8 @@ export function vmmMain(): void {
                 stop(new VmdError('ERR_STREAM', `vm "${name}": receive: qemu finished loading before the end of the stream`, { hint: 'the stream holds more than one guest state: it is corrupt' }));
                 return;
               }
-              if (!conn.write(ev.data)) {
-                client.pause();
-                conn.once('drain', () => client.resume());
-              }
+              conn.write(ev.data);
+              throttle(conn, client);
             } else if (ev.kind === 'end') {
               conn.end();
               stop(null);
@@ -436,6 +439,8 @@ export function vmmMain(): void {
     }
     g.qmp.on('event', (name: string, data: unknown) => {
       if (name === 'SHUTDOWN') {
+        // A sent guest's quit is the end of a send, and is logged and recorded as such.
+        if (g.transfer === 'send') return;
         const reason = (data as { reason?: unknown } | undefined)?.reason;
         g.shutdownReason = typeof reason === 'string' ? reason : 'shutdown';
       } else if (name === 'STOP' && g.state === 'running') {

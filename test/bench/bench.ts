@@ -3,6 +3,7 @@
 
 import { fleetBench } from './fleet.bench.js';
 import { parseBench } from './parse.bench.js';
+import { sendBench } from './send.bench.js';
 import { startBench } from './start.bench.js';
 
 /** One number a section measured; with `target`, the line says whether it is within it (ok) or not (MISS). */
@@ -20,7 +21,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench, sendBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);
