@@ -11,7 +11,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
   DEFAULT_MEMORY, DEFAULT_STAGGER_DELAY, MAX_DISKS, MAX_NICS,
-  type Config, type DiskConfig, type InterfaceConfig, type VmConfig,
+  type Config, type DiskConfig, type InstanceFlag, type InterfaceConfig, type VmConfig,
 } from '../share/config.js';
 import { VmdError, toVmdError, type ErrorCode, type VmdErrorData } from '../share/errors.js';
 import { encodeFrame } from '../share/frame.js';
@@ -856,7 +856,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         if (uid !== 0 && o.instanceOf === undefined) {
           throw new VmdError('ERR_PERMISSION', `vm "${req.target}": only root may create new vms`, { hint: 'ask for an instance of a vm that allows it: vmctl start -t PARENT NAME' });
         }
-        const { vm, warnings, origin } = vmFromOptions(req.target, o, uid, byName);
+        const { vm, warnings, origin } = vmFromOptions(req.target, o, uid, byName, (g) => g === gid || groupsOf(uid, gid).includes(g));
         const id = db.vmClaimId(vm.name);
         const rec: VmRecord = { id, name: vm.name, origin, config: vm, ownerUid: uid, ownerGid: null };
         db.vmPut(rec);
@@ -1058,7 +1058,7 @@ function configError(diags: readonly Diagnostic[]): VmdError {
 
 /** A VmConfig for `vmctl start NAME -m … -i …` (or an instance with -t), with OpenBSD's defaults and checks. */
 function vmFromOptions(
-  name: string, o: StartOptions, uid: number, byName: (n: string) => Entry | undefined,
+  name: string, o: StartOptions, uid: number, byName: (n: string) => Entry | undefined, inGroup: (gid: number) => boolean,
 ): { vm: VmConfig; warnings: string[]; origin: 'adhoc' | 'instance' } {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new VmdError('ERR_INVALID', `vm name "${name}": invalid VM name`, { hint: 'use letters, digits, ".", "_" and "-", not first' });
   if (name.length > 63) throw new VmdError('ERR_INVALID', `vm name "${name.slice(0, 20)}…": vm name too long`);
@@ -1072,8 +1072,23 @@ function vmFromOptions(
     if (uid !== 0) {
       const allow = parent.allowInstance;
       const owner = allow?.owner ?? parent.owner;
-      if (allow === null || owner === null || owner.uid !== uid) {
+      // OpenBSD's vm_checkperm on the instance owner: that user (not root's uid 0 of a `:group`), or the group.
+      const mayCreate = owner !== null && ((owner.uid === uid && owner.uid !== 0) || (owner.gid !== null && inGroup(owner.gid)));
+      if (allow === null || !mayCreate) {
         throw new VmdError('ERR_PERMISSION', `vm "${name}": no permission to create an instance of "${parent.name}"`);
+      }
+      // vm_instance: each override needs its `allow instance` flag; OpenBSD logs `no permission to set …`.
+      const overrides: Array<[boolean, InstanceFlag, string]> = [
+        [o.memory !== undefined, 'memory', 'memory'],
+        [(o.disks?.length ?? 0) > 0, 'disk', 'disks'],
+        [o.interfaces !== undefined || (o.nets?.length ?? 0) > 0 || (o.forwards?.length ?? 0) > 0, 'interface', 'interfaces'],
+        [o.boot !== undefined || o.initrd !== undefined || o.cmdline !== undefined, 'boot', 'boot image'],
+        [o.cdrom !== undefined, 'cdrom', 'cdrom'],
+      ];
+      for (const [given, flag, what] of overrides) {
+        if (given && !allow.flags.includes(flag)) {
+          throw new VmdError('ERR_PERMISSION', `vm "${name}": no permission to set ${what}`, { hint: `vm "${parent.name}" allows instances to set: ${allow.flags.join(', ') || 'nothing'}` });
+        }
       }
     }
   }
