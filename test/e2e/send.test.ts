@@ -187,6 +187,41 @@ t.test('a truncated, foreign or newer stream: clear errors, nothing left', async
   await h.vmctl(['stop', '-f', '-w', 'whole']);
 });
 
+t.test('a send whose reader goes away fails, and the guest carries on', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  t.equal((await h.vmctl(startArgs('stay'))).exitCode, 0);
+  await h.console('stay', '\n', /vmd-guest: ready/);
+  await h.console('stay', 'export STILL=here; echo SET-$STILL\n', /SET-here/);
+  const pid = (await h.waitState('stay', 'running')).trim().split(/\s+/)[1];
+
+  // `vmctl send stay | head -c 4M`: the reader stops after 4 MB of a ~95 MB stream.
+  const sender = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'send', 'stay'], { env: h.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let got = 0;
+  await new Promise<void>((resolve) => {
+    sender.stdout!.on('data', (c: Buffer) => {
+      got += c.length;
+      if (got >= 4 * 1024 * 1024) {
+        sender.stdout!.destroy();
+        resolve();
+      }
+    });
+    sender.on('close', () => resolve());
+  });
+  const code = await new Promise<number>((r) => (sender.exitCode !== null ? r(sender.exitCode) : sender.on('close', (c) => r(c ?? 1))));
+  t.equal(code, 1, 'send exits 1');
+
+  const row = await h.waitState('stay', 'running', 10_000);
+  t.equal(row.trim().split(/\s+/)[1], pid, 'the same QEMU runs on');
+  t.match(await h.console('stay', 'echo STILL-$STILL\n', /STILL-\S+/), /STILL-here/, 'and the guest resumed where it was');
+  t.match(h.daemonLog, /vm "stay": send failed, the guest stays: vm "stay": send: the receiving end went away/);
+  // A later send of the same guest works: nothing of the failed one is in the way.
+  const file = join(h.dir, 'stay.vmstate');
+  const again = await vmctlFiles(h, ['send', 'stay'], { stdout: file });
+  t.equal(again.exitCode, 0, again.stderr);
+  await h.waitState('stay', 'gone', 10_000);
+});
+
 t.test('send and receive are root only (OpenBSD control gate); unknown vms are named', async (t) => {
   // nobody may use the socket (its group), so the refusal comes from vmd's gate, not from the file mode.
   const h = await VmdHarness.start({ config: 'socket owner root:nogroup\n' });
