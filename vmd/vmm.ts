@@ -90,6 +90,8 @@ class Guest {
 export function vmmMain(): void {
   const guests = new Map<number, Guest>();
   let stopTimeoutMs = 30_000;
+  // query-migrate states in which the migration is still going on.
+  const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
   // Receive connections by VM id, kept until the parent says what the last reply is (also when the guest is gone).
   const receivers = new Map<number, Socket>();
 
@@ -204,14 +206,28 @@ export function vmmMain(): void {
 
 
   /** Polls query-migrate until the migration is over; returns its final status and QEMU's error text. */
-  async function migrationOutcome(g: Guest): Promise<{ status: string; error: string }> {
+  async function migrationOutcome(g: Guest, timeoutMs = 60_000): Promise<{ status: string; error: string }> {
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
       const q = (await g.qmp!.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
       const status = q.status ?? 'none';
-      if (!['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'].includes(status)) {
-        return { status, error: q['error-desc'] ?? '' };
-      }
+      if (!MIGRATING.includes(status)) return { status, error: q['error-desc'] ?? '' };
+      if (Date.now() > deadline) return { status: `still ${status} after ${Math.round(timeoutMs / 1000)} s`, error: '' };
       await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Rejects when QEMU reports the migration failed (e.g. before it ever connected); stops polling once `until` settles. */
+  async function migrationFailure(g: Guest, until: Promise<unknown>): Promise<never> {
+    let settled = false;
+    until.then(() => { settled = true; }, () => { settled = true; });
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 100));
+      if (settled) return new Promise<never>(() => undefined);
+      const q = (await g.qmp!.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+      if (q.status === 'failed' || q.status === 'cancelled') {
+        throw new VmdError('ERR_QEMU', `vm "${g.handle.name}": send: migration ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`);
+      }
     }
   }
 
@@ -229,7 +245,6 @@ export function vmmMain(): void {
     rmSync(path, { force: true });
     const server = createServer();
     let qemu: Socket | null = null;
-    let nchunks = 0; let maxbuf = 0;
     let failTransfer: (err: Error) => void = () => undefined;
     const onClientClose = (): void => failTransfer(new VmdError('ERR_INTERRUPTED', `vm "${name}": send: the receiving end went away`));
     client.on('close', onClientClose);
@@ -246,7 +261,6 @@ export function vmmMain(): void {
           qemu = conn;
           server.close();
           conn.on('data', (data: Buffer) => {
-            nchunks++; maxbuf = Math.max(maxbuf, client.writableLength);
             client.write(chunkPrefix(data.length));
             client.write(data);
             throttle(client, conn);
@@ -260,9 +274,7 @@ export function vmmMain(): void {
       // The guest is paused, so there is no downtime to protect: QEMU's default rate limit only slows the send.
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 ** 3 });
       await qmp.execute('migrate', { uri: `unix:${path}` });
-      const T0 = Date.now();
-      await transferred;
-      logWarn(`T transferred ${Date.now() - T0} maxbuf ${maxbuf} chunks ${nchunks}`);
+      await Promise.race([transferred, migrationFailure(g, transferred)]);
       const outcome = await migrationOutcome(g);
       if (outcome.status !== 'completed') {
         throw new VmdError('ERR_QEMU', `vm "${name}": send: migration ${outcome.status}${outcome.error === '' ? '' : `: ${outcome.error}`}`);
