@@ -318,9 +318,11 @@ function list(v: unknown, max: number, what: string): unknown[] {
 }
 
 const MAC_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
-const SWITCH_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-// Interface group names become nftables set names: letters, digits and _ only, not ending in a digit (OpenBSD).
-const GROUP_RE = /^[A-Za-z_][A-Za-z0-9_]{0,13}[A-Za-z_]$|^[A-Za-z_]$/;
+// A switch is only looked up by name on the receiving side: any name vm.conf can spell, without control characters.
+const SWITCH_RE = /^[^\u0000-\u001f\u007f]{1,63}$/;
+// Interface group names become nftables set names (`group_NAME`): nft identifier characters only, at most 15,
+// not ending in a digit (OpenBSD's rule).
+const GROUP_RE = /^[A-Za-z_](?:[A-Za-z0-9_.-]{0,13}[A-Za-z_.-])?$/;
 
 function cidr(v: unknown, what: string): string {
   if (typeof v !== 'string' || v.length > 64) bad(`${what} must be an address/prefix`);

@@ -135,6 +135,10 @@ t.test('a sender failure travels as an error event', async (t) => {
 
 t.test('the configuration reader is strict and names the field', async (t) => {
   t.same(readStreamConfig(JSON.parse(JSON.stringify(config))), config);
+  for (const group of ['web', 'web-servers', 'a', 'db_2x', 'x.y']) {
+    const c = { ...config, interfaces: [{ ...config.interfaces[0]!, group }] };
+    t.same(readStreamConfig(c), c, `group ${group}`);
+  }
   const bad: Array<[string, unknown, RegExp]> = [
     ['not an object', [], /configuration: must be an object/],
     ['unknown key', { ...config, x: 1 }, /unknown field "x"/],
@@ -148,8 +152,10 @@ t.test('the configuration reader is strict and names the field', async (t) => {
     ['name', { ...config, name: '../x' }, /name is invalid/],
     ['mac', { ...config, interfaces: [{ ...config.interfaces[0], lladdr: 'FE:E1:BB:01:02:03' }] }, /interface 0 lladdr is invalid/],
     ['multicast mac', { ...config, interfaces: [{ ...config.interfaces[0], lladdr: '01:00:5e:00:00:01' }] }, /multicast/],
-    ['switch name', { ...config, interfaces: [{ ...config.interfaces[0], switch: 'a b' }] }, /interface 0 switch is invalid/],
+    ['switch name', { ...config, interfaces: [{ ...config.interfaces[0], switch: 'a\nb' }] }, /interface 0 switch is invalid/],
     ['group name', { ...config, interfaces: [{ ...config.interfaces[0], group: 'g;flush ruleset' }] }, /interface 0 group is invalid/],
+    ['group ending in a digit', { ...config, interfaces: [{ ...config.interfaces[0], group: 'web1' }] }, /interface 0 group is invalid/],
+    ['group too long', { ...config, interfaces: [{ ...config.interfaces[0], group: 'g'.repeat(16) }] }, /interface 0 group is invalid/],
     ['forward port', { ...config, interfaces: [{ ...config.interfaces[0], forwards: [{ proto: 'tcp', hostPort: 0, guestPort: 1 }] }] }, /forward port/],
     ['rule address', { ...config, interfaces: [{ ...config.interfaces[0], rules: [{ action: 'pass', direction: null, quick: false, protos: [], from: { addresses: ['10.0.0.0/33'], ports: [] }, to: { addresses: [], ports: [] }, text: 'pass' }] }] }, /address\/prefix/],
     ['cmdline control char', { ...config, cmdline: 'a\u0007' }, /cmdline must be one line/],
