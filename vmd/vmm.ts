@@ -465,6 +465,14 @@ export function vmmMain(): void {
     });
     g.qmp.on('close', () => watchExit(g));
     const status = (await g.qmp.execute('query-status')) as { status?: string; running?: boolean };
+    // A guest still waiting for its state after a vmd restart was being received: that receive is gone with the
+    // old vmd, and the guest has nothing to run. Refusing it makes the parent terminate it and clean up.
+    if (h.adopted && status.status === 'inmigrate') {
+      g.exited = true;
+      g.qmp.destroy();
+      guests.delete(h.vmId);
+      throw new VmdError('ERR_QEMU', `vm "${h.name}": an unfinished receive`);
+    }
     g.state = status.running === false && status.status === 'paused' ? 'paused' : 'running';
     connectConsole(g);
     logDebug(`vm ${h.vmId} "${h.name}" pid ${h.pid} ${h.adopted ? 're-adopted' : 'adopted'} (${g.state})`);

@@ -222,6 +222,32 @@ t.test('a send whose reader goes away fails, and the guest carries on', async (t
   await h.waitState('stay', 'gone', 10_000);
 });
 
+t.test('a receive cut off by a vmd crash leaves nothing once vmd is back', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  t.equal((await h.vmctl(startArgs('src'))).exitCode, 0);
+  await h.console('src', '\n', /vmd-guest: ready/);
+  const file = join(h.dir, 'src.vmstate');
+  t.equal((await vmctlFiles(h, ['send', 'src'], { stdout: file })).exitCode, 0);
+  await h.waitState('src', 'gone', 10_000);
+
+  // A receive whose sender stalls after the header and a little state: the guest waits in QEMU for the rest.
+  const receiver = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'receive', 'stalled'], { env: h.env, stdio: ['pipe', 'ignore', 'pipe'] });
+  receiver.stdin!.write(readFileSync(file).subarray(0, 1024 * 1024));
+  await h.waitState('stalled', 'starting', 15_000).catch(async () => h.waitState('stalled', 'running', 1000));
+  t.equal(h.guestPids().length, 1, 'its QEMU is waiting');
+  await h.killDaemon();
+  receiver.stdin!.end();
+  await new Promise((r) => receiver.on('close', r));
+  await h.startDaemon();
+  await h.waitState('stalled', 'gone', 15_000);
+  t.same(h.guestPids(), [], 'the half-received guest was terminated');
+  t.same(await taps(h), [], 'and its link removed');
+  // QEMU ends its incoming migration when vmm's connection goes with vmd; one still waiting (vmd died before
+  // connecting) is refused on re-adoption. Either way the restarted vmd says what it cleaned up.
+  t.match(h.daemonLog, /vm "stalled": (recorded pid \d+ is gone, cleaning up|cannot re-adopt pid \d+: vm "stalled": an unfinished receive)/);
+});
+
 t.test('send and receive are root only (OpenBSD control gate); unknown vms are named', async (t) => {
   // nobody may use the socket (its group), so the refusal comes from vmd's gate, not from the file mode.
   const h = await VmdHarness.start({ config: 'socket owner root:nogroup\n' });
