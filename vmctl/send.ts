@@ -72,7 +72,8 @@ async function runSend(args: readonly string[], ctx: Context): Promise<number> {
     const result = await client.stream({ type: 'vm.send.request', target: ref.target }, 'vm.send.response');
     if (!('socket' in result)) {
       if (result.response.type === 'error') {
-        reportError(ctx, 'send', result.response.error, result.raw);
+        // --json: stdout is for the stream, so the error object goes to stderr too.
+        reportError(ctx.json ? { ...ctx, stdout: ctx.stderr } : ctx, 'send', result.response.error, result.raw);
         return 1;
       }
       throw new CliError('unexpected response received from vmd');
