@@ -27,6 +27,7 @@ export const ERROR_CODES = [
   'ERR_QEMU',            // QEMU failed to start or died
   'ERR_UNSUPPORTED',     // e.g. sev on this host
   'ERR_INTERRUPTED',
+  'ERR_STREAM',          // a send/receive stream that is not one, too new, or truncated
   'ERR_INTERNAL',
 ] as const;
 

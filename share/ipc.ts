@@ -25,7 +25,20 @@ export type ParentToVmm =
   /** Carries the client socket as the IPC handle; vmm answers the client itself from here on. */
   | { readonly type: 'vm.console.attach'; readonly vmId: number; readonly name: string; readonly reqId: number; readonly remainder: string }
   | { readonly type: 'vm.forget'; readonly vmId: number }
-  | { readonly type: 'log.verbose'; readonly level: number };
+  | { readonly type: 'log.verbose'; readonly level: number }
+  /**
+   * `vmctl send`, with the client socket as the IPC handle: vmm writes `response`, then `header` (base64), pauses the
+   * guest, streams its migration, stops it; the vm.result comes once the guest is gone (or, on failure, resumed).
+   */
+  | { readonly type: 'vm.send'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly header: string }
+  /**
+   * `vmctl receive`, with the client socket as the handle: vmm asks the guest's QEMU (started with -incoming defer)
+   * for the migration, writes `response` (ready), relays the stream's body and resumes the guest. The vm.result
+   * says how it went; the client's final reply follows as vm.stream.reply once the parent has cleaned up or not.
+   */
+  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string }
+  /** The last frame of a receive connection vmm holds; vmm writes it and closes the connection. */
+  | { readonly type: 'vm.stream.reply'; readonly vmId: number; readonly response: ControlResponse };
 
 // ---- vmm -> parent ----
 export type VmmToParent =
@@ -43,7 +56,9 @@ export type ControlToParent =
   | { readonly type: 'control.console'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest; readonly remainder: string }
   /** A capture request; the client socket travels as the IPC handle and carries the pcap stream after the reply. */
   | { readonly type: 'control.capture'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest }
-  | { readonly type: 'control.closed'; readonly peer: number };
+  | { readonly type: 'control.closed'; readonly peer: number }
+  /** A send or receive request; the client socket travels as the IPC handle, bytes read past the request in remainder. */
+  | { readonly type: 'control.stream'; readonly peer: number; readonly uid: number; readonly gid: number; readonly request: ControlRequest; readonly remainder: string };
 
 // ---- parent -> control ----
 export type ParentToControl =
@@ -53,9 +68,9 @@ export type ParentToControl =
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
   | { readonly type: 'log.verbose'; readonly level: number };
 
-const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose']);
+const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
 const VMM_TO_PARENT = new Set(['vmm.ready', 'vm.result', 'vm.exited', 'vm.state']);
-const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.capture', 'control.closed']);
+const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.capture', 'control.closed', 'control.stream']);
 const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {

@@ -4,6 +4,7 @@
 import type { VmdErrorData } from './errors.js';
 import { isErrorCode } from './errors.js';
 import { MAX_NICS } from './config.js';
+import { readStreamConfig, StreamError, type StreamConfig } from './stream.js';
 
 /** Bumped on any incompatible change; a client with another version gets ERR_VERSION. */
 export const PROTOCOL_VERSION = 1;
@@ -160,11 +161,16 @@ export interface CaptureRequest extends Base {
   /** A tcpdump filter expression, passed to tcpdump as one argument after `--`. */
   readonly filter?: string;
 }
+/** The connection then carries the send stream (share/stream.ts) from vmd to the client. */
+export interface SendRequest extends Base { readonly type: 'vm.send.request'; readonly target: string }
+/** `config` is the stream's header, read by the client; after the `ready` reply the client sends the stream's body. */
+export interface ReceiveRequest extends Base { readonly type: 'vm.receive.request'; readonly target: string; readonly config: StreamConfig }
 
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
-  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest;
+  | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
+  | SendRequest | ReceiveRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -181,13 +187,16 @@ export interface CaptureResponse {
   readonly type: 'vm.capture.response'; readonly id: number; readonly vmId: number; readonly name: string;
   readonly interface: number; readonly link: string;
 }
+export interface SendResponse { readonly type: 'vm.send.response'; readonly id: number; readonly vmId: number; readonly name: string }
+/** `ready`: send the body now; `done`: the guest runs. */
+export interface ReceiveResponse { readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo }
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | LinksResponse | FirewallResponse | CaptureResponse | OkResponse | ErrorResponse;
+  | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
@@ -384,6 +393,19 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
     keys: ['level'],
     read: (o, b) => ({ ...b, type: 'log.verbose.request', level: int(o, 'level', 0, 3, 'log.verbose.request') }),
   },
+  'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
+  'vm.receive.request': {
+    keys: ['target', 'config'],
+    read: (o, b) => {
+      const t = target(o, 'vm.receive.request');
+      try {
+        return { ...b, type: 'vm.receive.request', target: t, config: readStreamConfig(o.config) };
+      } catch (err) {
+        if (err instanceof StreamError) throw new ProtocolError(`vm.receive.request config: ${err.message.replace(/^stream: configuration: /, '')}`);
+        throw err;
+      }
+    },
+  },
   'vm.links.request': {
     keys: ['target'],
     read: (o, b) => {
@@ -552,6 +574,7 @@ export function readResponse(msg: unknown): ControlResponse {
         type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
         result: oneOf(msg, 'result', ['requested', 'terminated'] as const, 'reply'),
       };
+    case 'vm.send.response':
     case 'vm.wait.response':
     case 'vm.pause.response':
     case 'vm.unpause.response':
@@ -570,6 +593,8 @@ export function readResponse(msg: unknown): ControlResponse {
         type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
         interface: int(msg, 'interface', 0, 1023, 'reply'), link: str(msg, 'link', MAX_IFNAME, 'reply'),
       };
+    case 'vm.receive.response':
+      return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm) };
     case 'ok.response':
       return { type: msg.type, id };
     case 'error': {

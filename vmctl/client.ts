@@ -27,7 +27,8 @@ export interface ConsoleStream extends Reply {
 interface Pending {
   readonly resolve: (reply: Reply & { remainder?: Buffer }) => void;
   readonly reject: (err: Error) => void;
-  readonly raw: boolean;
+  /** The reply type after which the connection stops being framed (console, capture, send, receive), if any. */
+  readonly rawOn: ControlResponse['type'] | null;
 }
 
 /** One connection to vmd; requests may overlap, replies are matched by id. */
@@ -67,21 +68,24 @@ export class ControlClient {
 
   /** Sends one request and resolves with its reply (an error reply too: callers word it for their command). */
   request(body: RequestBody): Promise<Reply> {
-    return this.#send(body, false);
+    return this.#send(body, null);
   }
 
   /** Sends `vm.console.request`; on `vm.console.response` the connection stops being framed and is handed over. */
   async console(target: string): Promise<ConsoleStream | Reply> {
-    const reply = await this.#send({ type: 'vm.console.request', target }, true);
-    if (reply.response.type !== 'vm.console.response') return reply;
+    return this.stream({ type: 'vm.console.request', target }, 'vm.console.response');
+  }
+
+  /** Sends a request whose `rawOn` reply turns the connection into a byte stream (console, capture, send, receive). */
+  async stream(body: RequestBody, rawOn: ControlResponse['type']): Promise<ConsoleStream | Reply> {
+    const reply = await this.#send(body, rawOn);
+    if (reply.response.type !== rawOn) return reply;
     return { ...reply, socket: this.socket, remainder: reply.remainder ?? Buffer.alloc(0) };
   }
 
   /** Sends `vm.capture.request`; on `vm.capture.response` the connection carries the capture's pcap bytes from then on. */
   async capture(body: Omit<Extract<RequestBody, { type: 'vm.capture.request' }>, 'type'>): Promise<ConsoleStream | Reply> {
-    const reply = await this.#send({ type: 'vm.capture.request', ...body }, true);
-    if (reply.response.type !== 'vm.capture.response') return reply;
-    return { ...reply, socket: this.socket, remainder: reply.remainder ?? Buffer.alloc(0) };
+    return this.stream({ type: 'vm.capture.request', ...body }, 'vm.capture.response');
   }
 
   /** Closes the connection; pending requests fail with `pipe closed`. */
@@ -91,11 +95,11 @@ export class ControlClient {
     this.socket.destroy();
   }
 
-  #send(body: RequestBody, raw: boolean): Promise<Reply & { remainder?: Buffer }> {
+  #send(body: RequestBody, rawOn: ControlResponse['type'] | null): Promise<Reply & { remainder?: Buffer }> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, raw });
+      this.#pending.set(id, { resolve, reject, rawOn });
       try {
         this.socket.write(encodeFrame({ v: PROTOCOL_VERSION, id, ...body }));
       } catch (err) {
@@ -120,10 +124,10 @@ export class ControlClient {
     const waiter = key === undefined ? undefined : this.#pending.get(key);
     if (waiter === undefined) return;
     this.#pending.delete(key as number);
-    if (waiter.raw && (response.type === 'vm.console.response' || response.type === 'vm.capture.response')) {
-      // Switch right after this frame: whatever follows it in the same chunk is already console output (or pcap).
+    if (waiter.rawOn !== null && response.type === waiter.rawOn) {
+      // Switch right after this frame: whatever follows it in the same chunk is already console output.
       const remainder = this.#reader.switchToRaw();
-      this.#failure = new CliError(`connection is a ${response.type === 'vm.console.response' ? 'console' : 'capture'} stream`);
+      this.#failure = new CliError('connection is a byte stream');
       waiter.resolve({ response, raw, remainder });
       return;
     }

@@ -50,7 +50,7 @@ export function errnoOf(code: ErrorCode): string | undefined {
 /** Which command saw the error: OpenBSD words the same errno differently per command. */
 export type ErrorContext =
   | 'start' | 'stop' | 'wait' | 'pause' | 'unpause' | 'console'
-  | 'status' | 'load' | 'reload' | 'reset' | 'log';
+  | 'status' | 'load' | 'reload' | 'reset' | 'log' | 'send' | 'receive';
 
 /** start's VMD_* results, worded as vm_start_complete() prints them. */
 const START_MESSAGES: Partial<Readonly<Record<ErrorCode, string>>> = {
@@ -85,6 +85,10 @@ export function errorMessage(context: ErrorContext, error: VmdErrorData): string
     case 'console':
       if (error.code === 'ERR_VM_NOT_FOUND' || error.code === 'ERR_VM_NOT_RUNNING') return 'console not found';
       return errno === undefined ? error.message : `failed to open the console: ${strerror(errno)}`;
+    case 'send':
+    case 'receive':
+      // OpenBSD had no wording of its own here beyond the control gate's EPERM; vmd's message names the cause.
+      return error.code === 'ERR_PERMISSION' ? `command failed: ${strerror('EPERM')}` : error.message;
     default:
       // IMSG_CTL_FAIL with an errno: what the control gate answers to load, reload, reset and log from non-root.
       return errno === undefined ? error.message : `command failed: ${strerror(errno)}`;

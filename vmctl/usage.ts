@@ -11,6 +11,8 @@ export const COMMAND_USAGE = {
   links: '[id]',
   log: '[brief | verbose]',
   pause: 'id',
+  receive: 'name',
+  send: 'id',
   unpause: 'id',
   reload: '',
   reset: '[all | switches | vms]',

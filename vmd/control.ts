@@ -136,6 +136,13 @@ export function controlMain(): void {
         send({ type: 'control.capture', peer, uid: conn.uid, gid: conn.gid, request }, socket);
         return;
       }
+      if (request.type === 'vm.send.request' || request.type === 'vm.receive.request') {
+        // Like console: the connection becomes the stream, so the socket itself goes to the parent (then vmm).
+        const remainder = reader.switchToRaw();
+        connections.delete(peer);
+        send({ type: 'control.stream', peer, uid: conn.uid, gid: conn.gid, request, remainder: remainder.toString('base64') }, socket);
+        return;
+      }
       conn.pending++;
       send({ type: 'control.request', peer, uid: conn.uid, gid: conn.gid, request });
     });

@@ -11,7 +11,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
   DEFAULT_MEMORY, DEFAULT_STAGGER_DELAY, MAX_DISKS, MAX_NICS,
-  type Config, type DiskConfig, type InterfaceConfig, type VmConfig,
+  type Config, type DiskConfig, type InstanceFlag, type InterfaceConfig, type VmConfig,
 } from '../share/config.js';
 import { VmdError, toVmdError, type ErrorCode, type VmdErrorData } from '../share/errors.js';
 import { encodeFrame } from '../share/frame.js';
@@ -20,6 +20,8 @@ import {
   type ControlToParent, type ParentToControl, type ParentToVmm, type VmmToParent,
 } from '../share/ipc.js';
 import type { ControlRequest, ControlResponse, StartOptions, VmInfo, VmState } from '../share/protocol.js';
+import { encodeStreamHeader, type StreamConfig } from '../share/stream.js';
+import { stableMac } from './net/addr.js';
 import { socketPath, stateDir as defaultStateDir, vmdUser } from '../share/paths.js';
 import { getpwnam, getpwuid, systemUserDb, type UserDb } from '../share/users.js';
 import { parseConfigFile, type Diagnostic } from '../grammar/parse.js';
@@ -208,7 +210,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   let nextReq = 1;
   const pendingVmm = new Map<number, { resolve: (m: { error: VmdErrorData | null; state?: VmState }) => void }>();
 
-  const vmmCall = (make: (req: number) => ParentToVmm, timeoutMs = 15_000): Promise<{ state?: VmState }> =>
+  const vmmCall = (make: (req: number) => ParentToVmm, timeoutMs = 15_000, handle?: Socket): Promise<{ state?: VmState }> =>
     vmmReady.then(() => new Promise((resolve, reject) => {
       const req = nextReq++;
       const timer = setTimeout(() => {
@@ -224,7 +226,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         },
       });
       if (vmm === null) reject(new VmdError('ERR_INTERNAL', 'vmm process is not running'));
-      else vmm.send(make(req));
+      else vmm.send(make(req), handle);
     }));
 
   let vmmGeneration = 0;
@@ -394,7 +396,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   };
 
   // ---- starting a guest ----
-  const vmStart = async (e: Entry, uid: number, opts: { bootOnce?: StartOptions['bootDevice']; restart?: boolean }): Promise<void> => {
+  const vmStart = async (e: Entry, uid: number, opts: { bootOnce?: StartOptions['bootDevice']; restart?: boolean; incoming?: boolean }): Promise<void> => {
     if (e.runtime !== null || e.state === 'starting') throw new VmdError('ERR_VM_RUNNING', `vm "${e.record.name}": already running`);
     const vm = e.record.config;
     const now = Date.now();
@@ -509,7 +511,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         ? { kind: 'tap', fd: pass(n.hostFd), mac: n.mac }
         : { kind: 'user', mac: n.mac, forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })) }));
       const spec = qemuSpecFor(e.record.id, vm, { accel: chosen, qmpSocket, consoleSocket, disks, cdrom, kernel, kernelIsLinux: vm.boot !== null && isKernelImage(vm.boot), initrd, nics, bootOnce: opts.bootOnce ?? null, sandbox: root });
-      const argv = qemuArgv(spec);
+      // A received guest starts paused, waiting for its state (vmm hands QEMU the stream with migrate-incoming).
+      const argv = qemuArgv(opts.incoming ? { ...spec, incoming: 'defer', paused: true } : spec);
       const startedAt = new Date().toISOString();
       const rt: VmRuntime = {
         vmId: e.record.id, state: 'starting', pid: null, uid, runDir, qmpSocket, consoleSocket,
@@ -698,6 +701,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       case 'control.capture':
         onCapture(msg, handle);
         return;
+      case 'control.stream':
+        onStream(msg, handle);
+        return;
       case 'control.request':
         handleRequest(msg.peer, msg.uid, msg.gid, msg.request).catch((err: unknown) => fail(msg.peer, msg.request.id, err));
         return;
@@ -768,6 +774,112 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     }
   };
 
+  // ---- send and receive ----
+  /** VMs whose state is being sent or received: one transfer per VM at a time. */
+  const transfers = new Set<number>();
+  /** A transfer waits for bytes from a pipe, maybe over ssh: bounded only against a vmm that never answers. */
+  const TRANSFER_TIMEOUT_MS = 24 * 3600_000;
+
+  const onStream = (msg: Extract<ControlToParent, { type: 'control.stream' }>, socket: Socket | undefined): void => {
+    if (socket === undefined) return;
+    const reject = (err: unknown): void => {
+      socket.on('error', () => socket.destroy());
+      socket.end(encodeFrame({ type: 'error', id: msg.request.id, error: toVmdError(err).toJSON() }));
+    };
+    const req = msg.request;
+    if (req.type === 'vm.send.request') {
+      try {
+        const e = requireVm(req.target);
+        if (!permitted(e, msg.uid, msg.gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": send: permission denied`);
+        if (e.runtime === null || e.state === 'starting' || e.state === 'stopping' || vmm === null) {
+          throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`);
+        }
+        if (transfers.has(e.record.id)) throw new VmdError('ERR_INVALID', `vm "${e.record.name}": already being sent`);
+        const header = encodeStreamHeader(streamConfigOf(e.record.id, e.record.config)).toString('base64');
+        transfers.add(e.record.id);
+        vmmCall((r) => ({
+          type: 'vm.send', req: r, vmId: e.record.id, header,
+          response: { type: 'vm.send.response', id: req.id, vmId: e.record.id, name: e.record.name },
+        }), TRANSFER_TIMEOUT_MS, socket).then(
+          () => logInfo(`vm "${e.record.name}" (vm ${e.record.id}) sent`),
+          (err: unknown) => logWarn(`vm "${e.record.name}": send failed, the guest stays: ${toVmdError(err).message}`),
+        ).finally(() => transfers.delete(e.record.id));
+      } catch (err) {
+        reject(err);
+      }
+      return;
+    }
+    if (req.type === 'vm.receive.request') {
+      receive(msg.uid, req, msg.remainder, socket).catch(reject);
+    }
+  };
+
+  /** `vmctl receive NAME`: a new VM from the stream's config, through vmStart's checks, then its state from the body. */
+  const receive = async (uid: number, req: Extract<ControlRequest, { type: 'vm.receive.request' }>, remainder: string, socket: Socket): Promise<void> => {
+    if (byName(req.target) !== undefined) {
+      throw new VmdError('ERR_VM_EXISTS', `vm "${req.target}": already exists`, { hint: 'receive it under another name' });
+    }
+    if (/^\d+$/.test(req.target)) throw new VmdError('ERR_INVALID', `vm name "${req.target}": invalid VM name`);
+    const vm = vmFromStream(req.target, req.config);
+    const id = db.vmClaimId(vm.name);
+    const rec: VmRecord = { id, name: vm.name, origin: 'adhoc', config: vm, ownerUid: vm.owner?.uid ?? uid, ownerGid: vm.owner?.gid ?? null };
+    db.vmPut(rec);
+    const e: Entry = { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null };
+    entries.set(id, e);
+    transfers.add(id);
+    try {
+      await vmStart(e, uid, { incoming: true });
+    } catch (err) {
+      transfers.delete(id);
+      db.vmDelete(id);
+      entries.delete(id);
+      throw err;
+    }
+    e.state = 'starting';
+    db.runtimeSetState(id, 'starting');
+    let error: VmdError | null = null;
+    try {
+      await vmmCall((r) => ({
+        type: 'vm.receive', req: r, vmId: id, remainder,
+        response: { type: 'vm.receive.response', id: req.id, phase: 'ready', vm: info(e) },
+      }), TRANSFER_TIMEOUT_MS, socket);
+    } catch (err) {
+      error = toVmdError(err);
+    }
+    transfers.delete(id);
+    if (error === null && e.runtime !== null) {
+      e.state = 'running';
+      db.runtimeSetState(id, 'running');
+      db.event(id, 'receive', `from "${req.config.name}"`);
+      logInfo(`received ${vm.name} (vm ${id}) successfully, tty ${e.runtime.consoleSocket}`);
+      vmm?.send({ type: 'vm.stream.reply', vmId: id, response: { type: 'vm.receive.response', id: req.id, phase: 'done', vm: info(e) } });
+      return;
+    }
+    // Nothing half-made stays: the QEMU, its links and run directory and the VM record go before the client hears.
+    const tail = e.runtime === null ? '' : qemuLogTail(join(e.runtime.runDir, 'qemu.log'));
+    const pid = e.runtime?.pid ?? null;
+    e.stopRequested = true;
+    if (pid !== null) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      const deadline = Date.now() + 5000;
+      while (isOurQemu(pid, id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      vmm?.send({ type: 'vm.forget', vmId: id });
+    }
+    if (e.runtime !== null) {
+      rmSync(e.runtime.runDir, { recursive: true, force: true });
+      db.runtimeDelete(id);
+      e.runtime = null;
+      e.child = null;
+    }
+    await network.vmDown(id).catch((err: unknown) => logWarn(`vm "${vm.name}": network: ${toVmdError(err).message}`));
+    db.vmDelete(id);
+    entries.delete(id);
+    const why = error ?? new VmdError('ERR_QEMU', `vm "${vm.name}": receive: the guest exited`);
+    const detail = tail.length > 0 && why.code === 'ERR_QEMU' ? new VmdError('ERR_QEMU', `${why.message} (qemu: ${tail})`) : why;
+    logWarn(`vm "${vm.name}": receive failed: ${detail.message}`);
+    vmm?.send({ type: 'vm.stream.reply', vmId: id, response: { type: 'error', id: req.id, error: detail.toJSON() } });
+  };
+
   const handleRequest = async (peer: number, uid: number, gid: number, req: ControlRequest): Promise<void> => {
     switch (req.type) {
       case 'vm.status.request': {
@@ -800,7 +912,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         if (uid !== 0 && o.instanceOf === undefined) {
           throw new VmdError('ERR_PERMISSION', `vm "${req.target}": only root may create new vms`, { hint: 'ask for an instance of a vm that allows it: vmctl start -t PARENT NAME' });
         }
-        const { vm, warnings, origin } = vmFromOptions(req.target, o, uid, byName);
+        const { vm, warnings, origin } = vmFromOptions(req.target, o, uid, byName, (g) => g === gid || groupsOf(uid, gid).includes(g));
         const id = db.vmClaimId(vm.name);
         const rec: VmRecord = { id, name: vm.name, origin, config: vm, ownerUid: uid, ownerGid: null };
         db.vmPut(rec);
@@ -919,6 +1031,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         throw new VmdError('ERR_PROTOCOL', 'console requests arrive with their socket');
       case 'vm.capture.request':
         throw new VmdError('ERR_PROTOCOL', 'capture requests arrive with their socket');
+      case 'vm.send.request':
+      case 'vm.receive.request':
+        throw new VmdError('ERR_PROTOCOL', `${req.type}: arrives with its socket`);
     }
   };
 
@@ -1049,7 +1164,7 @@ function configError(diags: readonly Diagnostic[]): VmdError {
 
 /** A VmConfig for `vmctl start NAME -m … -i …` (or an instance with -t), with OpenBSD's defaults and checks. */
 function vmFromOptions(
-  name: string, o: StartOptions, uid: number, byName: (n: string) => Entry | undefined,
+  name: string, o: StartOptions, uid: number, byName: (n: string) => Entry | undefined, inGroup: (gid: number) => boolean,
 ): { vm: VmConfig; warnings: string[]; origin: 'adhoc' | 'instance' } {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new VmdError('ERR_INVALID', `vm name "${name}": invalid VM name`, { hint: 'use letters, digits, ".", "_" and "-", not first' });
   if (name.length > 63) throw new VmdError('ERR_INVALID', `vm name "${name.slice(0, 20)}…": vm name too long`);
@@ -1063,8 +1178,23 @@ function vmFromOptions(
     if (uid !== 0) {
       const allow = parent.allowInstance;
       const owner = allow?.owner ?? parent.owner;
-      if (allow === null || owner === null || owner.uid !== uid) {
+      // OpenBSD's vm_checkperm on the instance owner: that user (not root's uid 0 of a `:group`), or the group.
+      const mayCreate = owner !== null && ((owner.uid === uid && owner.uid !== 0) || (owner.gid !== null && inGroup(owner.gid)));
+      if (allow === null || !mayCreate) {
         throw new VmdError('ERR_PERMISSION', `vm "${name}": no permission to create an instance of "${parent.name}"`);
+      }
+      // vm_instance: each override needs its `allow instance` flag; OpenBSD logs `no permission to set …`.
+      const overrides: Array<[boolean, InstanceFlag, string]> = [
+        [o.memory !== undefined, 'memory', 'memory'],
+        [(o.disks?.length ?? 0) > 0, 'disk', 'disks'],
+        [o.interfaces !== undefined || (o.nets?.length ?? 0) > 0 || (o.forwards?.length ?? 0) > 0, 'interface', 'interfaces'],
+        [o.boot !== undefined || o.initrd !== undefined || o.cmdline !== undefined, 'boot', 'boot image'],
+        [o.cdrom !== undefined, 'cdrom', 'cdrom'],
+      ];
+      for (const [given, flag, what] of overrides) {
+        if (given && !allow.flags.includes(flag)) {
+          throw new VmdError('ERR_PERMISSION', `vm "${name}": no permission to set ${what}`, { hint: `vm "${parent.name}" allows instances to set: ${allow.flags.join(', ') || 'nothing'}` });
+        }
       }
     }
   }
@@ -1102,6 +1232,43 @@ function vmFromOptions(
   if (vm.boot === null && vm.disks.length === 0) warnings.push('starting without disks');
   if (vm.boot === null && vm.interfaces.length === 0) warnings.push('starting without network interfaces');
   return { vm, warnings, origin: parent === null ? 'adhoc' : 'instance' };
+}
+
+/** The configuration a send stream carries: what the guest runs with now, its NICs with the MACs it has. */
+function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
+  return {
+    name: vm.name,
+    memory: vm.memory ?? DEFAULT_MEMORY,
+    cpus: vm.cpus ?? 1,
+    boot: vm.boot, initrd: vm.initrd, cmdline: vm.cmdline, cdrom: vm.cdrom,
+    disks: vm.disks.map((d) => ({ path: d.path, format: d.format })),
+    interfaces: vm.interfaces.map((n) => ({
+      local: n.local, switch: n.switch, lladdr: n.lladdr ?? stableMac(id, vm.name, n.index), locked: n.locked,
+      group: n.group, rdomain: n.rdomain,
+      forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })),
+      rules: n.rules.map((r) => ({ action: r.action, direction: r.direction, quick: r.quick, protos: r.protos, from: r.from, to: r.to, text: r.text })),
+    })),
+    owner: vm.owner === null ? null : { uid: vm.owner.uid, gid: vm.owner.gid },
+  };
+}
+
+/** A VmConfig for `vmctl receive NAME` from a stream's (already decoded) configuration. */
+function vmFromStream(name: string, c: StreamConfig): VmConfig {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new VmdError('ERR_INVALID', `vm name "${name}": invalid VM name`, { hint: 'use letters, digits, ".", "_" and "-", not first' });
+  const location = { file: '(vmctl receive)', line: 0 };
+  return {
+    name, instanceOf: null, enabled: true, memory: c.memory, cpus: c.cpus,
+    boot: c.boot, initrd: c.initrd, cmdline: c.cmdline, bootDevice: null, cdrom: c.cdrom,
+    disks: c.disks.map((d) => ({ path: d.path, format: d.format })),
+    interfaces: c.interfaces.map((n, index) => ({
+      index, name: null, local: n.local, switch: n.switch, group: n.group, lladdr: n.lladdr, locked: n.locked,
+      rdomain: n.rdomain, up: true,
+      forwards: n.forwards.map((f) => ({ ...f, location })),
+      rules: n.rules.map((r) => ({ ...r, location })),
+    location })),
+    owner: c.owner === null ? null : { uid: c.owner.uid, gid: c.owner.gid, user: null, group: null },
+    allowInstance: null, sev: false, seves: false, accel: null, location,
+  };
 }
 
 /** Instance inheritance (OpenBSD vm_instance): unset cpus, memory, NICs, cdrom and owner come from the parent. */

@@ -1,10 +1,12 @@
 // The vmm role: owns each running guest's lifecycle over QMP, keeps its console buffered, notices when it dies.
 // Unprivileged: it never opens images or touches the network; the parent spawns QEMU and tells vmm to adopt it.
 
-import { connect, type Socket } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { VmdError, toVmdError, type VmdErrorData } from '../share/errors.js';
 import { encodeFrame } from '../share/frame.js';
+import { chunkPrefix, encodeStreamError, StreamDecoder, STREAM_END, throttle } from '../share/stream.js';
 import { isParentToVmm, type GuestHandle, type ParentToVmm, type VmmToParent } from '../share/ipc.js';
 import type { VmState } from '../share/protocol.js';
 import { logDebug, logSetVerbose, logWarn } from './log.js';
@@ -74,6 +76,8 @@ class Guest {
   shutdownReason: string | null = null;
   exited = false;
   stopTimer: NodeJS.Timeout | null = null;
+  /** A send or receive in progress holds the guest's migration. */
+  transfer: 'send' | 'receive' | null = null;
 
   constructor(readonly handle: GuestHandle) {}
 
@@ -86,6 +90,10 @@ class Guest {
 export function vmmMain(): void {
   const guests = new Map<number, Guest>();
   let stopTimeoutMs = 30_000;
+  // query-migrate states in which the migration is still going on.
+  const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
+  // Receive connections by VM id, kept until the parent says what the last reply is (also when the guest is gone).
+  const receivers = new Map<number, Socket>();
 
   const send = roleMain<ParentToVmm, VmmToParent>(
     isParentToVmm,
@@ -158,6 +166,273 @@ export function vmmMain(): void {
         if (g !== undefined) finish(g, 'forgotten', false);
         return;
       }
+      case 'vm.send':
+      case 'vm.receive': {
+        const client = handle;
+        if (client === undefined) {
+          result(msg.req, { code: 'ERR_INTERNAL', message: `vm ${msg.vmId}: ${msg.type}: no connection` });
+          return;
+        }
+        client.on('error', () => client.destroy());
+        // The parent words a receive's last reply; a send that fails before its stream began is answered here.
+        if (msg.type === 'vm.receive') receivers.set(msg.vmId, client);
+        let g: Guest | undefined;
+        try {
+          g = guestOf(msg.vmId);
+          if (g.transfer !== null) throw new VmdError('ERR_INVALID', `vm "${g.handle.name}": a ${g.transfer} is already in progress`);
+        } catch (err) {
+          const error = toVmdError(err).toJSON();
+          if (msg.type === 'vm.send') client.end(encodeFrame({ type: 'error', id: (msg.response as { id: number }).id, error }));
+          result(msg.req, error);
+          return;
+        }
+        try {
+          if (msg.type === 'vm.send') await sendGuest(g, client, msg.response, Buffer.from(msg.header, 'base64'));
+          else await receiveGuest(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
+          result(msg.req, null, msg.type === 'vm.receive' ? g.state : undefined);
+        } catch (err) {
+          result(msg.req, toVmdError(err, 'ERR_QEMU').toJSON());
+        }
+        return;
+      }
+      case 'vm.stream.reply': {
+        const client = receivers.get(msg.vmId);
+        receivers.delete(msg.vmId);
+        if (client !== undefined && !client.destroyed) client.end(encodeFrame(msg.response));
+        return;
+      }
+    }
+  }
+
+
+  /** Polls query-migrate until the migration is over; returns its final status and QEMU's error text. */
+  async function migrationOutcome(g: Guest, timeoutMs = 60_000): Promise<{ status: string; error: string }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const q = (await g.qmp!.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+      const status = q.status ?? 'none';
+      if (!MIGRATING.includes(status)) return { status, error: q['error-desc'] ?? '' };
+      if (Date.now() > deadline) return { status: `still ${status} after ${Math.round(timeoutMs / 1000)} s`, error: '' };
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Rejects when QEMU reports the migration failed (e.g. before it ever connected); stops polling once `until` settles. */
+  async function migrationFailure(g: Guest, until: Promise<unknown>): Promise<never> {
+    let settled = false;
+    until.then(() => { settled = true; }, () => { settled = true; });
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 100));
+      if (settled) return new Promise<never>(() => undefined);
+      const q = (await g.qmp!.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+      if (q.status === 'failed' || q.status === 'cancelled') {
+        throw new VmdError('ERR_QEMU', `vm "${g.handle.name}": send: migration ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`);
+      }
+    }
+  }
+
+  /**
+   * `vmctl send`: pause, let QEMU migrate into a unix socket of ours (QEMU's sandbox forbids exec:), chunk its
+   * bytes onto the client connection, then quit the guest. On any failure the guest resumes as it was.
+   */
+  async function sendGuest(g: Guest, client: Socket, response: unknown, header: Buffer): Promise<void> {
+    const qmp = g.qmp;
+    const name = g.handle.name;
+    if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
+    g.transfer = 'send';
+    const wasRunning = g.state === 'running';
+    const path = join(dirname(g.handle.qmpSocket), 'migrate.sock');
+    rmSync(path, { force: true });
+    const server = createServer();
+    let qemu: Socket | null = null;
+    let failTransfer: (err: Error) => void = () => undefined;
+    const onClientClose = (): void => failTransfer(new VmdError('ERR_INTERRUPTED', `vm "${name}": send: the receiving end went away`));
+    client.on('close', onClientClose);
+    try {
+      client.write(encodeFrame(response));
+      client.write(header);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(path, () => resolve());
+      });
+      const transferred = new Promise<void>((resolve, reject) => {
+        failTransfer = reject;
+        server.once('connection', (conn: Socket) => {
+          qemu = conn;
+          server.close();
+          conn.on('data', (data: Buffer) => {
+            client.write(chunkPrefix(data.length));
+            client.write(data);
+            throttle(client, conn);
+          });
+          conn.on('end', () => resolve());
+          conn.on('error', (err) => reject(new VmdError('ERR_QEMU', `vm "${name}": send: migration stream: ${err.message}`)));
+        });
+      });
+      if (client.destroyed) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": send: the receiving end went away`);
+      if (wasRunning) await qmp.execute('stop');
+      // The guest is paused, so there is no downtime to protect: QEMU's default rate limit only slows the send.
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 ** 3 });
+      await qmp.execute('migrate', { uri: `unix:${path}` });
+      await Promise.race([transferred, migrationFailure(g, transferred)]);
+      const outcome = await migrationOutcome(g);
+      if (outcome.status !== 'completed') {
+        throw new VmdError('ERR_QEMU', `vm "${name}": send: migration ${outcome.status}${outcome.error === '' ? '' : `: ${outcome.error}`}`);
+      }
+    } catch (err) {
+      server.close();
+      (qemu as Socket | null)?.destroy();
+      await qmp.execute('migrate_cancel').catch(() => undefined);
+      await migrationOutcome(g).catch(() => undefined);
+      if (wasRunning) {
+        await qmp.execute('cont').catch((e: unknown) => logWarn(`vm "${name}": cannot resume after a failed send: ${toVmdError(e).message}`));
+      }
+      g.transfer = null;
+      client.off('close', onClientClose);
+      if (!client.destroyed) client.end(encodeStreamError(toVmdError(err, 'ERR_QEMU').toJSON()));
+      throw err;
+    } finally {
+      rmSync(path, { force: true });
+    }
+    // The guest now lives in the stream: this QEMU goes, and only then does the reader learn the stream is whole,
+    // so a receiver on this host finds the disks free and the sender's links on their way out.
+    client.off('close', onClientClose);
+    g.state = 'stopping';
+    g.shutdownReason = 'sent';
+    await quitAndWait(g);
+    finish(g, 'sent', true);
+    client.end(STREAM_END);
+  }
+
+  /** Quits a guest's QEMU and waits (bounded) until the process is gone. */
+  async function quitAndWait(g: Guest): Promise<void> {
+    const pid = g.handle.pid;
+    await g.qmp?.execute('quit', undefined, { timeoutMs: 2000 }).catch(() => undefined);
+    const deadline = Date.now() + 5000;
+    while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (pidAlive(pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      while (pidAlive(pid) && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /**
+   * `vmctl receive`: QEMU (started paused with -incoming defer) listens on a unix socket; the stream's body is
+   * de-chunked into it. Only a complete stream, fully loaded by QEMU, is resumed.
+   */
+  async function receiveGuest(g: Guest, client: Socket, response: unknown, remainder: Buffer): Promise<void> {
+    const qmp = g.qmp;
+    const name = g.handle.name;
+    if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
+    g.transfer = 'receive';
+    // The client half-closes after the body and waits for the last reply: keep our side open for it.
+    client.allowHalfOpen = true;
+    const path = join(dirname(g.handle.qmpSocket), 'incoming.sock');
+    const decoder = new StreamDecoder({ body: true });
+    let qemu: Socket | null = null;
+    try {
+      await qmp.execute('migrate-incoming', { uri: `unix:${path}` });
+      qemu = await connectUnix(path, 5000);
+      const conn = qemu;
+      client.write(encodeFrame(response));
+      await new Promise<void>((resolve, reject) => {
+        let over = false;
+        let qemuGone = false;
+        const stop = (err: Error | null): void => {
+          if (over) return;
+          over = true;
+          client.off('data', feed);
+          if (err === null) resolve();
+          else reject(err);
+        };
+        const feed = (chunk: Buffer): void => {
+          let events;
+          try {
+            events = decoder.push(chunk);
+          } catch (err) {
+            stop(new VmdError('ERR_STREAM', `vm "${name}": receive: ${toVmdError(err).message.replace(/^stream: /, 'stream ')}`));
+            return;
+          }
+          for (const ev of events) {
+            if (ev.kind === 'data') {
+              if (qemuGone) {
+                stop(new VmdError('ERR_STREAM', `vm "${name}": receive: qemu finished loading before the end of the stream`, { hint: 'the stream holds more than one guest state: it is corrupt' }));
+                return;
+              }
+              conn.write(ev.data);
+              throttle(conn, client);
+            } else if (ev.kind === 'end') {
+              conn.end();
+              stop(null);
+            } else if (ev.kind === 'error') {
+              stop(new VmdError('ERR_STREAM', `vm "${name}": receive: the sender failed: ${ev.error.message}`));
+            } else {
+              stop(new VmdError('ERR_STREAM', `vm "${name}": receive: a second header inside the stream`));
+            }
+          }
+        };
+        const atEof = (): void => {
+          if (over) return;
+          try {
+            decoder.finish();
+          } catch (err) {
+            stop(new VmdError('ERR_STREAM', `vm "${name}": receive: ${toVmdError(err).message.replace(/^stream: /, 'stream ')}`, { hint: 'the stream was cut short; nothing was kept' }));
+          }
+        };
+        if (remainder.length > 0) feed(remainder);
+        client.on('data', feed);
+        client.on('end', atEof);
+        client.on('close', atEof);
+        // QEMU closes its end once it has read the whole state, which may be before the end marker arrives (a
+        // sender writes it only after its guest is gone): not an error by itself. More state after it is, and
+        // a QEMU that failed to load says so in its status below.
+        conn.on('error', () => { qemuGone = true; });
+        conn.on('close', () => { qemuGone = true; });
+        client.resume();
+      });
+      // QEMU has all the bytes; with -S it ends in 'paused' once loaded, and exits if the state does not load.
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const st = (await qmp.execute('query-status')) as { status?: string };
+        if (st.status === 'paused' || st.status === 'postmigrate') break;
+        if (st.status !== 'inmigrate' && st.status !== 'prelaunch') throw new VmdError('ERR_QEMU', `vm "${name}": receive: qemu is ${st.status ?? 'in an unknown state'}`);
+        if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `vm "${name}": receive: qemu did not finish loading the guest`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      g.state = 'paused';
+      await qmp.execute('cont');
+      g.state = 'running';
+    } catch (err) {
+      (qemu as Socket | null)?.destroy();
+      client.pause();
+      throw err;
+    } finally {
+      g.transfer = null;
+      rmSync(path, { force: true });
+    }
+  }
+
+  /** Connects to a unix socket QEMU is about to create, retrying while it is not there yet. */
+  async function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await new Promise<Socket>((resolve, reject) => {
+          const s = connect(path);
+          s.once('connect', () => {
+            s.off('error', reject);
+            resolve(s);
+          });
+          s.once('error', reject);
+        });
+      } catch (err) {
+        if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `migration socket ${path}: ${toVmdError(err).message}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
     }
   }
 
@@ -176,6 +451,8 @@ export function vmmMain(): void {
     }
     g.qmp.on('event', (name: string, data: unknown) => {
       if (name === 'SHUTDOWN') {
+        // A sent guest's quit is the end of a send, and is logged and recorded as such.
+        if (g.transfer === 'send') return;
         const reason = (data as { reason?: unknown } | undefined)?.reason;
         g.shutdownReason = typeof reason === 'string' ? reason : 'shutdown';
       } else if (name === 'STOP' && g.state === 'running') {
@@ -188,6 +465,14 @@ export function vmmMain(): void {
     });
     g.qmp.on('close', () => watchExit(g));
     const status = (await g.qmp.execute('query-status')) as { status?: string; running?: boolean };
+    // A guest still waiting for its state after a vmd restart was being received: that receive is gone with the
+    // old vmd, and the guest has nothing to run. Refusing it makes the parent terminate it and clean up.
+    if (h.adopted && status.status === 'inmigrate') {
+      g.exited = true;
+      g.qmp.destroy();
+      guests.delete(h.vmId);
+      throw new VmdError('ERR_QEMU', `vm "${h.name}": an unfinished receive`);
+    }
     g.state = status.running === false && status.status === 'paused' ? 'paused' : 'running';
     connectConsole(g);
     logDebug(`vm ${h.vmId} "${h.name}" pid ${h.pid} ${h.adopted ? 're-adopted' : 'adopted'} (${g.state})`);

@@ -4,6 +4,7 @@
 import { firewallBench } from './firewall.bench.js';
 import { fleetBench } from './fleet.bench.js';
 import { parseBench } from './parse.bench.js';
+import { sendBench } from './send.bench.js';
 import { startBench } from './start.bench.js';
 
 /** One number a section measured; with `target`, the line says whether it is within it (ok) or not (MISS). */
@@ -23,7 +24,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench, firewallBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench, firewallBench, sendBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);

@@ -62,6 +62,18 @@ const fullOptions: Msg = {
   forwards: [{ proto: 'tcp', hostPort: 2222, guestPort: 22 }, { proto: 'udp', hostPort: 65535, guestPort: 1 }],
 };
 
+/** A send stream's configuration with every field used (share/stream.ts has its own reader tests). */
+const streamConfig: Msg = {
+  name: 'web', memory: 256 * 1024 * 1024, cpus: 2, boot: '/k', initrd: '/i', cmdline: 'console=ttyS0', cdrom: null,
+  disks: [{ path: '/var/vm/a.qcow2', format: 'qcow2' }],
+  interfaces: [{
+    local: false, switch: 'uplink', lladdr: 'fe:e1:bb:00:00:01', locked: true, group: 'web', rdomain: 3,
+    forwards: [{ proto: 'tcp', hostPort: 8080, guestPort: 80 }],
+    rules: [{ action: 'block', direction: 'in', quick: false, protos: ['tcp'], from: { addresses: ['10.0.0.0/8'], ports: [] }, to: { addresses: [], ports: [{ from: 22, to: 22 }] }, text: 'block in proto tcp from 10.0.0.0/8 to port 22' }],
+  }],
+  owner: { uid: 1000, gid: null },
+};
+
 /** Valid requests of every type: the reader returns them unchanged. */
 const VALID: Record<RequestType, Msg[]> = {
   'vm.status.request': [req('vm.status.request'), req('vm.status.request', { target: 'web' }), req('vm.status.request', { target: '3', running: true }), req('vm.status.request', { running: false })],
@@ -94,6 +106,8 @@ const VALID: Record<RequestType, Msg[]> = {
     req('vm.capture.request', { target: 'web', interface: 0, filter: '-w /etc/passwd' }),
     req('vm.capture.request', { target: 'web', interface: 0, filter: 'tcp port 80\nand not arp' }),
   ],
+  'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
+  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {
@@ -118,6 +132,9 @@ t.test('who may send what', async (t) => {
   t.notOk(UNPRIVILEGED_REQUESTS.has('config.reset.request'), 'reset stays root only');
   t.ok(UNPRIVILEGED_REQUESTS.has('vm.firewall.request'), 'owners may see their VM\'s firewall (the parent checks ownership)');
   t.ok(UNPRIVILEGED_REQUESTS.has('vm.capture.request'), 'a VM owner may capture (the parent checks ownership)');
+  // OpenBSD's control.c never let non-root users send or receive (neither was in its list).
+  t.notOk(UNPRIVILEGED_REQUESTS.has('vm.send.request'), 'send is root only');
+  t.notOk(UNPRIVILEGED_REQUESTS.has('vm.receive.request'), 'receive is root only');
 });
 
 t.test('firewall requests: bad interface numbers', async (t) => {
@@ -125,6 +142,12 @@ t.test('firewall requests: bad interface numbers', async (t) => {
     refuses(t, req('vm.firewall.request', { target: 'web', index }), 'ERR_PROTOCOL', `index ${JSON.stringify(index)}`, /"index"/);
   }
   refuses(t, req('vm.firewall.request', { target: 'web', rules: [] }), 'ERR_PROTOCOL', 'unknown field');
+});
+
+t.test('a receive request with a bad configuration is a protocol error naming the field', async (t) => {
+  refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, memory: 5 } }), 'ERR_PROTOCOL', 'memory', /^vm\.receive\.request config: memory must be/);
+  refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, extra: 1 } }), 'ERR_PROTOCOL', 'unknown key', /unknown field "extra"/);
+  refuses(t, req('vm.receive.request', { target: 'b' }), 'ERR_PROTOCOL', 'no config', /config: must be an object/);
 });
 
 t.test('non-objects and unknown types', async (t) => {
@@ -433,6 +456,9 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.firewall.response', id: 11, interfaces: [firewallInfo, stoppedFirewall, { ...firewallInfo, index: 1, local: true, switch: null, lockedIp: '100.64.1.5', ipSpoof: { packets: 9, bytes: 900 }, rules: [] }] },
     { type: 'vm.firewall.response', id: 11, interfaces: [] },
     { type: 'vm.capture.response', id: 11, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' },
+    { type: 'vm.send.response', id: 11, vmId: 1, name: 'web' },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
+    { type: 'vm.receive.response', id: 12, phase: 'done', vm: vmInfo },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'vm "x": not found' } },
     { type: 'error', id: 0, error: { code: 'ERR_PERMISSION', message: 'denied', hint: 'ask root' } },
@@ -626,6 +652,7 @@ t.test('property: mutated replies are accepted or refused with ProtocolError, no
     { type: 'vm.console.response', id: 7, vmId: 1, name: 'web' },
     { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
     { type: 'vm.capture.response', id: 11, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'not found', hint: 'h' } },
   ];

@@ -63,7 +63,18 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('frobnicate'), 'unknown argument: frobnicate');
   t.equal(name('li'), 'links');
   t.equal(name('f'), 'firewall');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'links', 'load', 'log', 'pause', 'reload', 'reset', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.equal(name('rec'), 'receive');
+  t.equal(name('se'), 'send');
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+});
+
+t.test('send and receive arguments', async (t) => {
+  t.same(await run(['send']), { code: 1, stdout: '', stderr: 'usage:\tvmctl [-v] send id\n' });
+  t.same(await run(['send', 'a', 'b']), { code: 1, stdout: '', stderr: 'usage:\tvmctl [-v] send id\n' });
+  t.same(await run(['receive']), { code: 1, stdout: '', stderr: 'usage:\tvmctl [-v] receive name\n' });
+  t.same(await run(['receive', '12']), { code: 1, stdout: '', stderr: 'vmctl: invalid name: 12\n' }, 'a receive makes a new vm: a name, not an id');
+  t.same(await run(['receive', '-x']), { code: 1, stdout: '', stderr: 'usage:\tvmctl [-v] receive name\n' });
+  t.same(await run(['receive', 'n'.repeat(64)]), { code: 1, stdout: '', stderr: 'vmctl: name too long\n' });
 });
 
 t.test('usage output and exit status', async (t) => {
