@@ -36,4 +36,5 @@ export const packageRoot: string = resolve(dirname(fileURLToPath(import.meta.url
 
 /** Compiled entry points, for re-executing roles and for tests. */
 export const vmdEntry: string = join(packageRoot, 'dist', 'vmd', 'vmd.js');
-export const vmctlEntry: string = join(packageRoot, 'dist', 'vmctl', 'vmctl.js');
+/** vmctl as installed and run: the bundle share/build.mjs makes of dist/vmctl/vmctl.js (same directory depth). */
+export const vmctlEntry: string = join(packageRoot, 'dist', 'vmctl', 'vmctl.cjs');

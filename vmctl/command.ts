@@ -1,7 +1,8 @@
 // What every vmctl command module shares: the command shape, the run context, getopt-style option parsing on commander.
 // Options are parsed as getopt(3) does (in order, bundled flags), but may also follow the operands, as GNU getopt allows.
 
-import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import type * as Commander from 'commander';
 import type { VmdErrorData } from '../share/errors.js';
 import type { ControlResponse } from '../share/protocol.js';
 import type { ControlClient, RequestBody } from './client.js';
@@ -58,12 +59,23 @@ export interface OptionEvent {
   readonly value: string | undefined;
 }
 
+let commander: typeof Commander | undefined;
+
+/** commander on first use: loading it is a measurable share of vmctl's start-up, and `vmctl status` needs no options. */
+function loadCommander(): typeof Commander {
+  commander ??= createRequire(import.meta.url)('commander') as typeof Commander;
+  return commander;
+}
+
 /**
  * getopt(3) on commander: `defs` are commander flag strings (`-m <size>`, `-c`, `--forward <spec>`). Returns the
  * options in the order given and the operands; anything getopt would reject becomes a UsageError. Unlike OpenBSD,
  * options after the name are accepted too (`vmctl start web -m 1G`), the order people type; `--` ends options.
  */
 export function getopt(args: readonly string[], defs: readonly string[]): { events: OptionEvent[]; operands: string[] } {
+  // Nothing that looks like an option (`-` alone is an operand): every word is an operand, as commander would say.
+  if (args.every((a) => !a.startsWith('-') || a === '-')) return { events: [], operands: [...args] };
+  const { Command, CommanderError } = loadCommander();
   const events: OptionEvent[] = [];
   const cmd = new Command('vmctl')
     .exitOverride()

@@ -3,7 +3,7 @@
 
 import { closeSync, constants, fstatSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import type { ResultPromise } from 'execa';
 import { getopt, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, sysMessage, UsageError } from './errors.js';
 import { parseSize } from './start.js';
@@ -152,6 +152,8 @@ async function qemuImg(
   ctx: Context, args: readonly string[], context: string, track: (child: ResultPromise | undefined) => void,
   onStdout?: (chunk: string) => void,
 ): Promise<string> {
+  // Loaded here, not at the top: vmctl's bundle leaves execa out, so no other command pays for it.
+  const { execa } = await import('execa');
   const child = execa('qemu-img', args, { cwd: ctx.cwd, env: ctx.env, reject: false, stdin: 'ignore', encoding: 'utf8' });
   track(child);
   if (onStdout !== undefined) child.stdout?.on('data', (c: Buffer | string) => onStdout(String(c)));

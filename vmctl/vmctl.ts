@@ -115,7 +115,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     verbose: global.verbose,
     cwd: io.cwd,
     env: io.env,
-    stdin: io.stdin,
+    // A getter: process.stdin is made on first access (for /dev/null, with fs streams: ~3 ms), and only console reads it.
+    get stdin() { return io.stdin; },
     stdout: io.stdout,
     stderr: io.stderr,
     connect: async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env)),
@@ -145,9 +146,11 @@ if (isEntry()) {
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(1);
   });
-  const code = await main(process.argv.slice(2), {
-    stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd(),
+  // No top-level await: the installed vmctl is this file bundled as CommonJS (share/build.mjs), which has none.
+  void main(process.argv.slice(2), {
+    get stdin() { return process.stdin; }, stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd(),
+  }).then((code) => {
+    // Exit once both streams have taken everything: process.exit() alone can cut a piped stdout short.
+    process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
   });
-  // Exit once both streams have taken everything: process.exit() alone can cut a piped stdout short.
-  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 }
