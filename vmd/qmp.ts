@@ -236,8 +236,8 @@ export class QmpClient extends EventEmitter {
   }
 }
 
-/** Connect to a unix socket, retrying while it does not exist or nobody listens yet. */
-async function connectRetry(path: string, deadline: number): Promise<Socket> {
+/** Connect to a unix socket QEMU makes (QMP, migration), retrying while it does not exist or nobody listens yet. */
+export async function connectRetry(path: string, deadline: number, what = 'qmp'): Promise<Socket> {
   for (;;) {
     try {
       return await new Promise<Socket>((resolve, reject) => {
@@ -251,7 +251,7 @@ async function connectRetry(path: string, deadline: number): Promise<Socket> {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? '';
       if (!RETRY_CODES.has(code) || Date.now() + RETRY_DELAY_MS > deadline) {
-        throw new VmdError('ERR_QEMU', `qmp: cannot connect to ${path}: ${code || String(err)}`, { cause: err });
+        throw new VmdError('ERR_QEMU', `${what}: cannot connect to ${path}: ${code || String(err)}`, { cause: err });
       }
       await sleep(RETRY_DELAY_MS);
     }

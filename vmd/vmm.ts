@@ -11,7 +11,7 @@ import { isParentToVmm, type GuestHandle, type ParentToVmm, type VmmToParent } f
 import type { VmState } from '../share/protocol.js';
 import { logDebug, logSetVerbose, logWarn } from './log.js';
 import { roleMain } from './proc.js';
-import { QmpClient } from './qmp.js';
+import { connectRetry, QmpClient } from './qmp.js';
 
 const CONSOLE_RING_BYTES = 64 * 1024;
 const PID_POLL_MS = 250;
@@ -355,7 +355,7 @@ export function vmmMain(): void {
     let qemu: Socket | null = null;
     try {
       await qmp.execute('migrate-incoming', { uri: `unix:${path}` });
-      qemu = await connectUnix(path, 5000);
+      qemu = await connectRetry(path, Date.now() + 5000, 'migration socket');
       const conn = qemu;
       client.write(encodeFrame(response));
       await new Promise<void>((resolve, reject) => {
@@ -432,26 +432,6 @@ export function vmmMain(): void {
     } finally {
       g.transfer = null;
       rmSync(path, { force: true });
-    }
-  }
-
-  /** Connects to a unix socket QEMU is about to create, retrying while it is not there yet. */
-  async function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        return await new Promise<Socket>((resolve, reject) => {
-          const s = connect(path);
-          s.once('connect', () => {
-            s.off('error', reject);
-            resolve(s);
-          });
-          s.once('error', reject);
-        });
-      } catch (err) {
-        if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `migration socket ${path}: ${toVmdError(err).message}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
     }
   }
 

@@ -1,13 +1,11 @@
 // Benchmark of `vmctl send` and `vmctl receive` on a 256 MB guest: wall time of each command (vmctl start-up
 // included) and the stream's size, median of a few rounds; the guest goes back and forth through a file.
 
-import { spawn, type StdioOptions } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { vmctlEntry } from '../../share/paths.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 import type { BenchSection, Measurement } from './bench.js';
-import { median, nowMs } from './daemon-lib.js';
+import { median } from './daemon-lib.js';
 
 const ROUNDS = 3;
 /**
@@ -19,28 +17,9 @@ const TARGET_RECEIVE_S = 1.0;
 
 /** One vmctl run with stdin/stdout on files, timed from spawn to exit. */
 async function vmctlTimed(h: VmdHarness, args: string[], io: { stdin?: string; stdout?: string }): Promise<number> {
-  // Descriptors of our own, not execa's `{ file }`: that relays the bytes through this process and measured
-  // 4x slower than the command itself.
-  const fds: number[] = [];
-  const open = (path: string | undefined, flags: string): number | 'ignore' => {
-    if (path === undefined) return 'ignore';
-    const fd = openSync(path, flags);
-    fds.push(fd);
-    return fd;
-  };
-  try {
-    const stdio: StdioOptions = [open(io.stdin, 'r'), open(io.stdout, 'w'), 'pipe'];
-    const t0 = nowMs();
-    const child = spawn(process.execPath, [vmctlEntry, ...args], { env: h.env, stdio });
-    let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
-    const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
-    const ms = nowMs() - t0;
-    if (code !== 0) throw new Error(`vmctl ${args.join(' ')}: ${stderr}`);
-    return ms;
-  } finally {
-    for (const fd of fds) closeSync(fd);
-  }
+  const r = await h.vmctlFiles(args, io);
+  if (r.exitCode !== 0) throw new Error(`vmctl ${args.join(' ')}: ${r.stderr}`);
+  return r.ms;
 }
 
 export const sendBench: BenchSection = {

@@ -3,7 +3,7 @@
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { vmctlEntry } from '../../share/paths.js';
@@ -11,30 +11,6 @@ import { STREAM_HEADER_BYTES, STREAM_MAGIC } from '../../share/stream.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const startArgs = (name: string): string[] => ['start', name, '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '-L'];
-
-/** vmctl with stdin and stdout on files of ours (execa's `{ file }` relays through this process, 4x slower). */
-async function vmctlFiles(h: VmdHarness, args: string[], io: { stdin?: string; stdout?: string }) {
-  const fds: number[] = [];
-  const open = (path: string | undefined, flags: string): number | 'ignore' => {
-    if (path === undefined) return 'ignore';
-    const fd = openSync(path, flags);
-    fds.push(fd);
-    return fd;
-  };
-  try {
-    const child = spawn('/usr/bin/env', [process.execPath, vmctlEntry, ...args], {
-      env: h.env, cwd: h.dir, stdio: [open(io.stdin, 'r'), open(io.stdout, 'w'), 'pipe'],
-    });
-    let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    const exitCode = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
-    clearTimeout(timer);
-    return { stderr: stderr.replace(/\n$/, ''), exitCode };
-  } finally {
-    for (const fd of fds) closeSync(fd);
-  }
-}
 
 /** The guest's uptime in seconds, read on its console. */
 async function uptime(h: VmdHarness, name: string): Promise<number> {
@@ -74,7 +50,7 @@ t.test('send to a file, receive under another name: shell state, uptime, MAC sur
 
   const file = join(h.dir, 'orig.vmstate');
   const hostT0 = Date.now();
-  const sent = await vmctlFiles(h, ['send', 'orig'], { stdout: file });
+  const sent = await h.vmctlFiles(['send', 'orig'], { stdout: file });
   t.equal(sent.exitCode, 0, `send: ${sent.stderr}`);
   t.equal(sent.stderr, '', 'send is silent on success (no progress on a pipe)');
   t.ok(readFileSync(file).subarray(0, STREAM_MAGIC.length).equals(STREAM_MAGIC), 'the file starts with the magic');
@@ -82,7 +58,7 @@ t.test('send to a file, receive under another name: shell state, uptime, MAC sur
   await h.waitState('orig', 'gone', 10_000);
   t.equal(h.guestPids().length, 0, 'the sent guest is stopped');
 
-  const received = await vmctlFiles(h, ['receive', 'copy'], { stdin: file });
+  const received = await h.vmctlFiles(['receive', 'copy'], { stdin: file });
   t.equal(received.exitCode, 0, `receive: ${received.stderr}\n${h.daemonLog}`);
   t.match(received.stderr, /^vmctl: started vm \d+ successfully, tty \/\S+\/console$/);
   const hostElapsed = (Date.now() - hostT0) / 1000;
@@ -143,14 +119,14 @@ t.test('a truncated, foreign or newer stream: clear errors, nothing left', async
   t.equal((await h.vmctl(startArgs('src'))).exitCode, 0);
   await h.console('src', '\n', /vmd-guest: ready/);
   const file = join(h.dir, 'src.vmstate');
-  t.equal((await vmctlFiles(h, ['send', 'src'], { stdout: file })).exitCode, 0);
+  t.equal((await h.vmctlFiles(['send', 'src'], { stdout: file })).exitCode, 0);
   await h.waitState('src', 'gone', 10_000);
   const whole = readFileSync(file);
   const runDirs = (): string[] => (existsSync(join(h.stateDir, 'run')) ? readdirSync(join(h.stateDir, 'run')) : []);
 
   const cut = join(h.dir, 'cut.vmstate');
   writeFileSync(cut, whole.subarray(0, Math.floor(whole.length / 2)));
-  const truncated = await vmctlFiles(h, ['receive', 'half'], { stdin: cut });
+  const truncated = await h.vmctlFiles(['receive', 'half'], { stdin: cut });
   t.equal(truncated.exitCode, 1);
   t.match(truncated.stderr, /^vmctl: vm "half": receive: stream truncated after \d+ bytes of guest state\n/, 'the truncation is named');
   const status = await h.vmctl(['status']);
@@ -161,7 +137,7 @@ t.test('a truncated, foreign or newer stream: clear errors, nothing left', async
 
   const foreign = join(h.dir, 'foreign');
   writeFileSync(foreign, 'this is not a vm\n'.repeat(10));
-  const bad = await vmctlFiles(h, ['receive', 'x'], { stdin: foreign });
+  const bad = await h.vmctlFiles(['receive', 'x'], { stdin: foreign });
   t.equal(bad.exitCode, 1);
   t.match(bad.stderr, /^vmctl: receive: stream: not a vmd send stream \(bad magic\)\n/);
 
@@ -169,20 +145,20 @@ t.test('a truncated, foreign or newer stream: clear errors, nothing left', async
   newer.writeUInt32BE(99, STREAM_MAGIC.length);
   const newerFile = join(h.dir, 'newer');
   writeFileSync(newerFile, newer);
-  const tooNew = await vmctlFiles(h, ['receive', 'x'], { stdin: newerFile });
+  const tooNew = await h.vmctlFiles(['receive', 'x'], { stdin: newerFile });
   t.equal(tooNew.exitCode, 1);
   t.match(tooNew.stderr, /^vmctl: receive: stream: version 99 is newer than this vmd understands \(1\)\n/);
 
   const shortHeader = join(h.dir, 'short');
   writeFileSync(shortHeader, whole.subarray(0, STREAM_HEADER_BYTES - 3));
-  const short = await vmctlFiles(h, ['receive', 'x'], { stdin: shortHeader });
+  const short = await h.vmctlFiles(['receive', 'x'], { stdin: shortHeader });
   t.equal(short.exitCode, 1);
   t.match(short.stderr, /^vmctl: receive: stream: truncated in the header \(13 of 16 bytes\)$/);
 
   t.same(h.guestPids(), [], 'still nothing running');
   t.same(runDirs(), []);
   // The whole file still works afterwards: the failures left nothing in the way.
-  const ok = await vmctlFiles(h, ['receive', 'whole'], { stdin: file });
+  const ok = await h.vmctlFiles(['receive', 'whole'], { stdin: file });
   t.equal(ok.exitCode, 0, ok.stderr);
   await h.vmctl(['stop', '-f', '-w', 'whole']);
 });
@@ -217,7 +193,7 @@ t.test('a send whose reader goes away fails, and the guest carries on', async (t
   t.match(h.daemonLog, /vm "stay": send failed, the guest stays: vm "stay": send: the receiving end went away/);
   // A later send of the same guest works: nothing of the failed one is in the way.
   const file = join(h.dir, 'stay.vmstate');
-  const again = await vmctlFiles(h, ['send', 'stay'], { stdout: file });
+  const again = await h.vmctlFiles(['send', 'stay'], { stdout: file });
   t.equal(again.exitCode, 0, again.stderr);
   await h.waitState('stay', 'gone', 10_000);
 });
@@ -228,7 +204,7 @@ t.test('a receive cut off by a vmd crash leaves nothing once vmd is back', async
   t.equal((await h.vmctl(startArgs('src'))).exitCode, 0);
   await h.console('src', '\n', /vmd-guest: ready/);
   const file = join(h.dir, 'src.vmstate');
-  t.equal((await vmctlFiles(h, ['send', 'src'], { stdout: file })).exitCode, 0);
+  t.equal((await h.vmctlFiles(['send', 'src'], { stdout: file })).exitCode, 0);
   await h.waitState('src', 'gone', 10_000);
 
   // A receive whose sender stalls after the header and a little state: the guest waits in QEMU for the rest.
@@ -265,18 +241,18 @@ t.test('send and receive are root only (OpenBSD control gate); unknown vms are n
   await h.waitState('mine', 'running', 2000);
 
   const file = join(h.dir, 'mine.vmstate');
-  t.equal((await vmctlFiles(h, ['send', 'mine'], { stdout: file })).exitCode, 0);
+  t.equal((await h.vmctlFiles(['send', 'mine'], { stdout: file })).exitCode, 0);
   const receive = await asNobody(['receive', 'theirs'], readFileSync(file));
   t.equal(receive.exitCode, 1);
   t.match(String(receive.stderr), /^vmctl: command failed: Operation not permitted$/m);
   t.same(h.guestPids(), [], 'nothing started');
 
-  const unknown = await vmctlFiles(h, ['send', 'nosuch'], { stdout: join(h.dir, 'none') });
+  const unknown = await h.vmctlFiles(['send', 'nosuch'], { stdout: join(h.dir, 'none') });
   t.equal(unknown.exitCode, 1);
   t.equal(unknown.stderr, 'vmctl: vm "nosuch": not found');
-  const exists = await vmctlFiles(h, ['receive', 'dup'], { stdin: file });
+  const exists = await h.vmctlFiles(['receive', 'dup'], { stdin: file });
   t.equal(exists.exitCode, 0, exists.stderr);
-  const again = await vmctlFiles(h, ['receive', 'dup'], { stdin: file });
+  const again = await h.vmctlFiles(['receive', 'dup'], { stdin: file });
   t.equal(again.exitCode, 1);
   t.match(again.stderr, /^vmctl: vm "dup": already exists/);
   t.equal(h.guestPids().length, 1, 'the refused receive started nothing');
