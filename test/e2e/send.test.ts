@@ -1,7 +1,7 @@
 // End to end: `vmctl send` and `vmctl receive` with the real guest. Its shell state and uptime survive a trip through
 // a file and through a pipe into a second vmd; a truncated or foreign stream fails clearly and leaves nothing behind.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +11,18 @@ import { STREAM_HEADER_BYTES, STREAM_MAGIC } from '../../share/stream.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const startArgs = (name: string): string[] => ['start', name, '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '-L'];
+
+/** A fresh vmd whose guest `src` booted and was sent to a file (and so is gone). */
+async function sentToFile(t: Test): Promise<{ h: VmdHarness; file: string }> {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  t.equal((await h.vmctl(startArgs('src'))).exitCode, 0);
+  await h.console('src', '\n', /vmd-guest: ready/);
+  const file = join(h.dir, 'src.vmstate');
+  t.equal((await h.vmctlFiles(['send', 'src'], { stdout: file })).exitCode, 0);
+  await h.waitState('src', 'gone', 10_000);
+  return { h, file };
+}
 
 /** The guest's uptime in seconds, read on its console. */
 async function uptime(h: VmdHarness, name: string): Promise<number> {
@@ -114,13 +126,7 @@ t.test('send through a pipe into a second vmd', async (t) => {
 });
 
 t.test('a truncated, foreign or newer stream: clear errors, nothing left', async (t) => {
-  const h = await VmdHarness.start();
-  t.teardown(() => h.teardown());
-  t.equal((await h.vmctl(startArgs('src'))).exitCode, 0);
-  await h.console('src', '\n', /vmd-guest: ready/);
-  const file = join(h.dir, 'src.vmstate');
-  t.equal((await h.vmctlFiles(['send', 'src'], { stdout: file })).exitCode, 0);
-  await h.waitState('src', 'gone', 10_000);
+  const { h, file } = await sentToFile(t);
   const whole = readFileSync(file);
   const runDirs = (): string[] => (existsSync(join(h.stateDir, 'run')) ? readdirSync(join(h.stateDir, 'run')) : []);
 
@@ -199,13 +205,7 @@ t.test('a send whose reader goes away fails, and the guest carries on', async (t
 });
 
 t.test('a receive cut off by a vmd crash leaves nothing once vmd is back', async (t) => {
-  const h = await VmdHarness.start();
-  t.teardown(() => h.teardown());
-  t.equal((await h.vmctl(startArgs('src'))).exitCode, 0);
-  await h.console('src', '\n', /vmd-guest: ready/);
-  const file = join(h.dir, 'src.vmstate');
-  t.equal((await h.vmctlFiles(['send', 'src'], { stdout: file })).exitCode, 0);
-  await h.waitState('src', 'gone', 10_000);
+  const { h, file } = await sentToFile(t);
 
   // A receive whose sender stalls after the header and a little state: the guest waits in QEMU for the rest.
   const receiver = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'receive', 'stalled'], { env: h.env, stdio: ['pipe', 'ignore', 'pipe'] });
