@@ -8,7 +8,7 @@
 
 import { spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Accel } from '../share/config.js';
@@ -63,11 +63,37 @@ export function accelPayloadBios(): Buffer {
   return bios;
 }
 
+/** Whether a process exists (signal 0: EPERM means it does, under another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Probe directories are named after the vmd that made them (`vmd-accel-PID-XXXXXX`): one left by a vmd killed
+ * mid-probe goes at the next probe, once its maker is gone.
+ */
+export async function removeStaleProbeDirs(base = tmpdir()): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(base).catch(() => [] as string[])) {
+    const m = /^vmd-accel-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+    if (m === null || alive(Number(m[1]))) continue;
+    await rm(join(base, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
 /** Run the payload under one accelerator: ok when QEMU exits with the payload's code within the time bound. */
 export async function runAccelPayload(accel: QemuAccel, options: AccelProbeOptions = {}): Promise<PayloadResult> {
   const started = Date.now();
   const timeoutMs = options.timeoutMs ?? 2500;
-  const dir = await mkdtemp(join(tmpdir(), 'vmd-accel-'));
+  await removeStaleProbeDirs();
+  const dir = await mkdtemp(join(tmpdir(), `vmd-accel-${process.pid}-`));
   try {
     const bios = join(dir, 'payload.bin');
     await writeFile(bios, accelPayloadBios(), { mode: 0o644 });

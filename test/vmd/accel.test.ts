@@ -2,7 +2,7 @@
 // on these hosts (nested KVM hangs once the guest leaves real mode), and `accel` from vm.conf is honoured.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { accelPayloadBios, kvmDeviceUsable, probeAccel, probeAccelDetailed, probeAccelReset, resolveAccel, runAccelPayload } from '../../vmd/accel.js';
+import { accelPayloadBios, kvmDeviceUsable, probeAccel, probeAccelDetailed, probeAccelReset, removeStaleProbeDirs, resolveAccel, runAccelPayload } from '../../vmd/accel.js';
 
 t.test('payload image: 64 KiB with a far jump at the reset vector', async (t) => {
   const bios = accelPayloadBios();
@@ -70,3 +70,20 @@ async function countPayloadQemus(): Promise<number> {
   });
   return out.split('\n').filter((l) => l.trim().startsWith(`${process.pid} `) && l.includes('qemu-system') && l.includes('vmd-accel-')).length;
 }
+
+t.test('a probe directory left by a vmd killed mid-probe goes at the next probe; a live one stays', async (t) => {
+  const { mkdirSync, mkdtempSync, existsSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const base = mkdtempSync(join(tmpdir(), 'vmd-accel-test-'));
+  t.teardown(() => rmSync(base, { recursive: true, force: true }));
+  // A pid above the kernel's pid_max cannot be alive.
+  const dead = join(base, 'vmd-accel-4194305-AbC123');
+  const live = join(base, `vmd-accel-${process.pid}-XyZ789`);
+  const other = join(base, 'vmd-accel-notapid');
+  for (const d of [dead, live, other]) mkdirSync(d);
+  t.same(await removeStaleProbeDirs(base), ['vmd-accel-4194305-AbC123']);
+  t.notOk(existsSync(dead), 'the dead vmd\'s directory is gone');
+  t.ok(existsSync(live), 'a running vmd\'s probe is left alone');
+  t.ok(existsSync(other), 'names vmd does not make are not touched');
+});
