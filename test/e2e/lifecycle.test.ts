@@ -103,9 +103,12 @@ t.test('a guest reboot restarts the VM; three quick ones leave it stopped', asyn
     `vm "rb" {\n  disable\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${initrd}"\n  cmdline "console=ttyS0 quiet panic=-1"\n}\n`);
   t.equal((await h.vmctl(['reload'])).exitCode, 0);
   t.equal((await h.vmctl(['start', 'rb'])).exitCode, 0);
-  await h.waitState('rb', 'stopped', 60_000);
-  t.equal(h.daemonLog.split('vmd: vm "rb" (vm 1) rebooted').length - 1, 3, 'three reboots, each restarted at first');
-  t.equal(h.daemonLog.split('started rb (vm 1) successfully').length - 1, 3, 'the third restart was refused');
+  await h.waitState('rb', 'stopped', 120_000);
+  // On a quiet machine exactly three reboots happen. Under load a boot can take longer than the window, which
+  // restarts the count: then more reboots come first, but every one is restarted except the last.
+  const reboots = h.daemonLog.split('vmd: vm "rb" (vm 1) rebooted').length - 1;
+  t.ok(reboots >= 3, `at least three reboots (${reboots})`);
+  t.equal(h.daemonLog.split('started rb (vm 1) successfully').length - 1, reboots, 'each restarted but the last, which was refused');
   t.match(h.daemonLog, /vm "rb": vm 1: restarted too quickly/);
   t.same(h.guestPids(), [], 'no QEMU left');
 });
