@@ -1,13 +1,14 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --max-opt=1 --optimize-for-size
 // The vmd executable: parses vmd(8)'s flags, then runs the config test, the daemon, or (re-executed) a child role.
 // Without -d the daemon detaches and logs to the state directory; with -d it stays in the foreground on stderr.
-// A small young generation (the shebang's flag, also given to each role) keeps a long-lived daemon's RSS low.
+// The shebang's Node flags (PARENT_NODE_FLAGS in proc.ts; the roles get theirs at fork) keep the daemon's RSS low.
 
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseVmdArgs } from './args.js';
 import { logInit, logWarn } from './log.js';
+import { PARENT_NODE_FLAGS } from './proc.js';
 import { stateDir } from '../share/paths.js';
 
 const DETACHED_FLAG = '--detached-child';
@@ -69,7 +70,7 @@ async function daemonise(argv: string[]): Promise<number> {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const logPath = join(dir, 'vmd.log');
   const log = openSync(logPath, 'a', 0o640);
-  const child = spawn(process.execPath, [...process.execArgv, '--max-semi-space-size=1', process.argv[1]!, ...argv, DETACHED_FLAG], {
+  const child = spawn(process.execPath, [...process.execArgv, ...PARENT_NODE_FLAGS, process.argv[1]!, ...argv, DETACHED_FLAG], {
     detached: true,
     // The invoker's cwd is kept: relative paths in vm.conf resolve against it, as under -d (vmd.8 says so).
     stdio: ['ignore', log, log, 'ipc'],
