@@ -284,7 +284,8 @@ export class Network {
         }
         nics.push({ kind: 'tap', hostFd: tap.fd, mac });
       }
-      await this.sync(new Set(made.map((n) => this.links.get(n)!.netns)));
+      // Only new links change the rules: a guest with no NIC or only user-mode NICs costs no nft run.
+      if (made.length > 0) await this.sync(new Set(made.map((n) => this.links.get(n)!.netns)));
       return { nics, fds };
     } catch (err) {
       // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close.

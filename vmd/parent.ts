@@ -503,9 +503,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       const qmpSocket = join(runDir, 'qmp.sock');
       const consoleSocket = join(runDir, 'console');
       const chosen = await accelFor(vm);
-      // The guest's links exist before QEMU does: taps reach it as inherited fds like the images. A guest without
-      // interfaces has nothing to set up, and vmUp would still re-apply every nftables table (~30 ms of nft runs).
-      const net = vm.interfaces.length === 0 ? { nics: [], fds: [] } : await network.vmUp(e.record.id, vm);
+      // The guest's links exist before QEMU does: taps reach it as inherited fds like the images.
+      const net = await network.vmUp(e.record.id, vm);
       netUp = true;
       fds.push(...net.fds);
       const nics: QemuNic[] = net.nics.map((n) => (n.kind === 'tap'
