@@ -2,7 +2,7 @@
 // They travel over Node's IPC channel; a role that receives a malformed one treats its sibling as broken.
 
 import type { VmdErrorData } from './errors.js';
-import type { ControlRequest, ControlResponse, VmState } from './protocol.js';
+import type { ControlRequest, ControlResponse, VmInfo, VmState } from './protocol.js';
 
 /** What vmm needs to drive one running guest. */
 export interface GuestHandle {
@@ -66,12 +66,14 @@ export type ParentToControl =
   /** A client connection the parent's copy of the listening socket accepted; it travels as the IPC handle. */
   | { readonly type: 'control.connection' }
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
+  /** The status listing control answers from (vmd/status.ts): every VM in id order, curmem null; sent on each change. */
+  | { readonly type: 'control.status'; readonly vms: readonly VmInfo[]; readonly warnings: readonly string[] }
   | { readonly type: 'log.verbose'; readonly level: number };
 
 const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
 const VMM_TO_PARENT = new Set(['vmm.ready', 'vm.result', 'vm.exited', 'vm.state']);
 const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.capture', 'control.closed', 'control.stream']);
-const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'log.verbose']);
+const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && set.has((msg as { type: string }).type);

@@ -11,6 +11,7 @@ import {
 import { logDebug, logSetVerbose, logWarn } from './log.js';
 import { peerCred } from './native.js';
 import { roleMain } from './proc.js';
+import { StatusSnapshot } from './status.js';
 
 const MAX_CONNECTIONS = 1024;
 const MAX_PENDING_PER_CONNECTION = 32;
@@ -28,11 +29,20 @@ export function controlMain(): void {
   const connections = new Map<number, Connection>();
   let nextPeer = 1;
   let server: Server | null = null;
+  const status = new StatusSnapshot();
 
-  const reply = (conn: Connection, response: ControlResponse, close: boolean): void => {
+  /** Writes one reply: a response to encode, or a frame already in pieces (a status listing) written without a copy. */
+  const reply = (conn: Connection, response: ControlResponse | (() => Buffer[]), close: boolean): void => {
     if (conn.socket.destroyed) return;
     try {
-      conn.socket.write(encodeFrame(response));
+      if (typeof response === 'function') {
+        const pieces = response();
+        conn.socket.cork();
+        for (const piece of pieces) conn.socket.write(piece);
+        conn.socket.uncork();
+      } else {
+        conn.socket.write(encodeFrame(response));
+      }
     } catch (err) {
       logWarn(`reply: ${err instanceof Error ? err.message : String(err)}`);
       close = true;
@@ -68,6 +78,9 @@ export function controlMain(): void {
           reply(conn, msg.response, msg.close);
           break;
         }
+        case 'control.status':
+          status.update(msg.vms, msg.warnings);
+          break;
         case 'log.verbose':
           logSetVerbose(msg.level);
           break;
@@ -141,6 +154,12 @@ export function controlMain(): void {
         const remainder = reader.switchToRaw();
         connections.delete(peer);
         send({ type: 'control.stream', peer, uid: conn.uid, gid: conn.gid, request, remainder: remainder.toString('base64') }, socket);
+        return;
+      }
+      if (request.type === 'vm.status.request' && status.ready) {
+        // Answered here from the parent's latest snapshot: no round trip through two more processes.
+        const req = request;
+        reply(conn, () => status.answer(req), false);
         return;
       }
       conn.pending++;

@@ -28,7 +28,8 @@ import { parseConfigFile, type Diagnostic } from '../grammar/parse.js';
 import { resolveAccel } from './accel.js';
 import { StateDb, type VmRecord, type VmRuntime } from './db.js';
 import { logInfo, logSetVerbose, logWarn } from './log.js';
-import { RoleChannel } from './proc.js';
+import { RestartBudget, RoleChannel } from './proc.js';
+import { ResidentMemory } from './status.js';
 import { Network } from './network.js';
 import { Captures } from './capture.js';
 import { diskFormatOf } from '../share/diskformat.js';
@@ -46,18 +47,52 @@ export interface ParentOptions {
   readonly onReady?: () => void;
 }
 
-interface Entry {
-  record: VmRecord;
-  runtime: VmRuntime | null;
+/**
+ * A VM as the parent knows it. What `vmctl status` shows (record, runtime, state) is behind setters that report each
+ * change, so control's copy of the listing (vmd/status.ts) is republished without anybody having to remember to.
+ */
+class Entry {
+  #record: VmRecord;
+  #runtime: VmRuntime | null = null;
   /** Live state mirrored from vmm; 'waiting' for queued config VMs, 'stopped' otherwise when not running. */
-  state: VmState;
-  child: ChildProcess | null;
+  #state: VmState = 'stopped';
+  child: ChildProcess | null = null;
   /** A stop was requested (so an exit is not a reboot). */
-  stopRequested: boolean;
-  waiters: Array<{ peer: number; reqId: number; kind: 'stop' | 'wait' }>;
+  stopRequested = false;
+  waiters: Array<{ peer: number; reqId: number; kind: 'stop' | 'wait' }> = [];
   /** Restarts in a row that came less than 6 s after the previous start, for the reboot rate limit. */
-  quickRestarts: number;
-  lastStartMs: number | null;
+  quickRestarts = 0;
+  lastStartMs: number | null = null;
+
+  constructor(record: VmRecord, private readonly changed: () => void) {
+    this.#record = record;
+  }
+
+  get record(): VmRecord { return this.#record; }
+  set record(v: VmRecord) { this.#record = v; this.changed(); }
+  get runtime(): VmRuntime | null { return this.#runtime; }
+  set runtime(v: VmRuntime | null) { this.#runtime = v; this.changed(); }
+  get state(): VmState { return this.#state; }
+  set state(v: VmState) { this.#state = v; this.changed(); }
+}
+
+/** The parent's VMs by id; adding or removing one is a change of the status listing too. */
+class EntryMap extends Map<number, Entry> {
+  constructor(private readonly changed: () => void) {
+    super();
+  }
+
+  override set(id: number, e: Entry): this {
+    super.set(id, e);
+    this.changed?.();
+    return this;
+  }
+
+  override delete(id: number): boolean {
+    const had = super.delete(id);
+    if (had) this.changed();
+    return had;
+  }
 }
 
 interface Identity {
@@ -119,24 +154,8 @@ function ownerString(uid: number, gid: number | null, users: UserDb = systemUser
   return `${user}${group}`.slice(0, 15);
 }
 
-const rssCache = new Map<number, { at: number; bytes: number | null }>();
-
-/** A QEMU's resident memory (CURMEM), re-read at most once a second so a status listing stays cheap. */
-function residentBytes(pid: number): number | null {
-  const now = Date.now();
-  const hit = rssCache.get(pid);
-  if (hit !== undefined && now - hit.at < 1000) return hit.bytes;
-  let bytes: number | null = null;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    bytes = m ? Number(m[1]) * 1024 : null;
-  } catch {
-    bytes = null;
-  }
-  if (rssCache.size > 4096) rssCache.clear();
-  rssCache.set(pid, { at: now, bytes });
-  return bytes;
-}
+/** CURMEM of the parent's own replies (start, receive); status listings are control's (vmd/status.ts). */
+const resident = new ResidentMemory();
 
 /** Whether pid is the QEMU vmd started for this VM (pids get reused; the process name tells). */
 function isOurQemu(pid: number, vmId: number): boolean {
@@ -181,13 +200,22 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   const network = new Network(config, db, stateDirPath, root);
   const captures = new Captures();
   let networkWarnings: string[] = [];
-  const entries = new Map<number, Entry>();
+  // Control's copy of the status listing: republished on the next turn after a change, and at once before any reply
+  // to a client, so whatever a reply reports done shows in the client's next `vmctl status`.
+  let statusPublished: string | null = null;
+  let statusScheduled = false;
+  const statusChanged = (): void => {
+    if (statusScheduled) return;
+    statusScheduled = true;
+    setImmediate(() => publishStatus());
+  };
+  const entries = new EntryMap(statusChanged);
   const byName = (name: string): Entry | undefined => [...entries.values()].find((e) => e.record.name === name);
   const lookup = (target: string): Entry | undefined =>
     /^\d+$/.test(target) ? entries.get(Number(target)) ?? byName(target) : byName(target);
 
   for (const rec of db.vmList()) {
-    entries.set(rec.id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null });
+    entries.set(rec.id, new Entry(rec, statusChanged));
   }
   for (const rt of db.runtimeList()) {
     const e = entries.get(rt.vmId);
@@ -206,12 +234,42 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   let control: RoleChannel<ControlToParent, ParentToControl> | null = null;
   let vmm: RoleChannel<VmmToParent, ParentToVmm> | null = null;
   let shuttingDown = false;
+  // Pending from a vmm's death until its successor is ready, so requests wait for the new vmm instead of failing.
   let vmmReady: Promise<void> = Promise.resolve();
+  let vmmReadyResolve: (() => void) | null = null;
+  const vmmDown = (): void => {
+    if (vmmReadyResolve !== null) return;
+    vmmReady = new Promise((r) => { vmmReadyResolve = r; });
+  };
+  const vmmUp = (): void => {
+    vmmReadyResolve?.();
+    vmmReadyResolve = null;
+  };
+  /** Guests being handed to a (new) vmm: what is asked of such a guest waits for its adoption. */
+  const adoptions = new Map<number, Promise<void>>();
+  /** Waits until a vmm runs and, with a guest's id, has adopted that guest; ERR_INTERNAL after timeoutMs. */
+  const untilVmm = async (vmId: number | null, timeoutMs: number): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new VmdError('ERR_INTERNAL', 'vmm process is not running', { hint: 'see vmd\'s log' })), timeoutMs);
+    });
+    try {
+      await Promise.race([vmmReady, late]);
+      // Looked up only now: a restarted vmm's adoptions begin as it becomes ready.
+      const adopting = vmId === null ? undefined : adoptions.get(vmId);
+      if (adopting !== undefined) await Promise.race([adopting, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (vmm === null) throw new VmdError('ERR_INTERNAL', 'vmm process is not running', { hint: 'see vmd\'s log' });
+  };
   let nextReq = 1;
   const pendingVmm = new Map<number, { resolve: (m: { error: VmdErrorData | null; state?: VmState }) => void }>();
 
-  const vmmCall = (make: (req: number) => ParentToVmm, timeoutMs = 15_000, handle?: Socket): Promise<{ state?: VmState }> =>
-    vmmReady.then(() => new Promise((resolve, reject) => {
+  /** One request to vmm and its answer; with vmId, after that guest is adopted (a vmm restart may be under way). */
+  const vmmCall = async (make: (req: number) => ParentToVmm, timeoutMs = 15_000, handle?: Socket, vmId: number | null = null): Promise<{ state?: VmState }> => {
+    await untilVmm(vmId, timeoutMs);
+    return new Promise((resolve, reject) => {
       const req = nextReq++;
       const timer = setTimeout(() => {
         pendingVmm.delete(req);
@@ -227,13 +285,16 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       });
       if (vmm === null) reject(new VmdError('ERR_INTERNAL', 'vmm process is not running'));
       else vmm.send(make(req), handle);
-    }));
+    });
+  };
 
+  // A role that dies is restarted, within a budget; past it the daemon exits in order (guests keep running).
+  const vmmBudget = new RestartBudget();
+  const controlBudget = new RestartBudget();
   let vmmGeneration = 0;
   const startVmm = (): void => {
     const generation = ++vmmGeneration;
-    let ready!: () => void;
-    vmmReady = new Promise((r) => { ready = r; });
+    vmmDown();
     vmm = new RoleChannel<VmmToParent, ParentToVmm>(
       { role: 'vmm', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
       isVmmToParent,
@@ -241,7 +302,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         switch (msg.type) {
           case 'vmm.ready':
             vmm?.send({ type: 'vmm.config', verbose: options.verbose, stopTimeoutMs: stopTimeoutMs() });
-            ready();
+            vmmUp();
             // A restarted vmm knows nothing: hand it every running guest again. At daemon start the
             // reconciliation below does this, after it has told live guests from dead ones.
             if (generation > 1) {
@@ -269,11 +330,15 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       },
       () => {
         vmm = null;
+        vmmDown();
         for (const p of pendingVmm.values()) p.resolve({ error: { code: 'ERR_INTERNAL', message: 'vmm process exited' } });
-        if (!shuttingDown) {
-          logWarn('restarting the vmm process');
-          setTimeout(startVmm, 200);
+        if (shuttingDown) return;
+        if (!vmmBudget.spend()) {
+          fatal(new VmdError('ERR_INTERNAL', `vmm process: died ${vmmBudget.max + 1} times within ${vmmBudget.windowMs / 1000} s, giving up`));
+          return;
         }
+        logWarn('restarting the vmm process');
+        setTimeout(startVmm, 200);
       },
     );
   };
@@ -314,17 +379,21 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   };
 
   const startControl = async (): Promise<void> => {
-    server = await listen();
+    // A control that died before taking the listening socket over leaves it with the parent: hand that one on.
+    server ??= await listen();
     control = new RoleChannel<ControlToParent, ParentToControl>(
       { role: 'control', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
       isControlToParent,
       (msg, handle) => onControl(msg, handle as Socket | undefined),
       () => {
         control = null;
-        if (!shuttingDown) {
-          logWarn('restarting the control process');
-          setTimeout(() => void startControl().catch((err: unknown) => fatal(err)), 200);
+        if (shuttingDown) return;
+        if (!controlBudget.spend()) {
+          fatal(new VmdError('ERR_INTERNAL', `control process: died ${controlBudget.max + 1} times within ${controlBudget.windowMs / 1000} s, giving up`));
+          return;
         }
+        logWarn('restarting the control process');
+        setTimeout(() => void startControl().catch((err: unknown) => fatal(err)), 200);
       },
     );
     const srv = server;
@@ -356,7 +425,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       db.vmPut(rec);
       const e = entries.get(id);
       if (e !== undefined) e.record = rec;
-      else entries.set(id, { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null });
+      else entries.set(id, new Entry(rec, statusChanged));
     }
   };
 
@@ -585,7 +654,16 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));
   };
 
-  const adoptGuest = async (e: Entry, adopted: boolean): Promise<void> => {
+  /** Hands a running guest to vmm; until that is done, requests for the guest wait (see untilVmm). */
+  const adoptGuest = (e: Entry, adopted: boolean): Promise<void> => {
+    const id = e.record.id;
+    const p: Promise<void> = adoptGuestNow(e, adopted).finally(() => {
+      if (adoptions.get(id) === p) adoptions.delete(id);
+    });
+    adoptions.set(id, p);
+    return p;
+  };
+  const adoptGuestNow = async (e: Entry, adopted: boolean): Promise<void> => {
     const rt = e.runtime;
     if (rt === null || rt.pid === null) return;
     try {
@@ -639,13 +717,14 @@ export async function parentMain(options: ParentOptions): Promise<number> {
 
   // ---- requests ----
   const respond = (peer: number, response: ControlResponse, close: boolean): void => {
+    if (statusScheduled) publishStatus();
     control?.send({ type: 'control.response', peer, response, close });
   };
   const fail = (peer: number, id: number, err: unknown): void => {
     respond(peer, { type: 'error', id, error: toVmdError(err).toJSON() }, false);
   };
 
-  const info = (e: Entry, users: UserDb = systemUserDb()): VmInfo => {
+  const info = (e: Entry, users: UserDb = systemUserDb(), withCurmem = true): VmInfo => {
     const rt = e.runtime;
     // As soon as QEMU exists it has a pid worth showing, even while vmm is still adopting it.
     const running = rt !== null && rt.pid !== null;
@@ -657,7 +736,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       pid: running ? rt!.pid : null,
       vcpus: e.record.config.cpus ?? 1,
       maxmem: e.record.config.memory ?? DEFAULT_MEMORY,
-      curmem: running ? residentBytes(rt!.pid!) : null,
+      curmem: running && withCurmem ? resident.read(rt!.pid!) : null,
       tty: running ? rt!.consoleSocket : null,
       owner: ownerString(uid, gid, users),
       uid,
@@ -666,6 +745,18 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       started: running ? rt!.startedAt : null,
       origin: e.record.origin,
     };
+  };
+
+  /** Sends control the status listing if it differs from what control has (owner names are looked up afresh). */
+  const publishStatus = (): void => {
+    statusScheduled = false;
+    if (control === null) return;
+    const users = systemUserDb();
+    const vms = [...entries.values()].sort((a, b) => a.record.id - b.record.id).map((e) => info(e, users, false));
+    const key = JSON.stringify([vms, networkWarnings]);
+    if (key === statusPublished) return;
+    statusPublished = key;
+    control.send({ type: 'control.status', vms, warnings: networkWarnings });
   };
 
   /** OpenBSD's vm_checkperm: root, the starter of a running VM, the VM's owner, or a member of its owner group. */
@@ -687,6 +778,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   const onControl = (msg: ControlToParent, handle: Socket | undefined): void => {
     switch (msg.type) {
       case 'control.ready':
+        // A new control process has no listing yet: it forwards status requests here until this arrives.
+        statusPublished = null;
+        publishStatus();
         options.onReady?.();
         // The listening socket now lives in control; the parent must not accept on it too.
         server?.close();
@@ -719,10 +813,13 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     const e = lookup(msg.request.target);
     if (e === undefined) return reject(new VmdError('ERR_VM_NOT_FOUND', `vm "${msg.request.target}": not found`));
     if (!permitted(e, msg.uid, msg.gid)) return reject(new VmdError('ERR_PERMISSION', `vm "${e.record.name}": console: permission denied`));
-    if (e.runtime === null || e.state === 'starting' || vmm === null) {
-      return reject(new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`, { hint: `start it with: vmctl start ${e.record.name}` }));
-    }
-    vmm.send({ type: 'vm.console.attach', vmId: e.record.id, name: e.record.name, reqId: msg.request.id, remainder: msg.remainder }, socket);
+    const notRunning = new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`, { hint: `start it with: vmctl start ${e.record.name}` });
+    if (e.runtime === null || e.state === 'starting') return reject(notRunning);
+    // After a vmm restart the guest is attached once the new vmm has adopted it.
+    untilVmm(e.record.id, 10_000).then(() => {
+      if (e.runtime === null || e.state === 'starting' || vmm === null) return reject(notRunning);
+      vmm.send({ type: 'vm.console.attach', vmId: e.record.id, name: e.record.name, reqId: msg.request.id, remainder: msg.remainder }, socket);
+    }, (err: unknown) => reject(toVmdError(err)));
   };
 
   /** `vmctl capture`: root or the VM's owner, a running VM, a NIC with a host link; then tcpdump streams to the client. */
@@ -791,7 +888,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       try {
         const e = requireVm(req.target);
         if (!permitted(e, msg.uid, msg.gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": send: permission denied`);
-        if (e.runtime === null || e.state === 'starting' || e.state === 'stopping' || vmm === null) {
+        if (e.runtime === null || e.state === 'starting' || e.state === 'stopping') {
           throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`);
         }
         if (transfers.has(e.record.id)) throw new VmdError('ERR_INVALID', `vm "${e.record.name}": already being sent`);
@@ -800,7 +897,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         vmmCall((r) => ({
           type: 'vm.send', req: r, vmId: e.record.id, header,
           response: { type: 'vm.send.response', id: req.id, vmId: e.record.id, name: e.record.name },
-        }), TRANSFER_TIMEOUT_MS, socket).then(
+        }), TRANSFER_TIMEOUT_MS, socket, e.record.id).then(
           () => logInfo(`vm "${e.record.name}" (vm ${e.record.id}) sent`),
           (err: unknown) => logWarn(`vm "${e.record.name}": send failed, the guest stays: ${toVmdError(err).message}`),
         ).finally(() => transfers.delete(e.record.id));
@@ -824,7 +921,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     const id = db.vmClaimId(vm.name);
     const rec: VmRecord = { id, name: vm.name, origin: 'adhoc', config: vm, ownerUid: vm.owner?.uid ?? uid, ownerGid: vm.owner?.gid ?? null };
     db.vmPut(rec);
-    const e: Entry = { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null };
+    const e = new Entry(rec, statusChanged);
     entries.set(id, e);
     transfers.add(id);
     try {
@@ -916,7 +1013,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         const id = db.vmClaimId(vm.name);
         const rec: VmRecord = { id, name: vm.name, origin, config: vm, ownerUid: uid, ownerGid: null };
         db.vmPut(rec);
-        e = { record: rec, runtime: null, state: 'stopped', child: null, stopRequested: false, waiters: [], quickRestarts: 0, lastStartMs: null };
+        e = new Entry(rec, statusChanged);
         entries.set(id, e);
         try {
           await vmStart(e, uid, {});
@@ -940,7 +1037,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         }
         if (e.state === 'stopping' && !req.force) throw new VmdError('ERR_VM_STOPPING', `vm "${e.record.name}": already stopping`);
         e.stopRequested = true;
-        await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: req.force }));
+        await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: req.force }), undefined, undefined, e.record.id);
         if (e.runtime !== null) {
           e.state = 'stopping';
           db.runtimeSetState(e.record.id, 'stopping');
@@ -964,7 +1061,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         const pause = req.type === 'vm.pause.request';
         if (pause && e.state === 'paused') throw new VmdError('ERR_VM_PAUSED', `vm "${e.record.name}": already paused`);
         if (!pause && e.state !== 'paused') throw new VmdError('ERR_VM_NOT_PAUSED', `vm "${e.record.name}": not paused`);
-        const res = await vmmCall((r) => ({ type: pause ? 'vm.pause' : 'vm.unpause', req: r, vmId: e.record.id }));
+        const res = await vmmCall((r) => ({ type: pause ? 'vm.pause' : 'vm.unpause', req: r, vmId: e.record.id }), undefined, undefined, e.record.id);
         e.state = res.state ?? (pause ? 'paused' : 'running');
         db.runtimeSetState(e.record.id, e.state === 'paused' ? 'paused' : 'running');
         respond(peer, { type: pause ? 'vm.pause.response' : 'vm.unpause.response', id: req.id, vmId: e.record.id, name: e.record.name }, false);
@@ -988,7 +1085,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
           for (const e of entries.values()) {
             if (e.runtime !== null) {
               e.stopRequested = true;
-              await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: true })).catch(() => undefined);
+              await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: true }), undefined, undefined, e.record.id).catch(() => undefined);
             }
           }
           waiting.length = 0;
@@ -1135,7 +1232,11 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   await network.sync();
   // Another firewall dropping forwarded traffic (Docker's FORWARD DROP) is worth a warning in `vmctl status`.
   const refreshWarnings = (): void => {
-    network.warnings().then((w) => { networkWarnings = w; }, () => undefined);
+    network.warnings().then((w) => {
+      networkWarnings = w;
+      // Also picks up renamed users and groups in the OWNER column.
+      publishStatus();
+    }, () => undefined);
   };
   refreshWarnings();
   setInterval(refreshWarnings, 10_000).unref();

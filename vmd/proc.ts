@@ -130,3 +130,21 @@ export function roleMain<In, Out>(
   process.on('SIGHUP', () => undefined);
   return send;
 }
+
+/**
+ * How often a role may be restarted: at most `max` deaths within `windowMs`. A role that keeps dying (a bug hit by
+ * every start, an exhausted resource) must end the daemon cleanly instead of being respawned forever.
+ */
+export class RestartBudget {
+  private deaths: number[] = [];
+
+  constructor(readonly max = 5, readonly windowMs = 60_000, private readonly now: () => number = Date.now) {}
+
+  /** Records a death; false when this one exceeds the budget. */
+  spend(): boolean {
+    const now = this.now();
+    this.deaths = this.deaths.filter((t) => now - t < this.windowMs);
+    this.deaths.push(now);
+    return this.deaths.length <= this.max;
+  }
+}

@@ -66,3 +66,64 @@ t.test('guests that died while vmd was down are cleaned up at start', async (t) 
   t.equal(again[0], row[0], 'same id');
   t.not(again[1], row[1], 'a new QEMU');
 });
+
+t.test('a role that dies is restarted; one that keeps dying ends vmd in order, guests running', async (t) => {
+  const h = await VmdHarness.start({ config: `staggered start parallel 1 delay 1\n${vm('delta')}` });
+  t.teardown(() => h.teardown());
+  const fields = (row: string): string[] => row.trim().split(/\s+/);
+  const [id, pid] = fields(await h.waitState('delta', 'running', 30_000));
+  await h.console('delta', '\n', /vmd-guest: ready/);
+
+  /** Waits until a role runs with a pid other than `old`. */
+  const respawned = async (role: 'control' | 'vmm', old: number): Promise<number> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const now = h.rolePid(role);
+      if (now !== null && now !== old) return now;
+      if (Date.now() > deadline) throw new Error(`no new ${role} process:\n${h.daemonLog}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  // control: the only door for users. Killed, it comes back and answers status (the listing republished to it).
+  const control = h.rolePid('control');
+  t.ok(control !== null, 'a control process runs');
+  process.kill(control!, 'SIGKILL');
+  await respawned('control', control!);
+  t.same(fields(await h.waitState('delta', 'running', 5000)).slice(0, 2), [id, pid], 'status after control restarted: same guest');
+  t.match(h.daemonLog, /control process exited \(SIGKILL\)/);
+  t.match(h.daemonLog, /restarting the control process/);
+
+  // vmm: owns the guests' lifecycle. Killed while delta runs, the new one adopts it again: console, pause, unpause.
+  const vmm = h.rolePid('vmm');
+  process.kill(vmm!, 'SIGKILL');
+  await respawned('vmm', vmm!);
+  t.match(h.daemonLog, /restarting the vmm process/);
+  t.match(await h.console('delta', 'hostname\n', /\ndelta\r?\n/), /delta/, 'console through the new vmm');
+  const paused = await h.vmctl(['pause', 'delta']);
+  t.equal(paused.exitCode, 0, paused.stderr);
+  await h.waitState('delta', 'paused', 5000);
+  const resumed = await h.vmctl(['unpause', 'delta']);
+  t.equal(resumed.exitCode, 0, resumed.stderr);
+  t.same(fields(await h.waitState('delta', 'running', 5000)).slice(0, 2), [id, pid], 'the same QEMU throughout');
+
+  // A control that dies again and again: after the budget vmd gives up and exits in order, leaving delta running.
+  let victim = h.rolePid('control')!;
+  for (let deaths = 2; ; deaths++) {
+    process.kill(victim, 'SIGKILL');
+    if (deaths === 6) break;
+    victim = await respawned('control', victim);
+  }
+  const code = await h.daemonExit(10_000);
+  t.equal(code, 1, 'vmd exits with status 1');
+  t.match(h.daemonLog, /fatal: control process: died 6 times within 60 s, giving up/);
+  t.match(h.daemonLog, /exiting; guests keep running/);
+  t.same(h.daemonPids(), [], 'no vmd process left');
+  t.same(h.guestPids(), [Number(pid)], 'delta still runs');
+
+  // The next vmd adopts it as after any exit.
+  await h.startDaemon();
+  t.same(fields(await h.waitState('delta', 'running', 10_000)).slice(0, 2), [id, pid], 're-adopted by the next vmd');
+  const stopped = await h.vmctl(['stop', '-f', '-w', 'delta']);
+  t.equal(stopped.exitCode, 0, stopped.stderr);
+});

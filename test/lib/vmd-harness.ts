@@ -87,10 +87,19 @@ export class VmdHarness {
     };
   }
 
+  /**
+   * `env -i VAR=value…`: tap's process-info hook patches spawn() to put its loader into every child's NODE_OPTIONS
+   * (even through ip(8)), and vmd's roles and non-root vmctl runs then try to write into .tap/. env(1) starts the
+   * command with exactly the harness's environment.
+   */
+  private cleanEnv(): string[] {
+    return ['-i', ...Object.entries(this.env).map(([k, v]) => `${k}=${v}`)];
+  }
+
   async startDaemon(): Promise<void> {
     this.daemonLog = '';
     // The entry itself, as an operator runs it: its shebang carries vmd's node flags.
-    const d = execa('ip', ['netns', 'exec', this.netns, vmdEntry, '-d', '-f', this.configPath], {
+    const d = execa('ip', ['netns', 'exec', this.netns, '/usr/bin/env', ...this.cleanEnv(), vmdEntry, '-d', '-f', this.configPath], {
       env: this.env, extendEnv: false, reject: false, all: true, cwd: this.dir,
     });
     d.all?.on('data', (c: Buffer) => { this.daemonLog += c.toString(); });
@@ -108,8 +117,7 @@ export class VmdHarness {
 
   /** Run the real vmctl against this daemon; optionally as another user. */
   async vmctl(args: string[], opts: { uid?: number; gid?: number; input?: string; timeoutMs?: number } = {}): Promise<VmctlResult> {
-    // Through env(1): tap patches spawn() to inject its loader into node children, which then write into .tap/.
-    const r = await execa('/usr/bin/env', [process.execPath, vmctlEntry, ...args], {
+    const r = await execa('/usr/bin/env', [...this.cleanEnv(), process.execPath, vmctlEntry, ...args], {
       env: this.env, extendEnv: false, reject: false, cwd: this.dir,
       ...(opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.gid ?? opts.uid }),
       ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
@@ -173,7 +181,7 @@ export class VmdHarness {
     };
     try {
       const t0 = performance.now();
-      const child = spawn('/usr/bin/env', [process.execPath, vmctlEntry, ...args], {
+      const child = spawn('/usr/bin/env', [...this.cleanEnv(), process.execPath, vmctlEntry, ...args], {
         env: this.env, cwd: this.dir, stdio: [open(io.stdin, 'r'), open(io.stdout, 'w'), 'pipe'],
       });
       let stderr = '';
@@ -208,6 +216,32 @@ export class VmdHarness {
         return false;
       }
     });
+  }
+
+  /** The pid of one child role of this harness's vmd (`--role control`), or null when none runs. */
+  rolePid(role: 'control' | 'vmm'): number | null {
+    for (const pid of this.daemonPids()) {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        const i = argv.indexOf('--role');
+        if (i >= 0 && argv[i + 1] === role) return pid;
+      } catch {
+        /* gone */
+      }
+    }
+    return null;
+  }
+
+  /** Waits for vmd's parent to exit by itself; its exit code. */
+  async daemonExit(timeoutMs: number): Promise<number | null> {
+    const d = this.daemon;
+    if (d === null) return null;
+    let timer: NodeJS.Timeout | undefined;
+    const r = await Promise.race([d, new Promise<null>((resolve) => { timer = setTimeout(() => resolve(null), timeoutMs); })]);
+    clearTimeout(timer);
+    if (r === null) throw new Error(`vmd did not exit within ${timeoutMs} ms:\n${this.daemonLog}`);
+    this.daemon = null;
+    return r.exitCode ?? null;
   }
 
   guestPids(): number[] {
