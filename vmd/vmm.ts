@@ -2,7 +2,7 @@
 // Unprivileged: it never opens images or touches the network; the parent spawns QEMU and tells vmm to adopt it.
 
 import { connect, createServer, type Socket } from 'node:net';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VmdError, toVmdError, type VmdErrorData } from '../share/errors.js';
 import { encodeFrame } from '../share/frame.js';
@@ -12,6 +12,7 @@ import type { VmState } from '../share/protocol.js';
 import { logDebug, logSetVerbose, logWarn } from './log.js';
 import { roleMain } from './proc.js';
 import { connectRetry, QmpClient } from './qmp.js';
+import { pidAlive } from './pid.js';
 
 const CONSOLE_RING_BYTES = 64 * 1024;
 const PID_POLL_MS = 250;
@@ -67,22 +68,6 @@ export class RingBuffer {
     const end = this.start + this.length;
     if (end <= cap) return Buffer.from(this.buf.subarray(this.start, end));
     return Buffer.concat([this.buf.subarray(this.start), this.buf.subarray(0, end - cap)]);
-  }
-}
-
-/** Whether a pid is a live process (a zombie counts as gone: nobody may be reaping a re-adopted QEMU). */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
   }
 }
 

@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { VmdError } from '../../share/errors.js';
 import { formatIPv4, formatIPv6, maskOf, parseIPv4, parseIPv6 } from './addr.js';
+import { pidAlive } from '../pid.js';
 
 /** DNS on the link: false = off (`--port=0`); otherwise forward to `servers`, or to the resolvers in `resolvFile` (default /etc/resolv.conf). */
 export type DnsmasqDns = boolean | { readonly servers?: readonly string[]; readonly resolvFile?: string };
@@ -385,15 +386,6 @@ function readFrom(path: string, offset: number): string {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 // argv of a live process, or null (gone, a zombie, or unreadable).
 function cmdline(pid: number): string[] | null {
   try {
@@ -534,9 +526,9 @@ export class DnsmasqInstance {
     if (ours) {
       try {
         process.kill(pid, 'SIGTERM');
-        for (let i = 0; i < 150 && alive(pid) && cmdline(pid) !== null; i++) await sleep(20);
-        if (alive(pid) && cmdline(pid) !== null) process.kill(pid, 'SIGKILL');
-        for (let i = 0; i < 100 && alive(pid) && cmdline(pid) !== null; i++) await sleep(20);
+        for (let i = 0; i < 150 && pidAlive(pid) && cmdline(pid) !== null; i++) await sleep(20);
+        if (pidAlive(pid) && cmdline(pid) !== null) process.kill(pid, 'SIGKILL');
+        for (let i = 0; i < 100 && pidAlive(pid) && cmdline(pid) !== null; i++) await sleep(20);
         killed = true;
       } catch {
         // It went away by itself.
