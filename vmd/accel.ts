@@ -8,11 +8,11 @@
 
 import { spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
-import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Accel } from '../share/config.js';
 import type { QemuAccel } from './qemu-argv.js';
+import { pidAlive } from './pid.js';
 
 /** Knobs for tests and for `qemu PATH` in vm.conf. */
 export interface AccelProbeOptions {
@@ -63,16 +63,6 @@ export function accelPayloadBios(): Buffer {
   return bios;
 }
 
-/** Whether a process exists (signal 0: EPERM means it does, under another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Probe directories are named after the vmd that made them (`vmd-accel-PID-XXXXXX`): one left by a vmd killed
  * mid-probe goes at the next probe, once its maker is gone.
@@ -81,7 +71,7 @@ export async function removeStaleProbeDirs(base = tmpdir()): Promise<string[]> {
   const removed: string[] = [];
   for (const name of await readdir(base).catch(() => [] as string[])) {
     const m = /^vmd-accel-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
-    if (m === null || alive(Number(m[1]))) continue;
+    if (m === null || pidAlive(Number(m[1]))) continue;
     await rm(join(base, name), { recursive: true, force: true });
     removed.push(name);
   }
@@ -169,27 +159,72 @@ export async function probeAccelDetailed(options: AccelProbeOptions = {}): Promi
     : { accel: 'tcg', reason: `kvm: ${run.reason}` };
 }
 
-// One probe per process and QEMU binary: the answer does not change while vmd runs, and the probe costs up to the timeout.
-const cache = new Map<string, Promise<AccelProbeResult>>();
-
-/** The accelerator `accel auto` means on this host, probed once per process. */
-export async function probeAccel(options: AccelProbeOptions = {}): Promise<QemuAccel> {
-  const key = `${options.qemu ?? ''}\0${options.kvmDevice ?? ''}`;
-  let probe = cache.get(key);
-  if (probe === undefined) {
-    probe = probeAccelDetailed(options);
-    cache.set(key, probe);
+/** A file's identity for a cache key: device, inode, size and change time; 'absent' when it does not exist. */
+async function fileIdentity(path: string): Promise<string> {
+  try {
+    const st = await stat(path);
+    return `${st.dev}:${st.ino}:${st.rdev}:${st.size}:${st.ctimeMs}`;
+  } catch {
+    return 'absent';
   }
-  return (await probe).accel;
 }
 
-/** Forget cached probe results (tests, or after the operator loaded kvm modules and sent SIGHUP). */
-export function probeAccelReset(): void {
-  cache.clear();
+/** The path a command name runs from, found in PATH as execvp would; the name itself when it has a slash. */
+export async function commandPath(name: string, path = process.env.PATH ?? '/usr/bin:/bin'): Promise<string | null> {
+  if (name.includes('/')) return name;
+  for (const dir of path.split(':')) {
+    const candidate = join(dir === '' ? '.' : dir, name);
+    try {
+      const st = await stat(candidate);
+      if (st.isFile() && (st.mode & 0o111) !== 0) return candidate;
+    } catch {
+      /* not here */
+    }
+  }
+  return null;
 }
 
-/** vm.conf's `accel`: kvm and tcg are forced, auto (or unset) asks the probe. */
-export async function resolveAccel(configured: Accel | null, probe: () => Promise<QemuAccel> = probeAccel): Promise<QemuAccel> {
-  if (configured === 'kvm' || configured === 'tcg') return configured;
-  return probe();
+/**
+ * What a probe's answer depends on: this boot of the host (a reboot may change the hypervisor under us), the QEMU
+ * binary (an upgrade), and the KVM device (loading or reloading the kvm modules makes the node anew).
+ */
+export async function probeKey(options: AccelProbeOptions = {}): Promise<string> {
+  let boot = 'unknown';
+  try {
+    boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+  } catch {
+    /* no procfs: the key still holds the files */
+  }
+  const qemu = await commandPath(options.qemu ?? 'qemu-system-x86_64');
+  const kvm = options.kvmDevice ?? '/dev/kvm';
+  return JSON.stringify({ boot, qemu, qemuFile: qemu === null ? 'absent' : await fileIdentity(qemu), kvm, kvmFile: await fileIdentity(kvm) });
+}
+
+/**
+ * The probe, remembered in `file` (vmd's state directory) for as long as its key holds: a vmd restarted on the same
+ * host boot with the same QEMU and KVM device does not probe again, so its first start does not wait for the
+ * probe (up to its 2.5 s bound where nested KVM hangs). An unreadable or foreign file just means probing.
+ */
+export async function probeAccelCached(file: string, options: AccelProbeOptions = {}): Promise<AccelProbeResult & { readonly cached: boolean }> {
+  const key = await probeKey(options);
+  try {
+    const saved = JSON.parse(await readFile(file, 'utf8')) as { key?: unknown; accel?: unknown; reason?: unknown };
+    if (saved.key === key && (saved.accel === 'kvm' || saved.accel === 'tcg') && typeof saved.reason === 'string') {
+      return { accel: saved.accel, reason: saved.reason, cached: true };
+    }
+  } catch {
+    /* none yet, or not ours */
+  }
+  const result = await probeAccelDetailed(options);
+  // A failure to run QEMU at all is not remembered: the next start should look again.
+  if (!/cannot run qemu/.test(result.reason)) {
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      await writeFile(tmp, `${JSON.stringify({ key, accel: result.accel, reason: result.reason })}\n`, { mode: 0o644 });
+      await rename(tmp, file);
+    } catch {
+      await rm(tmp, { force: true });
+    }
+  }
+  return { ...result, cached: false };
 }

@@ -25,7 +25,7 @@ import { stableMac } from './net/addr.js';
 import { socketPath, stateDir as defaultStateDir, vmdUser } from '../share/paths.js';
 import { getpwnam, getpwuid, systemUserDb, type UserDb } from '../share/users.js';
 import { parseConfigFile, type Diagnostic } from '../grammar/parse.js';
-import { resolveAccel } from './accel.js';
+import { probeAccelCached } from './accel.js';
 import { StateDb, type VmRecord, type VmRuntime } from './db.js';
 import { logInfo, logSetVerbose, logWarn } from './log.js';
 import { RestartBudget, RoleChannel } from './proc.js';
@@ -222,12 +222,20 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (e !== undefined) e.runtime = rt;
   }
 
-  let accel: 'kvm' | 'tcg' | null = null;
+  // `accel auto`: probed once per daemon, in the background from its start, with the configured QEMU; the answer is
+  // kept in the state directory for as long as the host boot, the QEMU binary and /dev/kvm stay the same.
+  let accelProbe: Promise<'kvm' | 'tcg'> | null = null;
+  const autoAccel = (): Promise<'kvm' | 'tcg'> => {
+    accelProbe ??= probeAccelCached(join(stateDirPath, 'accel.json'), config.global.qemu === null ? {} : { qemu: config.global.qemu })
+      .then((r) => {
+        logInfo(`accelerator: ${r.accel} (${r.reason}${r.cached ? ', remembered from an earlier probe' : ''})`);
+        return r.accel;
+      });
+    return accelProbe;
+  };
   const accelFor = async (vm: VmConfig): Promise<'kvm' | 'tcg'> => {
     const wanted = vm.accel ?? config.global.accel;
-    if (wanted !== 'auto') return wanted;
-    accel ??= await resolveAccel('auto');
-    return accel;
+    return wanted === 'auto' ? autoAccel() : wanted;
   };
 
   // ---- roles ----
@@ -1206,7 +1214,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
 
   // ---- start ----
   // Probe once, in the background, so the first start does not wait for it.
-  if (config.global.accel === 'auto') void resolveAccel('auto').then((a) => { accel = a; logInfo(`accelerator: ${a}`); });
+  if (config.global.accel === 'auto') void autoAccel();
   registerConfig(config, 'config');
   await network.cleanupStale();
   await network.switchesUp();

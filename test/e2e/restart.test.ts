@@ -30,6 +30,7 @@ t.test('kill -9 of vmd leaves guests running; the next vmd re-adopts them', asyn
 
   await h.startDaemon();
   const a2 = fields(await h.waitState('alpha', 'running', 10_000));
+  t.match(h.daemonLog, /accelerator: tcg \(.*, remembered from an earlier probe\)/, 'no second accelerator probe');
   const b2 = fields(await h.waitState('beta', 'running', 10_000));
   t.same([a2[0], a2[1]], [idA, pidA], 'alpha: same id, same QEMU');
   t.same([b2[0], b2[1]], [idB, pidB], 'beta: same id, same QEMU');

@@ -1,8 +1,12 @@
-// Tests for vmd/accel: the payload is correct (it completes under TCG), the probe is bounded and picks TCG
-// on these hosts (nested KVM hangs once the guest leaves real mode), and `accel` from vm.conf is honoured.
+// Tests for vmd/accel: the payload is correct (it completes under TCG), the probe is bounded, picks TCG
+// on these hosts (nested KVM hangs once the guest leaves real mode), and its answer is remembered while its key holds.
+
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { accelPayloadBios, kvmDeviceUsable, probeAccel, probeAccelDetailed, probeAccelReset, removeStaleProbeDirs, resolveAccel, runAccelPayload } from '../../vmd/accel.js';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { accelPayloadBios, commandPath, kvmDeviceUsable, probeAccelCached, probeAccelDetailed, probeKey, removeStaleProbeDirs, runAccelPayload } from '../../vmd/accel.js';
 
 t.test('payload image: 64 KiB with a far jump at the reset vector', async (t) => {
   const bios = accelPayloadBios();
@@ -26,7 +30,6 @@ t.test('a missing qemu binary or device is a failure, not a throw', async (t) =>
 });
 
 t.test('probe on this host: tcg, within the bound, no QEMU left behind', async (t) => {
-  probeAccelReset();
   const started = Date.now();
   const detailed = await probeAccelDetailed({ timeoutMs: 2500 });
   const elapsed = Date.now() - started;
@@ -35,29 +38,36 @@ t.test('probe on this host: tcg, within the bound, no QEMU left behind', async (
   t.equal(await countPayloadQemus(), 0, 'the timed-out QEMU was killed');
 });
 
-t.test('probeAccel caches per process', async (t) => {
-  probeAccelReset();
-  const first = probeAccel();
-  const second = probeAccel();
-  t.equal(await first, 'tcg');
-  t.equal(await second, 'tcg');
+t.test('probeAccelCached: probes once, then answers from the file while the key holds', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-accel-cache-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'accel.json');
+  const first = await probeAccelCached(file);
+  t.match(first, { accel: 'tcg', cached: false });
+  const saved = JSON.parse(readFileSync(file, 'utf8')) as { key: string; accel: string; reason: string };
+  t.same({ accel: saved.accel, reason: saved.reason }, { accel: first.accel, reason: first.reason }, 'the file holds the answer');
+  t.equal(saved.key, await probeKey(), 'under the current key');
+
   const started = Date.now();
-  t.equal(await probeAccel(), 'tcg');
-  t.ok(Date.now() - started < 50, 'answered from the cache');
+  t.match(await probeAccelCached(file), { accel: 'tcg', reason: first.reason, cached: true });
+  t.ok(Date.now() - started < 500, 'no probe the second time');
+
+  // Another KVM device (as after reloading the modules) or another QEMU binary: the key differs, probe again.
+  t.match(await probeAccelCached(file, { kvmDevice: '/nonexistent/kvm' }), { accel: 'tcg', reason: /ENOENT/, cached: false });
+  t.not(await probeKey({ qemu: '/bin/true' }), await probeKey(), 'the QEMU binary is part of the key');
+
+  // A foreign or broken file is not trusted; a QEMU that cannot run is not remembered.
+  writeFileSync(file, '{"key": 1, "accel": "kvm"');
+  t.match(await probeAccelCached(file, { kvmDevice: '/nonexistent/kvm' }), { cached: false });
+  rmSync(file);
+  t.match(await probeAccelCached(file, { qemu: '/nonexistent/qemu' }), { accel: 'tcg', reason: /cannot run qemu/, cached: false });
+  t.notOk(existsSync(file), 'not written');
 });
 
-t.test('resolveAccel: kvm and tcg are forced, auto and unset probe', async (t) => {
-  let probes = 0;
-  const probe = async () => {
-    probes += 1;
-    return 'kvm' as const;
-  };
-  t.equal(await resolveAccel('kvm', probe), 'kvm');
-  t.equal(await resolveAccel('tcg', probe), 'tcg');
-  t.equal(probes, 0, 'forced values do not probe');
-  t.equal(await resolveAccel('auto', probe), 'kvm');
-  t.equal(await resolveAccel(null, probe), 'kvm');
-  t.equal(probes, 2);
+t.test('commandPath finds a command as execvp would', async (t) => {
+  t.equal(await commandPath('sh', '/nonexistent:/bin'), '/bin/sh');
+  t.equal(await commandPath('no-such-command-here', '/bin:/usr/bin'), null);
+  t.equal(await commandPath('/opt/x/qemu'), '/opt/x/qemu', 'a path is taken as it is');
 });
 
 /** QEMUs of this process still running the payload (children of ours whose argv names the probe's BIOS). */
@@ -72,9 +82,6 @@ async function countPayloadQemus(): Promise<number> {
 }
 
 t.test('a probe directory left by a vmd killed mid-probe goes at the next probe; a live one stays', async (t) => {
-  const { mkdirSync, mkdtempSync, existsSync, rmSync } = await import('node:fs');
-  const { join } = await import('node:path');
-  const { tmpdir } = await import('node:os');
   const base = mkdtempSync(join(tmpdir(), 'vmd-accel-test-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   // A pid above the kernel's pid_max cannot be alive.
