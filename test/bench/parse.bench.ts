@@ -27,7 +27,8 @@ export function generateConfig(vms: number, switches: number): string {
       `\tdisk $images "disk${v % 4}.img" format ${v % 2 === 0 ? 'raw' : 'qcow2'}`,
       `\tinterface tap switch "sw${sw}" lladdr ${mac}`,
       '\tinterface {',
-      `\t\tswitch "sw${(sw + 1) % switches}"`,
+      // An even switch: those have nat, which a forward needs.
+      `\t\tswitch "sw${((sw + 1) % switches) & ~1}"`,
       '\t\tforward tcp 8080 to 80',
       '\t\tpass in proto tcp to any port $web',
       '\t\tblock in quick from 10.0.0.0/8',
@@ -59,7 +60,10 @@ export const parseBench: BenchSection = {
       parseConfigText(text, 'bench.conf', { cwd: dir });
       const parsed = timed(() => parseConfigText(text, 'bench.conf', { cwd: dir }));
       const config = parsed.result.config;
-      if (config === null) throw new Error(parsed.result.diagnostics.map((d) => d.message).join('; '));
+      if (config === null) {
+        const errors = parsed.result.diagnostics.filter((d) => d.severity === 'error');
+        throw new Error(`the generated config does not parse: ${errors.slice(0, 5).map((d) => `line ${d.line ?? '-'}: ${d.message}`).join('; ')}`);
+      }
       const json = JSON.stringify(config);
       JSON.parse(json);
       const fromJson = timed(() => JSON.parse(json) as unknown);
