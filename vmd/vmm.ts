@@ -16,6 +16,8 @@ import { pidAlive } from './pid.js';
 
 const CONSOLE_RING_BYTES = 64 * 1024;
 const PID_POLL_MS = 250;
+/** Where every guest's console socket reads into (callbacks are synchronous, so one buffer serves all). */
+const consoleReadBuffer = Buffer.alloc(64 * 1024);
 
 /**
  * The last N bytes a guest printed, so a late `vmctl console` still sees the boot. The store starts small and
@@ -465,23 +467,33 @@ export function vmmMain(): void {
 
   function connectConsole(g: Guest, attempt = 0): void {
     if (g.exited) return;
-    const sock = connect(g.handle.consoleSocket);
+    // QEMU writes the serial console a byte at a time (a kernel's boot log is ~20,000 writes), so each read is
+    // made cheap: `onread` reads into one shared buffer and calls back without the stream machinery or a Buffer
+    // per read (this process runs without a JIT). The ring copies the bytes; an attached client gets what
+    // arrived in one event-loop turn as one write.
+    let pending: Buffer[] = [];
+    const sock = connect({
+      path: g.handle.consoleSocket,
+      onread: {
+        buffer: consoleReadBuffer,
+        callback: (n: number, buf: Uint8Array): boolean => {
+          const bytes = Buffer.from(buf.buffer, buf.byteOffset, n);
+          g.ring.write(bytes);
+          if (g.attacher === null) return true;
+          if (pending.length === 0) {
+            setImmediate(() => {
+              const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+              pending = [];
+              g.attacher?.write(out);
+            });
+          }
+          pending.push(Buffer.from(bytes));
+          return true;
+        },
+      },
+    });
     sock.on('connect', () => {
       g.console = sock;
-    });
-    // QEMU writes the serial console a byte or so at a time: relay what arrived in one event-loop turn as one write.
-    let pending: Buffer[] = [];
-    sock.on('data', (chunk: Buffer) => {
-      g.ring.write(chunk);
-      if (g.attacher === null) return;
-      if (pending.length === 0) {
-        setImmediate(() => {
-          const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
-          pending = [];
-          g.attacher?.write(out);
-        });
-      }
-      pending.push(chunk);
     });
     sock.on('error', (err) => {
       logDebug(`vm ${g.vmId} console: ${err.message}`);
