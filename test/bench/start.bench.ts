@@ -13,8 +13,8 @@ import {
   daemonConsoleWait, median, nowMs, procArgv, procPids, READY, request, sleep, waitForText, waitNewProcess,
 } from './daemon-lib.js';
 
-/** Interleaved runs of each; five left the ready ratio swinging 0.99-1.04 between runs on a quiet machine. */
-const RUNS = 9;
+/** Interleaved runs of each: single boots vary by +-6% either way, so fewer runs leave the ready ratio swinging 0.99-1.04. */
+const RUNS = 15;
 const NAME = 'bench';
 /**
  * Issue target for the start as a whole (request -> ready); libvirt 9.0 measured 1.2 on this machine, "+0.8 s",
