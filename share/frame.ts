@@ -11,6 +11,12 @@ export const FRAME_HEADER_BYTES = 4;
 /** Default bound on one frame's JSON body: far above any real message, far below a memory problem. */
 export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
 
+/**
+ * Bound on a reply from vmd, which vmctl trusts more than vmd trusts a client: listings grow with the fleet
+ * (a status row is 200-250 bytes, so 1 MiB ended at 4,000-5,000 VMs). Requests stay at DEFAULT_MAX_FRAME_BYTES.
+ */
+export const MAX_RESPONSE_FRAME_BYTES = 64 * 1024 * 1024;
+
 /** The largest body a 32-bit length prefix can describe, so the upper limit of `maxFrameBytes`. */
 export const MAX_FRAME_LIMIT = 0xffff_ffff;
 

@@ -2,7 +2,7 @@
 // A console request turns the same connection into the guest's raw byte stream once vmd has said yes.
 
 import { connect as netConnect, type Socket } from 'node:net';
-import { encodeFrame, readFrames, type FrameReader } from '../share/frame.js';
+import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
 import { PROTOCOL_VERSION, ProtocolError, readResponse, type ControlRequest, type ControlResponse } from '../share/protocol.js';
 import { socketPath } from '../share/paths.js';
 import { CliError, strerror } from './errors.js';
@@ -43,7 +43,7 @@ export class ControlClient {
   private constructor(path: string, socket: Socket) {
     this.path = path;
     this.socket = socket;
-    this.#reader = readFrames(socket);
+    this.#reader = readFrames(socket, { maxFrameBytes: MAX_RESPONSE_FRAME_BYTES });
     this.#reader.on('message', (msg) => this.#onMessage(msg));
     this.#reader.on('protocol-error', (err) => this.#fail(new CliError(`unexpected response received from vmd: ${err.message}`)));
     socket.on('error', (err) => this.#fail(new CliError(`read error: ${strerror((err as NodeJS.ErrnoException).code)}`)));

@@ -2,7 +2,7 @@
 // decodes every request, refuses what a non-root user may not do, and forwards the rest to the parent.
 
 import type { Server, Socket } from 'node:net';
-import { encodeFrame, readFrames, type FrameReader } from '../share/frame.js';
+import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
 import { isParentToControl, type ControlToParent, type ParentToControl } from '../share/ipc.js';
 import {
   ProtocolError, readRequest, requestIdOf, UNPRIVILEGED_REQUESTS,
@@ -41,7 +41,7 @@ export function controlMain(): void {
         for (const piece of pieces) conn.socket.write(piece);
         conn.socket.uncork();
       } else {
-        conn.socket.write(encodeFrame(response));
+        conn.socket.write(encodeFrame(response, { maxFrameBytes: MAX_RESPONSE_FRAME_BYTES }));
       }
     } catch (err) {
       logWarn(`reply: ${err instanceof Error ? err.message : String(err)}`);

@@ -3,7 +3,7 @@
 // at answer time, from /proc, at most once a second per QEMU, so a listing stays cheap however often it is asked for.
 
 import { readFileSync } from 'node:fs';
-import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameError } from '../share/frame.js';
+import { FRAME_HEADER_BYTES, FrameError, MAX_RESPONSE_FRAME_BYTES } from '../share/frame.js';
 import type { StatusRequest, VmInfo } from '../share/protocol.js';
 
 /** How long a CURMEM reading (and the encoded full listing holding it) is served before /proc is read again. */
@@ -60,7 +60,7 @@ export class StatusSnapshot {
   constructor(
     private readonly memory: ResidentMemory = new ResidentMemory(),
     private readonly now: () => number = Date.now,
-    private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    private readonly maxFrameBytes = MAX_RESPONSE_FRAME_BYTES,
   ) {}
 
   /** Whether the parent has pushed a snapshot yet (until then, status requests go to the parent). */

@@ -48,6 +48,14 @@ t.test('status with nothing to show exits 1', async (t) => {
   t.equal(other.exitCode, 0, 'an id that matches nothing is not a failure');
 });
 
+t.test('a listing over 1 MiB (8,000 VMs) is read whole: replies may exceed the request bound', async (t) => {
+  const many = Array.from({ length: 8000 }, (_, i) => ({ ...STATUS_FIXTURE[0]!, id: i + 1, name: `vm${i}` }));
+  const vmd = await withVmd(t, (req) => statusReply(req, many));
+  const r = await runVmctl(['status'], { socket: vmd.path });
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal(r.stdout.trim().split('\n').length, 8001, 'the header and every VM');
+});
+
 t.test('--json prints the reply as it came, and asks the daemon to filter', async (t) => {
   let sent: unknown;
   const vmd = await withVmd(t, (req) => {

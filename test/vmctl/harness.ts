@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { execa } from 'execa';
-import { encodeFrame, readFrames } from '../../share/frame.js';
+import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames } from '../../share/frame.js';
 import { vmctlEntry } from '../../share/paths.js';
 import type { VmInfo } from '../../share/protocol.js';
 
@@ -42,7 +42,7 @@ export async function fakeVmd(handler: Handler): Promise<FakeVmd> {
     const reader = readFrames(socket);
     const conn: FakeConnection = {
       socket,
-      send: (m) => socket.write(encodeFrame(m)),
+      send: (m) => socket.write(encodeFrame(m, { maxFrameBytes: MAX_RESPONSE_FRAME_BYTES })),
       switchToRaw: () => reader.switchToRaw(),
     };
     reader.on('message', (m) => {

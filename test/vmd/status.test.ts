@@ -3,7 +3,7 @@
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { FrameDecoder, FrameError } from '../../share/frame.js';
+import { FrameDecoder, FrameError, MAX_RESPONSE_FRAME_BYTES } from '../../share/frame.js';
 import { PROTOCOL_VERSION, readResponse, type StatusResponse, type VmInfo } from '../../share/protocol.js';
 import { RestartBudget } from '../../vmd/proc.js';
 import { ResidentMemory, StatusSnapshot, statusMatches } from '../../vmd/status.js';
@@ -81,6 +81,18 @@ t.test('replies decode as status responses with the request id, filtered, CURMEM
   const after = decode(s.answer({ v: PROTOCOL_VERSION, type: 'vm.status.request', id: 48 }));
   t.same(after.vms.map((v) => v.name), ['db']);
   t.same(after.warnings, []);
+});
+
+t.test('a listing over 1 MiB (8,000 VMs) is answered: replies have their own, larger bound', async (t) => {
+  const s = new StatusSnapshot(new FakeMemory(new Map()));
+  s.update(Array.from({ length: 8000 }, (_, i) => vm(i + 1, `vm${i}`, 100_000 + i)), []);
+  const pieces = s.answer({ v: PROTOCOL_VERSION, type: 'vm.status.request', id: 1 });
+  t.ok(pieces.reduce((n, p) => n + p.length, 0) > 1024 * 1024, 'more than a request may be');
+  const d = new FrameDecoder({ maxFrameBytes: MAX_RESPONSE_FRAME_BYTES });
+  for (const p of pieces) d.push(p);
+  const r = d.read();
+  t.equal(r.kind, 'message');
+  t.equal(r.kind === 'message' ? (r.message as { vms: unknown[] }).vms.length : 0, 8000);
 });
 
 t.test('a listing larger than a frame fails like encodeFrame, for the caller to close the connection', async (t) => {
