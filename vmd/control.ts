@@ -1,7 +1,8 @@
-// The control role: the only door for users. Serves the Unix socket, learns each peer's uid from the kernel,
-// decodes every request, refuses what a non-root user may not do, and forwards the rest to the parent.
+// The control role: the only door for users. Serves the control socket's connections (the parent binds the socket
+// and passes each connection on unread), learns each peer's uid from the kernel, decodes every request, refuses what
+// a non-root user may not do, answers status itself and forwards the rest to the parent.
 
-import type { Server, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
 import { isParentToControl, type ControlToParent, type ParentToControl } from '../share/ipc.js';
 import {
@@ -28,7 +29,7 @@ interface Connection {
 export function controlMain(): void {
   const connections = new Map<number, Connection>();
   let nextPeer = 1;
-  let server: Server | null = null;
+  let ready = false;
   const status = new StatusSnapshot();
 
   /** Writes one reply: a response to encode, or a frame already in pieces (a status listing) written without a copy. */
@@ -61,14 +62,13 @@ export function controlMain(): void {
       switch (msg.type) {
         case 'control.config':
           logSetVerbose(msg.verbose);
-          if (handle !== undefined && server === null && 'listen' in handle) {
-            server = handle as Server;
-            server.on('connection', accept);
-            server.on('error', (err) => logWarn(`socket: ${err.message}`));
+          if (!ready) {
+            ready = true;
             send({ type: 'control.ready' });
           }
           break;
         case 'control.connection':
+          // Every client connection, accepted by the parent and passed on unread.
           if (handle !== undefined && !('listen' in handle)) accept(handle as Socket);
           break;
         case 'control.response': {
@@ -87,7 +87,6 @@ export function controlMain(): void {
       }
     },
     () => {
-      server?.close();
       for (const c of connections.values()) c.socket.destroy();
     },
   );

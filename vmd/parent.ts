@@ -352,6 +352,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   };
 
   let server: Server | null = null;
+  let heldConnections: Socket[] = [];
   const listen = async (): Promise<Server> => {
     // A live daemon on the socket is an error; a stale socket file is replaced.
     if (existsSync(sockPath)) {
@@ -364,15 +365,18 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       unlinkSync(sockPath);
     }
     mkdirSync(dirname(sockPath), { recursive: true });
-    // Bound under a temporary name and renamed into place: the parent closes its copy of the server once
-    // control holds it, and libuv unlinks the *bound* path on close; that must not be the real socket.
+    // Bound under a temporary name and renamed into place: the new socket replaces a stale one atomically,
+    // and libuv unlinks the *bound* path when the server closes; that must not be the real socket.
     const tmp = `${sockPath}.${process.pid}.tmp`;
     try { unlinkSync(tmp); } catch { /* none */ }
-    // Until control holds the server, the parent's copy may accept too: such a connection is handed on
-    // unread (paused), so the parent never reads a client's bytes.
+    // The parent accepts and hands every connection to control unread (paused): it never reads a client's
+    // bytes. Handing control the listening socket instead lost connections: a received server accepts before
+    // the message carrying it is delivered, and such a connection had no listener and hung its client.
     const srv = createServer({ pauseOnConnect: true }, (sock) => {
-      if (control === null) sock.destroy();
-      else control.send({ type: 'control.connection' }, sock);
+      if (control !== null) control.send({ type: 'control.connection' }, sock);
+      // While a control is being restarted, a few clients wait for it rather than being hung up on.
+      else if (heldConnections.length < 64) heldConnections.push(sock);
+      else sock.destroy();
     });
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
@@ -387,7 +391,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   };
 
   const startControl = async (): Promise<void> => {
-    // A control that died before taking the listening socket over leaves it with the parent: hand that one on.
+    // Bound once: a restarted control gets the connections of the same socket.
     server ??= await listen();
     control = new RoleChannel<ControlToParent, ParentToControl>(
       { role: 'control', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
@@ -404,8 +408,10 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         setTimeout(() => void startControl().catch((err: unknown) => fatal(err)), 200);
       },
     );
-    const srv = server;
-    control.send({ type: 'control.config', verbose: options.verbose }, srv);
+    control.send({ type: 'control.config', verbose: options.verbose });
+    for (const sock of heldConnections.splice(0)) {
+      if (!sock.destroyed) control.send({ type: 'control.connection' }, sock);
+    }
   };
 
   let exitResolve!: (code: number) => void;
@@ -662,6 +668,12 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));
   };
 
+  /** Waits while a start of the VM is in progress (bounded); the caller looks at the state afterwards. */
+  const untilStarted = async (e: Entry, timeoutMs: number): Promise<void> => {
+    const until = Date.now() + timeoutMs;
+    while (e.state === 'starting' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  };
+
   /** Hands a running guest to vmm; until that is done, requests for the guest wait (see untilVmm). */
   const adoptGuest = (e: Entry, adopted: boolean): Promise<void> => {
     const id = e.record.id;
@@ -790,9 +802,6 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         statusPublished = null;
         publishStatus();
         options.onReady?.();
-        // The listening socket now lives in control; the parent must not accept on it too.
-        server?.close();
-        server = null;
         return;
       case 'control.closed':
         for (const e of entries.values()) e.waiters = e.waiters.filter((w) => w.peer !== msg.peer);
@@ -822,9 +831,10 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (e === undefined) return reject(new VmdError('ERR_VM_NOT_FOUND', `vm "${msg.request.target}": not found`));
     if (!permitted(e, msg.uid, msg.gid)) return reject(new VmdError('ERR_PERMISSION', `vm "${e.record.name}": console: permission denied`));
     const notRunning = new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`, { hint: `start it with: vmctl start ${e.record.name}` });
-    if (e.runtime === null || e.state === 'starting') return reject(notRunning);
-    // After a vmm restart the guest is attached once the new vmm has adopted it.
-    untilVmm(e.record.id, 10_000).then(() => {
+    if (e.runtime === null) return reject(notRunning);
+    // A start in progress (status already shows its QEMU) finishes first; after a vmm restart the guest is
+    // attached once the new vmm has adopted it.
+    untilStarted(e, 30_000).then(() => untilVmm(e.record.id, 10_000)).then(() => {
       if (e.runtime === null || e.state === 'starting' || vmm === null) return reject(notRunning);
       vmm.send({ type: 'vm.console.attach', vmId: e.record.id, name: e.record.name, reqId: msg.request.id, remainder: msg.remainder }, socket);
     }, (err: unknown) => reject(toVmdError(err)));
@@ -957,6 +967,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       db.runtimeSetState(id, 'running');
       db.event(id, 'receive', `from "${req.config.name}"`);
       logInfo(`received ${vm.name} (vm ${id}) successfully, tty ${e.runtime.consoleSocket}`);
+      // A reply that reaches the client through vmm: control's listing goes first, as before any reply.
+      if (statusScheduled) publishStatus();
       vmm?.send({ type: 'vm.stream.reply', vmId: id, response: { type: 'vm.receive.response', id: req.id, phase: 'done', vm: info(e) } });
       return;
     }
@@ -982,6 +994,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     const why = error ?? new VmdError('ERR_QEMU', `vm "${vm.name}": receive: the guest exited`);
     const detail = tail.length > 0 && why.code === 'ERR_QEMU' ? new VmdError('ERR_QEMU', `${why.message} (qemu: ${tail})`) : why;
     logWarn(`vm "${vm.name}": receive failed: ${detail.message}`);
+    if (statusScheduled) publishStatus();
     vmm?.send({ type: 'vm.stream.reply', vmId: id, response: { type: 'error', id: req.id, error: detail.toJSON() } });
   };
 
@@ -1038,8 +1051,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         const e = requireVm(req.target);
         if (!permitted(e, uid, gid)) throw new VmdError('ERR_PERMISSION', `vm "${e.record.name}": permission denied`);
         // `vmctl start x; vmctl stop x`: a start still in progress finishes first, then the stop applies.
-        const until = Date.now() + 30_000;
-        while (e.state === 'starting' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        await untilStarted(e, 30_000);
         if (e.runtime === null || e.state === 'starting') {
           throw new VmdError('ERR_VM_NOT_RUNNING', `vm "${e.record.name}": not running`);
         }
@@ -1198,6 +1210,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     shuttingDown = true;
     if (staggerTimer !== null) clearTimeout(staggerTimer);
     server?.close();
+    for (const sock of heldConnections.splice(0)) sock.destroy();
     await Promise.all([control?.stop(), vmm?.stop(), captures.stopAll()]);
     await network.shutdown().catch(() => undefined);
     try { unlinkSync(sockPath); } catch { /* gone */ }

@@ -16,6 +16,8 @@ import { pidAlive } from './pid.js';
 
 const CONSOLE_RING_BYTES = 64 * 1024;
 const PID_POLL_MS = 250;
+/** How long an attach waits for vmm's connection to a guest's console before it says to try again. */
+const CONSOLE_CONNECT_WAIT_MS = 5000;
 /** Where every guest's console socket reads into (callbacks are synchronous, so one buffer serves all). */
 const consoleReadBuffer = Buffer.alloc(64 * 1024);
 
@@ -84,8 +86,15 @@ class Guest {
   stopTimer: NodeJS.Timeout | null = null;
   /** A send or receive in progress holds the guest's migration. */
   transfer: 'send' | 'receive' | null = null;
+  /** Attach requests waiting for the console connection (just after a start or a vmm restart). */
+  consoleWaiters: Array<() => void> = [];
 
   constructor(readonly handle: GuestHandle) {}
+
+  /** Runs the attach requests that waited for the console (connected now, or the guest gone). */
+  wakeConsoleWaiters(): void {
+    for (const w of this.consoleWaiters.splice(0)) w();
+  }
 
   get vmId(): number {
     return this.handle.vmId;
@@ -494,6 +503,7 @@ export function vmmMain(): void {
     });
     sock.on('connect', () => {
       g.console = sock;
+      g.wakeConsoleWaiters();
     });
     sock.on('error', (err) => {
       logDebug(`vm ${g.vmId} console: ${err.message}`);
@@ -516,7 +526,25 @@ export function vmmMain(): void {
     if (g.attacher !== null && !g.attacher.destroyed) {
       return fail('ERR_CONSOLE_BUSY', `console of vm "${name}": already attached by another vmctl`);
     }
-    if (g.console === null) return fail('ERR_CONSOLE', `console of vm "${name}": not connected yet, try again`);
+    if (g.console === null) {
+      // Connecting to QEMU's console socket takes a moment after a start or a vmm restart: wait for it, bounded.
+      let done = false;
+      const timer = setTimeout(() => {
+        done = true;
+        g.consoleWaiters = g.consoleWaiters.filter((w) => w !== retry);
+        fail('ERR_CONSOLE', `console of vm "${name}": not connected yet, try again`);
+      }, CONSOLE_CONNECT_WAIT_MS);
+      const retry = (): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (client.destroyed) return;
+        if (g.exited) return fail('ERR_VM_NOT_RUNNING', `vm "${name}": not running`);
+        attach(vmId, reqId, name, client, remainder);
+      };
+      g.consoleWaiters.push(retry);
+      return;
+    }
     g.attacher = client;
     client.write(encodeFrame({ type: 'vm.console.response', id: reqId, vmId, name }));
     const tail = g.ring.contents();
@@ -591,6 +619,7 @@ export function vmmMain(): void {
     g.console?.destroy();
     g.attacher?.end();
     guests.delete(g.vmId);
+    g.wakeConsoleWaiters();
     if (report) {
       logDebug(`vm ${g.vmId} "${g.handle.name}" exited: ${reason}`);
       send({ type: 'vm.exited', vmId: g.vmId, pid: g.handle.pid, reason });

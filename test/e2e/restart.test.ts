@@ -90,6 +90,9 @@ t.test('a role that dies is restarted; one that keeps dying ends vmd in order, g
   const control = h.rolePid('control');
   t.ok(control !== null, 'a control process runs');
   process.kill(control!, 'SIGKILL');
+  // A client that connects while there is no control process waits for the next one instead of failing.
+  const meanwhile = await h.vmctl(['status', 'delta']);
+  t.equal(meanwhile.exitCode, 0, `status while control restarts: ${meanwhile.stderr}`);
   await respawned('control', control!);
   t.same(fields(await h.waitState('delta', 'running', 5000)).slice(0, 2), [id, pid], 'status after control restarted: same guest');
   t.match(h.daemonLog, /control process exited \(SIGKILL\)/);
