@@ -204,6 +204,10 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   // to a client, so whatever a reply reports done shows in the client's next `vmctl status`.
   let statusPublished: string | null = null;
   let statusScheduled = false;
+  /** Publishes a pending change now: called before anything reaches a client. */
+  const flushStatus = (): void => {
+    if (statusScheduled) publishStatus();
+  };
   const statusChanged = (): void => {
     if (statusScheduled) return;
     statusScheduled = true;
@@ -274,9 +278,15 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   let nextReq = 1;
   const pendingVmm = new Map<number, { resolve: (m: { error: VmdErrorData | null; state?: VmState }) => void }>();
 
-  /** One request to vmm and its answer; with vmId, after that guest is adopted (a vmm restart may be under way). */
-  const vmmCall = async (make: (req: number) => ParentToVmm, timeoutMs = 15_000, handle?: Socket, vmId: number | null = null): Promise<{ state?: VmState }> => {
-    await untilVmm(vmId, timeoutMs);
+  /**
+   * One request to vmm and its answer. `forVm`: a running guest's id, so the request waits for its adoption (a vmm
+   * restart may be under way); `handle`: a client socket that travels with the request.
+   */
+  const vmmCall = async (
+    make: (req: number) => ParentToVmm,
+    { timeoutMs = 15_000, handle, forVm = null }: { timeoutMs?: number; handle?: Socket; forVm?: number | null } = {},
+  ): Promise<{ state?: VmState }> => {
+    await untilVmm(forVm, timeoutMs);
     return new Promise((resolve, reject) => {
       const req = nextReq++;
       const timer = setTimeout(() => {
@@ -737,7 +747,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
 
   // ---- requests ----
   const respond = (peer: number, response: ControlResponse, close: boolean): void => {
-    if (statusScheduled) publishStatus();
+    flushStatus();
     control?.send({ type: 'control.response', peer, response, close });
   };
   const fail = (peer: number, id: number, err: unknown): void => {
@@ -915,7 +925,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         vmmCall((r) => ({
           type: 'vm.send', req: r, vmId: e.record.id, header,
           response: { type: 'vm.send.response', id: req.id, vmId: e.record.id, name: e.record.name },
-        }), TRANSFER_TIMEOUT_MS, socket, e.record.id).then(
+        }), { timeoutMs: TRANSFER_TIMEOUT_MS, handle: socket, forVm: e.record.id }).then(
           () => logInfo(`vm "${e.record.name}" (vm ${e.record.id}) sent`),
           (err: unknown) => logWarn(`vm "${e.record.name}": send failed, the guest stays: ${toVmdError(err).message}`),
         ).finally(() => transfers.delete(e.record.id));
@@ -957,7 +967,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       await vmmCall((r) => ({
         type: 'vm.receive', req: r, vmId: id, remainder,
         response: { type: 'vm.receive.response', id: req.id, phase: 'ready', vm: info(e) },
-      }), TRANSFER_TIMEOUT_MS, socket);
+      }), { timeoutMs: TRANSFER_TIMEOUT_MS, handle: socket });
     } catch (err) {
       error = toVmdError(err);
     }
@@ -968,7 +978,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
       db.event(id, 'receive', `from "${req.config.name}"`);
       logInfo(`received ${vm.name} (vm ${id}) successfully, tty ${e.runtime.consoleSocket}`);
       // A reply that reaches the client through vmm: control's listing goes first, as before any reply.
-      if (statusScheduled) publishStatus();
+      flushStatus();
       vmm?.send({ type: 'vm.stream.reply', vmId: id, response: { type: 'vm.receive.response', id: req.id, phase: 'done', vm: info(e) } });
       return;
     }
@@ -994,7 +1004,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     const why = error ?? new VmdError('ERR_QEMU', `vm "${vm.name}": receive: the guest exited`);
     const detail = tail.length > 0 && why.code === 'ERR_QEMU' ? new VmdError('ERR_QEMU', `${why.message} (qemu: ${tail})`) : why;
     logWarn(`vm "${vm.name}": receive failed: ${detail.message}`);
-    if (statusScheduled) publishStatus();
+    flushStatus();
     vmm?.send({ type: 'vm.stream.reply', vmId: id, response: { type: 'error', id: req.id, error: detail.toJSON() } });
   };
 
@@ -1057,7 +1067,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         }
         if (e.state === 'stopping' && !req.force) throw new VmdError('ERR_VM_STOPPING', `vm "${e.record.name}": already stopping`);
         e.stopRequested = true;
-        await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: req.force }), undefined, undefined, e.record.id);
+        await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: req.force }), { forVm: e.record.id });
         if (e.runtime !== null) {
           e.state = 'stopping';
           db.runtimeSetState(e.record.id, 'stopping');
@@ -1081,7 +1091,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
         const pause = req.type === 'vm.pause.request';
         if (pause && e.state === 'paused') throw new VmdError('ERR_VM_PAUSED', `vm "${e.record.name}": already paused`);
         if (!pause && e.state !== 'paused') throw new VmdError('ERR_VM_NOT_PAUSED', `vm "${e.record.name}": not paused`);
-        const res = await vmmCall((r) => ({ type: pause ? 'vm.pause' : 'vm.unpause', req: r, vmId: e.record.id }), undefined, undefined, e.record.id);
+        const res = await vmmCall((r) => ({ type: pause ? 'vm.pause' : 'vm.unpause', req: r, vmId: e.record.id }), { forVm: e.record.id });
         e.state = res.state ?? (pause ? 'paused' : 'running');
         db.runtimeSetState(e.record.id, e.state === 'paused' ? 'paused' : 'running');
         respond(peer, { type: pause ? 'vm.pause.response' : 'vm.unpause.response', id: req.id, vmId: e.record.id, name: e.record.name }, false);
@@ -1105,7 +1115,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
           for (const e of entries.values()) {
             if (e.runtime !== null) {
               e.stopRequested = true;
-              await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: true }), undefined, undefined, e.record.id).catch(() => undefined);
+              await vmmCall((r) => ({ type: 'vm.stop', req: r, vmId: e.record.id, force: true }), { forVm: e.record.id }).catch(() => undefined);
             }
           }
           waiting.length = 0;

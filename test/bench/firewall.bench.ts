@@ -8,6 +8,7 @@ import type { FilterRule } from '../../share/config.js';
 import { parseConfigText } from '../../grammar/parse.js';
 import { nftApply, nftScript, sysctlSet, type NetLink, type NetPlan } from '../../vmd/net/nft.js';
 import type { BenchSection, Measurement } from './bench.js';
+import { addNetns, ip } from '../lib/netns.js';
 
 const LINKS = 1000;
 const ROUNDS = 5;
@@ -72,13 +73,9 @@ export const firewallBench: BenchSection = {
   async run(): Promise<readonly Measurement[]> {
     const tag = `vmdbfw-${process.pid}`;
     const ns = { h: `${tag}-h`, a: `${tag}-a`, b: `${tag}-b` };
-    const ip = (n: string, ...args: string[]) => execa('ip', ['-n', n, ...args]);
     let receiver: ResultPromise | null = null;
     try {
-      for (const n of Object.values(ns)) {
-        await execa('ip', ['netns', 'add', n]);
-        await ip(n, 'link', 'set', 'lo', 'up');
-      }
+      await addNetns(...Object.values(ns));
       await ip(ns.h, 'link', 'add', 'br0', 'type', 'bridge');
       await ip(ns.h, 'link', 'set', 'br0', 'up');
       for (const [g, addr] of [['a', '10.95.0.11'], ['b', '10.95.0.12']] as const) {

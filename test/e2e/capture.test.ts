@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { vmctlEntry } from '../../share/paths.js';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { rdomainNetnsFor } from '../../vmd/network.js';
+import { ensureUsers } from '../lib/users.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const vm = (name: string, iface: string): string =>
@@ -176,22 +177,6 @@ t.test('rdomain: capture in the routing domain\'s namespace; vmd killed takes tc
   // vmd back, so it stops the DHCP server its killed self left in the rdomain; teardown then stops it in order.
   await h.startDaemon();
 });
-
-/** Test users of this file's own (permissions.test.ts has others, so the two may run at once). */
-async function ensureUsers(users: readonly string[], group: string): Promise<() => Promise<void>> {
-  const made: string[] = [];
-  const madeGroup = getgrnam(group) === null;
-  if (madeGroup) await execa('groupadd', ['--system', group]);
-  for (const u of users) {
-    if (getpwnam(u) !== null) continue;
-    await execa('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', '-G', group, u]);
-    made.push(u);
-  }
-  return async () => {
-    for (const u of made) await execa('userdel', [u], { reject: false });
-    if (madeGroup) await execa('groupdel', [group], { reject: false });
-  };
-}
 
 t.test('the VM\'s owner may capture, into a file of its own; another user may not', async (t) => {
   const cleanup = await ensureUsers(['vmdcap1', 'vmdcap2'], 'vmdcap');

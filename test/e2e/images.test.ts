@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getgrnam, getpwnam } from '../../share/users.js';
+import { ensureUsers } from '../lib/users.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const cmdline = 'console=ttyS0 quiet panic=-1';
@@ -104,26 +105,8 @@ t.test('-B is for one boot: the guest gets the boot order in its argv, a reboot 
 const USER = 'vmdtest3';
 const GROUP = 'vmdtest3';
 
-/** A user and group of this test (made if missing, removed again if made here). */
-async function ensureUser(): Promise<() => Promise<void>> {
-  let madeGroup = false;
-  let madeUser = false;
-  if (getgrnam(GROUP) === null) {
-    await execa('groupadd', ['--system', GROUP]);
-    madeGroup = true;
-  }
-  if (getpwnam(USER) === null) {
-    await execa('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', '-g', GROUP, USER]);
-    madeUser = true;
-  }
-  return async () => {
-    if (madeUser) await execa('userdel', [USER], { reject: false });
-    if (madeGroup) await execa('groupdel', [GROUP], { reject: false });
-  };
-}
-
 t.test('an instance started by a non-root user: allowed overrides work, others are refused, no parent disk', async (t) => {
-  const cleanup = await ensureUser();
+  const cleanup = await ensureUsers([USER], GROUP, { primary: true });
   t.teardown(cleanup);
   const gid = getgrnam(GROUP)!.gid;
   const user = { uid: getpwnam(USER)!.uid, gid };

@@ -2,36 +2,17 @@
 // Real users (created for the test if missing), a real vmd and a real guest; and a flood of garbage at the socket.
 
 import t from 'tap';
-import { execa } from 'execa';
 import { connect } from 'node:net';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { encodeFrame } from '../../share/frame.js';
+import { ensureUsers } from '../lib/users.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const USERS = ['vmdtest1', 'vmdtest2'];
 const GROUP = 'vmdtest';
 
-async function ensureUsers(): Promise<() => Promise<void>> {
-  const made: string[] = [];
-  let madeGroup = false;
-  if (getgrnam(GROUP) === null) {
-    await execa('groupadd', ['--system', GROUP]);
-    madeGroup = true;
-  }
-  for (const u of USERS) {
-    if (getpwnam(u) === null) {
-      await execa('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', '-G', GROUP, u]);
-      made.push(u);
-    }
-  }
-  return async () => {
-    for (const u of made) await execa('userdel', [u], { reject: false });
-    if (madeGroup) await execa('groupdel', [GROUP], { reject: false });
-  };
-}
-
 t.test('owner may stop its VM, another user may not; reload is root-only', async (t) => {
-  const cleanupUsers = await ensureUsers();
+  const cleanupUsers = await ensureUsers(USERS, GROUP);
   t.teardown(cleanupUsers);
   // Spawning with a uid drops supplementary groups, so the socket's group is given as the primary gid.
   const gid = getgrnam(GROUP)!.gid;

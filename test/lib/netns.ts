@@ -76,3 +76,11 @@ export async function stopServers(): Promise<void> {
   await Promise.allSettled(servers);
   servers.length = 0;
 }
+
+/** Creates each namespace with its loopback up (the caller removes them, `ip netns del`). */
+export async function addNetns(...names: string[]): Promise<void> {
+  for (const n of names) {
+    await execa('ip', ['netns', 'add', n]);
+    await ip(n, 'link', 'set', 'lo', 'up');
+  }
+}

@@ -11,7 +11,7 @@ import { packageRoot } from '../../../share/paths.js';
 import { chainRules, ruleMatches, type CounterSeed } from '../../../vmd/net/firewall.js';
 import { nftApply, nftCheck, nftCounters, nftScript, sysctlSet, type NetLink, type NetPlan } from '../../../vmd/net/nft.js';
 import { golden } from '../../lib/golden.js';
-import { ip, request, server, stopServers } from '../../lib/netns.js';
+import { addNetns, ip, request, server, stopServers } from '../../lib/netns.js';
 
 const fixtures = join(packageRoot, 'test', 'vmd', 'net', 'fixtures', 'firewall');
 const isRoot = process.getuid?.() === 0;
@@ -88,10 +88,7 @@ const ns = { h: `vmdfw-${process.pid}-h`, a: `vmdfw-${process.pid}-a`, b: `vmdfw
 const MAC = { a: '52:54:00:98:00:11', b: '52:54:00:98:00:12', l: '52:54:00:98:01:03' };
 
 async function topology(): Promise<void> {
-  for (const n of Object.values(ns)) {
-    await execa('ip', ['netns', 'add', n]);
-    await ip(n, 'link', 'set', 'lo', 'up');
-  }
+  await addNetns(...Object.values(ns));
   await ip(ns.h, 'link', 'add', 'br0', 'type', 'bridge');
   await ip(ns.h, 'addr', 'add', '10.98.0.1/24', 'dev', 'br0');
   await ip(ns.h, 'link', 'set', 'br0', 'up');

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../../../share/paths.js';
-import { ip, request, server, stopServers } from '../../lib/netns.js';
+import { addNetns, ip, request, server, stopServers } from '../../lib/netns.js';
 import { VmdError } from '../../../share/errors.js';
 import {
   foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftCheck, nftCounters, nftFlush, nftScript,
@@ -185,10 +185,7 @@ const GUEST_MAC = '52:54:00:99:00:11';
 const LOCAL_MAC = '52:54:00:99:01:03';
 
 async function topology(): Promise<void> {
-  for (const n of Object.values(ns)) {
-    await execa('ip', ['netns', 'add', n]);
-    await ip(n, 'link', 'set', 'lo', 'up');
-  }
+  await addNetns(...Object.values(ns));
   // H: the switch's bridge with the host address, the guest's "tap" (a veth) in it.
   await ip(ns.h, 'link', 'add', 'br0', 'type', 'bridge');
   await ip(ns.h, 'addr', 'add', '10.99.0.1/24', 'dev', 'br0');

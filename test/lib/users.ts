@@ -1,0 +1,24 @@
+// Test users and their group, made if missing and removed again afterwards if made here (e2e tests that act as
+// non-root users need real accounts: vmd decides on the uid the kernel reports).
+
+import { execa } from 'execa';
+import { getgrnam, getpwnam } from '../../share/users.js';
+
+/**
+ * Makes `group` and each of `users` that does not exist; with `primary`, the group is the users' primary group
+ * (`useradd -g`), otherwise a supplementary one (`-G`). Resolves with the cleanup that removes what was made.
+ */
+export async function ensureUsers(users: readonly string[], group: string, opts: { primary?: boolean } = {}): Promise<() => Promise<void>> {
+  const made: string[] = [];
+  const madeGroup = getgrnam(group) === null;
+  if (madeGroup) await execa('groupadd', ['--system', group]);
+  for (const u of users) {
+    if (getpwnam(u) !== null) continue;
+    await execa('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', opts.primary === true ? '-g' : '-G', group, u]);
+    made.push(u);
+  }
+  return async () => {
+    for (const u of made) await execa('userdel', [u], { reject: false });
+    if (madeGroup) await execa('groupdel', [group], { reject: false });
+  };
+}
