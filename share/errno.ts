@@ -36,3 +36,20 @@ export function strerror(code: string | undefined): string {
   if (code === undefined) return 'Unknown error';
   return STRERROR[code] ?? code;
 }
+
+/** vmd's own short wording for the errors a user most often meets on a path they named (`disk X: no such file`). */
+const SHORT: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EISDIR: 'is a directory',
+  ELOOP: 'too many symbolic links',
+};
+
+/** The reason part of a `what: why` message for a system error: vmd's short form, else strerror(3) in lower case. */
+export function errnoMessage(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code !== undefined && SHORT[code] !== undefined) return SHORT[code];
+  if (code !== undefined && STRERROR[code] !== undefined) return STRERROR[code].toLowerCase();
+  return err instanceof Error ? err.message : String(err);
+}
