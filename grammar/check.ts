@@ -2,7 +2,7 @@
 // the switch lookup at VM start), reported by `vmd -n` too, with the line of the offending block.
 
 import type { Config, SourceLocation } from '../share/config.js';
-import type { Diagnostic } from './parse.js';
+import type { Diagnostic } from './diagnostic.js';
 
 const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 

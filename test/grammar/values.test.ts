@@ -1,7 +1,6 @@
 // Tests of the value syntaxes: ether_aton, prefixes, CIDRs, IPv6 text, names (sizes: test/vmctl/scaled.test.ts).
 import t from 'tap';
-import { etherAton, parseCidr, parseHostAddress, isLinuxIfName, strtonum } from '../../grammar/values.js';
-import { parsePrefix4, parsePrefix6 } from '../../grammar/actions.js';
+import { etherAton, parseCidr, parseHostAddress, isLinuxIfName, parsePrefix4, parsePrefix6, strtonum } from '../../grammar/values.js';
 
 t.test('ether_aton', async (t) => {
   t.equal(etherAton('00:11:22:AA:BB:CC'), '00:11:22:aa:bb:cc');
