@@ -3,9 +3,10 @@
 
 import type { FilterRule, PortForward, PortRange, RuleEndpoint, RuleProto, SourceLocation } from '../share/config.js';
 import { MAX_NICS } from '../share/config.js';
+import { switchNameError } from '../share/names.js';
 import { type ActionBase, NAME_MAX } from './action-base.js';
 import type { IfaceOpt, Toks, VmOpt } from './ast.js';
-import { validGroup } from './switch-actions.js';
+import { groupOf } from './switch-actions.js';
 import { CODE_NL } from './tokens.js';
 import { etherAton, parseCidr, strtonum } from './values.js';
 
@@ -54,13 +55,12 @@ function ifaceOption(a: ActionBase, nic: IfaceDraft, o: IfaceOpt): void {
     case 'switch': {
       const v = a.concat(o.value);
       if (v.length >= NAME_MAX) a.fail(la, `switch name too long: ${v}`, la);
+      if (switchNameError(v) !== null) a.fail(la, `invalid switch name: ${v}`, la);
       nic.switch = v;
       return;
     }
     case 'group': {
-      const g = a.concat(o.value);
-      if (!validGroup(g)) a.fail(la, `invalid group name: ${g}`, la);
-      nic.group = g === '' ? null : g;
+      nic.group = groupOf(a, o.value, la);
       return;
     }
     case 'lladdr': {

@@ -2,11 +2,11 @@
 // A switch is drafted when its name is read (the mid-rule action) and registered at its closing brace.
 
 import type { SwitchConfig, SourceLocation, VxlanConfig } from '../share/config.js';
+import { groupNameError, IFNAME_TOO_LONG, ifNameError, switchNameError } from '../share/names.js';
 import { type ActionBase, NAME_MAX } from './action-base.js';
 import type { SwitchOpt, Toks } from './ast.js';
-import { formatIPv4, isLinuxIfName, parseIPv4Net, strtonum } from './values.js';
+import { formatIPv4, parseIPv4Net, strtonum } from './values.js';
 
-const IF_NAMESIZE = 16;
 const VXLAN_DEFAULT_PORT = 4789;
 
 /** A switch while its block is being read. */
@@ -30,6 +30,7 @@ export interface SwitchDraft {
 export function switchBegin(a: ActionBase, name: Toks, headEnd: number, id: number): SwitchDraft {
   const n = a.concat(name);
   if (n.length >= NAME_MAX) a.fail(headEnd, `switch name too long: ${n}`, headEnd);
+  if (switchNameError(n) !== null) a.fail(headEnd, `invalid switch name: ${n}`, headEnd);
   return {
     name: n, id, interface: null, enabled: true, up: true, group: null, locked: false, rdomain: null,
     address: null, dhcp: false, nat: false, vxlan: null, location: a.location(name[0]! - 1),
@@ -47,15 +48,14 @@ export function switchOption(a: ActionBase, sw: SwitchDraft, o: SwitchOpt): void
     case 'dhcp': sw.dhcp = true; return;
     case 'nat': sw.nat = true; return;
     case 'group': {
-      const g = a.concat(o.value);
-      if (!validGroup(g)) a.fail(la, `invalid group name: ${g}`, la);
-      sw.group = g === '' ? null : g;
+      sw.group = groupOf(a, o.value, la);
       return;
     }
     case 'interface': {
       const name = a.concat(o.value);
-      if (name === '' || name === '.' || name === '..' || /[/:\s]/.test(name)) a.fail(la, `invalid switch interface: ${name}`, la);
-      if (!isLinuxIfName(name)) a.fail(la, `switch interface too long: ${name}`, la);
+      const why = ifNameError(name);
+      if (why === IFNAME_TOO_LONG) a.fail(la, `switch interface too long: ${name}`, la);
+      if (why !== null) a.fail(la, `invalid switch interface: ${name}`, la);
       sw.interface = name;
       return;
     }
@@ -92,7 +92,7 @@ function switchVxlan(a: ActionBase, sw: SwitchDraft, o: SwitchOpt & { kind: 'vxl
   let dev: string | null = null;
   if (o.dev !== null) {
     dev = a.text(o.dev);
-    if (!isLinuxIfName(dev)) a.fail(o.dev, `invalid vxlan device: ${dev}`, la);
+    if (ifNameError(dev) !== null) a.fail(o.dev, `invalid vxlan device: ${dev}`, la);
   }
   const port = o.port === null ? VXLAN_DEFAULT_PORT : a.port(o.port, la);
   return { id, remote, local, dev, port };
@@ -106,7 +106,9 @@ export function switchEnd(a: ActionBase, sw: SwitchDraft, close: number): Switch
   return { ...sw, interface: sw.interface };
 }
 
-/** priv_validgroup(): shorter than IF_NAMESIZE and not ending in a digit. */
-export function validGroup(name: string): boolean {
-  return Buffer.byteLength(name) < IF_NAMESIZE && !/[0-9]$/.test(name);
+/** `group NAME` of a switch or interface: the empty name means none (parse.y); others as share/names.ts says. */
+export function groupOf(a: ActionBase, value: Toks, la: number): string | null {
+  const g = a.concat(value);
+  if (g !== '' && groupNameError(g) !== null) a.fail(la, `invalid group name: ${g}`, la);
+  return g === '' ? null : g;
 }

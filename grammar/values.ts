@@ -1,4 +1,4 @@
-// Value syntaxes of vm.conf checked by the grammar's actions: MACs, prefixes, addresses, names, errno text.
+// Value syntaxes of vm.conf checked by the grammar's actions: MACs, prefixes, addresses (names: share/names.ts).
 // Re-implementations of the libc behaviour OpenBSD's parse.y relies on (ether_aton, inet_net_pton, …); sizes
 // (scan_scaled/fmt_scaled) are share/scaled.ts, shared with vmctl.
 
@@ -126,11 +126,6 @@ export function parseHostAddress(text: string): string | null {
   if (isIPv4(text)) return text;
   const groups = parseIPv6(text);
   return groups === null ? null : formatIPv6(groups);
-}
-
-/** Linux interface names: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace (dev_valid_name). */
-export function isLinuxIfName(name: string): boolean {
-  return name.length > 0 && Buffer.byteLength(name) <= 15 && name !== '.' && name !== '..' && !/[/:\s]/.test(name);
 }
 
 /** parse_prefix4(): `ADDR[/LEN]`, LEN 1–16 (default 16), no host bits. */
