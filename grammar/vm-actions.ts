@@ -7,6 +7,7 @@ import type {
 import { MAX_DISKS, MAX_MEMORY, MAX_NICS, MIN_MEMORY } from '../share/config.js';
 import { hasQcow2Magic } from '../share/diskformat.js';
 import { strerror } from '../share/errno.js';
+import { CONTROL_CHARS } from '../share/names.js';
 import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import { resolve } from 'node:path';
 import { ACCELS, type ActionBase, NAME_MAX, PATH_MAX } from './action-base.js';
@@ -87,6 +88,7 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
       if (vm[o.kind] !== null) a.fail(la, `${what} specified more than once`, la);
       const p = a.realpath(a.concat(o.path));
       if (p.error !== null) a.fail(la, `${what} path not found: ${p.error}`, la);
+      if (CONTROL_CHARS.test(p.path)) a.fail(la, `${what} path contains control characters: ${JSON.stringify(p.path)}`, la);
       vm[o.kind] = p.path;
       return;
     }
@@ -94,6 +96,7 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
       if (vm.cdrom !== null) a.fail(la, 'cdrom specified more than once', la);
       const path = a.concat(o.path);
       if (Buffer.byteLength(path) >= PATH_MAX) a.fail(la, 'cdrom name too long', la);
+      if (CONTROL_CHARS.test(path)) a.fail(la, `cdrom path contains control characters: ${JSON.stringify(path)}`, la);
       vm.cdrom = resolve(a.options.cwd, path);
       return;
     }
@@ -141,10 +144,13 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
       vm.accel = v as Accel;
       return;
     }
-    case 'cmdline':
+    case 'cmdline': {
       if (vm.cmdline !== null) a.fail(la, 'cmdline specified more than once', la);
-      vm.cmdline = a.concat(o.value);
+      const cmdline = a.concat(o.value);
+      if (CONTROL_CHARS.test(cmdline)) a.fail(la, `cmdline contains control characters: ${JSON.stringify(cmdline)}`, la);
+      vm.cmdline = cmdline;
       return;
+    }
   }
 }
 
@@ -182,6 +188,10 @@ function parseDisk(a: ActionBase, vm: VmDraft, word: string, format: 'raw' | 'qc
   }
   if (Buffer.byteLength(p.path) >= PATH_MAX) {
     a.warnx('disk path too long');
+    return null;
+  }
+  if (CONTROL_CHARS.test(p.path)) {
+    a.warnx(`disk ${JSON.stringify(p.path)}: path contains control characters`);
     return null;
   }
   return { path: p.path, format: format ?? (hasQcow2Magic(p.path) ? 'qcow2' : 'raw') };

@@ -1,5 +1,6 @@
 // The rules for names that end up in kernel interface names, nftables identifiers, ip(8) arguments and file
 // names: one place, so `vmd -n`, reload, the stream reader and the network code accept exactly the same names.
+// Paths and command lines only need to be free of control characters (CONTROL_CHARS).
 
 /** IFNAMSIZ - 1: the longest interface name Linux keeps (a longer one would be cut or refused). */
 export const IFNAME_MAX = 15;
@@ -18,6 +19,9 @@ const VM_CHARS = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const NETNS_CHARS = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 // A switch is looked up by name and names its dnsmasq files (`switch-NAME.leases`): no `/`, no control characters.
 const SWITCH_BAD = /[/\u0000-\u001f\u007f]/;
+
+/** Control characters would break QEMU's option parsing, ip(8) batch lines and vmd's one-line logs. */
+export const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 
 /** Why `name` cannot be a Linux interface vmd creates or attaches to (bridge, vxlan device, link), or null. */
 export function ifNameError(name: string): string | null {

@@ -11,7 +11,7 @@
 
 import { isIP } from 'node:net';
 import { VmdError, type VmdErrorData } from './errors.js';
-import { groupNameError, switchNameError, vmNameError } from './names.js';
+import { CONTROL_CHARS, groupNameError, switchNameError, vmNameError } from './names.js';
 
 export const STREAM_MAGIC = Buffer.from('VMDSTATE', 'latin1');
 /** Bumped on any change an older reader could not follow; readers refuse newer versions by name. */
@@ -300,7 +300,7 @@ function intIn(v: unknown, min: number, max: number, what: string): number {
 }
 
 // Control characters would break QEMU's option parsing and logs.
-const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+const CONTROL_RE = CONTROL_CHARS;
 
 function pathOrNull(v: unknown, what: string): string | null {
   if (v === null) return null;

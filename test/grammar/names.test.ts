@@ -1,5 +1,6 @@
 // Names a later stage would refuse (nft sets, bridges, ip(8), dnsmasq's files) are refused by `vmd -n` already,
-// at their line: a config that passes the test must not fail at every start afterwards.
+// at their line: a config that passes the test must not fail at every start afterwards. Paths and command lines
+// with control characters, which QEMU's argv builder refuses, too.
 
 import t from 'tap';
 import { execFile } from 'node:child_process';
@@ -7,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { vmdEntry } from '../../share/paths.js';
+import { errorsOf } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmd-names-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,3 +46,14 @@ t.test('the names the rules keep are still fine', async (t) => {
   t.same(await vmdConfigTest(text), { code: 0, output: 'configuration OK\n' });
 });
 
+
+t.test('paths and command lines with control characters are refused at their line', async (t) => {
+  const files = { 'd\tx.img': '', 'k\tx': '', k: '' };
+  t.equal(errorsOf('vm "v" {\n disable\n disk "d\tx.img"\n}\n', files),
+    'vmd: disk "$DIR/d\\tx.img": path contains control characters\nvmd: vm.conf:3: failed to parse disks: d\tx.img');
+  t.equal(errorsOf('vm "v" {\n disable\n boot "k\tx"\n}\n', files), 'vmd: vm.conf:3: kernel path contains control characters: "$DIR/k\\tx"');
+  t.equal(errorsOf('vm "v" {\n disable\n boot k\n initrd "k\tx"\n}\n', files), 'vmd: vm.conf:4: initrd path contains control characters: "$DIR/k\\tx"');
+  t.equal(errorsOf('vm "v" {\n disable\n cdrom "c\tx.iso"\n}\n', files), 'vmd: vm.conf:3: cdrom path contains control characters: "c\\tx.iso"');
+  t.equal(errorsOf('vm "v" {\n disable\n boot k\n cmdline "console=ttyS0\tquiet"\n}\n', files),
+    'vmd: vm.conf:4: cmdline contains control characters: "console=ttyS0\\tquiet"');
+});
