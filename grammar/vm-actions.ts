@@ -64,20 +64,9 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
     case 'disable': vm.enabled = false; return;
     case 'sev': vm.sev = true; return;
     case 'seves': vm.sev = true; vm.seves = true; return;
-    case 'disk': {
-      const path = a.concat(o.path);
-      let format: 'raw' | 'qcow2' | null = null;
-      if (o.format !== null) {
-        const f = a.concat(o.format);
-        if (f.toLowerCase() === 'raw') format = 'raw';
-        else if (f.toLowerCase() === 'qcow2') format = 'qcow2';
-        else a.fail(la, `unrecognized disk format ${f}`, la);
-      }
-      const disk = parseDisk(a, vm, path, format);
-      if (disk === null) a.fail(la, `failed to parse disks: ${path}`, la);
-      vm.disks.push(disk);
+    case 'disk':
+      vm.disks.push(vmDisk(a, vm, o, la));
       return;
-    }
     case 'interface':
       vm.nics.push(vmInterface(a, o, vm.nics.length));
       return;
@@ -112,9 +101,7 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
       if (vm.memory !== null) {
         a.fail(o.value, o.number ? 'memory specified more than once' : 'argument specified more than once', la);
       }
-      const size = parseSize(a, raw, o.number);
-      if (size === null) a.fail(o.value, `failed to parse size: ${o.number ? BigInt(raw).toString() : raw}`, la);
-      vm.memory = size;
+      vm.memory = parseSize(a, raw, o.number) ?? a.fail(o.value, `failed to parse size: ${o.number ? BigInt(raw).toString() : raw}`, la);
       return;
     }
     case 'owner':
@@ -173,6 +160,19 @@ export function vmEnd(a: ActionBase, vm: VmDraft, close: number): VmConfig {
     disks: vm.disks, interfaces: nics, owner: vm.owner, allowInstance: allow, sev: vm.sev, seves: vm.seves,
     accel: vm.accel, location: vm.location,
   };
+}
+
+/** `disk PATH [format raw|qcow2]`. */
+function vmDisk(a: ActionBase, vm: VmDraft, o: VmOpt & { kind: 'disk' }, la: number): DiskConfig {
+  const path = a.concat(o.path);
+  let format: 'raw' | 'qcow2' | null = null;
+  if (o.format !== null) {
+    const f = a.concat(o.format);
+    if (f.toLowerCase() === 'raw') format = 'raw';
+    else if (f.toLowerCase() === 'qcow2') format = 'qcow2';
+    else a.fail(la, `unrecognized disk format ${f}`, la);
+  }
+  return parseDisk(a, vm, path, format) ?? a.fail(la, `failed to parse disks: ${path}`, la);
 }
 
 /** parse.y parse_disk(): count, realpath, then the format from the qcow2 magic unless given. */
