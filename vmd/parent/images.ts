@@ -10,7 +10,7 @@ import type { DiskConfig, VmConfig } from '../../share/config.js';
 import { errnoMessage } from '../../share/errno.js';
 import { VmdError, type ErrorCode } from '../../share/errors.js';
 import type { QemuBacking } from '../qemu-argv.js';
-import type { Identity } from './context.js';
+import type { Identity } from './env.js';
 
 /**
  * The descriptors of one start: `passed` are QEMU's, numbered from 3 in stdio order; `all` are closed by the parent
