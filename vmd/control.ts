@@ -19,7 +19,7 @@ import { StatusSnapshot } from './status.js';
 const MAX_PENDING_PER_CONNECTION = 32;
 /** A closing connection whose peer does not take our last frame is destroyed after this long anyway. */
 const HANG_UP_GRACE_MS = 1000;
-/** Refusals are logged at most this often per uid: a flood must not become a flood of log lines. */
+/** Refusals are logged at most this often per uid and reason: a flood must not become a flood of log lines. */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 interface Connection {
@@ -37,7 +37,7 @@ export function controlMain(): void {
   let ready = false;
   const status = new StatusSnapshot();
   const limits = new ControlLimits(controlLimitsFrom(process.env, openFilesLimit()), []);
-  const refusalLogged = new Map<number, number>();
+  const refusalLogged = new Map<string, number>();
   // The deadline is checked a few times per timeout, at most once a second: cheap for a thousand connections.
   const sweep = setInterval(() => {
     for (const id of limits.expired(Date.now())) closeByLimit(id, 'timeout');
@@ -124,15 +124,16 @@ export function controlMain(): void {
     limits.remove(peer);
     const conn = connections.get(peer);
     if (conn === undefined) return;
-    logRefusal(conn.uid, `connection ${peer} of uid ${conn.uid} closed: ${limitMessage(verdict, limits.settings)}`);
+    logRefusal(conn.uid, verdict, `connection ${peer} of uid ${conn.uid} closed: ${limitMessage(verdict, limits.settings)}`);
     refuse(conn, 0, 'ERR_PROTOCOL', `control socket: ${limitMessage(verdict, limits.settings)}`);
   }
 
-  function logRefusal(uid: number, message: string): void {
+  function logRefusal(uid: number, verdict: LimitVerdict, message: string): void {
     const now = Date.now();
-    if (now - (refusalLogged.get(uid) ?? -Infinity) < REFUSAL_LOG_INTERVAL_MS) return;
-    refusalLogged.set(uid, now);
-    logWarn(`${message} (logged once per ${REFUSAL_LOG_INTERVAL_MS / 1000} s per uid)`);
+    const key = `${uid} ${verdict}`;
+    if (now - (refusalLogged.get(key) ?? -Infinity) < REFUSAL_LOG_INTERVAL_MS) return;
+    refusalLogged.set(key, now);
+    logWarn(`${message} (logged once per ${REFUSAL_LOG_INTERVAL_MS / 1000} s)`);
   }
 
   function accept(socket: Socket): void {
@@ -148,7 +149,7 @@ export function controlMain(): void {
     const admission = limits.admit(peer, cred.uid, Date.now());
     for (const victim of admission.evict) closeByLimit(victim, 'evicted');
     if (!admission.admitted) {
-      logRefusal(cred.uid, `refused a connection of uid ${cred.uid}: ${limitMessage('connections', limits.settings)}`);
+      logRefusal(cred.uid, 'connections', `refused a connection of uid ${cred.uid}: ${limitMessage('connections', limits.settings)}`);
       socket.on('error', () => socket.destroy());
       socket.write(encodeFrame({ type: 'error', id: 0, error: { code: 'ERR_PROTOCOL', message: `control socket: ${limitMessage('connections', limits.settings)}` } }));
       hangUp(socket);
