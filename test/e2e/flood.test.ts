@@ -7,7 +7,9 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { execa } from 'execa';
 import { encodeFrame, readFrames } from '../../share/frame.js';
+import { vmctlEntry } from '../../share/paths.js';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { ensureUsers } from '../lib/users.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
@@ -123,7 +125,7 @@ t.test('a user flooding the socket does not lock root out, and control gives its
   };
 
   const opened = await nextStats();
-  t.equal(opened.failed, 0, `every connection of the flood was accepted by the kernel (${opened.errors.join(' ')})`);
+  t.equal(opened.failed, 0, `every connection of the flood was accepted by the kernel ${opened.errors.join(' ')}`);
   t.equal(opened.opened, IDLE + PARTIAL, `${IDLE} idle and ${PARTIAL} unfinished 1 MiB requests opened`);
   t.comment(`control RSS during the flood: ${rssMb(control).toFixed(1)} MB`);
 
@@ -166,4 +168,28 @@ t.test('a user flooding the socket does not lock root out, and control gives its
   t.match(h.daemonLog, /too many connections/, 'the refusals are logged');
   flooder.stdin!.end();
   await once(flooder, 'exit');
+});
+
+t.test('the request deadline spares what legitimately waits: vmctl wait, stop -w, a console', async (t) => {
+  const h = await VmdHarness.start({
+    config: `vm "g" {\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${guestInitrd}"\n  cmdline "console=ttyS0 quiet panic=-1"\n}\n`,
+    env: { VMD_REQUEST_TIMEOUT: '1' },
+  });
+  t.teardown(() => h.teardown());
+  await h.waitState('g', 'running', 60_000);
+  await h.console('g', '\n', /vmd-guest: ready/, 60);
+  // A console idle for longer than the deadline still carries what is typed afterwards.
+  const holder = execa(process.execPath, [vmctlEntry, 'console', '-t', '10', 'g'], { env: h.env, extendEnv: false, reject: false, stdin: 'pipe' });
+  await new Promise((r) => setTimeout(r, 3000));
+  holder.stdin!.end('echo late-$((6*7))\n');
+  const typed = await holder;
+  t.match(String(typed.stdout), /late-42/, 'the console outlived the deadline');
+  // `vmctl wait` holds a request in flight for far longer than the deadline and still gets its answer.
+  const waiting = h.vmctl(['wait', 'g'], { timeoutMs: 60_000 });
+  await new Promise((r) => setTimeout(r, 3500));
+  const stopped = await h.vmctl(['stop', '-w', 'g'], { timeoutMs: 60_000 });
+  t.equal(stopped.exitCode, 0, `stop -w answers: ${stopped.stderr}`);
+  const waited = await waiting;
+  t.equal(waited.exitCode, 0, `wait answers after 3.5 s with a 1 s deadline: ${waited.stderr}`);
+  t.match(waited.stderr, /waiting for vm g: terminated vm 1/);
 });
