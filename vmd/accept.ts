@@ -2,6 +2,7 @@
 // Root and the socket owner go first and each user may have only a few waiting, so a flood never queues ahead of root.
 
 import type { Socket } from 'node:net';
+import { openFilesLimit } from './control/limits.js';
 import { logWarn } from './log.js';
 import { peerCred } from './native.js';
 
@@ -13,7 +14,7 @@ export interface AcceptQueueOptions {
   readonly isPrivileged: (uid: number) => boolean;
   /** Connections of one unprivileged uid waiting for control; more are closed at once. */
   readonly maxWaitingPerUid?: number;
-  /** Connections waiting in all: each is a descriptor of the parent's. */
+  /** Connections waiting in all (root's and the socket owner's may be 64 more): each is a descriptor of the parent's. */
   readonly maxWaiting?: number;
   /** The peer's uid; the kernel's (SO_PEERCRED) unless a test says otherwise. */
   readonly uidOf?: (socket: Socket) => number;
@@ -26,7 +27,16 @@ export interface AcceptQueueOptions {
  * vmctl ever opens at once; a user's next connections are closed, as control would refuse them anyway.
  */
 const DEFAULT_MAX_WAITING_PER_UID = 16;
-const DEFAULT_MAX_WAITING = 1024;
+const PRIVILEGED_RESERVE = 64;
+
+/**
+ * How many connections may wait in all: 1,024, but never more than a quarter of the parent's descriptors, which it
+ * needs for images, taps and QEMU's start. Node raises the soft limit to the hard one at start, so this only binds
+ * where the hard limit itself is low.
+ */
+export function maxWaitingFor(openFiles: number | null): number {
+  return openFiles === null ? 1024 : Math.max(16, Math.min(1024, Math.floor(openFiles / 4)));
+}
 
 /** Connections accepted by the parent and not yet handed to control; see the comment above for the order. */
 export class AcceptQueue {
@@ -43,7 +53,7 @@ export class AcceptQueue {
   constructor(options: AcceptQueueOptions) {
     this.#options = options;
     this.#maxPerUid = options.maxWaitingPerUid ?? DEFAULT_MAX_WAITING_PER_UID;
-    this.#max = options.maxWaiting ?? DEFAULT_MAX_WAITING;
+    this.#max = options.maxWaiting ?? maxWaitingFor(openFilesLimit());
   }
 
   /** Connections waiting for control. */
@@ -61,11 +71,14 @@ export class AcceptQueue {
       socket.destroy();
       return;
     }
-    if (this.#closed || this.waiting >= this.#max) {
+    const privileged = this.#options.isPrivileged(uid);
+    // Root and the socket owner have descriptors of their own beyond the bound, so a flood of many users cannot
+    // fill the queue against them.
+    if (this.#closed || this.waiting >= this.#max + (privileged ? PRIVILEGED_RESERVE : 0)) {
       socket.destroy();
       return;
     }
-    if (this.#options.isPrivileged(uid)) {
+    if (privileged) {
       this.#privileged.push(socket);
     } else {
       const n = this.#waitingByUid.get(uid) ?? 0;

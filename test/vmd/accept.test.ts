@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AcceptQueue } from '../../vmd/accept.js';
+import { AcceptQueue, maxWaitingFor } from '../../vmd/accept.js';
 
 /** Accepted sockets in a real listener, labelled with the uid the test says each peer has. */
 async function acceptedSockets(t: Test, n: number): Promise<Socket[]> {
@@ -82,4 +82,17 @@ t.test('the kernel\'s uid is used when the test gives none', async (t) => {
   const q = new AcceptQueue({ isPrivileged: (uid) => { seen.push(uid); return true; } });
   q.push(sock!);
   t.same(seen, [process.getuid!()]);
+});
+
+t.test('no more connections wait than the parent can spare descriptors for', async (t) => {
+  t.equal(maxWaitingFor(20_000), 1024);
+  t.equal(maxWaitingFor(1024), 256, 'a quarter of a low limit');
+  t.equal(maxWaitingFor(20), 16, 'but never so few that root could not get in');
+  t.equal(maxWaitingFor(null), 1024);
+  const socks = await acceptedSockets(t, 4);
+  const uids = new Map<Socket, number>(socks.map((s, i) => [s, i < 3 ? 1000 + i : 0]));
+  const q = new AcceptQueue({ isPrivileged: (uid) => uid === 0, maxWaiting: 2, uidOf: (s) => uids.get(s)! });
+  for (const s of socks) q.push(s);
+  t.same(socks.map((s) => s.destroyed), [false, false, true, false], 'past the bound users are closed, root still waits');
+  t.equal(q.waiting, 3);
 });
