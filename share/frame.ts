@@ -73,13 +73,24 @@ export type FrameDecoderState = 'frames' | 'failed' | 'raw';
 
 const MORE: FrameRead = Object.freeze({ kind: 'more' });
 const RAW: FrameRead = Object.freeze({ kind: 'raw' });
+const EMPTY = Buffer.alloc(0);
+// The smallest buffer a decoder makes of its own: one small request, so a few bytes more do not mean a copy each.
+const MIN_BUFFER_BYTES = 256;
 
 /** Streaming decoder: push chunks as they arrive, read whole messages one at a time; never throws on input. */
 export class FrameDecoder {
   readonly maxFrameBytes: number;
-  // Chunks are kept as received and joined only when a whole frame is there, so byte-by-byte input stays linear.
-  #chunks: Buffer[] = [];
-  #buffered = 0;
+  /*
+   * Bytes received and not yet decoded are #buf[#start, #end). A chunk pushed while nothing is pending is only
+   * borrowed (no copy: most chunks hold whole frames); whatever is left of it once read() needs more is copied into
+   * a buffer of the decoder's own, grown by doubling as bytes come and never beyond the frame being read. So a peer
+   * that declares a 1 MiB frame and sends 10 bytes makes the decoder hold ~10 bytes, not 1 MiB, input byte by byte
+   * stays linear, and `held` is the memory really kept, which the control role budgets across connections.
+   */
+  #buf: Buffer = EMPTY;
+  #start = 0;
+  #end = 0;
+  #borrowed = false;
   #state: FrameDecoderState = 'frames';
   #error: FrameError | undefined;
   // fatal: invalid UTF-8 is an error, not U+FFFD; ignoreBOM: a BOM stays in the text, and JSON.parse rejects it.
@@ -99,16 +110,27 @@ export class FrameDecoder {
 
   /** Bytes received and not yet decoded. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#end - this.#start;
+  }
+
+  /** Bytes of memory the decoder keeps for them (its buffer's size, or the borrowed chunk's until read() copies). */
+  get held(): number {
+    return this.#buf.length;
   }
 
   /** Queues bytes; false when the decoder no longer accepts input (after an error or the raw hand-off). */
   push(chunk: Uint8Array): boolean {
     if (this.#state !== 'frames') return false;
     if (chunk.byteLength === 0) return true;
-    // Buffers from a socket are never reused by Node; any other view is copied so the caller may reuse it.
-    this.#chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
-    this.#buffered += chunk.byteLength;
+    if (this.buffered === 0 && Buffer.isBuffer(chunk)) {
+      // Buffers from a socket are never reused by Node; any other view is copied so the caller may reuse it.
+      this.#buf = chunk;
+      this.#start = 0;
+      this.#end = chunk.length;
+      this.#borrowed = true;
+    } else {
+      this.#append(chunk);
+    }
     return true;
   }
 
@@ -116,19 +138,22 @@ export class FrameDecoder {
   read(): FrameRead {
     if (this.#state === 'failed') return { kind: 'error', error: this.#error as FrameError };
     if (this.#state === 'raw') return RAW;
-    if (this.#buffered < FRAME_HEADER_BYTES) return MORE;
-    const length = this.#peek(FRAME_HEADER_BYTES).readUInt32BE(0);
+    if (this.buffered < FRAME_HEADER_BYTES) return this.#more();
+    const length = this.#buf.readUInt32BE(this.#start);
     // Judged on the header alone, so an oversized frame is refused before any of its body is buffered.
     if (length > this.maxFrameBytes) {
       return this.#fail(new FrameError('oversized', `frame of ${length} bytes exceeds the limit of ${this.maxFrameBytes}`));
     }
-    if (this.#buffered < FRAME_HEADER_BYTES + length) return MORE;
-    const frame = this.#take(FRAME_HEADER_BYTES + length);
+    if (this.buffered < FRAME_HEADER_BYTES + length) return this.#more();
+    const body = this.#buf.subarray(this.#start + FRAME_HEADER_BYTES, this.#start + FRAME_HEADER_BYTES + length);
+    this.#start += FRAME_HEADER_BYTES + length;
     let text: string;
     try {
-      text = this.#utf8.decode(frame.subarray(FRAME_HEADER_BYTES));
+      text = this.#utf8.decode(body);
     } catch (err) {
       return this.#fail(new FrameError('encoding', 'frame is not valid UTF-8', err));
+    } finally {
+      if (this.buffered === 0) this.#clear();
     }
     try {
       return { kind: 'message', message: JSON.parse(text) as unknown };
@@ -151,8 +176,8 @@ export class FrameDecoder {
   /** The peer closed: a partial frame left over is a violation (a truncated reply must not pass as "no reply"). */
   end(): FrameError | undefined {
     if (this.#state === 'failed') return this.#error;
-    if (this.#state === 'frames' && this.#buffered > 0) {
-      this.#fail(new FrameError('truncated', `connection closed inside a frame (${this.#buffered} bytes pending)`));
+    if (this.#state === 'frames' && this.buffered > 0) {
+      this.#fail(new FrameError('truncated', `connection closed inside a frame (${this.buffered} bytes pending)`));
       return this.#error;
     }
     return undefined;
@@ -162,54 +187,77 @@ export class FrameDecoder {
   takeRemainder(): Buffer {
     // Bytes after a violation are not trustworthy as anything, so a failed decoder hands back nothing.
     if (this.#state === 'failed') return Buffer.alloc(0);
-    const rest = this.#buffered === 0 ? Buffer.alloc(0) : this.#take(this.#buffered);
+    const rest = this.buffered === 0 ? Buffer.alloc(0) : this.#buf.subarray(this.#start, this.#end);
+    this.#clear();
     this.#state = 'raw';
     return rest;
+  }
+
+  /** Drops what is buffered, when nobody will read it (the connection is being closed). */
+  discard(): void {
+    this.#clear();
   }
 
   #fail(error: FrameError): FrameRead {
     this.#state = 'failed';
     this.#error = error;
     // Drop what is buffered: nothing after a bad frame will be read, and it should not stay in memory.
-    this.#chunks = [];
-    this.#buffered = 0;
+    this.#clear();
     return { kind: 'error', error };
   }
 
-  // The first n bytes without consuming them; joins leading chunks only when the header straddles them.
-  #peek(n: number): Buffer {
-    const first = this.#chunks[0] as Buffer;
-    if (first.length >= n) return first;
-    const joined = Buffer.concat(this.#chunks);
-    this.#chunks = [joined];
-    return joined;
+  // read() found no whole frame: what is left of a borrowed chunk is copied, so the chunk itself can go.
+  #more(): FrameRead {
+    if (this.#borrowed && this.buffered > 0) {
+      const own = Buffer.allocUnsafeSlow(this.buffered);
+      this.#buf.copy(own, 0, this.#start, this.#end);
+      this.#buf = own;
+      this.#start = 0;
+      this.#end = own.length;
+      this.#borrowed = false;
+    }
+    return MORE;
   }
 
-  // Consumes exactly n bytes (n <= buffered).
-  #take(n: number): Buffer {
-    const parts: Buffer[] = [];
-    let need = n;
-    while (need > 0) {
-      const head = this.#chunks[0] as Buffer;
-      if (head.length <= need) {
-        parts.push(head);
-        this.#chunks.shift();
-        need -= head.length;
-      } else {
-        parts.push(head.subarray(0, need));
-        this.#chunks[0] = head.subarray(need);
-        need = 0;
-      }
+  // Appends a chunk to pending bytes, in the decoder's own buffer, grown by doubling up to the frame being read.
+  #append(chunk: Uint8Array): void {
+    const live = this.buffered;
+    const need = live + chunk.byteLength;
+    if (this.#borrowed || need > this.#buf.length) {
+      const frame = live >= FRAME_HEADER_BYTES ? FRAME_HEADER_BYTES + this.#buf.readUInt32BE(this.#start) : 0;
+      const size = Math.max(need, Math.min(2 * this.#buf.length, frame), MIN_BUFFER_BYTES);
+      const grown = Buffer.allocUnsafeSlow(size);
+      this.#buf.copy(grown, 0, this.#start, this.#end);
+      this.#buf = grown;
+      this.#borrowed = false;
+    } else if (this.#end + chunk.byteLength > this.#buf.length) {
+      this.#buf.copy(this.#buf, 0, this.#start, this.#end);
+    } else {
+      this.#buf.set(chunk, this.#end);
+      this.#end += chunk.byteLength;
+      return;
     }
-    this.#buffered -= n;
-    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, n);
+    this.#start = 0;
+    this.#buf.set(chunk, live);
+    this.#end = need;
+  }
+
+  #clear(): void {
+    this.#buf = EMPTY;
+    this.#start = 0;
+    this.#end = 0;
+    this.#borrowed = false;
   }
 }
 
-/** Events of a FrameReader: each parsed message, and the one protocol error after which it stops reading. */
+/**
+ * Events of a FrameReader: each parsed message, the one protocol error after which it stops reading, and after each
+ * chunk the bytes of memory its decoder holds for a partial frame (so a server can budget them across connections).
+ */
 export interface FrameReaderEvents {
   message: [message: unknown];
   'protocol-error': [error: FrameError];
+  held: [bytes: number];
 }
 
 /** Reads frames off a net.Socket and emits them; the control role and vmctl both sit on one of these. */
@@ -244,6 +292,12 @@ export class FrameReader extends EventEmitter<FrameReaderEvents> {
   /** Stops emitting without touching the socket, e.g. when the connection is being closed anyway. */
   detach(): void {
     this.#detach();
+    this.decoder.discard();
+  }
+
+  /** Whether frames are still being read (not yet detached, switched to raw or failed). */
+  get attached(): boolean {
+    return this.#attached;
   }
 
   #consume(chunk: Buffer): void {
@@ -254,8 +308,9 @@ export class FrameReader extends EventEmitter<FrameReaderEvents> {
       const next = this.decoder.read();
       if (next.kind === 'message') this.emit('message', next.message);
       else if (next.kind === 'error') this.#violation(next.error);
-      else return;
+      else break;
     }
+    if (this.#attached) this.emit('held', this.decoder.held);
   }
 
   #violation(error: FrameError): void {

@@ -62,7 +62,8 @@ export type ControlToParent =
 
 // ---- parent -> control ----
 export type ParentToControl =
-  | { readonly type: 'control.config'; readonly verbose: number }
+  /** socketOwnerUid: `socket owner` of vm.conf, served like root while others flood the socket (vmd/control/limits.ts). */
+  | { readonly type: 'control.config'; readonly verbose: number; readonly socketOwnerUid?: number }
   /** A client connection the parent's copy of the listening socket accepted; it travels as the IPC handle. */
   | { readonly type: 'control.connection' }
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }

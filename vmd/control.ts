@@ -1,6 +1,7 @@
 // The control role: the only door for users. Serves the control socket's connections (the parent binds the socket
 // and passes each connection on unread), learns each peer's uid from the kernel, decodes every request, refuses what
-// a non-root user may not do, answers status itself and forwards the rest to the parent.
+// a non-root user may not do, answers status itself and forwards the rest to the parent. What each peer may hold
+// (connections, memory, time) is bounded by vmd/control/limits.ts, so a flood by users never locks root out.
 
 import type { Socket } from 'node:net';
 import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
@@ -9,13 +10,17 @@ import {
   ProtocolError, readRequest, requestIdOf, UNPRIVILEGED_REQUESTS,
   type ControlResponse,
 } from '../share/protocol.js';
+import { ControlLimits, controlLimitsFrom, limitMessage, openFilesLimit, type LimitVerdict } from './control/limits.js';
 import { logDebug, logSetVerbose, logWarn } from './log.js';
 import { peerCred } from './native.js';
 import { roleMain } from './proc.js';
 import { StatusSnapshot } from './status.js';
 
-const MAX_CONNECTIONS = 1024;
 const MAX_PENDING_PER_CONNECTION = 32;
+/** A closing connection whose peer does not take our last frame is destroyed after this long anyway. */
+const HANG_UP_GRACE_MS = 1000;
+/** Refusals are logged at most this often per uid and reason: a flood must not become a flood of log lines. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 interface Connection {
   readonly socket: Socket;
@@ -31,10 +36,17 @@ export function controlMain(): void {
   let nextPeer = 1;
   let ready = false;
   const status = new StatusSnapshot();
+  const limits = new ControlLimits(controlLimitsFrom(process.env, openFilesLimit()), []);
+  const refusalLogged = new Map<string, number>();
+  // The deadline is checked a few times per timeout, at most once a second: cheap for a thousand connections.
+  const sweep = setInterval(() => {
+    for (const id of limits.expired(Date.now())) closeByLimit(id, 'timeout');
+  }, Math.max(100, Math.min(1000, limits.settings.requestTimeoutMs / 4)));
+  sweep.unref();
 
   /** Writes one reply: a response to encode, or a frame already in pieces (a status listing) written without a copy. */
   const reply = (conn: Connection, response: ControlResponse | (() => Buffer[]), close: boolean): void => {
-    if (conn.socket.destroyed) return;
+    if (conn.socket.destroyed || conn.socket.writableEnded) return;
     try {
       if (typeof response === 'function') {
         const pieces = response();
@@ -48,7 +60,12 @@ export function controlMain(): void {
       logWarn(`reply: ${err instanceof Error ? err.message : String(err)}`);
       close = true;
     }
-    if (close) conn.socket.end();
+    if (close) hangUp(conn.socket);
+    // A peer that does not read its replies stops being read: its requests must not pile replies up in memory.
+    else if (conn.socket.writableNeedDrain && conn.reader.attached) {
+      conn.socket.pause();
+      conn.socket.once('drain', () => { if (conn.reader.attached) conn.socket.resume(); });
+    }
   };
 
   const refuse = (conn: Connection, id: number, code: 'ERR_PROTOCOL' | 'ERR_VERSION' | 'ERR_PERMISSION', message: string): void => {
@@ -62,6 +79,7 @@ export function controlMain(): void {
       switch (msg.type) {
         case 'control.config':
           logSetVerbose(msg.verbose);
+          if (msg.socketOwnerUid !== undefined) limits.privilege(msg.socketOwnerUid);
           if (!ready) {
             ready = true;
             send({ type: 'control.ready' });
@@ -75,6 +93,7 @@ export function controlMain(): void {
           const conn = connections.get(msg.peer);
           if (conn === undefined) return;
           conn.pending = Math.max(0, conn.pending - 1);
+          limits.requestAnswered(msg.peer, Date.now());
           reply(conn, msg.response, msg.close);
           break;
         }
@@ -87,16 +106,37 @@ export function controlMain(): void {
       }
     },
     () => {
+      clearInterval(sweep);
       for (const c of connections.values()) c.socket.destroy();
     },
   );
 
+  /** Ends a connection after our last frame, and destroys it: its reading side is paused and would never end. */
+  function hangUp(socket: Socket): void {
+    const timer = setTimeout(() => socket.destroy(), HANG_UP_GRACE_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    socket.end(() => socket.destroy());
+  }
+
+  /** Closes a connection the limits gave up on (already forgotten by them), telling the peer why. */
+  function closeByLimit(peer: number, verdict: LimitVerdict): void {
+    limits.remove(peer);
+    const conn = connections.get(peer);
+    if (conn === undefined) return;
+    logRefusal(conn.uid, verdict, `connection ${peer} of uid ${conn.uid} closed: ${limitMessage(verdict, limits.settings)}`);
+    refuse(conn, 0, 'ERR_PROTOCOL', `control socket: ${limitMessage(verdict, limits.settings)}`);
+  }
+
+  function logRefusal(uid: number, verdict: LimitVerdict, message: string): void {
+    const now = Date.now();
+    const key = `${uid} ${verdict}`;
+    if (now - (refusalLogged.get(key) ?? -Infinity) < REFUSAL_LOG_INTERVAL_MS) return;
+    refusalLogged.set(key, now);
+    logWarn(`${message} (logged once per ${REFUSAL_LOG_INTERVAL_MS / 1000} s)`);
+  }
+
   function accept(socket: Socket): void {
-    if (connections.size >= MAX_CONNECTIONS) {
-      logWarn('too many connections: refusing one');
-      socket.destroy();
-      return;
-    }
     let cred;
     try {
       cred = peerCred(socket);
@@ -106,13 +146,26 @@ export function controlMain(): void {
       return;
     }
     const peer = nextPeer++;
+    const admission = limits.admit(peer, cred.uid, Date.now());
+    for (const victim of admission.evict) closeByLimit(victim, 'evicted');
+    if (!admission.admitted) {
+      logRefusal(cred.uid, 'connections', `refused a connection of uid ${cred.uid}: ${limitMessage('connections', limits.settings)}`);
+      socket.on('error', () => socket.destroy());
+      socket.write(encodeFrame({ type: 'error', id: 0, error: { code: 'ERR_PROTOCOL', message: `control socket: ${limitMessage('connections', limits.settings)}` } }));
+      hangUp(socket);
+      return;
+    }
     const reader = readFrames(socket);
     const conn: Connection = { socket, reader, uid: cred.uid, gid: cred.gid, pending: 0 };
     connections.set(peer, conn);
     logDebug(`connection ${peer} from uid ${cred.uid} pid ${cred.pid}`);
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
+      limits.remove(peer);
       if (connections.delete(peer)) send({ type: 'control.closed', peer });
+    });
+    reader.on('held', (bytes) => {
+      for (const victim of limits.hold(peer, bytes)) closeByLimit(victim, 'memory');
     });
     reader.on('protocol-error', (err) => refuse(conn, 0, 'ERR_PROTOCOL', err.message));
     reader.on('message', (raw) => {
@@ -134,10 +187,12 @@ export function controlMain(): void {
         refuse(conn, request.id, 'ERR_PROTOCOL', 'too many requests in flight on one connection');
         return;
       }
+      limits.requestStarted(peer);
       if (request.type === 'vm.console.request') {
         // The connection becomes the console's byte stream: hand the socket itself to the parent (then vmm).
         const remainder = reader.switchToRaw();
         connections.delete(peer);
+        limits.remove(peer);
         send({ type: 'control.console', peer, uid: conn.uid, gid: conn.gid, request, remainder: remainder.toString('base64') }, socket);
         return;
       }
@@ -145,6 +200,7 @@ export function controlMain(): void {
         // The connection becomes the capture's pcap stream; anything the client sends after its request is ignored.
         reader.switchToRaw();
         connections.delete(peer);
+        limits.remove(peer);
         send({ type: 'control.capture', peer, uid: conn.uid, gid: conn.gid, request }, socket);
         return;
       }
@@ -152,6 +208,7 @@ export function controlMain(): void {
         // Like console: the connection becomes the stream, so the socket itself goes to the parent (then vmm).
         const remainder = reader.switchToRaw();
         connections.delete(peer);
+        limits.remove(peer);
         send({ type: 'control.stream', peer, uid: conn.uid, gid: conn.gid, request, remainder: remainder.toString('base64') }, socket);
         return;
       }
@@ -159,6 +216,7 @@ export function controlMain(): void {
         // Answered here from the parent's latest snapshot: no round trip through two more processes.
         const req = request;
         reply(conn, () => status.answer(req), false);
+        limits.requestAnswered(peer, Date.now());
         return;
       }
       conn.pending++;

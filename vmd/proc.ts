@@ -81,10 +81,14 @@ export class RoleChannel<In, Out> {
     return this.child.pid;
   }
 
-  send(msg: Out, handle?: Handle): void {
-    if (!this.child.connected) return;
-    if (handle === undefined) this.child.send(msg as object);
-    else this.child.send(msg as object, handle, { keepOpen: false });
+  /** Sends a message, with a descriptor if given; `onSent` once it is written to the channel or could not be. */
+  send(msg: Out, handle?: Handle, onSent?: (err: Error | null) => void): void {
+    if (!this.child.connected) {
+      if (onSent !== undefined) queueMicrotask(() => onSent(new Error(`${this.role}: channel closed`)));
+      return;
+    }
+    if (handle === undefined) this.child.send(msg as object, onSent);
+    else this.child.send(msg as object, handle, { keepOpen: false }, onSent);
   }
 
   /** Ask the role to finish (IPC disconnect), then kill it if it does not go in time. */

@@ -341,3 +341,63 @@ t.test('switchToRaw hands the connection over without losing or reordering bytes
   );
   t.same(before.length, 2, 'no message was emitted after the switch');
 });
+
+t.test('a declared 1 MiB frame holds memory for the bytes that came, not for its length', async (t) => {
+  const decoder = new FrameDecoder();
+  const body = Buffer.from(JSON.stringify('y'.repeat(DEFAULT_MAX_FRAME_BYTES - 2)));
+  const frame = rawFrame(body);
+  t.same(decoder.decode(frame.subarray(0, 14)).messages, []);
+  t.equal(decoder.buffered, 14);
+  t.ok(decoder.held <= 256, `14 bytes of a 1 MiB frame hold ${decoder.held} bytes`);
+  // Fed in uneven pieces, the buffer grows by doubling: never more than twice what came, never past the frame.
+  let sent = 14;
+  for (const step of [1000, 70_000, 3, 200_000, 65_536, 400_000]) {
+    decoder.decode(frame.subarray(sent, sent + step));
+    sent += step;
+    t.equal(decoder.buffered, sent);
+    t.ok(decoder.held >= sent && decoder.held <= Math.max(2 * sent, 256), `after ${sent} bytes: ${decoder.held} held`);
+  }
+  t.same(decoder.decode(frame.subarray(sent)).messages, [JSON.parse(body.toString())]);
+  t.equal(decoder.held, 0, 'nothing is held once the frame is read');
+  t.ok(decoder.decode(frame).messages.length === 1 && decoder.held === 0, 'a whole frame in one chunk is never copied or kept');
+});
+
+t.test('a partial frame is copied out of the chunk it came in, so the chunk is not kept', async (t) => {
+  const decoder = new FrameDecoder();
+  const chunk = Buffer.concat([encodeFrame({ a: 1 }), encodeFrame({ b: 2 }).subarray(0, 5)]);
+  const big = Buffer.concat([chunk, Buffer.alloc(60_000)]).subarray(0, chunk.length);
+  t.same(decoder.decode(big).messages, [{ a: 1 }]);
+  t.equal(decoder.buffered, 5);
+  t.ok(decoder.held < 1000, `the 5 pending bytes hold ${decoder.held} bytes`);
+  big.fill(0);
+  t.same(decoder.decode(encodeFrame({ b: 2 }).subarray(5)).messages, [{ b: 2 }], 'the caller may reuse its chunk');
+});
+
+t.test('a 1 MiB frame byte by byte stays linear and within twice its size', async (t) => {
+  const decoder = new FrameDecoder();
+  const frame = encodeFrame('z'.repeat(DEFAULT_MAX_FRAME_BYTES - 2));
+  const started = performance.now();
+  let most = 0;
+  for (let i = 0; i < frame.length - 1; i++) {
+    decoder.push(frame.subarray(i, i + 1));
+    decoder.read();
+    most = Math.max(most, decoder.held);
+  }
+  t.ok(most <= frame.length, `at most ${most} bytes held for a ${frame.length}-byte frame`);
+  t.same(decoder.decode(frame.subarray(frame.length - 1)).messages.length, 1);
+  t.ok(performance.now() - started < 10_000, 'done in well under ten seconds');
+});
+
+t.test('readFrames reports what it holds after each chunk, and detach drops it', async (t) => {
+  const { server, client } = await socketPair(t);
+  const reader = readFrames(server);
+  const held: number[] = [];
+  reader.on('held', (n) => held.push(n));
+  client.write(encodeFrame('x'.repeat(1000)).subarray(0, 500));
+  while (held.length === 0) await once(reader, 'held');
+  t.ok((held.at(-1) ?? 0) >= 500, `500 bytes of a frame hold ${held.at(-1)}`);
+  t.ok(reader.attached);
+  reader.detach();
+  t.notOk(reader.attached);
+  t.equal(reader.decoder.held, 0, 'a detached reader keeps no bytes');
+});

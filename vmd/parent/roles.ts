@@ -11,6 +11,7 @@ import {
   type ControlToParent, type ParentToControl, type ParentToVmm, type VmmToParent,
 } from '../../share/ipc.js';
 import type { VmState } from '../../share/protocol.js';
+import { AcceptQueue } from '../accept.js';
 import { logWarn } from '../log.js';
 import { RestartBudget, RoleChannel } from '../proc.js';
 import type { ParentEnv } from './env.js';
@@ -44,7 +45,8 @@ export class Roles {
   readonly #controlBudget = new RestartBudget();
   #vmmGeneration = 0;
   #server: Server | null = null;
-  #held: Socket[] = [];
+  // Connections on their way to control, root's and the socket owner's first; they wait here while it restarts.
+  readonly #accepts = new AcceptQueue({ isPrivileged: (uid) => uid === 0 || uid === this.handlers.socketOwner()?.uid });
 
   constructor(private readonly env: ParentEnv, private readonly handlers: RoleHandlers) {}
 
@@ -92,13 +94,14 @@ export class Roles {
       (msg, handle) => this.handlers.control(msg, handle as Socket | undefined),
       () => {
         this.control = null;
+        this.#accepts.detach();
         this.#respawn('control', this.#controlBudget, () => void this.startControl().catch((err: unknown) => this.handlers.fatal(err)));
       },
     );
-    this.control.send({ type: 'control.config', verbose: options.verbose });
-    for (const sock of this.#held.splice(0)) {
-      if (!sock.destroyed) this.control.send({ type: 'control.connection' }, sock);
-    }
+    const owner = this.handlers.socketOwner();
+    this.control.send({ type: 'control.config', verbose: options.verbose, ...(owner === null ? {} : { socketOwnerUid: owner.uid }) });
+    const channel = this.control;
+    this.#accepts.attach((sock, done) => channel.send({ type: 'control.connection' }, sock, done));
   }
 
   #respawn(role: string, budget: RestartBudget, start: () => void): void {
@@ -175,12 +178,7 @@ export class Roles {
     try { unlinkSync(tmp); } catch { /* none */ }
     // Handing control the listening socket instead lost connections: a received server accepts before the message
     // carrying it is delivered, and such a connection had no listener and hung its client.
-    const srv = createServer({ pauseOnConnect: true }, (sock) => {
-      if (this.control !== null) this.control.send({ type: 'control.connection' }, sock);
-      // While a control is being restarted, a few clients wait for it rather than being hung up on.
-      else if (this.#held.length < 64) this.#held.push(sock);
-      else sock.destroy();
-    });
+    const srv = createServer({ pauseOnConnect: true }, (sock) => this.#accepts.push(sock));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
       srv.listen(tmp, () => resolve());
@@ -197,7 +195,7 @@ export class Roles {
   /** Stops accepting, hangs up on held clients and stops both roles. */
   async stop(): Promise<void> {
     this.#server?.close();
-    for (const sock of this.#held.splice(0)) sock.destroy();
+    this.#accepts.close();
     await Promise.all([this.control?.stop(), this.vmm?.stop()]);
   }
 }
