@@ -1,11 +1,13 @@
-// Tests for share/protocol: the readers that decode every control-socket message before anything trusts it.
+// Tests for share/read-request and share/read-response: the readers that decode every control-socket message before anything trusts it.
 // Each request type is accepted in its valid shape and refused for every kind of bad shape; random mutations never escape as anything but ProtocolError.
 
 import t, { type Test } from 'tap';
 import {
-  MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError, readRequest, readResponse, requestIdOf, UNPRIVILEGED_REQUESTS,
+  MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError, UNPRIVILEGED_REQUESTS,
   type ControlRequest, type FirewallInfo, type LinkInfo, type RequestType, type VmInfo,
 } from '../../share/protocol.js';
+import { readRequest, requestIdOf } from '../../share/read-request.js';
+import { readResponse } from '../../share/read-response.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type Msg = { [k: string]: Json };
