@@ -14,6 +14,9 @@ export const MAX_STRING = 4096;
 
 export type VmState = 'running' | 'stopped' | 'paused' | 'waiting' | 'stopping' | 'starting';
 
+/** Every VmState, for readers that check one. */
+export const VM_STATES: readonly VmState[] = ['running', 'stopped', 'paused', 'waiting', 'stopping', 'starting'];
+
 /** One row of `vmctl status`; the same object `--json` prints. */
 export interface VmInfo {
   readonly id: number;

@@ -3,12 +3,10 @@
 
 import { isErrorCode } from './errors.js';
 import {
-  MAX_NAME, MAX_PATH, ProtocolError,
-  type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo, type VmInfo, type VmState,
+  MAX_NAME, MAX_PATH, ProtocolError, VM_STATES,
+  type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo, type VmInfo,
 } from './protocol.js';
 import { array, bool, int, isObj, oneOf, str } from './read.js';
-
-const VM_STATES: readonly VmState[] = ['running', 'stopped', 'paused', 'waiting', 'stopping', 'starting'];
 
 function readVmInfo(v: unknown): VmInfo {
   if (!isObj(v)) throw new ProtocolError('vm info: must be an object');

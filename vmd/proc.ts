@@ -38,15 +38,20 @@ export const PARENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', 
 /** Every child role's flags, given to fork(). */
 export const ROLE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--jitless', '--no-expose-wasm'];
 
-/** The parent's end of a child role: typed send, validated receive, exit notification. */
+/**
+ * The parent's end of a child role: typed send, read receive, exit notification. `read` decodes every message field by
+ * field and throws naming the field: the role runs with less privilege than the parent, so a malformed message
+ * means the role is broken or subverted; it is killed without its message (or any later one) being acted on.
+ */
 export class RoleChannel<In, Out> {
   readonly role: string;
   private child: ChildProcess;
   private stopping = false;
+  private refused = false;
 
   constructor(
     options: RoleSpawnOptions,
-    private readonly accept: (m: unknown) => m is In,
+    private readonly read: (m: unknown) => In,
     private readonly onMessage: (msg: In, handle: Handle | undefined) => void,
     private readonly onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
   ) {
@@ -60,11 +65,14 @@ export class RoleChannel<In, Out> {
       serialization: 'json',
       execArgv: [...ROLE_NODE_FLAGS],
     });
-    this.child.on('message', (msg: unknown, handle: Handle | undefined) => {
-      if (!this.accept(msg)) {
-        // A sibling that sends garbage is broken: kill it, the exit handler decides what next.
-        logWarn(`${this.role}: unexpected message, terminating the process`);
-        this.child.kill('SIGKILL');
+    this.child.on('message', (raw: unknown, handle: Handle | undefined) => {
+      // Messages already queued behind a refused one come from the same broken process: none is acted on.
+      if (this.refused) return closeHandle(handle);
+      let msg: In;
+      try {
+        msg = this.read(raw);
+      } catch (err) {
+        this.refuse(err, handle);
         return;
       }
       this.onMessage(msg, handle);
@@ -75,6 +83,14 @@ export class RoleChannel<In, Out> {
       this.onExit(code, signal);
     });
     this.child.on('error', (err) => logWarn(`${this.role}: ${err.message}`));
+  }
+
+  /** A malformed message: log why, drop the socket that came with it, kill the role; the exit handler restarts it. */
+  private refuse(err: unknown, handle: Handle | undefined): void {
+    this.refused = true;
+    closeHandle(handle);
+    logWarn(`${this.role} process: malformed message: ${err instanceof Error ? err.message : String(err)}`);
+    this.child.kill('SIGKILL');
   }
 
   get pid(): number | undefined {
@@ -97,6 +113,13 @@ export class RoleChannel<In, Out> {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/** Closes a socket or server that came with a message nobody will act on, so its descriptor does not leak. */
+function closeHandle(handle: Handle | undefined): void {
+  if (handle === undefined) return;
+  if ('destroy' in handle) handle.destroy();
+  else handle.close();
 }
 
 /** The child's end: validated receive, send to the parent, exit when the parent goes away. */
