@@ -244,7 +244,3 @@ export function readVmmToParent(msg: unknown): VmmToParent {
 export function readControlToParent(msg: unknown): ControlToParent {
   return readMessage(CONTROL_READERS, msg, 'control message');
 }
-
-/** The names the parent's channel set-up uses: the readers above, same call shape (rename once the parent is split). */
-export const isVmmToParent = readVmmToParent;
-export const isControlToParent = readControlToParent;
