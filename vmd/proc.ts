@@ -211,6 +211,9 @@ export function roleMain<In, Out>(
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', () => undefined);
   process.on('SIGHUP', () => undefined);
+  // Node opens its debugger on 127.0.0.1:9229 at SIGUSR1, and any local user could then run code in this role.
+  // Whoever shares the role's uid may send the signal (QEMU runs as the same user); a listener keeps Node from it.
+  process.on('SIGUSR1', () => undefined);
   return send;
 }
 

@@ -3,7 +3,7 @@
 
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { PARENT_NODE_FLAGS, RoleChannel, ROLE_NODE_FLAGS } from '../../vmd/proc.js';
 import { vmdEntry } from '../../share/paths.js';
 import { readVmmToParent, type ParentToVmm, type VmmToParent } from '../../share/ipc.js';
@@ -90,3 +90,35 @@ for (const [name, bytes, why] of [
     t.ok(log.join('').includes(`vmd: vmm process: malformed message: ${why}\n`), 'the log says why');
   });
 }
+
+/** TCP sockets a process listens on: its socket inodes among the LISTEN rows of its network namespace. */
+function listeningTcp(pid: number): string[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m !== null) inodes.add(m[1]!);
+    } catch { /* closed meanwhile */ }
+  }
+  const rows = ['tcp', 'tcp6'].flatMap((f) => readFileSync(`/proc/${pid}/net/${f}`, 'utf8').split('\n').slice(1));
+  // Columns: sl local remote st ... inode (10th); st 0A is LISTEN.
+  return rows.map((r) => r.trim().split(/\s+/)).filter((c) => c[3] === '0A' && inodes.has(c[9] ?? '')).map((c) => c[1]!);
+}
+
+t.test('a role ignores SIGUSR1: no debugger opens for local users to attach to', async (t) => {
+  let ready!: () => void;
+  const isReady = new Promise<void>((r) => { ready = r; });
+  // --inspect-port=0: on a Node that opened it, the debugger would always find a port, so the test cannot pass by a busy 9229.
+  const vmm = new RoleChannel<VmmToParent, ParentToVmm>(
+    { role: 'vmm', uid: null, gid: null, verbose: 0, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_OPTIONS: '--inspect-port=0' } },
+    readVmmToParent, (msg) => { if (msg.type === 'vmm.ready') ready(); }, () => undefined,
+  );
+  t.teardown(() => vmm.stop());
+  const pid = vmm.pid!;
+  // vmm.ready comes after roleMain has set up the role's signal handling.
+  await isReady;
+  process.kill(pid, 'SIGUSR1');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.ok(existsSync(`/proc/${pid}`), 'the role still runs');
+  t.same(listeningTcp(pid), [], 'it listens on no TCP port');
+});
