@@ -91,7 +91,7 @@ export class RoleChannel<In, Out> {
     closeHandle(handle);
     if (this.refused) return;
     this.refused = true;
-    logWarn(`${this.role} process: malformed message: ${printable(err instanceof Error ? err.message : String(err))}`);
+    logWarn(`${this.role} process: malformed message: ${escapeForLog(err instanceof Error ? err.message : String(err))}`);
     this.child.kill('SIGKILL');
   }
 
@@ -124,7 +124,7 @@ export class RoleChannel<In, Out> {
 const MAX_CHANNEL_LINE = 16 * 1024 * 1024;
 
 /** A symbol-keyed property of Node's own objects, found by its description; undefined when Node has none. */
-function nodeInternal(o: object, description: string): { key: symbol; value: unknown } | undefined {
+function findNodeInternal(o: object, description: string): { key: symbol; value: unknown } | undefined {
   const key = Object.getOwnPropertySymbols(o).find((s) => s.description === description);
   return key === undefined ? undefined : { key, value: (o as Record<symbol, unknown>)[key] };
 }
@@ -137,7 +137,7 @@ function nodeInternal(o: object, description: string): { key: symbol; value: unk
  * test/vmd/proc.test.ts sends each of these and fails if a Node release moves them.
  */
 function guardChannel(child: ChildProcess, refuse: (why: string) => void): void {
-  const pipe = nodeInternal(child, 'kChannelHandle')?.value as { onread?: unknown } | undefined;
+  const pipe = findNodeInternal(child, 'kChannelHandle')?.value as { onread?: unknown } | undefined;
   if (typeof pipe?.onread !== 'function') {
     logWarn('node: the child process channel is not where vmd looks for it: a role can end the parent with a bad line');
     return;
@@ -150,7 +150,7 @@ function guardChannel(child: ChildProcess, refuse: (why: string) => void): void 
       refuse('channel: a line that is not JSON');
       return undefined;
     } finally {
-      const pending = nodeInternal(pipe, 'kJSONBuffer');
+      const pending = findNodeInternal(pipe, 'kJSONBuffer');
       if (typeof pending?.value === 'string' && pending.value.length > MAX_CHANNEL_LINE) {
         (pipe as Record<symbol, unknown>)[pending.key] = '';
         refuse(`channel: a line longer than ${MAX_CHANNEL_LINE} characters`);
@@ -170,7 +170,7 @@ function guardChannel(child: ChildProcess, refuse: (why: string) => void): void 
 }
 
 /** A role's words for the log: control characters escaped (no forged log lines), at most 300 characters. */
-function printable(text: string): string {
+function escapeForLog(text: string): string {
   const escaped = text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
   return escaped.length > 300 ? `${escaped.slice(0, 300)}...` : escaped;
 }
