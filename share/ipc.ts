@@ -1,8 +1,14 @@
-// Messages between vmd's own processes (parent <-> vmm, parent <-> control), declared once.
-// They travel over Node's IPC channel; a role that receives a malformed one treats its sibling as broken.
+// Messages between vmd's own processes (parent <-> vmm, parent <-> control), declared once, with their readers.
+// Root reads what the unprivileged roles send field by field; a malformed message is fatal for the role that sent it.
 
-import type { VmdErrorData } from './errors.js';
-import type { ControlRequest, ControlResponse, VmInfo, VmState } from './protocol.js';
+import { isErrorCode, type VmdErrorData } from './errors.js';
+import { DEFAULT_MAX_FRAME_BYTES } from './frame.js';
+import {
+  MAX_STRING, ProtocolError, UNPRIVILEGED_REQUESTS, VM_STATES,
+  type ControlRequest, type ControlResponse, type RequestType, type VmInfo, type VmState,
+} from './protocol.js';
+import { readRequest } from './read-request.js';
+import { int, isObj, oneOf, onlyKeys, optStr, type Obj } from './read.js';
 
 /** What vmm needs to drive one running guest. */
 export interface GuestHandle {
@@ -71,17 +77,171 @@ export type ParentToControl =
   | { readonly type: 'control.status'; readonly vms: readonly VmInfo[]; readonly warnings: readonly string[] }
   | { readonly type: 'log.verbose'; readonly level: number };
 
+// ---- parent -> roles: the parent is trusted, so a role checks only the type ----
+
 const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
-const VMM_TO_PARENT = new Set(['vmm.ready', 'vm.result', 'vm.exited', 'vm.state']);
-const CONTROL_TO_PARENT = new Set(['control.ready', 'control.request', 'control.console', 'control.capture', 'control.closed', 'control.stream']);
 const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && set.has((msg as { type: string }).type);
 }
 
-/** Channel readers: a sibling sending an unknown message type is a bug in vmd, so callers treat false as fatal. */
+/** A role's reader of the parent's messages: an unknown type is a bug in vmd, so the role exits on false. */
 export const isParentToVmm = (m: unknown): m is ParentToVmm => typed(PARENT_TO_VMM, m);
-export const isVmmToParent = (m: unknown): m is VmmToParent => typed(VMM_TO_PARENT, m);
-export const isControlToParent = (m: unknown): m is ControlToParent => typed(CONTROL_TO_PARENT, m);
 export const isParentToControl = (m: unknown): m is ParentToControl => typed(PARENT_TO_CONTROL, m);
+
+// ---- roles -> parent: every field read, as for a socket client ----
+
+/** Ids vmd hands out and counts up from 1 (vmm request numbers, control's peers): any safe integer past 0. */
+const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
+/** VM ids, as in a status row. */
+const MAX_VM_ID = 2 ** 31 - 1;
+/** uid_t and gid_t; 2^32 - 1 is (uid_t)-1, "no id", never a peer's. */
+const MAX_UID = 2 ** 32 - 2;
+/** Linux's PID_MAX_LIMIT. */
+const MAX_PID = 2 ** 22;
+/**
+ * Bytes a client sent past its console or stream request, which control read in the same socket read (at most
+ * 64 KiB); bounded by one request frame, far above that.
+ */
+const MAX_REMAINDER_BYTES = DEFAULT_MAX_FRAME_BYTES;
+/** Error text from vmm may quote QEMU; bounded so a role cannot make root hold or log megabytes. */
+const MAX_ERROR_MESSAGE = 64 * 1024;
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** QEMU's ShutdownCause names (guest-reset, host-qmp-quit, ...) and vmm's own (killed, sent, replaced, forgotten). */
+const EXIT_REASON_RE = /^[a-z][a-z0-9-]{0,63}$/;
+/** Requests whose client socket travels with them: each has its own message, never control.request. */
+const HANDLE_REQUESTS: ReadonlySet<RequestType> = new Set(['vm.console.request', 'vm.capture.request', 'vm.send.request', 'vm.receive.request']);
+
+type MessageReaders<T> = Record<string, { readonly keys: readonly string[]; readonly read: (o: Obj, what: string) => T }>;
+
+/** Picks the reader for the message's type and refuses any key it does not list. */
+function readMessage<T>(readers: MessageReaders<T>, msg: unknown, channel: string): T {
+  if (!isObj(msg)) throw new ProtocolError(`${channel}: message must be an object`);
+  const type = msg.type;
+  if (typeof type !== 'string' || !Object.hasOwn(readers, type)) {
+    throw new ProtocolError(typeof type === 'string' ? `${channel}: unknown type "${type.slice(0, 64)}"` : `${channel}: field "type" must be a string`);
+  }
+  const reader = readers[type]!;
+  onlyKeys(msg, ['type', ...reader.keys], type);
+  return reader.read(msg, type);
+}
+
+function readError(o: Obj, what: string): VmdErrorData | null {
+  const e = o.error;
+  if (e === null) return null;
+  const w = `${what} error`;
+  if (!isObj(e)) throw new ProtocolError(`${what}: field "error" must be an object or null`);
+  onlyKeys(e, ['code', 'message', 'hint'], w);
+  if (!isErrorCode(e.code)) throw new ProtocolError(`${w}: field "code" must be an error code`);
+  // Not the kit's str: an error may have an empty message (new Error()), which is not worth killing vmm over.
+  if (typeof e.message !== 'string' || e.message.length > MAX_ERROR_MESSAGE) {
+    throw new ProtocolError(`${w}: field "message" must be a string of at most ${MAX_ERROR_MESSAGE} characters`);
+  }
+  const hint = optStr(e, 'hint', MAX_STRING, w);
+  return hint === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, hint };
+}
+
+const vmId = (o: Obj, what: string): number => int(o, 'vmId', 1, MAX_VM_ID, what);
+
+const VMM_READERS: MessageReaders<VmmToParent> = {
+  'vmm.ready': { keys: [], read: () => ({ type: 'vmm.ready' }) },
+  'vm.result': {
+    keys: ['req', 'error', 'state'],
+    read: (o, w) => {
+      const req = int(o, 'req', 1, MAX_COUNTER, w);
+      const error = readError(o, w);
+      return o.state === undefined ? { type: 'vm.result', req, error } : { type: 'vm.result', req, error, state: oneOf(o, 'state', VM_STATES, w) };
+    },
+  },
+  'vm.exited': {
+    keys: ['vmId', 'pid', 'reason'],
+    read: (o, w) => {
+      const reason = o.reason;
+      if (typeof reason !== 'string' || !EXIT_REASON_RE.test(reason)) {
+        throw new ProtocolError(`${w}: field "reason" must be a word of at most 64 lowercase letters, digits and dashes`);
+      }
+      return { type: 'vm.exited', vmId: vmId(o, w), pid: int(o, 'pid', 1, MAX_PID, w), reason };
+    },
+  },
+  'vm.state': { keys: ['vmId', 'state'], read: (o, w) => ({ type: 'vm.state', vmId: vmId(o, w), state: oneOf(o, 'state', VM_STATES, w) }) },
+};
+
+/** Who a forwarded request is from, as control learnt it from the kernel. */
+function readPeer(o: Obj, what: string): { peer: number; uid: number; gid: number } {
+  return { peer: int(o, 'peer', 1, MAX_COUNTER, what), uid: int(o, 'uid', 0, MAX_UID, what), gid: int(o, 'gid', 0, MAX_UID, what) };
+}
+
+/**
+ * A client request control forwards, read again with the socket's own reader; `types`: the request types this message
+ * may carry (null: any that travels without a socket). A request control's gate should have refused is refused too.
+ */
+function readForwarded(o: Obj, what: string, uid: number, types: readonly RequestType[] | null): ControlRequest {
+  let request: ControlRequest;
+  try {
+    request = readRequest(o.request);
+  } catch (err) {
+    if (err instanceof ProtocolError) throw new ProtocolError(`${what} request: ${err.message}`);
+    throw err;
+  }
+  if (types === null ? HANDLE_REQUESTS.has(request.type) : !types.includes(request.type)) {
+    throw new ProtocolError(`${what}: field "request" must not be a ${request.type}`);
+  }
+  if (uid !== 0 && !UNPRIVILEGED_REQUESTS.has(request.type)) {
+    throw new ProtocolError(`${what}: field "request" is a ${request.type}, which uid ${uid} may not send`);
+  }
+  return request;
+}
+
+function readRemainder(o: Obj, what: string): string {
+  const r = o.remainder;
+  if (typeof r !== 'string' || r.length > Math.ceil(MAX_REMAINDER_BYTES / 3) * 4 || !BASE64_RE.test(r)) {
+    throw new ProtocolError(`${what}: field "remainder" must be base64 of at most ${MAX_REMAINDER_BYTES} bytes`);
+  }
+  return r;
+}
+
+const FORWARD_KEYS = ['peer', 'uid', 'gid', 'request'] as const;
+
+const CONTROL_READERS: MessageReaders<ControlToParent> = {
+  'control.ready': { keys: [], read: () => ({ type: 'control.ready' }) },
+  'control.closed': { keys: ['peer'], read: (o, w) => ({ type: 'control.closed', peer: int(o, 'peer', 1, MAX_COUNTER, w) }) },
+  'control.request': {
+    keys: FORWARD_KEYS,
+    read: (o, w) => {
+      const p = readPeer(o, w);
+      return { type: 'control.request', ...p, request: readForwarded(o, w, p.uid, null) };
+    },
+  },
+  'control.console': {
+    keys: [...FORWARD_KEYS, 'remainder'],
+    read: (o, w) => {
+      const p = readPeer(o, w);
+      return { type: 'control.console', ...p, request: readForwarded(o, w, p.uid, ['vm.console.request']), remainder: readRemainder(o, w) };
+    },
+  },
+  'control.capture': {
+    keys: FORWARD_KEYS,
+    read: (o, w) => {
+      const p = readPeer(o, w);
+      return { type: 'control.capture', ...p, request: readForwarded(o, w, p.uid, ['vm.capture.request']) };
+    },
+  },
+  'control.stream': {
+    keys: [...FORWARD_KEYS, 'remainder'],
+    read: (o, w) => {
+      const p = readPeer(o, w);
+      return { type: 'control.stream', ...p, request: readForwarded(o, w, p.uid, ['vm.send.request', 'vm.receive.request']), remainder: readRemainder(o, w) };
+    },
+  },
+};
+
+/** Reads a message vmm sent the root parent; throws ProtocolError naming the field, and the parent kills vmm. */
+export function readVmmToParent(msg: unknown): VmmToParent {
+  return readMessage(VMM_READERS, msg, 'vmm message');
+}
+
+/** Reads a message control sent the root parent; throws ProtocolError naming the field, and the parent kills control. */
+export function readControlToParent(msg: unknown): ControlToParent {
+  return readMessage(CONTROL_READERS, msg, 'control message');
+}

@@ -3,7 +3,8 @@
 
 import { connect as netConnect, type Socket } from 'node:net';
 import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
-import { PROTOCOL_VERSION, ProtocolError, readResponse, type ControlRequest, type ControlResponse } from '../share/protocol.js';
+import { PROTOCOL_VERSION, ProtocolError, type ControlRequest, type ControlResponse } from '../share/protocol.js';
+import { readResponse } from '../share/read-response.js';
 import { socketPath } from '../share/paths.js';
 import { CliError, strerror } from './errors.js';
 

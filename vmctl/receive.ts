@@ -4,7 +4,8 @@
 import { fstatSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { FrameDecoder } from '../share/frame.js';
-import { ProtocolError, readResponse } from '../share/protocol.js';
+import { ProtocolError } from '../share/protocol.js';
+import { readResponse } from '../share/read-response.js';
 import { StreamDecoder, StreamError, throttle, type StreamConfig } from '../share/stream.js';
 import { getopt, printJson, reportError, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';

@@ -6,10 +6,8 @@
 import type { Socket } from 'node:net';
 import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
 import { isParentToControl, type ControlToParent, type ParentToControl } from '../share/ipc.js';
-import {
-  ProtocolError, readRequest, requestIdOf, UNPRIVILEGED_REQUESTS,
-  type ControlResponse,
-} from '../share/protocol.js';
+import { ProtocolError, UNPRIVILEGED_REQUESTS, type ControlResponse } from '../share/protocol.js';
+import { readRequest, requestIdOf } from '../share/read-request.js';
 import { ControlLimits, controlLimitsFrom, limitMessage, openFilesLimit, type LimitVerdict } from './control/limits.js';
 import { logDebug, logSetVerbose, logWarn } from './log.js';
 import { peerCred } from './native.js';

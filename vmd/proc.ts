@@ -38,15 +38,20 @@ export const PARENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', 
 /** Every child role's flags, given to fork(). */
 export const ROLE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--jitless', '--no-expose-wasm'];
 
-/** The parent's end of a child role: typed send, validated receive, exit notification. */
+/**
+ * The parent's end of a child role: typed send, read receive, exit notification. `read` decodes every message field by
+ * field and throws naming the field: the role runs with less privilege than the parent, so a malformed message
+ * means the role is broken or subverted; it is killed without its message (or any later one) being acted on.
+ */
 export class RoleChannel<In, Out> {
   readonly role: string;
   private child: ChildProcess;
   private stopping = false;
+  private refused = false;
 
   constructor(
     options: RoleSpawnOptions,
-    private readonly accept: (m: unknown) => m is In,
+    private readonly read: (m: unknown) => In,
     private readonly onMessage: (msg: In, handle: Handle | undefined) => void,
     private readonly onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
   ) {
@@ -60,11 +65,15 @@ export class RoleChannel<In, Out> {
       serialization: 'json',
       execArgv: [...ROLE_NODE_FLAGS],
     });
-    this.child.on('message', (msg: unknown, handle: Handle | undefined) => {
-      if (!this.accept(msg)) {
-        // A sibling that sends garbage is broken: kill it, the exit handler decides what next.
-        logWarn(`${this.role}: unexpected message, terminating the process`);
-        this.child.kill('SIGKILL');
+    guardChannel(this.child, (why) => this.refuse(why, undefined));
+    this.child.on('message', (raw: unknown, handle: Handle | undefined) => {
+      // Messages already queued behind a refused one come from the same broken process: none is acted on.
+      if (this.refused) return closeHandle(handle);
+      let msg: In;
+      try {
+        msg = this.read(raw);
+      } catch (err) {
+        this.refuse(err, handle);
         return;
       }
       this.onMessage(msg, handle);
@@ -75,6 +84,15 @@ export class RoleChannel<In, Out> {
       this.onExit(code, signal);
     });
     this.child.on('error', (err) => logWarn(`${this.role}: ${err.message}`));
+  }
+
+  /** A malformed message: log why, drop the socket that came with it, kill the role; the exit handler restarts it. */
+  private refuse(err: unknown, handle: Handle | undefined): void {
+    closeHandle(handle);
+    if (this.refused) return;
+    this.refused = true;
+    logWarn(`${this.role} process: malformed message: ${escapeForLog(err instanceof Error ? err.message : String(err))}`);
+    this.child.kill('SIGKILL');
   }
 
   get pid(): number | undefined {
@@ -101,6 +119,71 @@ export class RoleChannel<In, Out> {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/**
+ * Longest line a role may leave unfinished on its channel: Node buffers a line until its newline without a bound. The
+ * largest message a role sends is a console request with the bytes read past it, under 3 MB.
+ */
+const MAX_CHANNEL_LINE = 16 * 1024 * 1024;
+
+/** A symbol-keyed property of Node's own objects, found by its description; undefined when Node has none. */
+function findNodeInternal(o: object, description: string): { key: symbol; value: unknown } | undefined {
+  const key = Object.getOwnPropertySymbols(o).find((s) => s.description === description);
+  return key === undefined ? undefined : { key, value: (o as Record<symbol, unknown>)[key] };
+}
+
+/**
+ * Node's channel code reads a role's bytes before any reader does: a line that is not JSON throws inside the channel's
+ * read callback, and a forged internal message (NODE_HANDLE_ACK with no socket sent) fails an assertion in its
+ * listener. Uncaught, either ends the root parent, so both are caught here and refuse the role, as does a line past
+ * MAX_CHANNEL_LINE. This reaches into Node's internals (the channel handle and its line buffer, Node 20);
+ * test/vmd/proc.test.ts sends each of these and fails if a Node release moves them.
+ */
+function guardChannel(child: ChildProcess, refuse: (why: string) => void): void {
+  const pipe = findNodeInternal(child, 'kChannelHandle')?.value as { onread?: unknown } | undefined;
+  if (typeof pipe?.onread !== 'function') {
+    logWarn('node: the child process channel is not where vmd looks for it: a role can end the parent with a bad line');
+    return;
+  }
+  const onread = pipe.onread as (...args: unknown[]) => unknown;
+  pipe.onread = function guardedOnread(this: unknown, ...args: unknown[]): unknown {
+    try {
+      return onread.apply(this, args);
+    } catch {
+      refuse('channel: a line that is not JSON');
+      return undefined;
+    } finally {
+      const pending = findNodeInternal(pipe, 'kJSONBuffer');
+      if (typeof pending?.value === 'string' && pending.value.length > MAX_CHANNEL_LINE) {
+        (pipe as Record<symbol, unknown>)[pending.key] = '';
+        refuse(`channel: a line longer than ${MAX_CHANNEL_LINE} characters`);
+      }
+    }
+  };
+  const emit = child.emit as (this: ChildProcess, event: string | symbol, ...args: unknown[]) => boolean;
+  child.emit = function guardedEmit(this: ChildProcess, event: string | symbol, ...args: unknown[]): boolean {
+    if (event !== 'internalMessage') return emit.call(this, event, ...args);
+    try {
+      return emit.call(this, event, ...args);
+    } catch {
+      refuse('channel: a Node internal message that does not fit');
+      return false;
+    }
+  } as typeof child.emit;
+}
+
+/** A role's words for the log: control characters escaped (no forged log lines), at most 300 characters. */
+function escapeForLog(text: string): string {
+  const escaped = text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return escaped.length > 300 ? `${escaped.slice(0, 300)}...` : escaped;
+}
+
+/** Closes a socket or server that came with a message nobody will act on, so its descriptor does not leak. */
+function closeHandle(handle: Handle | undefined): void {
+  if (handle === undefined) return;
+  if ('destroy' in handle) handle.destroy();
+  else handle.close();
 }
 
 /** The child's end: validated receive, send to the parent, exit when the parent goes away. */
@@ -132,6 +215,9 @@ export function roleMain<In, Out>(
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', () => undefined);
   process.on('SIGHUP', () => undefined);
+  // Node opens its debugger on 127.0.0.1:9229 at SIGUSR1, and any local user could then run code in this role.
+  // Whoever shares the role's uid may send the signal (QEMU runs as the same user); a listener keeps Node from it.
+  process.on('SIGUSR1', () => undefined);
   return send;
 }
 

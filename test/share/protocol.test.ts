@@ -1,22 +1,20 @@
-// Tests for share/protocol: the readers that decode every control-socket message before anything trusts it.
+// Tests for share/read-request and share/read-response: the readers that decode every control-socket message before anything trusts it.
 // Each request type is accepted in its valid shape and refused for every kind of bad shape; random mutations never escape as anything but ProtocolError.
 
 import t, { type Test } from 'tap';
 import {
-  MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError, readRequest, readResponse, requestIdOf, UNPRIVILEGED_REQUESTS,
+  MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError, UNPRIVILEGED_REQUESTS,
   type ControlRequest, type FirewallInfo, type LinkInfo, type RequestType, type VmInfo,
 } from '../../share/protocol.js';
+import { readRequest, requestIdOf } from '../../share/read-request.js';
+import { readResponse } from '../../share/read-response.js';
+import { mutate, rng, setOwn, type Vocabulary } from '../lib/mutate.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type Msg = { [k: string]: Json };
 
 /** A valid request of the given type with the given fields, as a client would put it on the wire. */
 const req = (type: RequestType, fields: Msg = {}, id = 7): Msg => ({ v: PROTOCOL_VERSION, id, type, ...fields });
-
-/** An own property even for `__proto__`, as JSON.parse makes it. */
-function setOwn(o: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
-}
 
 /** A copy of a message with one more own key (possibly `__proto__`) at the top or inside `path`. */
 function withKey(msg: Msg, path: readonly (string | number)[], key: string, value: Json): Msg {
@@ -541,17 +539,6 @@ t.test('readResponse: refusals', async (t) => {
 
 // ---- property: random mutations of valid messages throw nothing but ProtocolError ----
 
-/** mulberry32: a small seeded generator, so a failure names a seed that reproduces it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const KEYS = ['type', 'v', 'id', 'target', 'options', 'force', 'wait', 'running', 'path', 'mode', 'level', 'memory', 'interfaces', 'nets',
   'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'instanceOf', 'forwards', 'kind', 'switch', 'proto', 'hostPort', 'guestPort',
   'vms', 'vm', 'warnings', 'links', 'count', 'snaplen', 'filter', 'interface', 'link', 'lladdr', 'local', 'address', 'index', 'rxBytes', 'error', 'code', 'message', 'hint', 'vmId', 'name', 'result', 'pid', 'state', 'origin', 'tty', 'started',
@@ -559,71 +546,10 @@ const KEYS = ['type', 'v', 'id', 'target', 'options', 'force', 'wait', 'running'
 const STRINGS = ['', 'web', '/abs/path', 'rel/path', 'raw:/d', 'qcow2:x', 'a\0b', '\0', 'x'.repeat(64), 'y'.repeat(1024), 'z'.repeat(5000),
   'vm.status.request', 'vm.start.request', 'config.load.request', 'ok.response', 'error', 'ERR_PROTOCOL', 'local', 'switch', 'tcp', 'udp',
   'cdrom', 'disk', 'net', 'all', 'running', 'config', '__proto__', 'toString', '😀', '\u2028', '-1', '1'];
-const NUMBERS = [0, 1, -1, 2, 3, 4, 7, 63, 64, 65, 1023, 1024, 65535, 65536, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 53 - 1, 2 ** 53, 1e300, -1e300,
-  0.5, -0.0, Number.NaN, Infinity, -Infinity, Number.MAX_VALUE, Number.MIN_VALUE];
-
-function randomValue(r: () => number, depth: number): unknown {
-  const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
-  const roll = r();
-  if (roll < 0.1) return null;
-  if (roll < 0.2) return r() < 0.5;
-  if (roll < 0.45) return pick(NUMBERS);
-  if (roll < 0.7) return pick(STRINGS);
-  if (depth <= 0) return undefined;
-  if (roll < 0.85) return Array.from({ length: Math.floor(r() * 4) }, () => randomValue(r, depth - 1));
-  const o: Record<string, unknown> = r() < 0.05 ? Object.create(null) : {};
-  for (let n = Math.floor(r() * 4); n > 0; n--) setOwn(o, pick(KEYS), randomValue(r, depth - 1));
-  return o;
-}
-
-/** Every object or array inside a value, with the value itself first. */
-function containers(v: unknown, out: Array<Record<string, unknown> | unknown[]> = []): Array<Record<string, unknown> | unknown[]> {
-  if (typeof v === 'object' && v !== null) {
-    out.push(v as Record<string, unknown>);
-    for (const child of Object.values(v)) containers(child, out);
-  }
-  return out;
-}
-
-function mutate(msg: unknown, r: () => number): unknown {
-  const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
-  let m: unknown = structuredClone(msg);
-  for (let steps = 1 + Math.floor(r() * 3); steps > 0; steps--) {
-    const places = containers(m);
-    const roll = r();
-    if (roll < 0.03 || places.length === 0) {
-      m = randomValue(r, 3);
-      continue;
-    }
-    const place = pick(places);
-    const keys = Object.keys(place);
-    if (roll < 0.3 && keys.length > 0) {
-      // Delete a field or an element.
-      const k = pick(keys);
-      if (Array.isArray(place)) place.splice(Number(k), 1);
-      else delete place[k];
-    } else if (roll < 0.65 && keys.length > 0) {
-      // Replace a value with anything.
-      setOwn(place as Record<string, unknown>, pick(keys), randomValue(r, 2));
-    } else if (roll < 0.8) {
-      // Add a key, known or not (`__proto__` and friends included).
-      if (Array.isArray(place)) place.push(randomValue(r, 2));
-      else setOwn(place, pick(KEYS), randomValue(r, 2));
-    } else if (roll < 0.9 && keys.length > 0) {
-      // Swap in a string of the wrong length or content.
-      setOwn(place as Record<string, unknown>, pick(keys), pick(STRINGS));
-    } else if (typeof m === 'object' && m !== null && !Array.isArray(m)) {
-      // Another message's type, or a near-miss of one.
-      setOwn(m as Record<string, unknown>, 'type', pick([...Object.keys(VALID), 'vm.status.response', 'error', 'ok.response', 'vm.stop.response']));
-    }
-  }
-  // Half the time as it would arrive: through JSON (NaN becomes null, undefined keys vanish, __proto__ stays own).
-  if (r() < 0.5) {
-    const json = JSON.stringify(m);
-    m = json === undefined ? m : JSON.parse(json);
-  }
-  return m;
-}
+/** The requests' vocabulary, for mutants that are near misses. */
+const WORDS: Vocabulary = {
+  keys: KEYS, strings: STRINGS, types: [...Object.keys(VALID), 'vm.status.response', 'error', 'ok.response', 'vm.stop.response'],
+};
 
 t.test('property: mutated requests are accepted or refused with ProtocolError, nothing else', async (t) => {
   const seeds = Object.values(VALID).flat();
@@ -633,7 +559,7 @@ t.test('property: mutated requests are accepted or refused with ProtocolError, n
   const failures: string[] = [];
   for (let seed = 1; seed <= runs; seed++) {
     const r = rng(seed);
-    const msg = mutate(seeds[Math.floor(r() * seeds.length)], r);
+    const msg = mutate(seeds[Math.floor(r() * seeds.length)], r, WORDS);
     try {
       const got = readRequest(msg);
       accepted++;
@@ -668,7 +594,7 @@ t.test('property: mutated replies are accepted or refused with ProtocolError, no
   const failures: string[] = [];
   for (let seed = 1; seed <= 3000; seed++) {
     const r = rng(seed * 7919);
-    const msg = mutate(seeds[Math.floor(r() * seeds.length)], r);
+    const msg = mutate(seeds[Math.floor(r() * seeds.length)], r, WORDS);
     try {
       readResponse(msg);
     } catch (err) {

@@ -4,7 +4,8 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { FrameDecoder, FrameError, MAX_RESPONSE_FRAME_BYTES } from '../../share/frame.js';
-import { PROTOCOL_VERSION, readResponse, type StatusResponse, type VmInfo } from '../../share/protocol.js';
+import { PROTOCOL_VERSION, type StatusResponse, type VmInfo } from '../../share/protocol.js';
+import { readResponse } from '../../share/read-response.js';
 import { RestartBudget } from '../../vmd/proc.js';
 import { ResidentMemory, StatusSnapshot, statusMatches } from '../../vmd/status.js';
 

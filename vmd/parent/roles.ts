@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import type { Owner } from '../../share/config.js';
 import { VmdError, type VmdErrorData } from '../../share/errors.js';
 import {
-  isControlToParent, isVmmToParent,
+  readControlToParent, readVmmToParent,
   type ControlToParent, type ParentToControl, type ParentToVmm, type VmmToParent,
 } from '../../share/ipc.js';
 import type { VmState } from '../../share/protocol.js';
@@ -73,7 +73,7 @@ export class Roles {
     const { ident, options } = this.env;
     this.vmm = new RoleChannel<VmmToParent, ParentToVmm>(
       { role: 'vmm', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
-      isVmmToParent,
+      readVmmToParent,
       (msg) => this.handlers.vmm(msg, generation),
       () => {
         this.vmm = null;
@@ -90,7 +90,7 @@ export class Roles {
     const { ident, options } = this.env;
     this.control = new RoleChannel<ControlToParent, ParentToControl>(
       { role: 'control', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
-      isControlToParent,
+      readControlToParent,
       (msg, handle) => this.handlers.control(msg, handle as Socket | undefined),
       () => {
         this.control = null;

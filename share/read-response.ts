@@ -1,0 +1,155 @@
+// Reader of vmd's replies on the client side (vmctl): a daemon is trusted more than a client, so unknown fields of
+// listings are ignored (a newer vmd may add columns), but every field used is checked for type and bounds.
+
+import { isErrorCode } from './errors.js';
+import {
+  MAX_NAME, MAX_PATH, ProtocolError, VM_STATES,
+  type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo, type VmInfo,
+} from './protocol.js';
+import { array, bool, int, isObj, oneOf, str } from './read.js';
+
+function readVmInfo(v: unknown): VmInfo {
+  if (!isObj(v)) throw new ProtocolError('vm info: must be an object');
+  const w = 'vm info';
+  const nullableInt = (k: string): number | null => (v[k] === null ? null : int(v, k, 0, 2 ** 53 - 1, w));
+  const nullableStr = (k: string): string | null => (v[k] === null ? null : str(v, k, MAX_PATH, w));
+  return {
+    id: int(v, 'id', 1, 2 ** 31 - 1, w),
+    name: str(v, 'name', MAX_NAME, w),
+    pid: nullableInt('pid'),
+    vcpus: int(v, 'vcpus', 1, 1024, w),
+    maxmem: int(v, 'maxmem', 0, 2 ** 53 - 1, w),
+    curmem: nullableInt('curmem'),
+    tty: nullableStr('tty'),
+    owner: str(v, 'owner', 64, w),
+    uid: int(v, 'uid', 0, 2 ** 32 - 1, w),
+    gid: nullableInt('gid'),
+    state: oneOf(v, 'state', VM_STATES, w),
+    started: nullableStr('started'),
+    origin: oneOf(v, 'origin', ['config', 'adhoc', 'load', 'instance'] as const, w),
+  };
+}
+
+/** Interface names are at most 15 characters (IFNAMSIZ - 1). */
+const MAX_IFNAME = 15;
+
+function readLinkInfo(v: unknown): LinkInfo {
+  const w = 'link info';
+  if (!isObj(v)) throw new ProtocolError(`${w}: must be an object`);
+  // Like vm info, unknown fields are ignored: a newer vmd may add columns an older vmctl does not show.
+  const lladdr = str(v, 'lladdr', 17, w);
+  if (!/^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/i.test(lladdr)) throw new ProtocolError(`${w}: field "lladdr" must be a MAC address`);
+  const address = v.address === null ? null : str(v, 'address', 64, w);
+  if (address !== null && !/^[0-9A-Fa-f.:]+\/\d{1,3}$/.test(address)) throw new ProtocolError(`${w}: field "address" must be address/prefix`);
+  const counter = (k: string): number => int(v, k, 0, 2 ** 53 - 1, w);
+  return {
+    vmId: int(v, 'vmId', 1, 2 ** 31 - 1, w),
+    vm: str(v, 'vm', MAX_NAME, w),
+    index: int(v, 'index', 0, 1023, w),
+    link: str(v, 'link', MAX_IFNAME, w),
+    lladdr,
+    switch: v.switch === null ? null : str(v, 'switch', MAX_NAME, w),
+    local: bool(v, 'local', w),
+    address,
+    rxPackets: counter('rxPackets'),
+    rxBytes: counter('rxBytes'),
+    rxDropped: counter('rxDropped'),
+    txPackets: counter('txPackets'),
+    txBytes: counter('txBytes'),
+    txDropped: counter('txDropped'),
+    // Added after protocol v1's first links: an older vmd leaves them out.
+    spoofDropped: v.spoofDropped === undefined ? 0 : counter('spoofDropped'),
+    blocked: v.blocked === undefined ? 0 : counter('blocked'),
+  };
+}
+
+function readCount(v: unknown, w: string): Count | null {
+  if (v === null) return null;
+  if (!isObj(v)) throw new ProtocolError(`${w}: counter must be an object or null`);
+  return { packets: int(v, 'packets', 0, 2 ** 53 - 1, w), bytes: int(v, 'bytes', 0, 2 ** 53 - 1, w) };
+}
+
+function readFirewallInfo(v: unknown): FirewallInfo {
+  const w = 'firewall info';
+  if (!isObj(v)) throw new ProtocolError(`${w}: must be an object`);
+  const rules = (array(v, 'rules', 100_000, w) ?? []).map((r): FirewallRuleInfo => {
+    if (!isObj(r)) throw new ProtocolError(`${w}: rule must be an object`);
+    return {
+      n: int(r, 'n', 1, 1_000_000, w), text: str(r, 'text', 4096, w), action: oneOf(r, 'action', ['pass', 'block'] as const, w),
+      source: str(r, 'source', MAX_PATH + 16, w), count: readCount(r.count, w),
+    };
+  });
+  const lockedIp = v.lockedIp === null ? null : str(v, 'lockedIp', 64, w);
+  return {
+    vmId: int(v, 'vmId', 1, 2 ** 31 - 1, w),
+    vm: str(v, 'vm', MAX_NAME, w),
+    index: int(v, 'index', 0, 1023, w),
+    link: v.link === null ? null : str(v, 'link', MAX_IFNAME, w),
+    switch: v.switch === null ? null : str(v, 'switch', MAX_NAME, w),
+    local: bool(v, 'local', w),
+    lockedLladdr: bool(v, 'lockedLladdr', w),
+    lockedIp,
+    rules,
+    macSpoof: readCount(v.macSpoof, w),
+    ipSpoof: readCount(v.ipSpoof, w),
+    vlan: readCount(v.vlan, w),
+  };
+}
+
+/** Decode a daemon reply on the client side; a daemon is trusted more than a client, but vmctl still checks shape. */
+export function readResponse(msg: unknown): ControlResponse {
+  if (!isObj(msg) || typeof msg.type !== 'string') throw new ProtocolError('reply: not a message');
+  const id = int(msg, 'id', 0, 2 ** 31 - 1, 'reply');
+  const strings = (k: string): string[] => {
+    const a = array(msg, k, 10_000, 'reply') ?? [];
+    // Strings only: String() of a JSON object such as {"toString": 1} throws a TypeError, not a ProtocolError.
+    return a.map((s) => {
+      if (typeof s !== 'string') throw new ProtocolError(`reply: field "${k}" must be a list of strings`);
+      return s;
+    });
+  };
+  switch (msg.type) {
+    case 'vm.status.response': {
+      const vms = array(msg, 'vms', 1_000_000, 'reply') ?? [];
+      return { type: msg.type, id, vms: vms.map(readVmInfo), warnings: strings('warnings') };
+    }
+    case 'vm.start.response':
+      return { type: msg.type, id, vm: readVmInfo(msg.vm), warnings: strings('warnings') };
+    case 'vm.stop.response':
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
+        result: oneOf(msg, 'result', ['requested', 'terminated'] as const, 'reply'),
+      };
+    case 'vm.send.response':
+    case 'vm.wait.response':
+    case 'vm.pause.response':
+    case 'vm.unpause.response':
+    case 'vm.console.response':
+      return { type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply') };
+    case 'vm.links.response': {
+      const links = array(msg, 'links', 1_000_000, 'reply') ?? [];
+      return { type: msg.type, id, links: links.map(readLinkInfo) };
+    }
+    case 'vm.firewall.response': {
+      const interfaces = array(msg, 'interfaces', 100_000, 'reply') ?? [];
+      return { type: msg.type, id, interfaces: interfaces.map(readFirewallInfo) };
+    }
+    case 'vm.capture.response':
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
+        interface: int(msg, 'interface', 0, 1023, 'reply'), link: str(msg, 'link', MAX_IFNAME, 'reply'),
+      };
+    case 'vm.receive.response':
+      return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm) };
+    case 'ok.response':
+      return { type: msg.type, id };
+    case 'error': {
+      const e = msg.error;
+      if (!isObj(e) || !isErrorCode(e.code) || typeof e.message !== 'string') throw new ProtocolError('reply: bad error');
+      const hint = typeof e.hint === 'string' ? e.hint : undefined;
+      return { type: 'error', id, error: hint === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, hint } };
+    }
+    default:
+      throw new ProtocolError(`reply: unknown type "${msg.type.slice(0, 64)}"`);
+  }
+}

@@ -1,0 +1,79 @@
+// End to end: a subverted control or vmm role (messages written into its real channel to the root parent from outside)
+// that sends one forged field is killed and restarted, what it asked for does not happen, and vmd keeps answering.
+
+import t from 'tap';
+import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
+import { injectBytes, injectIntoChannel } from '../lib/role-inject.js';
+
+const vm = (name: string, disable: boolean): string =>
+  `vm "${name}" {\n${disable ? '  disable\n' : ''}  memory 256M\n  boot "${guestKernel}"\n  initrd "${guestInitrd}"\n` +
+  `  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n}\n`;
+
+/** Waits until the role runs with a pid other than `old`. */
+async function respawned(h: VmdHarness, role: 'control' | 'vmm', old: number): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const now = h.rolePid(role);
+    if (now !== null && now !== old) return now;
+    if (Date.now() > deadline) throw new Error(`no new ${role} process:\n${h.daemonLog}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const fields = (row: string): string[] => row.trim().split(/\s+/);
+
+t.test('control asking root to start a VM with a forged field is restarted, and the VM is not started', async (t) => {
+  const h = await VmdHarness.start({ config: vm('victim', true) });
+  t.teardown(() => h.teardown());
+  const control = h.rolePid('control')!;
+  t.ok(control > 0, 'a control process runs');
+
+  // As control would forward a client's start, from root, with one key no reader knows.
+  const start = { v: 1, id: 1, type: 'vm.start.request', target: 'victim', options: {} };
+  await injectIntoChannel(control, [{ type: 'control.request', peer: 1, uid: 0, gid: 0, request: { ...start, forged: 'x' } }]);
+  const second = await respawned(h, 'control', control);
+  t.match(h.daemonLog, /vmd: control process: malformed message: control\.request request: vm\.start\.request: unknown field "forged"\n/);
+  t.match(h.daemonLog, /restarting the control process/);
+
+  // A field of the right shape but out of range: an id no control hands out.
+  await injectIntoChannel(second, [{ type: 'control.request', peer: 0, uid: 0, gid: 0, request: start }]);
+  const third = await respawned(h, 'control', second);
+  t.match(h.daemonLog, /vmd: control process: malformed message: control\.request: field "peer" must be an integer from 1 to \d+\n/);
+
+  // Below the messages: a line that is not JSON, which Node's own channel code would throw on inside the root parent.
+  await injectBytes(third, 'not json\n');
+  await respawned(h, 'control', third);
+  t.match(h.daemonLog, /vmd: control process: malformed message: channel: a line that is not JSON\n/);
+
+  // Nothing it asked for: long enough for a start to have shown (status shows a QEMU within a second of a start).
+  await new Promise((r) => setTimeout(r, 3000));
+  t.same(h.guestPids(), [], 'no QEMU was started');
+  const status = await h.vmctl(['status', 'victim']);
+  t.equal(status.exitCode, 0, `vmd still answers: ${status.stderr}`);
+  t.equal(fields(status.stdout.split('\n').find((l) => l.trim().endsWith(' victim')) ?? '')[7], 'stopped', 'victim is stopped');
+  t.notMatch(h.daemonLog, /victim.*start|starting vm/i, 'no start was logged');
+});
+
+t.test('vmm reporting a running guest paused or gone with a forged field is restarted; the guest runs on, adopted', async (t) => {
+  const h = await VmdHarness.start({ config: vm('guest', false) });
+  t.teardown(() => h.teardown());
+  const [id, pid] = fields(await h.waitState('guest', 'running', 30_000));
+  await h.console('guest', '\n', /vmd-guest: ready/);
+  const vmm = h.rolePid('vmm')!;
+
+  // The state the parent would publish, with a key no reader knows; then an exit with a reason that forges a log line.
+  await injectIntoChannel(vmm, [{ type: 'vm.state', vmId: Number(id), state: 'paused', forged: true }]);
+  const second = await respawned(h, 'vmm', vmm);
+  t.match(h.daemonLog, /vmd: vmm process: malformed message: vm\.state: unknown field "forged"\n/);
+  await h.console('guest', '\n', /vmd-guest: ready|[#$] /);
+  await injectIntoChannel(second, [{ type: 'vm.exited', vmId: Number(id), pid: Number(pid), reason: 'guest-shutdown\nvmd: forged line' }]);
+  await respawned(h, 'vmm', second);
+  t.match(h.daemonLog, /vmd: vmm process: malformed message: vm\.exited: field "reason" must be a word/);
+  t.notMatch(h.daemonLog, /forged line/, 'the forged text reached no log');
+
+  t.same(fields(await h.waitState('guest', 'running', 10_000)).slice(0, 2), [id, pid], 'still running, the same QEMU');
+  t.same(h.guestPids(), [Number(pid)], 'its QEMU was not touched');
+  t.match(await h.console('guest', 'hostname\n', /\nguest\r?\n/), /guest/, 'the console works through the third vmm');
+  const stopped = await h.vmctl(['stop', '-w', 'guest']);
+  t.equal(stopped.exitCode, 0, stopped.stderr);
+});
