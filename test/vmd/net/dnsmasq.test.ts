@@ -7,7 +7,9 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { DnsmasqInstance, dnsmasqArgs, fixedLeaseFor, hostsFileText, readHostsFile, readLeases, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq.js';
+import { DnsmasqInstance } from '../../../vmd/net/dnsmasq.js';
+import { dnsmasqArgs, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq-args.js';
+import { fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from '../../../vmd/net/leases.js';
 import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
 import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
 import { LEASE_RE, guestBuildScript, guestCmdline, guestDir, guestFiles } from '../../../share/guest/guest.js';

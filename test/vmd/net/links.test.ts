@@ -5,10 +5,9 @@ import t, { type Test } from 'tap';
 import { execa, type ResultPromise } from 'execa';
 import { closeFd } from '../../../vmd/native.js';
 import { VmdError } from '../../../share/errors.js';
-import {
-  bridgeEnsure, bridgeOwned, bridgeRemove, linkConfigure, linkRemove, linkStats, netnsEnsure, netnsExists, netnsRemove,
-  OWNED_BRIDGE_ALIAS_PREFIX, ownedBridges, tapCreate, vxlanEnsure,
-} from '../../../vmd/net/links.js';
+import { linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate } from '../../../vmd/net/links.js';
+import { bridgeEnsure, bridgeOwned, bridgeRemove, linkRemove, ownedBridges, vxlanEnsure } from '../../../vmd/net/bridges.js';
+import { OWNED_BRIDGE_ALIAS_PREFIX } from '../../../vmd/net/ip.js';
 
 const isRoot = process.getuid?.() === 0;
 const tag = `vmdlnk-${process.pid}`;

@@ -8,10 +8,9 @@ import { execa } from 'execa';
 import { packageRoot } from '../../../share/paths.js';
 import { addNetns, ip, request, server, stopServers } from '../../lib/netns.js';
 import { VmdError } from '../../../share/errors.js';
-import {
-  foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftCheck, nftCounters, nftFlush, nftScript,
-  sysctlSet, type NetLink, type NetPlan,
-} from '../../../vmd/net/nft.js';
+import { nftScript } from '../../../vmd/net/nft.js';
+import { foreignForwardDrop, nftApply, nftCheck, nftCounters, nftFlush, sysctlSet } from '../../../vmd/net/nft-apply.js';
+import { forwardConflict, localnetInterfaces, type NetLink, type NetPlan } from '../../../vmd/net/nft-plan.js';
 
 const goldenDir = join(packageRoot, 'test', 'vmd', 'net', 'golden', 'nft');
 const update = process.env.VMD_UPDATE_GOLDEN === '1';
