@@ -56,9 +56,8 @@ async function rejectsWith(t: Test, p: Promise<unknown> | (() => unknown), code:
   }
 }
 
-if (!isRoot) {
-  t.pass('skipped: needs root (network namespaces, bridges and taps)');
-} else {
+// Root is what makes namespaces, bridges and taps; ip(8) is a dependency of vmd, so a missing one fails loudly.
+t.test('as root, in namespaces of this test', { skip: !isRoot && 'needs root (network namespaces, bridges and taps)' }, async (t) => {
   t.teardown(async () => {
     for (const name of made) await execa('ip', ['netns', 'delete', name], { reject: false, stdin: 'ignore' });
   });
@@ -263,4 +262,4 @@ if (!isRoot) {
     t.same(await netnsRemove(a, new Set(['tapx', 'tapy'])), { removed: true, users: [] }, 'vmd\'s bridge and named links do not keep it');
     t.equal(await netnsExists(a), false);
   });
-}
+});

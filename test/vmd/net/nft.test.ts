@@ -247,9 +247,12 @@ t.test('in network namespaces', { skip: !isRoot && 'needs root' }, async (t) => 
   });
 
   await t.test('sysctls, with the previous value returned', async (t) => {
-    t.equal(await sysctlSet('net.ipv4.ip_forward', '1', ns.h), '0', 'forwarding was off in a new namespace');
+    // A new namespace inherits ip_forward (and conf defaults) from the host's on some kernels: start from a known state.
+    await sysctlSet('net.ipv4.ip_forward', '0', ns.h);
+    t.equal(await sysctlSet('net.ipv4.ip_forward', '1', ns.h), '0', 'the previous value: forwarding was off');
     t.equal(await sysctlSet('net.ipv4.ip_forward', '1', ns.h), '1');
     for (const dev of localnetInterfaces(realPlan)) {
+      await sysctlSet(`net.ipv4.conf.${dev}.route_localnet`, '0', ns.h);
       t.equal(await sysctlSet(`net.ipv4.conf.${dev}.route_localnet`, '1', ns.h), '0', `route_localnet on ${dev}`);
     }
     await t.rejects(sysctlSet('net.ipv4.conf.nosuch0.route_localnet', '1', ns.h), { code: 'ERR_INTERNAL', message: /^sysctl: / });
