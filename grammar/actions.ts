@@ -4,7 +4,7 @@
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type {
-  Accel, AgentxConfig, AllowInstance, Config, DiskConfig, FilterRule, InstanceFlag, InterfaceConfig, Owner,
+  Accel, AgentxConfig, AllowInstance, Config, DiskConfig, FilterRule, InstanceFlag, InterfaceAllow, InterfaceConfig, Owner,
   PortForward, PortRange, Prefix4, Prefix6, RuleEndpoint, RuleProto, SourceLocation, StaggeredStart,
   SwitchConfig, VmConfig, VxlanConfig, BootDevice,
 } from '../share/config.js';
@@ -53,6 +53,7 @@ interface IfaceDraft {
   locked: boolean;
   rdomain: number | null;
   up: boolean;
+  allow?: InterfaceAllow[];
   forwards: PortForward[];
   rules: FilterRule[];
   location: SourceLocation;
@@ -522,6 +523,12 @@ export class Builder {
           if (mac === null) this.fail(o.mac, `invalid address: ${v}\n`, la);
           nic.lladdr = mac;
         }
+        return;
+      }
+      case 'allow': {
+        const what = this.text(o.value);
+        if (what !== 'dhcp' && what !== 'router') this.fail(o.value, `invalid allow: ${what}: want dhcp or router`, la);
+        nic.allow = [...new Set([...(nic.allow ?? []), what as InterfaceAllow])].sort();
         return;
       }
       case 'rdomain':

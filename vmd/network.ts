@@ -252,7 +252,7 @@ export class Network {
       lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
       groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null,
       fixed: sw === undefined || nic.local ? null : this.fixedLease(sw, vmId, nic.index, mac, readopt),
-      local6: local === null ? null : this.local6Of(local),
+      local6: local === null ? null : this.local6Of(local), allow: nic.allow ?? [],
     };
   }
 

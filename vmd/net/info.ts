@@ -42,7 +42,7 @@ export async function linksInfoOf(net: NetworkView, filter: (vmId: number, vm: s
       address: l.local !== null ? `${l.local.guest}/31` : leases.get(l.mac) ?? null,
       rxPackets: st?.rxPackets ?? 0, rxBytes: st?.rxBytes ?? 0, rxDropped: st?.rxDropped ?? 0,
       txPackets: st?.txPackets ?? 0, txBytes: st?.txBytes ?? 0, txDropped: st?.txDropped ?? 0,
-      spoofDropped: fw.macSpoof.packets + fw.ipSpoof.packets,
+      spoofDropped: fw.macSpoof.packets + fw.ipSpoof.packets + fw.guard.packets,
       blocked: fw.vlan.packets + fw.rules.reduce((n, r, i) => n + (l.rules[i]!.action === 'block' ? r.packets : 0), 0),
     });
   }
@@ -50,9 +50,9 @@ export async function linksInfoOf(net: NetworkView, filter: (vmId: number, vm: s
 }
 
 /** A link's counters by what they count, from nftCounters of its namespace. */
-function linkCounts(l: LinkState, counters: ReadonlyMap<string, Count>): { macSpoof: Count; ipSpoof: Count; vlan: Count; rules: Count[] } {
+function linkCounts(l: LinkState, counters: ReadonlyMap<string, Count>): { macSpoof: Count; ipSpoof: Count; guard: Count; vlan: Count; rules: Count[] } {
   const get = (what: string): Count => sum([counters.get(linkComment(l, what))]);
-  return { macSpoof: get('mac-spoof'), ipSpoof: get('ip-spoof'), vlan: get('vlan'), rules: l.rules.map((_r, i) => sum([counters.get(ruleComment(l, i))])) };
+  return { macSpoof: get('mac-spoof'), ipSpoof: get('ip-spoof'), guard: get('guard'), vlan: get('vlan'), rules: l.rules.map((_r, i) => sum([counters.get(ruleComment(l, i))])) };
 }
 
 /**

@@ -59,6 +59,13 @@ export interface NetLink {
   readonly rules?: readonly FilterRule[];
   /** The only global source IPv6 the guest may use (`::` and link-local stay allowed, for DAD and neighbour discovery). */
   readonly lockIp6?: string | null;
+  /**
+   * A bridged link's only IPv6 source besides `::`: the link-local address of its lladdr (EUI-64), which is also
+   * the only target its neighbour advertisements may claim. Set where its IPv4 source is bound.
+   */
+  readonly lockLinkLocal?: string | null;
+  /** Services the guest may not offer, dropped as they leave it: DHCP/DHCPv6 replies; router advertisements and redirects. */
+  readonly guard?: { readonly dhcp: boolean; readonly router: boolean } | null;
 }
 
 // A port forward: host port to guest address and port.
@@ -73,7 +80,7 @@ export interface NetForward {
   readonly via: string;
 }
 
-// The families vmd owns a `vmd` table in; nothing else in nftables is ever touched.
+/** Interface names as nft and ip(8) take them. */
 export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 export const GROUP = /^[A-Za-z_][A-Za-z0-9_-]{0,14}$/;
 /** VM names end up inside a double-quoted nft comment, which has no escapes. */

@@ -1,7 +1,7 @@
 // Network plans: what vmd remembers of each managed link (LinkState), and the NetPlan each namespace's
 // nftables tables are rendered from, derived from those links and the configured switches (pure).
 
-import type { FilterRule, InterfaceConfig, PortForward, SwitchConfig } from '../../share/config.js';
+import type { FilterRule, InterfaceAllow, InterfaceConfig, PortForward, SwitchConfig } from '../../share/config.js';
 import { VmdError } from '../../share/errors.js';
 import type { Count } from '../../share/protocol.js';
 import { formatIPv4, maskOf, parseIPv4 } from './addr.js';
@@ -29,14 +29,35 @@ export interface LinkState {
   readonly fixed?: string | null;
   /** `local inet6`: the /96 of a local link (host ::1 side, guest ::2 side). */
   readonly local6?: { readonly host: string; readonly guest: string } | null;
+  /** `allow dhcp`, `allow router` of the interface block. */
+  readonly allow?: readonly InterfaceAllow[];
 }
 
 /**
- * The only source IPv4 a guest may use on a link: its local address, or, with `locked lladdr`, the fixed lease
- * vmd gave it on a `dhcp` switch; null when not locked.
+ * The only source IPv4 a guest may use on a link: its local address, or the fixed lease vmd gave it on a `dhcp`
+ * switch (unless `allow router` lets it route others' packets; `locked lladdr` binds it anyway); null when free.
  */
-export function lockedIpOf(l: Pick<LinkState, 'local' | 'lockMac' | 'fixed'>): string | null {
-  return l.local?.guest ?? (l.lockMac && l.fixed ? l.fixed : null);
+export function lockedIpOf(l: Pick<LinkState, 'local' | 'lockMac' | 'fixed' | 'allow'>): string | null {
+  if (l.local !== null) return l.local.guest;
+  return l.fixed && (l.lockMac || !l.allow?.includes('router')) ? l.fixed : null;
+}
+
+/**
+ * What a guest may not offer on a link where vmd serves DHCP (a `dhcp` switch, a local interface): DHCP replies
+ * unless `allow dhcp`, router advertisements and redirects unless `allow router`. Null on other links.
+ */
+export function guardOf(l: Pick<LinkState, 'local' | 'fixed' | 'allow'>): { dhcp: boolean; router: boolean } | null {
+  if (l.local === null && !l.fixed) return null;
+  const g = { dhcp: !l.allow?.includes('dhcp'), router: !l.allow?.includes('router') };
+  return g.dhcp || g.router ? g : null;
+}
+
+/** The IPv6 link-local address a kernel derives from a MAC (EUI-64, RFC 4291 appendix A). */
+export function linkLocalOf(mac: string): string {
+  const b = mac.split(':').map((x) => parseInt(x, 16));
+  b[0] = b[0]! ^ 2;
+  const hex = (x: number, y: number): string => ((x << 8) | y).toString(16);
+  return `fe80::${hex(b[0]!, b[1]!)}:${hex(b[2]!, 0xff)}:${hex(0xfe, b[3]!)}:${hex(b[4]!, b[5]!)}`;
 }
 
 /** Rules compared as what they do, not where they were written. */
@@ -78,6 +99,8 @@ export function netPlanOf(ns: string | null, all: Iterable<LinkState>, sw: Switc
     links: links.map((l) => ({
       name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
       lockIp: lockedIpOf(l), local: l.local, groups: l.groups, rules: l.rules, lockIp6: l.local6?.guest ?? null,
+      // A bridged guest whose IPv4 is bound gets its IPv6 bound too: to the link-local address of its lladdr.
+      lockLinkLocal: l.bridge !== null && lockedIpOf(l) !== null ? linkLocalOf(l.mac) : null, guard: guardOf(l),
     })),
     forwards: links.flatMap((l) => {
       // A local link's guest is reached through its tap; a guest on a nat switch at its fixed lease, through the bridge.

@@ -86,6 +86,18 @@ const cases: Record<string, NetPlan> = {
     forwards: [],
     masquerade: ['100.64.7.2/31'],
   },
+  // vmd's defaults on a dhcp switch and a local interface: bound addresses, no DHCP replies, RAs or redirects.
+  guarded: {
+    switches: [{ name: 'lan', bridge: 'vmdbr4', subnet: '10.4.0.1/24', nat: false, group: null }],
+    links: [
+      link('vm11i0', 11, 'bound', { bridge: 'vmdbr4', lockIp: '10.4.0.11', lockLinkLocal: 'fe80::fce1:bbff:fe00:b00', guard: { dhcp: true, router: true } }),
+      link('vm12i0', 12, 'dhcp-server', { bridge: 'vmdbr4', lockIp: '10.4.0.12', lockLinkLocal: 'fe80::fce1:bbff:fe00:c00', guard: { dhcp: false, router: true } }),
+      link('vm13i0', 13, 'router', { bridge: 'vmdbr4', guard: { dhcp: true, router: false } }),
+      { ...localLink(14, 'routed'), guard: { dhcp: true, router: true } },
+    ],
+    forwards: [],
+    masquerade: ['100.64.14.2/31'],
+  },
   groups: {
     switches: [
       { name: 'dmz', bridge: 'vmdbr2', subnet: '192.168.50.1/24', nat: false, group: 'dmz' },
