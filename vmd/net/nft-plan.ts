@@ -1,5 +1,5 @@
-// What vmd wants of nftables in one network namespace (a NetPlan: switches, links, forwards, NAT) and the
-// checks every name and address in it passes before it is rendered into nft syntax.
+// What vmd wants of nftables in one network namespace (a NetPlan: switches, links, forwards, NAT), and the
+// validators of each name and address in it, which nft-check.ts applies before anything is rendered.
 
 import { VmdError } from '../../share/errors.js';
 import type { FilterRule } from '../../share/config.js';
