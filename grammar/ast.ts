@@ -33,6 +33,7 @@ export type IfaceOpt = Span & (
   | { kind: 'lladdr'; locked: boolean; mac: Tok | null }
   | { kind: 'rdomain'; value: Tok }
   | { kind: 'up' | 'down' }
+  | { kind: 'allow'; value: Tok }
   | { kind: 'forward'; proto: Tok; port: Tok; to: Tok | null }
   | {
       kind: 'rule'; action: 'pass' | 'block'; direction: 'in' | 'out' | null; quick: boolean;

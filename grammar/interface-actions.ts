@@ -1,7 +1,7 @@
 // The actions of an `interface { … }` inside a vm block: switch, group, lladdr, rdomain, forwards and the
 // pf-style filter rules, in parse.y's order (options first, then the interface itself is counted).
 
-import type { FilterRule, PortForward, PortRange, RuleEndpoint, RuleProto, SourceLocation } from '../share/config.js';
+import type { FilterRule, InterfaceAllow, PortForward, PortRange, RuleEndpoint, RuleProto, SourceLocation } from '../share/config.js';
 import { MAX_NICS } from '../share/config.js';
 import { switchNameError } from '../share/names.js';
 import { type ActionBase, NAME_MAX } from './action-base.js';
@@ -23,6 +23,7 @@ export interface IfaceDraft {
   locked: boolean;
   rdomain: number | null;
   up: boolean;
+  allow?: InterfaceAllow[];
   forwards: PortForward[];
   rules: FilterRule[];
   location: SourceLocation;
@@ -72,6 +73,12 @@ function ifaceOption(a: ActionBase, nic: IfaceDraft, o: IfaceOpt): void {
         if (mac === null) a.fail(o.mac, `invalid address: ${v}\n`, la);
         nic.lladdr = mac;
       }
+      return;
+    }
+    case 'allow': {
+      const what = a.text(o.value);
+      if (what !== 'dhcp' && what !== 'router') a.fail(o.value, `invalid allow: ${what}: want dhcp or router`, la);
+      nic.allow = [...new Set([...(nic.allow ?? []), what as InterfaceAllow])].sort();
       return;
     }
     case 'rdomain':

@@ -23,5 +23,5 @@ export const EXTENSION_STRUCTURAL_WORDS: readonly string[] = [
 export const EXTENSION_WORDS: readonly string[] = [
   ...EXTENSION_STRUCTURAL_WORDS,
   // Values checked by the extensions' actions: accelerators, rule protocols and addresses.
-  'auto', 'kvm', 'tcg', 'tcp', 'udp', 'icmp', 'icmp6', 'any',
+  'auto', 'kvm', 'tcg', 'tcp', 'udp', 'icmp', 'icmp6', 'any', 'router',
 ];

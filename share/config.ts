@@ -65,6 +65,9 @@ export interface PortForward {
   readonly location: SourceLocation;
 }
 
+/** The network services a guest may offer on its link: `allow dhcp` and `allow router` in an interface block. */
+export type InterfaceAllow = 'dhcp' | 'router';
+
 export interface InterfaceConfig {
   /** 0-based NIC index within the VM. */
   readonly index: number;
@@ -79,6 +82,11 @@ export interface InterfaceConfig {
   readonly locked: boolean;
   readonly rdomain: number | null;
   readonly up: boolean;
+  /**
+   * `allow dhcp`, `allow router`: what the guest may do that a guest link otherwise drops (answering DHCP; router
+   * advertisements, redirects and addresses it was not given). Absent (vmctl-made NICs) = nothing.
+   */
+  readonly allow?: readonly InterfaceAllow[];
   readonly forwards: readonly PortForward[];
   readonly rules: readonly FilterRule[];
   readonly location: SourceLocation;

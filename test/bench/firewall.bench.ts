@@ -6,7 +6,9 @@
 import { execa, type ResultPromise } from 'execa';
 import type { FilterRule } from '../../share/config.js';
 import { parseConfigText } from '../../grammar/parse.js';
-import { nftApply, nftScript, sysctlSet, type NetLink, type NetPlan } from '../../vmd/net/nft.js';
+import { nftScript } from '../../vmd/net/nft.js';
+import { nftApply, sysctlSet } from '../../vmd/net/nft-apply.js';
+import type { NetLink, NetPlan } from '../../vmd/net/nft-plan.js';
 import type { BenchSection, Measurement } from './bench.js';
 import { addNetns, ip } from '../lib/netns.js';
 

@@ -140,9 +140,15 @@ t.test('as root, in a namespace of its own: switches, links, forwards, fixed lea
   const plan = net.planFor(null);
   t.match(plan.switches, [{ name: 'lan', bridge: 'vmdtnw0', subnet: '10.81.0.0/24', nat: true, group: 'lan' }, { name: 'plain', bridge: 'vmdtnw1', subnet: null, nat: false }]);
   t.same(plan.links.map((l) => [l.name, l.bridge, l.local, l.lockIp, [...l.groups].sort()]), [
-    ['vmd1i0', 'vmdtnw0', null, null, ['lan', 'web']],
+    ['vmd1i0', 'vmdtnw0', null, '10.81.0.2', ['lan', 'web']],
     ['vmd1i1', null, { host: '100.64.1.4', guest: '100.64.1.5' }, '100.64.1.5', []],
-  ], 'a bridged link with the groups of NIC and switch; a local link locked to its guest address');
+  ], 'a bridged link with the groups of NIC and switch, bound to its fixed lease; a local link locked to its guest address');
+  const eui64 = `fe80::${[...mac0.split(':').slice(0, 3), 'ff', 'fe', ...mac0.split(':').slice(3)]
+    .map((b, i) => (i === 0 ? (parseInt(b, 16) ^ 2).toString(16).padStart(2, '0') : b)).join('').match(/.{4}/g)!.map((g) => g.replace(/^0+(?=.)/, '')).join(':')}`;
+  t.same(plan.links.map((l) => [l.lockLinkLocal, l.guard]), [
+    [eui64, { dhcp: true, router: true }],
+    [null, { dhcp: true, router: true }],
+  ], 'where vmd serves DHCP: IPv6 bound to the lladdr\'s link-local address on the switch, no DHCP replies, RAs or redirects');
   t.same(plan.forwards, [
     { proto: 'tcp', hostPort: 8080, guest: '10.81.0.2', guestPort: 80, vm: 'web', via: 'vmdtnw0' },
     { proto: 'udp', hostPort: 5353, guest: '100.64.1.5', guestPort: 53, vm: 'web', via: 'vmd1i1' },

@@ -209,13 +209,16 @@ export function inetBaseChains(): Array<{ name: string; hook: string; rules: str
     { name: 'fw_forward', hook: 'type filter hook forward priority filter; policy accept;', rules: [est, 'iifname vmap @fw_out', 'oifname vmap @fw_in'] },
     // The DHCP exchange with vmd's own dnsmasq on the host side of the link.
     { name: 'fw_input', hook: 'type filter hook input priority filter; policy accept;', rules: [est, 'udp sport 68 udp dport 67 accept', 'udp sport 546 udp dport 547 accept', 'iifname vmap @fw_out'] },
-    { name: 'fw_output', hook: 'type filter hook output priority filter; policy accept;', rules: [est, 'udp sport 67 udp dport 68 accept', 'udp sport 547 udp dport 546 accept', 'oifname vmap @fw_in'] },
+    // After NAT's output hook (-100): a forward's translated destination (map fw_dnat_in in nft.ts) picks the chain.
+    { name: 'fw_output', hook: 'type filter hook output priority filter; policy accept;', rules: [est, 'udp sport 67 udp dport 68 accept', 'udp sport 547 udp dport 546 accept', 'ct status dnat ip daddr vmap @fw_dnat_in', 'oifname vmap @fw_in'] },
   ];
 }
 
 /**
  * Chains of `inet vmd` that mark established packets on vmd's bridges (set `fw_bridges`), after conntrack
- * (priority -200) and before the bridge chains read the mark.
+ * (priority -200) and before the bridge chains read the mark. The mark says "established" only: which guest's
+ * rules it skips is decided by the bridge port the packet leaves by, and a guest cannot create state for another
+ * guest's address because its source addresses are bound (nft.ts, bridgeLockRules).
  */
 export function inetStateChains(): Array<{ name: string; hook: string; rules: string[] }> {
   const mark = `ct state established,related meta mark set meta mark | ${hex(FW_STATE_MARK)}`;
@@ -224,7 +227,8 @@ export function inetStateChains(): Array<{ name: string; hook: string; rules: st
     { name: 'fw_state_pre', hook: 'type filter hook prerouting priority mangle; policy accept;', rules: [`iifname @fw_bridges ${mark}`] },
     // Routed into a bridge from elsewhere; what came from a bridge is marked already.
     { name: 'fw_state_fwd', hook: 'type filter hook forward priority mangle; policy accept;', rules: [`iifname != @fw_bridges oifname @fw_bridges ${mark}`] },
-    { name: 'fw_state_out', hook: 'type filter hook output priority mangle; policy accept;', rules: [`oifname @fw_bridges ${mark}`] },
+    // The host's own packets, in postrouting: only there is the interface a forward's translation chose known.
+    { name: 'fw_state_out', hook: 'type filter hook postrouting priority mangle; policy accept;', rules: [`oifname @fw_bridges ${mark}`] },
   ];
 }
 

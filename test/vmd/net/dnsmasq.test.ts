@@ -7,7 +7,9 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { DnsmasqInstance, dnsmasqArgs, fixedLeaseFor, hostsFileText, readHostsFile, readLeases, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq.js';
+import { DnsmasqInstance } from '../../../vmd/net/dnsmasq.js';
+import { dnsmasqArgs, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq-args.js';
+import { fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from '../../../vmd/net/leases.js';
 import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
 import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
 import { LEASE_RE, guestBuildScript, guestCmdline, guestDir, guestFiles } from '../../../share/guest/guest.js';
@@ -159,7 +161,13 @@ t.test('readLeases: the format of HOST-FACTS §3, missing and partial files', as
 
 // ---- real dnsmasq, only inside namespaces made here ----
 
-const canRun = isRoot && has('dnsmasq', ['--version']) && has('ip', ['-V']) && has('busybox', ['--help']);
+// dnsmasq, ip, busybox and QEMU are what share/setup installs: missing, they fail here loudly, never skip.
+const canRun = isRoot;
+t.test('the programs share/setup installs are on this host', { skip: !isRoot && 'needs root' }, async (t) => {
+  for (const [cmd, args] of [['dnsmasq', ['--version']], ['ip', ['-V']], ['busybox', ['--help']], ['qemu-system-x86_64', ['--version']]] as const) {
+    t.ok(has(cmd, [...args]), `${cmd} is installed (run share/setup)`);
+  }
+});
 const tag = `${process.pid % 100000}`;
 
 async function ns(t: Test, name: string): Promise<string> {
@@ -188,7 +196,7 @@ function processesUsing(dir: string): string[] {
   return out;
 }
 
-t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { skip: !canRun && 'needs root, dnsmasq, ip, busybox' }, async (t) => {
+t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { skip: !canRun && 'needs root' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-dnsmasq-sw-'));
   // dnsmasq re-reads a hosts file as nobody: the directory must be searchable, as vmd's state directory is.
   chmodSync(dir, 0o755);
@@ -273,10 +281,8 @@ t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { 
   t.same(processesUsing(dir), [], 'no process of this test remains');
 });
 
-const qemuOk = has('qemu-system-x86_64', ['--version']);
-
 t.test('a local interface: /31 lease for the real guest over a tap fd, ping to the host side', {
-  skip: (!canRun || !qemuOk) && 'needs root, dnsmasq, ip, busybox, qemu',
+  skip: !canRun && 'needs root',
 }, async (t) => {
   await execa(guestBuildScript, [guestDir()], { timeout: 300_000 });
   const { closeFd, tunOpen } = await import('../../../vmd/native.js');

@@ -9,7 +9,9 @@ import { parseConfigText } from '../../../grammar/parse.js';
 import type { FilterRule, VmConfig } from '../../../share/config.js';
 import { packageRoot } from '../../../share/paths.js';
 import { chainRules, ruleMatches, type CounterSeed } from '../../../vmd/net/firewall.js';
-import { nftApply, nftCheck, nftCounters, nftScript, sysctlSet, type NetLink, type NetPlan } from '../../../vmd/net/nft.js';
+import { nftScript } from '../../../vmd/net/nft.js';
+import { nftApply, nftCheck, nftCounters, sysctlSet } from '../../../vmd/net/nft-apply.js';
+import type { NetLink, NetPlan } from '../../../vmd/net/nft-plan.js';
 import { golden } from '../../lib/golden.js';
 import { addNetns, ip, request, server, stopServers } from '../../lib/netns.js';
 

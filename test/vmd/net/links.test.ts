@@ -5,10 +5,9 @@ import t, { type Test } from 'tap';
 import { execa, type ResultPromise } from 'execa';
 import { closeFd } from '../../../vmd/native.js';
 import { VmdError } from '../../../share/errors.js';
-import {
-  bridgeEnsure, bridgeOwned, bridgeRemove, linkConfigure, linkRemove, linkStats, netnsEnsure, netnsExists, netnsRemove,
-  OWNED_BRIDGE_ALIAS_PREFIX, ownedBridges, tapCreate, vxlanEnsure,
-} from '../../../vmd/net/links.js';
+import { linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate } from '../../../vmd/net/links.js';
+import { bridgeEnsure, bridgeOwned, bridgeRemove, linkRemove, ownedBridges, vxlanEnsure } from '../../../vmd/net/bridges.js';
+import { OWNED_BRIDGE_ALIAS_PREFIX } from '../../../vmd/net/ip.js';
 
 const isRoot = process.getuid?.() === 0;
 const tag = `vmdlnk-${process.pid}`;
@@ -57,9 +56,8 @@ async function rejectsWith(t: Test, p: Promise<unknown> | (() => unknown), code:
   }
 }
 
-if (!isRoot) {
-  t.pass('skipped: needs root (network namespaces, bridges and taps)');
-} else {
+// Root is what makes namespaces, bridges and taps; ip(8) is a dependency of vmd, so a missing one fails loudly.
+t.test('as root, in namespaces of this test', { skip: !isRoot && 'needs root (network namespaces, bridges and taps)' }, async (t) => {
   t.teardown(async () => {
     for (const name of made) await execa('ip', ['netns', 'delete', name], { reject: false, stdin: 'ignore' });
   });
@@ -264,4 +262,4 @@ if (!isRoot) {
     t.same(await netnsRemove(a, new Set(['tapx', 'tapy'])), { removed: true, users: [] }, 'vmd\'s bridge and named links do not keep it');
     t.equal(await netnsExists(a), false);
   });
-}
+});

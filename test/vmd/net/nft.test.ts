@@ -8,10 +8,9 @@ import { execa } from 'execa';
 import { packageRoot } from '../../../share/paths.js';
 import { addNetns, ip, request, server, stopServers } from '../../lib/netns.js';
 import { VmdError } from '../../../share/errors.js';
-import {
-  foreignForwardDrop, forwardConflict, localnetInterfaces, nftApply, nftCheck, nftCounters, nftFlush, nftScript,
-  sysctlSet, type NetLink, type NetPlan,
-} from '../../../vmd/net/nft.js';
+import { nftScript } from '../../../vmd/net/nft.js';
+import { foreignForwardDrop, nftApply, nftCheck, nftCounters, nftFlush, sysctlSet } from '../../../vmd/net/nft-apply.js';
+import { forwardConflict, localnetInterfaces, type NetLink, type NetPlan } from '../../../vmd/net/nft-plan.js';
 
 const goldenDir = join(packageRoot, 'test', 'vmd', 'net', 'golden', 'nft');
 const update = process.env.VMD_UPDATE_GOLDEN === '1';
@@ -86,6 +85,18 @@ const cases: Record<string, NetPlan> = {
     ],
     forwards: [],
     masquerade: ['100.64.7.2/31'],
+  },
+  // vmd's defaults on a dhcp switch and a local interface: bound addresses, no DHCP replies, RAs or redirects.
+  guarded: {
+    switches: [{ name: 'lan', bridge: 'vmdbr4', subnet: '10.4.0.1/24', nat: false, group: null }],
+    links: [
+      link('vm11i0', 11, 'bound', { bridge: 'vmdbr4', lockIp: '10.4.0.11', lockLinkLocal: 'fe80::fce1:bbff:fe00:b00', guard: { dhcp: true, router: true } }),
+      link('vm12i0', 12, 'dhcp-server', { bridge: 'vmdbr4', lockIp: '10.4.0.12', lockLinkLocal: 'fe80::fce1:bbff:fe00:c00', guard: { dhcp: false, router: true } }),
+      link('vm13i0', 13, 'router', { bridge: 'vmdbr4', guard: { dhcp: true, router: false } }),
+      { ...localLink(14, 'routed'), guard: { dhcp: true, router: true } },
+    ],
+    forwards: [],
+    masquerade: ['100.64.14.2/31'],
   },
   groups: {
     switches: [
@@ -248,9 +259,12 @@ t.test('in network namespaces', { skip: !isRoot && 'needs root' }, async (t) => 
   });
 
   await t.test('sysctls, with the previous value returned', async (t) => {
-    t.equal(await sysctlSet('net.ipv4.ip_forward', '1', ns.h), '0', 'forwarding was off in a new namespace');
+    // A new namespace inherits ip_forward (and conf defaults) from the host's on some kernels: start from a known state.
+    await sysctlSet('net.ipv4.ip_forward', '0', ns.h);
+    t.equal(await sysctlSet('net.ipv4.ip_forward', '1', ns.h), '0', 'the previous value: forwarding was off');
     t.equal(await sysctlSet('net.ipv4.ip_forward', '1', ns.h), '1');
     for (const dev of localnetInterfaces(realPlan)) {
+      await sysctlSet(`net.ipv4.conf.${dev}.route_localnet`, '0', ns.h);
       t.equal(await sysctlSet(`net.ipv4.conf.${dev}.route_localnet`, '1', ns.h), '0', `route_localnet on ${dev}`);
     }
     await t.rejects(sysctlSet('net.ipv4.conf.nosuch0.route_localnet', '1', ns.h), { code: 'ERR_INTERNAL', message: /^sysctl: / });

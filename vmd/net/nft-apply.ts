@@ -1,0 +1,146 @@
+// vmd's nftables applier: loads, checks, flushes and reads vmd's tables (and sets sysctls) in a namespace,
+// through nft(8) and sysctl(8) with argument arrays, in the root namespace or via `ip netns exec NS`.
+
+import { readFile, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
+import { VmdError } from '../../share/errors.js';
+import { byText, invalid } from './nft-plan.js';
+import { NFT_TABLES, resetTables } from './nft.js';
+import { netnsNameError } from '../../share/names.js';
+
+
+function inNetns(netns: string | null, argv: readonly string[]): [string, string[]] {
+  if (netns === null) return [argv[0]!, argv.slice(1)];
+  if (netnsNameError(netns) !== null) invalid(`invalid network namespace name ${JSON.stringify(netns)}`);
+  return ['ip', ['netns', 'exec', netns, ...argv]];
+}
+
+/** nft's first `Error:` line without its noise: `/dev/stdin:3:1-5: Error: x` → `line 3: x`. */
+function nftMessage(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  const first = lines.find((l) => l.includes('Error:')) ?? lines[0] ?? 'failed without a message';
+  const m = /^(?:\S+?:(\d+):[\d-]+:\s*)?Error:\s*(.*)$/.exec(first);
+  if (m === null) return first;
+  return m[1] === undefined ? m[2]! : `line ${m[1]}: ${m[2]!}`;
+}
+
+async function run(netns: string | null, argv: readonly string[], input?: string): Promise<string> {
+  const [cmd, args] = inNetns(netns, argv);
+  let result;
+  try {
+    result = await execa(cmd, args, { input: input ?? '', reject: false, stripFinalNewline: false });
+  } catch (e) {
+    throw new VmdError('ERR_INTERNAL', `${argv[0]}: ${(e as Error).message}`, { cause: e });
+  }
+  if (result.failed) {
+    if (result.exitCode === undefined) throw new VmdError('ERR_INTERNAL', `${argv[0]}: ${result.shortMessage}`);
+    const what = argv[0] === 'nft' ? 'nftables' : argv[0]!;
+    const message = nftMessage(String(result.stderr)).replace(new RegExp(`^${what}: `), '');
+    throw new VmdError('ERR_INTERNAL', `${what}: ${message}`);
+  }
+  return String(result.stdout);
+}
+
+// Loads a script from nftScript atomically (all of it or nothing) in the namespace.
+export async function nftApply(script: string, netns: string | null): Promise<void> {
+  await run(netns, ['nft', '-f', '-'], script);
+}
+
+// Checks a script without applying it (`nft -c`), for tests and `vmd -n`.
+export async function nftCheck(script: string, netns: string | null): Promise<void> {
+  await run(netns, ['nft', '-c', '-f', '-'], script);
+}
+
+/**
+ * Checks a script with `include` (nft -c) and returns null when nft accepts it, else what is wrong, naming the
+ * included file when the error is in one (`/etc/vmd/nft.d/x.nft:3: syntax error, …`), for a warning.
+ */
+export async function nftIncludeProblem(script: string, netns: string | null): Promise<string | null> {
+  const [cmd, args] = inNetns(netns, ['nft', '-c', '-f', '-']);
+  const r = await execa(cmd, args, { input: script, reject: false });
+  if (r.exitCode === 0) return null;
+  const stderr = String(r.stderr ?? '');
+  for (const line of stderr.split('\n')) {
+    const m = /^(\S+?):(\d+):[\d-]+:\s*Error:\s*(.*)$/.exec(line.trim());
+    if (m !== null && m[1] !== '/dev/stdin') return `${m[1]}:${m[2]}: ${m[3]}`;
+  }
+  return nftMessage(stderr || String(r.shortMessage));
+}
+
+// Removes vmd's tables (only them) from the namespace; their absence is fine.
+export async function nftFlush(netns: string | null): Promise<void> {
+  await nftApply(`${resetTables().join('\n')}\n`, netns);
+}
+
+interface NftJson {
+  nftables?: Array<Record<string, Record<string, unknown>>>;
+}
+
+// Packet and byte counts by comment (`vm 'web' if0 mac-spoof`, `vm 'web' forward tcp/8080`), summed over vmd's tables.
+export async function nftCounters(netns: string | null): Promise<Map<string, { packets: number; bytes: number }>> {
+  const counters = new Map<string, { packets: number; bytes: number }>();
+  const addTo = (comment: string, packets: unknown, bytes: unknown): void => {
+    const c = counters.get(comment) ?? { packets: 0, bytes: 0 };
+    counters.set(comment, { packets: c.packets + Number(packets ?? 0), bytes: c.bytes + Number(bytes ?? 0) });
+  };
+  const ours = (o: Record<string, unknown>): boolean => NFT_TABLES.some(([f, n]) => f === o.family && n === o.table);
+  // One listing of the whole ruleset (one exec) rather than one per table: this runs before every replace.
+  const json = JSON.parse(await run(netns, ['nft', '-j', 'list', 'ruleset'])) as NftJson;
+  for (const entry of json.nftables ?? []) {
+    const obj = entry.counter;
+    if (obj !== undefined && ours(obj)) addTo(String(obj.comment ?? obj.name), obj.packets, obj.bytes);
+    const rule = entry.rule;
+    if (rule !== undefined && ours(rule) && typeof rule.comment === 'string' && Array.isArray(rule.expr)) {
+      for (const e of rule.expr as Array<Record<string, unknown>>) {
+        const c = e.counter;
+        if (c !== null && typeof c === 'object') addTo(rule.comment, (c as Record<string, unknown>).packets, (c as Record<string, unknown>).bytes);
+      }
+    }
+  }
+  return counters;
+}
+
+// Warns about another firewall's forward hook with policy drop (Docker's FORWARD DROP), which vmd's tables cannot override.
+export async function foreignForwardDrop(netns: string | null): Promise<string | null> {
+  const json = JSON.parse(await run(netns, ['nft', '-j', 'list', 'ruleset'])) as NftJson;
+  const found: string[] = [];
+  for (const entry of json.nftables ?? []) {
+    const c = entry.chain;
+    if (c === undefined || c.hook !== 'forward' || c.policy !== 'drop') continue;
+    if (NFT_TABLES.some(([f, n]) => f === c.family && n === c.table)) continue;
+    found.push(`table ${String(c.family)} ${String(c.table)} chain ${String(c.name)}`);
+  }
+  if (found.length === 0) return null;
+  return `forwarded guest traffic may be dropped: ${found.sort(byText).join(', ')} ${found.length === 1 ? 'has' : 'have'} policy drop on the forward hook (as docker sets it); accept the guests' interfaces there`;
+}
+
+const SYSCTL_KEY = /^(net)\.(ipv4|ipv6)\.(conf|neigh)\.([A-Za-z0-9_.-]{1,15})\.([a-z0-9_]+)$/;
+
+/** `net.ipv4.conf.eth0.1.route_localnet` → `net/ipv4/conf/eth0.1/route_localnet`: interface names may hold dots. */
+function sysctlPath(key: string): string {
+  const m = SYSCTL_KEY.exec(key);
+  if (m !== null) return m.slice(1).join('/');
+  if (!/^[a-z0-9_]+(\.[a-z0-9_-]+)+$/.test(key)) invalid(`invalid sysctl key ${JSON.stringify(key)}`);
+  return key.split('.').join('/');
+}
+
+// Sets a sysctl (ip_forward, route_localnet) in the namespace and returns the previous value, so the caller can log a change.
+export async function sysctlSet(key: string, value: string, netns: string | null): Promise<string> {
+  const path = sysctlPath(key);
+  if (!/^[0-9 -]{1,32}$/.test(value)) invalid(`sysctl ${key}: invalid value ${JSON.stringify(value)}`);
+  if (netns === null) {
+    const file = `/proc/sys/${path}`;
+    let previous: string;
+    try {
+      previous = (await readFile(file, 'utf8')).trim();
+      if (previous !== value) await writeFile(file, value);
+    } catch (e) {
+      throw new VmdError('ERR_INTERNAL', `sysctl ${key}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+    }
+    return previous;
+  }
+  const previous = (await run(netns, ['sysctl', '-n', path])).trim();
+  if (previous !== value) await run(netns, ['sysctl', '-q', '-w', `${path}=${value}`]);
+  return previous;
+}
+

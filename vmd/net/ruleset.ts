@@ -1,0 +1,118 @@
+// Loading vmd's nftables tables into every namespace that needs them: counters carried over each atomic
+// replace, the sysctls the rules depend on, the user's own included files checked before they go in.
+
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { nftIncludeDir } from '../../share/paths.js';
+import { logInfo, logWarn } from '../log.js';
+import type { CounterSeed } from './firewall.js';
+import { nftScript } from './nft.js';
+import { foreignForwardDrop, nftApply, nftCounters, nftIncludeProblem, sysctlSet } from './nft-apply.js';
+import { localnetInterfaces, type NetPlan } from './nft-plan.js';
+
+/** Applies plans namespace by namespace and remembers, between runs, what the next replace must keep or reset. */
+export class Rulesets {
+  private warnedForward = false;
+  /** Per namespace: whether the last ruleset applied there had counters worth carrying over a replace. */
+  private readonly hadCounters = new Map<string | null, boolean>();
+  /** Comment prefixes whose counters start again from zero at the next replace (new run, new rules). */
+  private readonly counterResets = new Set<string>();
+  /** The last include problem warned about, per namespace, so a broken user file is logged once, not at every change. */
+  private readonly includeWarned = new Map<string | null, string>();
+
+  /** Counters whose comment starts with `prefix` start from zero at the next replace. */
+  countersReset(prefix: string): void {
+    this.counterResets.add(prefix);
+  }
+
+  /**
+   * Recompute and atomically apply vmd's tables in each of `spaces`. A failure in a namespace is logged and the
+   * others still get their rules; with `strict`, a failure in one of those namespaces is thrown once all are done,
+   * so a guest never runs without the locks and rules it asked for. `groups` names every group vm.conf has.
+   */
+  // PRIV: loads nftables rulesets into vmd's own tables and sets the sysctls they need.
+  async apply(spaces: Iterable<string | null>, planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
+    let failure: unknown = null;
+    for (const ns of spaces) {
+      const plan = planFor(ns);
+      try {
+        // Forwards from 127.0.0.1 need the guest-side interface to accept loopback sources (HOST-FACTS §4).
+        for (const ifname of localnetInterfaces(plan)) await sysctlSet(`net.ipv4.conf.${ifname}.route_localnet`, '1', ns);
+        if (plan.links.some((l) => l.bridge !== null && (l.rules?.length ?? 0) > 0)) await bridgeNetfilter(ns);
+        // A replace would reset every counter: carry them over, except those of new runs and new rules.
+        let seed: CounterSeed | undefined;
+        if (this.hadCounters.get(ns) !== false) {
+          seed = await nftCounters(ns).catch(() => undefined);
+          for (const key of seed?.keys() ?? []) if ([...this.counterResets].some((p) => key.startsWith(p))) seed!.delete(key);
+        }
+        await nftApply(nftScript(await this.withInclude(plan, ns, groups), seed), ns);
+        this.hadCounters.set(ns, plan.links.some((l) => l.lockMac || l.lockIp !== null || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0);
+      } catch (err) {
+        logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}`);
+        if (strict.has(ns) && failure === null) failure = err;
+      }
+    }
+    this.counterResets.clear();
+    if (failure !== null) throw failure;
+    if (!this.warnedForward) {
+      const w = await foreignForwardDrop(null).catch(() => null);
+      if (w !== null) {
+        logWarn(w);
+        this.warnedForward = true;
+      }
+    }
+  }
+
+  /**
+   * The plan with the user's own files (`*.nft` in /etc/vmd/nft.d or VMD_NFT_DIR) included into `table inet vmd`,
+   * where their chains can match vmd's `@group_NAME` sets. Checked first with `nft -c`: a broken file is named in a
+   * warning and vmd's own rules are loaded without the include, so a user's typo never costs the guests their NAT.
+   */
+  private async withInclude(plan: NetPlan, ns: string | null, groupNames: readonly string[]): Promise<NetPlan> {
+    const dir = nftIncludeDir();
+    let files: string[];
+    try {
+      files = readdirSync(dir).filter((f) => f.endsWith('.nft'));
+    } catch {
+      files = [];
+    }
+    if (files.length === 0) return plan;
+    const full: NetPlan = { ...plan, include: join(dir, '*.nft'), groups: groupNames };
+    const check = (p: NetPlan) => nftIncludeProblem(nftScript(p), ns).catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
+    let problem = await check(full);
+    if (problem === null) {
+      this.includeWarned.delete(ns);
+      return full;
+    }
+    if (!problem.startsWith(`${dir}/`)) {
+      // nft blamed vmd's script (an unclosed brace in a file swallows the table's own): find the file by itself.
+      const bad: string[] = [];
+      for (const f of files.sort()) {
+        const one = await check({ ...full, include: join(dir, f) });
+        if (one !== null) bad.push(one.startsWith(`${join(dir, f)}:`) ? one : `${join(dir, f)}: breaks vmd's table, an unclosed block? (nft: ${one})`);
+      }
+      if (bad.length > 0) problem = bad.join('; ');
+    }
+    if (this.includeWarned.get(ns) !== problem) {
+      logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${problem}; vmd's rules are loaded without ${join(dir, '*.nft')} until it is fixed`);
+      this.includeWarned.set(ns, problem);
+    }
+    return plan;
+  }
+
+}
+
+/**
+ * Stateful filtering of bridged links needs conntrack to see bridged IPv4/IPv6: br_netfilter, with its
+ * call-iptables switches on in the namespace. Said in the log when vmd turns them on.
+ */
+async function bridgeNetfilter(netns: string | null): Promise<void> {
+  if (!existsSync('/proc/sys/net/bridge')) {
+    await execa('modprobe', ['br_netfilter'], { reject: false });
+  }
+  for (const key of ['net.bridge.bridge-nf-call-iptables', 'net.bridge.bridge-nf-call-ip6tables']) {
+    const previous = await sysctlSet(key, '1', netns);
+    if (previous !== '1') logInfo(`enabled ${key}${netns === null ? '' : ` in ${netns}`}: bridged guests have filter rules`);
+  }
+}
