@@ -71,7 +71,8 @@ export type ParentToControl =
   /** socketOwnerUid: `socket owner` of vm.conf, served like root while others flood the socket (vmd/control/limits.ts). */
   | { readonly type: 'control.config'; readonly verbose: number; readonly socketOwnerUid?: number }
   /** A client connection the parent's copy of the listening socket accepted; it travels as the IPC handle. */
-  | { readonly type: 'control.connection' }
+  /** peer: the parent's id for the connection; uid and gid: the kernel's for its client (SO_PEERCRED at accept). */
+  | { readonly type: 'control.connection'; readonly peer: number; readonly uid: number; readonly gid: number }
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
   /** The status listing control answers from (vmd/status.ts): every VM in id order, curmem null; sent on each change. */
   | { readonly type: 'control.status'; readonly vms: readonly VmInfo[]; readonly warnings: readonly string[] }

@@ -1,5 +1,5 @@
-// The control role: the only door for users. Serves the control socket's connections (the parent binds the socket
-// and passes each connection on unread), learns each peer's uid from the kernel, decodes every request, refuses what
+// The control role: the only door for users. Serves the control socket's connections (the parent binds the socket,
+// learns each client's uid from the kernel and passes the connection on unread), decodes every request, refuses what
 // a non-root user may not do, answers status itself and forwards the rest to the parent. What each peer may hold
 // (connections, memory, time) is bounded by vmd/control/limits.ts, so a flood by users never locks root out.
 
@@ -10,7 +10,6 @@ import { ProtocolError, UNPRIVILEGED_REQUESTS, type ControlResponse } from '../s
 import { readRequest, requestIdOf } from '../share/read-request.js';
 import { ControlLimits, controlLimitsFrom, limitMessage, openFilesLimit, type LimitVerdict } from './control/limits.js';
 import { logDebug, logSetVerbose, logWarn } from './log.js';
-import { peerCred } from './native.js';
 import { roleMain } from './proc.js';
 import { StatusSnapshot } from './status.js';
 
@@ -31,7 +30,6 @@ interface Connection {
 /** Runs the control role until the parent goes away. */
 export function controlMain(): void {
   const connections = new Map<number, Connection>();
-  let nextPeer = 1;
   let ready = false;
   const status = new StatusSnapshot();
   const limits = new ControlLimits(controlLimitsFrom(process.env, openFilesLimit()), []);
@@ -85,7 +83,7 @@ export function controlMain(): void {
           break;
         case 'control.connection':
           // Every client connection, accepted by the parent and passed on unread.
-          if (handle !== undefined && !('listen' in handle)) accept(handle as Socket);
+          if (handle !== undefined && !('listen' in handle)) accept(handle as Socket, msg.peer, { uid: msg.uid, gid: msg.gid });
           break;
         case 'control.response': {
           const conn = connections.get(msg.peer);
@@ -134,16 +132,8 @@ export function controlMain(): void {
     logWarn(`${message} (logged once per ${REFUSAL_LOG_INTERVAL_MS / 1000} s)`);
   }
 
-  function accept(socket: Socket): void {
-    let cred;
-    try {
-      cred = peerCred(socket);
-    } catch (err) {
-      logWarn(`peer credentials: ${err instanceof Error ? err.message : String(err)}`);
-      socket.destroy();
-      return;
-    }
-    const peer = nextPeer++;
+  /** A connection the parent accepted, named by the parent's id, with the uid and gid the kernel gave the parent. */
+  function accept(socket: Socket, peer: number, cred: { uid: number; gid: number }): void {
     const admission = limits.admit(peer, cred.uid, Date.now());
     for (const victim of admission.evict) closeByLimit(victim, 'evicted');
     if (!admission.admitted) {
@@ -156,7 +146,7 @@ export function controlMain(): void {
     const reader = readFrames(socket);
     const conn: Connection = { socket, reader, uid: cred.uid, gid: cred.gid, pending: 0 };
     connections.set(peer, conn);
-    logDebug(`connection ${peer} from uid ${cred.uid} pid ${cred.pid}`);
+    logDebug(`connection ${peer} from uid ${cred.uid}`);
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       limits.remove(peer);

@@ -2,6 +2,9 @@
 // that sends one forged field is killed and restarted, what it asked for does not happen, and vmd keeps answering.
 
 import t from 'tap';
+import { execa } from 'execa';
+import { getgrnam, getpwnam } from '../../share/users.js';
+import { ensureUsers } from '../lib/users.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 import { injectBytes, injectIntoChannel } from '../lib/role-inject.js';
 
@@ -52,6 +55,44 @@ t.test('control asking root to start a VM with a forged field is restarted, and 
   t.equal(status.exitCode, 0, `vmd still answers: ${status.stderr}`);
   t.equal(fields(status.stdout.split('\n').find((l) => l.trim().endsWith(' victim')) ?? '')[7], 'stopped', 'victim is stopped');
   t.notMatch(h.daemonLog, /victim.*start|starting vm/i, 'no start was logged');
+});
+
+t.test('control claiming root for a user\'s connection, or for one it never got, is restarted; nothing starts', async (t) => {
+  const USER = 'vmdforge1';
+  const GROUP = 'vmdforge';
+  t.teardown(await ensureUsers([USER], GROUP));
+  const user = { uid: getpwnam(USER)!.uid, gid: getgrnam(GROUP)!.gid };
+  const h = await VmdHarness.start({ config: `socket owner root:${GROUP}\n${vm('victim', true)}` });
+  t.teardown(() => h.teardown());
+  t.equal((await h.vmctl(['log', 'verbose'])).exitCode, 0);
+  // A user's connection, held open: the parent hands it to control with the kernel's uid for it.
+  const holder = execa(process.execPath, ['-e', `const s = require('net').connect(${JSON.stringify(h.socket)}); s.on('connect', () => console.log('connected')); setTimeout(() => {}, 60000);`], {
+    uid: user.uid, gid: user.gid, buffer: false, reject: false,
+  });
+  t.teardown(() => { holder.kill('SIGKILL'); });
+  const deadline = Date.now() + 10_000;
+  let peer: number | null = null;
+  while (peer === null && Date.now() < deadline) {
+    const m = [...h.daemonLog.matchAll(new RegExp(`control connection (\\d+): uid ${user.uid} `, 'g'))].at(-1);
+    if (m !== undefined) peer = Number(m[1]);
+    else await new Promise((r) => setTimeout(r, 50));
+  }
+  t.ok(peer !== null && peer > 0, `the parent logged the user's connection (${peer})`);
+  const control = h.rolePid('control')!;
+  const start = { v: 1, id: 1, type: 'vm.start.request', target: 'victim', options: {} };
+  // Well-formed in every field: only the uid is a lie. Before, root took control's word for it and started the VM.
+  await injectIntoChannel(control, [{ type: 'control.request', peer: peer!, uid: 0, gid: 0, request: start }]);
+  const second = await respawned(h, 'control', control);
+  t.match(h.daemonLog, new RegExp(`malformed message: control\\.request: connection ${peer} is uid ${user.uid} gid ${user.gid}, not uid 0 gid 0\n`));
+  // A connection id the parent never handed out.
+  await injectIntoChannel(second, [{ type: 'control.request', peer: 999_999, uid: 0, gid: 0, request: start }]);
+  await respawned(h, 'control', second);
+  t.match(h.daemonLog, /malformed message: control\.request: connection 999999 was never handed to control\n/);
+  await new Promise((r) => setTimeout(r, 3000));
+  t.same(h.guestPids(), [], 'no QEMU was started');
+  t.notMatch(h.daemonLog, /started victim/, 'no start was logged');
+  const status = await h.vmctl(['status', 'victim']);
+  t.equal(status.exitCode, 0, `vmd still answers: ${status.stderr}`);
 });
 
 t.test('vmm reporting a running guest paused or gone with a forged field is restarted; the guest runs on, adopted', async (t) => {

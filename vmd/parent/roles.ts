@@ -12,8 +12,9 @@ import {
 } from '../../share/ipc.js';
 import type { VmState } from '../../share/protocol.js';
 import { AcceptQueue } from '../accept.js';
-import { logWarn } from '../log.js';
+import { logDebug, logWarn } from '../log.js';
 import { RestartBudget, RoleChannel } from '../proc.js';
+import { ControlPeers } from './peers.js';
 import type { ParentEnv } from './env.js';
 
 /** What the roles' messages are handed to; set by parentMain once every part exists. */
@@ -45,6 +46,8 @@ export class Roles {
   readonly #controlBudget = new RestartBudget();
   #vmmGeneration = 0;
   #server: Server | null = null;
+  /** The connections handed to control, with the kernel's credentials for each. */
+  readonly #peers = new ControlPeers();
   // Connections on their way to control, root's and the socket owner's first; they wait here while it restarts.
   readonly #accepts = new AcceptQueue({ isPrivileged: (uid) => uid === 0 || uid === this.handlers.socketOwner()?.uid });
 
@@ -90,10 +93,11 @@ export class Roles {
     const { ident, options } = this.env;
     this.control = new RoleChannel<ControlToParent, ParentToControl>(
       { role: 'control', uid: ident?.uid ?? null, gid: ident?.gid ?? null, verbose: options.verbose },
-      readControlToParent,
+      (m) => this.#peers.check(readControlToParent(m)),
       (msg, handle) => this.handlers.control(msg, handle as Socket | undefined),
       () => {
         this.control = null;
+        this.#peers.clear();
         this.#accepts.detach();
         this.#respawn('control', this.#controlBudget, () => void this.startControl().catch((err: unknown) => this.handlers.fatal(err)));
       },
@@ -101,7 +105,16 @@ export class Roles {
     const owner = this.handlers.socketOwner();
     this.control.send({ type: 'control.config', verbose: options.verbose, ...(owner === null ? {} : { socketOwnerUid: owner.uid }) });
     const channel = this.control;
-    this.#accepts.attach((sock, done) => channel.send({ type: 'control.connection' }, sock, done));
+    this.#accepts.attach((sock, done) => {
+      const cred = this.#peers.register(sock);
+      if (cred === null) {
+        sock.destroy();
+        done();
+        return;
+      }
+      logDebug(`control connection ${cred.peer}: uid ${cred.uid} gid ${cred.gid}`);
+      channel.send({ type: 'control.connection', ...cred }, sock, done);
+    });
   }
 
   #respawn(role: string, budget: RestartBudget, start: () => void): void {
