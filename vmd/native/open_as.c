@@ -79,11 +79,15 @@ static bool creds_restore(const struct fs_creds *c) {
   // fsuid first: going back to 0 puts the filesystem capabilities back into the effective set (cap_raise_fs_set).
   syscall(SYS_setfsuid, c->fsuid);
   syscall(SYS_setfsgid, c->fsgid);
-  if (syscall(SYS_setgroups, (size_t)c->ngroups, c->groups) != 0) return false;
   if (fsuid_now() != c->fsuid || fsgid_now() != c->fsgid) return false;
+  // setgroups needs CAP_SETGID even to change nothing: skipped when creds_enter never got that far.
   static gid_t now_groups[MAX_GROUPS];
   int n = (int)syscall(SYS_getgroups, MAX_GROUPS, now_groups);
-  if (n != c->ngroups || memcmp(now_groups, c->groups, (size_t)n * sizeof(gid_t)) != 0) return false;
+  if (n != c->ngroups || memcmp(now_groups, c->groups, (size_t)n * sizeof(gid_t)) != 0) {
+    if (syscall(SYS_setgroups, (size_t)c->ngroups, c->groups) != 0) return false;
+    n = (int)syscall(SYS_getgroups, MAX_GROUPS, now_groups);
+    if (n != c->ngroups || memcmp(now_groups, c->groups, (size_t)n * sizeof(gid_t)) != 0) return false;
+  }
   struct __user_cap_data_struct now[_LINUX_CAPABILITY_U32S_3];
   if (caps_get(now) != 0) return false;
   if (memcmp(now, c->caps, sizeof now) == 0) return true;
