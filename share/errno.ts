@@ -42,13 +42,19 @@ export function strerror(code: string | undefined): string {
   return STRERROR[code] ?? code;
 }
 
-/**
- * The `why` of a daemon message (`vm "x": disk /p: permission denied`): strerror lowercased for an errno error,
- * the error's own message otherwise (it is already worded as a `why`).
- */
-export function errnoText(err: unknown): string {
-  const code = typeof err === 'object' && err !== null && 'code' in err ? (err as { code: unknown }).code : undefined;
-  const text = typeof code === 'string' ? STRERROR[code] : undefined;
-  if (text !== undefined) return text.toLowerCase();
+/** vmd's own short wording for the errors a user most often meets on a path they named (`disk X: no such file`). */
+const SHORT: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EISDIR: 'is a directory',
+  ELOOP: 'too many symbolic links',
+};
+
+/** The reason part of a `what: why` message for a system error: vmd's short form, else strerror(3) in lower case. */
+export function errnoMessage(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code !== undefined && SHORT[code] !== undefined) return SHORT[code];
+  if (code !== undefined && STRERROR[code] !== undefined) return STRERROR[code].toLowerCase();
   return err instanceof Error ? err.message : String(err);
 }

@@ -6,10 +6,11 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../share/config.js';
 import { packageRoot } from '../share/paths.js';
-import type { VmInfo } from '../share/protocol.js';
+import type { VmInfo, VmState } from '../share/protocol.js';
 
 export type VmOrigin = VmInfo['origin'];
-export type RuntimeState = 'starting' | 'running' | 'paused' | 'stopping';
+/** The states of a VM that has a QEMU (a runtime record): the same union as the status listing's, narrowed. */
+export type RuntimeState = Extract<VmState, 'starting' | 'running' | 'paused' | 'stopping'>;
 
 /** A VM as stored: owned by the parent, survives restarts. */
 export interface VmRecord {

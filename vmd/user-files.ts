@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 import { spawn } from 'node:child_process';
 import type { DiskFormat } from '../share/config.js';
 import { QCOW2_MAGIC } from '../share/diskformat.js';
-import { errnoText } from '../share/errno.js';
+import { errnoMessage } from '../share/errno.js';
 import { VmdError, type ErrorCode } from '../share/errors.js';
 import { systemUserDb, type UserDb } from '../share/users.js';
 import { openAs, type FsIdentity } from './native.js';
@@ -51,7 +51,8 @@ export type HeaderReader = (fd: number, format: DiskFormat, who: FsIdentity) => 
 /** The deepest backing chain followed; deeper is refused, never left for QEMU to open by path. */
 export const MAX_BACKING_DEPTH = 16;
 
-// An error with an errno-style code, worded by errnoText like the kernel's own (EFTYPE is BSD's "wrong file type").
+// An error with an errno-style code; codes outside the errno table (EFTYPE, BSD's "wrong file type", ECHAIN,
+// EQEMUIMG) are worded by their message.
 function fileError(code: string, message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
 }
@@ -93,7 +94,7 @@ export function checkOpened(fd: number, who: FsIdentity, regularOnly: boolean): 
 /** The VmdError for a failed file: `vm "x": disk /p: permission denied`, with the system error kept as cause. */
 export function userFileError(req: FileRequest, path: string, err: unknown): VmdError {
   const code = (err as NodeJS.ErrnoException).code === 'EFTYPE' ? (req.invalidCode ?? req.code) : req.code;
-  return new VmdError(code, `vm "${req.vm}": ${req.role} ${path}: ${errnoText(err)}`, { cause: err });
+  return new VmdError(code, `vm "${req.vm}": ${req.role} ${path}: ${errnoMessage(err)}`, { cause: err });
 }
 
 /** Opens a file named for a guest as its requester and checks what was opened; the caller closes the fd. */
@@ -154,11 +155,11 @@ export async function diskOpenAs(
       const next = await backingOf(vm, layer, backing.length === 0 ? 'disk' : 'disk base', who, readHeader);
       if (next === null) break;
       const req: FileRequest = { vm, role: 'disk base', who, code: 'ERR_DISK_MISSING' };
-      if (backing.length >= MAX_BACKING_DEPTH) throw userFileError(req, next.path, fileError('ELOOP', `backing chain deeper than ${MAX_BACKING_DEPTH}`));
+      if (backing.length >= MAX_BACKING_DEPTH) throw userFileError(req, next.path, fileError('ECHAIN', `backing chain deeper than ${MAX_BACKING_DEPTH}`));
       const opened = userFileOpen(next.path, req);
       backing.push({ fd: opened.fd, format: next.format, path: next.path });
       const key = `${opened.stat.dev}:${opened.stat.ino}`;
-      if (seen.has(key)) throw userFileError(req, next.path, fileError('ELOOP', 'backing chain loops back to an image above'));
+      if (seen.has(key)) throw userFileError(req, next.path, fileError('ECHAIN', 'backing chain loops back to an image above'));
       seen.add(key);
       layer = backing[backing.length - 1]!;
     }
@@ -177,7 +178,7 @@ async function backingOf(
   try {
     header = await readHeader(layer.fd, layer.format, who);
   } catch (err) {
-    throw new VmdError('ERR_DISK_MISSING', `vm "${vm}": ${role} ${layer.path}: ${errnoText(err)}`, { cause: err });
+    throw new VmdError('ERR_DISK_MISSING', `vm "${vm}": ${role} ${layer.path}: ${errnoMessage(err)}`, { cause: err });
   }
   if (header.backing === null) return null;
   const req: FileRequest = { vm, role: 'disk base', who, code: 'ERR_DISK_MISSING' };

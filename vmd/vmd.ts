@@ -50,7 +50,7 @@ async function main(): Promise<number> {
     }
   }
   if (!options.debug && !detachedChild) return daemonise(argv);
-  const { parentMain } = await import('./parent.js');
+  const { parentMain } = await import('./parent/main.js');
   return parentMain({
     file: options.file,
     macros: options.macros,

@@ -65,7 +65,7 @@ t.test('the kernel decides with the requester\'s credentials', { skip: !isRoot &
   const ro = userFileOpen(shared, disk(u1, false));
   closeSync(ro.fd);
   t.throws(() => userFileOpen(shared, disk({ ...u1, groups: [] }, false)), { message: /permission denied$/ }, 'not without the group');
-  t.throws(() => userFileOpen(join(dir, 'missing'), disk(u1)), { message: /: no such file or directory$/ });
+  t.throws(() => userFileOpen(join(dir, 'missing'), disk(u1)), { message: /: no such file$/ });
 });
 
 t.test('a symlink swapped while root opens it never yields the root-only file', { skip: !isRoot && 'needs root' }, async (t) => {
@@ -155,7 +155,7 @@ t.test('qcow2 backing chains are opened as the requester', { skip: !isRoot && 'n
   const other = join(dir, 'other');
   mkdirSync(other, { mode: 0o755 });
   symlinkSync(ov, join(other, 'ov.qcow2'));
-  await t.rejects(diskOpenAs('x', { path: join(other, 'ov.qcow2'), format: 'qcow2' }, u1), { message: `vm "x": disk base ${other}/base.raw: no such file or directory` });
+  await t.rejects(diskOpenAs('x', { path: join(other, 'ov.qcow2'), format: 'qcow2' }, u1), { message: `vm "x": disk base ${other}/base.raw: no such file` });
 
   // A header naming a protocol, and a chain that loops, are refused without opening anything by them.
   const proto = await overlay(dir, 'json:{"driver":"file","filename":"/etc/shadow"}', 'proto.qcow2');

@@ -1,0 +1,102 @@
+// The parent's dispatchers: what control and vmm send it, each message type one call (OpenBSD's vmd_dispatch_*).
+// Control's messages carry a client's request and the kernel's uid for it; vmm's report what its guests do.
+
+import type { Socket } from 'node:net';
+import { VmdError } from '../../share/errors.js';
+import type { ControlToParent, VmmToParent } from '../../share/ipc.js';
+import type { ControlRequest } from '../../share/protocol.js';
+import type { Parent } from './context.js';
+import { guestExited, guestsAdoptAgain } from './lifecycle.js';
+import {
+  configRequest, logVerboseRequest, respond, respondError, vmFirewallRequest, vmLinksRequest, vmPauseRequest,
+  vmStartRequest, vmStopRequest, vmWaitRequest, type Asker,
+} from './requests.js';
+import { captureRequest, consoleRequest } from './sockets.js';
+import { streamRequest } from './transfer.js';
+
+/** Messages from control. */
+export function parentDispatchControl(p: Parent, msg: ControlToParent, handle: Socket | undefined): void {
+  switch (msg.type) {
+    case 'control.ready':
+      // A new control process has no listing yet: it forwards status requests here until this arrives.
+      p.vms.republish();
+      p.env.options.onReady?.();
+      return;
+    case 'control.closed':
+      for (const e of p.vms.entries.values()) e.waiters = e.waiters.filter((w) => w.peer !== msg.peer);
+      return;
+    case 'control.console':
+      if (handle !== undefined) consoleRequest(p, msg, handle);
+      return;
+    case 'control.capture':
+      if (handle !== undefined) captureRequest(p, msg, handle);
+      return;
+    case 'control.stream':
+      if (handle !== undefined) streamRequest(p, msg, handle);
+      return;
+    case 'control.request':
+      parentDispatchRequest(p, msg, msg.request).catch((err: unknown) => respondError(p, msg.peer, msg.request.id, err));
+      return;
+  }
+}
+
+/** One client request forwarded by control. */
+async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest): Promise<void> {
+  switch (req.type) {
+    case 'vm.status.request':
+      return respond(p, who.peer, { type: 'vm.status.response', id: req.id, vms: p.vms.list(req.target, req.running), warnings: p.vms.warnings });
+    case 'vm.start.request':
+      return vmStartRequest(p, who, req);
+    case 'vm.stop.request':
+      return vmStopRequest(p, who, req);
+    case 'vm.wait.request':
+      return vmWaitRequest(p, who, req);
+    case 'vm.pause.request':
+    case 'vm.unpause.request':
+      return vmPauseRequest(p, who, req);
+    case 'config.load.request':
+    case 'config.reload.request':
+    case 'config.reset.request':
+      return configRequest(p, who, req);
+    case 'log.verbose.request':
+      return logVerboseRequest(p, who, req);
+    case 'vm.links.request':
+      return vmLinksRequest(p, who, req);
+    case 'vm.firewall.request':
+      return vmFirewallRequest(p, who, req);
+    case 'vm.console.request':
+    case 'vm.capture.request':
+    case 'vm.send.request':
+    case 'vm.receive.request':
+      throw new VmdError('ERR_PROTOCOL', `${req.type}: arrives with its socket`);
+  }
+}
+
+/** Messages from vmm; `generation` counts vmm processes, so a restarted vmm is handed the running guests again. */
+export function parentDispatchVmm(p: Parent, msg: VmmToParent, generation: number): void {
+  switch (msg.type) {
+    case 'vmm.ready':
+      p.roles.vmm?.send({ type: 'vmm.config', verbose: p.env.options.verbose, stopTimeoutMs: stopTimeoutMs() });
+      p.roles.vmmStarted();
+      // At daemon start the reconciliation does this, after it has told live guests from dead ones.
+      if (generation > 1) guestsAdoptAgain(p);
+      return;
+    case 'vm.result':
+      p.roles.vmmAnswered(msg.req, msg);
+      return;
+    case 'vm.exited':
+      guestExited(p, msg.vmId, msg.pid, msg.reason);
+      return;
+    case 'vm.state': {
+      const e = p.vms.entries.get(msg.vmId);
+      if (e !== undefined && e.runtime !== null && (msg.state === 'running' || msg.state === 'paused')) p.vms.trySetState(e, msg.state);
+      return;
+    }
+  }
+}
+
+/** How long vmm waits for a guest's ACPI power-down before killing it (VMD_STOP_TIMEOUT seconds, default 30). */
+function stopTimeoutMs(): number {
+  const env = Number(process.env.VMD_STOP_TIMEOUT);
+  return Number.isFinite(env) && env > 0 ? env * 1000 : 30_000;
+}

@@ -1,0 +1,209 @@
+// Launching a guest: the reboot limit, the checks before a start, the QEMU spec and argv, the spawn and its undoing.
+// QEMU runs detached as the unprivileged user with the images and taps as inherited descriptors.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_MEMORY, type VmConfig } from '../../share/config.js';
+import { errnoMessage } from '../../share/errno.js';
+import { VmdError, toVmdError } from '../../share/errors.js';
+import type { StartOptions } from '../../share/protocol.js';
+import type { VmRuntime } from '../db.js';
+import { logInfo, logWarn } from '../log.js';
+import { qemuArgv, type QemuNic, type QemuSpec } from '../qemu-argv.js';
+import { groupsOfUid } from './access.js';
+import type { Parent } from './context.js';
+import { Descriptors, imagesOpen, isKernelImage, type OpenedImages } from './images.js';
+import type { Entry, RestartCount } from './registry.js';
+
+const RESTART_WINDOW_MS = 6000;
+const RESTART_LIMIT = 3;
+
+/** The kernel command line of a direct boot when vm.conf gives none. */
+export const DEFAULT_CMDLINE = 'console=ttyS0';
+
+/**
+ * OpenBSD's reboot rate limit: a restart less than 6 s after the previous start counts, the third such one in a row
+ * is refused (ERR_RATE_LIMIT); any other start resets the count. Returns the count after this start.
+ */
+export function restartCount(prev: RestartCount, restart: boolean, now: number, vmId: number): RestartCount {
+  if (!restart) return { quick: 0, lastStartMs: now };
+  const quick = prev.lastStartMs !== null && now - prev.lastStartMs < RESTART_WINDOW_MS ? prev.quick + 1 : 0;
+  if (quick >= RESTART_LIMIT) throw new VmdError('ERR_RATE_LIMIT', `vm ${vmId}: restarted too quickly`);
+  return { quick, lastStartMs: now };
+}
+
+/** The last lines of QEMU's own log, for a start failure's message. */
+export function qemuLogTail(path: string): string {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    const lines = text.split('\n').filter((l) => l.length > 0);
+    return lines.slice(-3).join('; ').replace(/^qemu-system-x86_64: /, '');
+  } catch {
+    return '';
+  }
+}
+
+/** Refusals that need no file opened: unsupported features, nothing to boot, a disk another running guest holds. */
+function startCheck(p: Parent, e: Entry): void {
+  const vm = e.record.config;
+  if (vm.sev || vm.seves) {
+    throw new VmdError('ERR_UNSUPPORTED', `vm "${vm.name}": sev${vm.seves ? 'es' : ''}: not supported on this host`, {
+      hint: 'remove sev/seves from the vm block',
+    });
+  }
+  if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
+    throw new VmdError('ERR_NO_BOOT', `vm "${vm.name}": no kernel or disk/cdrom specified`);
+  }
+  // A disk another running guest has open would fail in QEMU's image lock; say which guest holds it.
+  for (const d of vm.disks) {
+    const holder = [...p.vms.entries.values()].find((o) => o !== e && o.runtime !== null && o.record.config.disks.some((od) => od.path === d.path));
+    if (holder !== undefined) {
+      throw new VmdError('ERR_DISK_LOCKED', `vm "${vm.name}": disk ${d.path}: in use by vm "${holder.record.name}"`, {
+        hint: 'give each guest its own disk, e.g. an overlay: vmctl create -b BASE NEW.qcow2',
+      });
+    }
+  }
+}
+
+export interface StartRequest {
+  readonly bootOnce?: StartOptions['bootDevice'];
+  /** A guest reboot: subject to the rate limit. */
+  readonly restart?: boolean;
+  /** A received guest: QEMU waits paused for its state (vmm hands it the stream). */
+  readonly incoming?: boolean;
+}
+
+/** Starts e's QEMU for requester uid and hands it to vmm; on any failure nothing of the start is left. */
+export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartRequest): Promise<void> {
+  if (e.runtime !== null || e.state === 'starting') throw new VmdError('ERR_VM_RUNNING', `vm "${e.record.name}": already running`);
+  const vm = e.record.config;
+  e.restarts = restartCount(e.restarts, opts.restart === true, Date.now(), e.record.id);
+  startCheck(p, e);
+  p.vms.setState(e, 'starting');
+  const fds = new Descriptors();
+  const runDir = join(p.env.runRoot, String(e.record.id));
+  let child: ChildProcess | null = null;
+  let netUp = false;
+  try {
+    rmSync(runDir, { recursive: true, force: true });
+    const images = imagesOpen(vm, { uid, gids: groupsOfUid(uid) }, fds, { root: p.env.root, qemu: p.env.qemuIdentity, runDir });
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
+    chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
+    const logFd = fds.own(openSync(join(runDir, 'qemu.log'), 'w', 0o640));
+    const accel = await p.accelFor(vm);
+    // The guest's links exist before QEMU does: taps reach it as inherited fds like the images.
+    const net = await p.network.vmUp(e.record.id, vm);
+    netUp = true;
+    for (const fd of net.fds) fds.own(fd);
+    const nics: QemuNic[] = net.nics.map((n) => (n.kind === 'tap'
+      ? { kind: 'tap', fd: fds.pass(n.hostFd), mac: n.mac }
+      : { kind: 'user', mac: n.mac, forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })) }));
+    const spec = qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root });
+    // A received guest starts paused, waiting for its state (vmm hands QEMU the stream with migrate-incoming).
+    const argv = qemuArgv(opts.incoming ? { ...spec, incoming: 'defer', paused: true } : spec);
+    const rt: VmRuntime = {
+      vmId: e.record.id, state: 'starting', pid: null, uid, runDir, qmpSocket: spec.qmpSocket, consoleSocket: spec.consoleSocket,
+      startedAt: new Date().toISOString(), restarts: e.restarts.quick, lastStartMs: e.restarts.lastStartMs, bootOnce: opts.bootOnce ?? null,
+    };
+    // Intent first: a crash between here and the spawn leaves a record the next start cleans up.
+    p.db.runtimePut(rt);
+    e.runtime = rt;
+    e.stopRequested = false;
+    child = await qemuSpawn(p, vm, argv, runDir, logFd, fds.passed);
+    const pid = child.pid!;
+    e.child = child;
+    const running: VmRuntime = { ...rt, pid };
+    p.db.runtimePut(running);
+    e.runtime = running;
+    // QEMU died before vmm adopted it, or vmm is gone: the parent reaps and reports it too.
+    child.on('exit', () => setTimeout(() => p.onGuestExit(e.record.id, pid, 'exited'), 300));
+    p.db.event(e.record.id, 'start', `pid ${pid} uid ${uid}`);
+    const res = await p.roles.vmmCall((req) => ({
+      type: 'vm.adopt', req,
+      guest: { vmId: e.record.id, name: vm.name, pid, qmpSocket: rt.qmpSocket, consoleSocket: rt.consoleSocket, adopted: false },
+    }));
+    p.vms.setState(e, res.state === 'paused' ? 'paused' : 'running');
+    logInfo(`started ${vm.name} (vm ${e.record.id}) successfully, tty ${rt.consoleSocket}`);
+  } catch (err) {
+    throw await startUndo(p, e, child, netUp, runDir, err);
+  } finally {
+    fds.closeAll();
+  }
+}
+
+/** Undoes a failed start (QEMU, links, run directory, runtime record) and says why, in QEMU's words when it has some. */
+async function startUndo(p: Parent, e: Entry, child: ChildProcess | null, netUp: boolean, runDir: string, err: unknown): Promise<VmdError> {
+  const tail = e.runtime !== null ? qemuLogTail(join(runDir, 'qemu.log')) : '';
+  if (child?.pid !== undefined) {
+    try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+  runtimeCleanup(p, e);
+  if (netUp) await p.network.vmDown(e.record.id).catch(() => undefined);
+  p.vms.setState(e, 'stopped');
+  const ve = toVmdError(err, 'ERR_QEMU');
+  if (tail.length > 0 && ve.code === 'ERR_QEMU') {
+    const locked = /Failed to get "write" lock|Is another process using the image/.test(tail);
+    return new VmdError(locked ? 'ERR_DISK_LOCKED' : 'ERR_QEMU', `vm "${e.record.config.name}": qemu: ${tail}`, { cause: err });
+  }
+  return ve;
+}
+
+/** Spawns QEMU detached (a vmd restart does not kill guests), as QEMU's user, with the passed descriptors from fd 3. */
+async function qemuSpawn(p: Parent, vm: VmConfig, argv: string[], runDir: string, logFd: number, passed: number[]): Promise<ChildProcess> {
+  // PRIV: QEMU is started as the unprivileged user; only root can hand it the descriptors it could not open itself.
+  const child = spawn(p.config.global.qemu ?? 'qemu-system-x86_64', argv, {
+    detached: true,
+    stdio: ['ignore', logFd, logFd, ...passed],
+    ...(p.env.root ? { uid: p.env.qemuIdentity.uid, gid: p.env.qemuIdentity.gid } : {}),
+    cwd: runDir,
+  });
+  const spawnError = await new Promise<Error | null>((resolve) => {
+    child.once('spawn', () => resolve(null));
+    child.once('error', (err) => resolve(err));
+  });
+  if (spawnError !== null) throw new VmdError('ERR_QEMU', `vm "${vm.name}": qemu: ${errnoMessage(spawnError)}`, { cause: spawnError });
+  child.unref();
+  return child;
+}
+
+/** Removes what a guest's run left: its run directory, runtime record, captures and links. */
+export function runtimeCleanup(p: Parent, e: Entry): void {
+  if (e.runtime !== null) {
+    rmSync(e.runtime.runDir, { recursive: true, force: true });
+    p.db.runtimeDelete(e.record.id);
+  }
+  e.runtime = null;
+  e.child = null;
+  // Before the links go: a capture on a vanished tap would end anyway, but not as promptly.
+  p.captures.stopVm(e.record.id);
+  p.network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));
+}
+
+/** Everything QEMU needs for this VM except the argv layout itself (qemu-argv.ts owns that). */
+export function qemuSpecFor(
+  id: number, vm: VmConfig,
+  rt: { accel: 'kvm' | 'tcg'; runDir: string; images: OpenedImages; nics: QemuNic[]; bootOnce: 'cdrom' | 'disk' | 'net' | null; sandbox: boolean },
+): QemuSpec {
+  const { kernel, initrd, cdrom, disks } = rt.images;
+  const kernelIsLinux = kernel !== null && vm.boot !== null && isKernelImage(vm.boot);
+  return {
+    id, name: vm.name,
+    memory: vm.memory ?? DEFAULT_MEMORY,
+    cpus: vm.cpus ?? 1,
+    accel: rt.accel,
+    kernel: kernel === null || !kernelIsLinux ? null : { fd: kernel },
+    firmware: kernel !== null && !kernelIsLinux ? { fd: kernel } : null,
+    initrd: initrd === null ? null : { fd: initrd },
+    // vmd's console is the first serial port: a directly booted kernel without a cmdline is told so.
+    cmdline: kernelIsLinux ? vm.cmdline ?? DEFAULT_CMDLINE : null,
+    bootDevice: rt.bootOnce ?? vm.bootDevice,
+    cdrom: cdrom === null ? null : { fd: cdrom.fd },
+    disks: disks.map((d) => ({ fd: d.fd, format: d.format, ...(d.backing.length > 0 ? { backing: d.backing } : {}) })),
+    nics: rt.nics,
+    qmpSocket: join(rt.runDir, 'qmp.sock'),
+    consoleSocket: join(rt.runDir, 'console'),
+    sandbox: rt.sandbox,
+  };
+}
