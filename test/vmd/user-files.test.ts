@@ -6,6 +6,7 @@ import { chmodSync, chownSync, closeSync, fstatSync, lstatSync, mkdirSync, mkdte
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { hasQcow2Magic } from '../../share/diskformat.js';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { ensureUsers } from '../lib/users.js';
 import {
@@ -13,8 +14,8 @@ import {
 } from '../../vmd/user-files.js';
 
 const isRoot = process.getuid?.() === 0;
-const USERS = ['vmdtest1', 'vmdtest2'];
-const GROUP = 'vmdtest';
+const USERS = ['vmdfiles1', 'vmdfiles2'];
+const GROUP = 'vmdfiles';
 
 // A scratch directory anyone may search, removed afterwards.
 function scratch(t: Test): string {
@@ -34,7 +35,7 @@ function put(path: string, mode: number, uid = 0, gid = 0, content = 'data'): st
 
 async function users(t: Test): Promise<{ u1: FsIdentity; u2: FsIdentity; group: number }> {
   t.teardown(await ensureUsers(USERS, GROUP));
-  return { u1: fsIdentityOf(getpwnam('vmdtest1')!.uid), u2: fsIdentityOf(getpwnam('vmdtest2')!.uid), group: getgrnam(GROUP)!.gid };
+  return { u1: fsIdentityOf(getpwnam('vmdfiles1')!.uid), u2: fsIdentityOf(getpwnam('vmdfiles2')!.uid), group: getgrnam(GROUP)!.gid };
 }
 
 const disk = (who: FsIdentity, write = true) => ({ vm: 'x', role: 'disk' as const, who, code: 'ERR_DISK_MISSING' as const, write });
@@ -64,7 +65,8 @@ t.test('the kernel decides with the requester\'s credentials', { skip: !isRoot &
   t.throws(() => userFileOpen(shared, disk(u1)), { message: /permission denied$/ }, 'read-only to the group: no read-write disk');
   const ro = userFileOpen(shared, disk(u1, false));
   closeSync(ro.fd);
-  t.throws(() => userFileOpen(shared, disk({ ...u1, groups: [] }, false)), { message: /permission denied$/ }, 'not without the group');
+  t.ok(u1.groups.includes(group), 'the user database lists the supplementary group');
+  t.throws(() => userFileOpen(shared, disk({ ...u1, groups: [u1.gid] }, false)), { message: /permission denied$/ }, 'not without the group');
   t.throws(() => userFileOpen(join(dir, 'missing'), disk(u1)), { message: /: no such file$/ });
 });
 
@@ -128,6 +130,7 @@ t.test('descriptors that are not regular files are refused', { skip: !isRoot && 
   await execa('mkfifo', ['-m', '0666', join(dir, 'fifo')]);
   t.throws(() => userFileOpen(join(dir, 'fifo'), disk(u1, false)), { message: /fifo: not a regular file$/ });
   t.equal(diskFormatAs(join(dir, 'fifo'), u1), 'raw', 'format detection does not block on a FIFO');
+  t.equal(hasQcow2Magic(join(dir, 'fifo')), false, 'nor does the vm.conf parser\'s');
 });
 
 // qemu-img images in dir: base (raw) and an overlay naming it as `name`.
