@@ -282,7 +282,7 @@ t.test('openAs changes only the calling thread, and only while it opens', { skip
   t.same(out.after, out.before, 'ids, groups and capabilities restored after the open');
 });
 
-t.test('openAs refuses bad arguments and callers without the privilege', async (t) => {
+t.test('openAs refuses bad arguments before any system call', async (t) => {
   const nobody = { uid: 65534, gid: 65534, groups: [] };
   t.throws(() => openAs('/x', fsc.O_RDWR | fsc.O_CREAT, nobody), { code: 'ERR_INVALID_ARG_VALUE' }, 'it never creates files');
   t.throws(() => openAs('/x', fsc.O_RDWR | fsc.O_TRUNC, nobody), { code: 'ERR_INVALID_ARG_VALUE' });
@@ -292,11 +292,14 @@ t.test('openAs refuses bad arguments and callers without the privilege', async (
   t.throws(() => openAs('/x', 0, { ...nobody, gid: 2 ** 32 - 1 }), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => openAs('/x', 0, { ...nobody, groups: 'a' as unknown as number[] }), { code: 'ERR_INVALID_ARG_TYPE' });
   t.throws(() => openAs('/x', 0, { ...nobody, groups: [1.5] }), { code: 'ERR_OUT_OF_RANGE' });
-  if (!isRoot) return;
+});
+
+t.test('openAs without CAP_SETUID/CAP_SETGID fails with EPERM and leaves the caller as it was', { skip: !isRoot && 'needs root to drop' }, async (t) => {
   const r = await execa(process.execPath, ['--input-type=module', '-e', `
     import { openAs } from ${JSON.stringify(nativeModule)};
     process.setgroups([]); process.setgid(65534); process.setuid(65534);
     try { openAs('/etc/passwd', 0, { uid: 0, gid: 0, groups: [] }); console.log('opened'); } catch (e) { console.log(e.code, e.syscall); }
+    console.log(process.getuid(), process.getgid(), JSON.stringify(process.getgroups()));
   `], { reject: false });
-  t.equal(r.stdout, 'EPERM setfsuid', 'an unprivileged process cannot take other credentials');
+  t.equal(r.stdout, 'EPERM setfsuid\n65534 65534 [65534]', 'an unprivileged process cannot take other credentials');
 });

@@ -15,6 +15,19 @@
 #include <sys/types.h>
 #include <linux/capability.h>
 
+// 32-bit x86 and arm keep 16-bit ids in the plain calls; their *32 variants take full ids (x86_64 has only those).
+#ifdef SYS_setfsuid32
+#define SYS_SETFSUID SYS_setfsuid32
+#define SYS_SETFSGID SYS_setfsgid32
+#define SYS_SETGROUPS SYS_setgroups32
+#define SYS_GETGROUPS SYS_getgroups32
+#else
+#define SYS_SETFSUID SYS_setfsuid
+#define SYS_SETFSGID SYS_setfsgid
+#define SYS_SETGROUPS SYS_setgroups
+#define SYS_GETGROUPS SYS_getgroups
+#endif
+
 // The kernel's NGROUPS_MAX; a longer list is a caller's bug, not a user's groups.
 #define MAX_GROUPS 65536
 
@@ -44,15 +57,15 @@ static int caps_set(const struct __user_cap_data_struct *caps) {
 }
 
 // setfsuid/setfsgid never fail, they return the previous id; an invalid id (-1) changes nothing, so it reads the current one.
-static uid_t fsuid_now(void) { return (uid_t)syscall(SYS_setfsuid, (uid_t)-1); }
-static gid_t fsgid_now(void) { return (gid_t)syscall(SYS_setfsgid, (gid_t)-1); }
+static uid_t fsuid_now(void) { return (uid_t)syscall(SYS_SETFSUID, (uid_t)-1); }
+static gid_t fsgid_now(void) { return (gid_t)syscall(SYS_SETFSGID, (gid_t)-1); }
 
 // Raw syscalls throughout: glibc's setgroups (and setuid family) is broadcast to every thread by nptl,
 // and the libuv threads doing other fs work must keep root's credentials.
 static int creds_save(struct fs_creds *c) {
   c->fsuid = fsuid_now();
   c->fsgid = fsgid_now();
-  c->ngroups = (int)syscall(SYS_getgroups, MAX_GROUPS, c->groups);
+  c->ngroups = (int)syscall(SYS_GETGROUPS, MAX_GROUPS, c->groups);
   if (c->ngroups < 0) return errno;
   if (caps_get(c->caps) != 0) return errno;
   return 0;
@@ -60,10 +73,10 @@ static int creds_save(struct fs_creds *c) {
 
 // Switches this thread to uid/gid/groups for filesystem access; 0, or the errno that stopped it halfway.
 static int creds_enter(uid_t uid, gid_t gid, size_t ngroups, const gid_t *groups) {
-  if (syscall(SYS_setgroups, ngroups, groups) != 0) return errno;
-  syscall(SYS_setfsgid, gid);
+  if (syscall(SYS_SETGROUPS, ngroups, groups) != 0) return errno;
+  syscall(SYS_SETFSGID, gid);
   if (fsgid_now() != gid) return EPERM;
-  syscall(SYS_setfsuid, uid);
+  syscall(SYS_SETFSUID, uid);
   if (fsuid_now() != uid) return EPERM;
   if (uid == 0) return 0;
   struct __user_cap_data_struct now[_LINUX_CAPABILITY_U32S_3];
@@ -77,15 +90,15 @@ static int creds_enter(uid_t uid, gid_t gid, size_t ngroups, const gid_t *groups
 // Puts back what creds_save saw and checks it; false means the thread is not as it was.
 static bool creds_restore(const struct fs_creds *c) {
   // fsuid first: going back to 0 puts the filesystem capabilities back into the effective set (cap_raise_fs_set).
-  syscall(SYS_setfsuid, c->fsuid);
-  syscall(SYS_setfsgid, c->fsgid);
+  syscall(SYS_SETFSUID, c->fsuid);
+  syscall(SYS_SETFSGID, c->fsgid);
   if (fsuid_now() != c->fsuid || fsgid_now() != c->fsgid) return false;
   // setgroups needs CAP_SETGID even to change nothing: skipped when creds_enter never got that far.
   static gid_t now_groups[MAX_GROUPS];
-  int n = (int)syscall(SYS_getgroups, MAX_GROUPS, now_groups);
+  int n = (int)syscall(SYS_GETGROUPS, MAX_GROUPS, now_groups);
   if (n != c->ngroups || memcmp(now_groups, c->groups, (size_t)n * sizeof(gid_t)) != 0) {
-    if (syscall(SYS_setgroups, (size_t)c->ngroups, c->groups) != 0) return false;
-    n = (int)syscall(SYS_getgroups, MAX_GROUPS, now_groups);
+    if (syscall(SYS_SETGROUPS, (size_t)c->ngroups, c->groups) != 0) return false;
+    n = (int)syscall(SYS_GETGROUPS, MAX_GROUPS, now_groups);
     if (n != c->ngroups || memcmp(now_groups, c->groups, (size_t)n * sizeof(gid_t)) != 0) return false;
   }
   struct __user_cap_data_struct now[_LINUX_CAPABILITY_U32S_3];

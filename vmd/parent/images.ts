@@ -4,6 +4,7 @@
 import { closeSync, constants as fsc, mkdirSync, openSync, readFileSync, readSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../../share/config.js';
+import { VmdError } from '../../share/errors.js';
 import type { QemuBacking } from '../qemu-argv.js';
 import { diskOpenAs, reopenableBy, userFileOpen, type FileRequest, type FsIdentity } from '../user-files.js';
 import type { Identity } from './context.js';
@@ -35,6 +36,9 @@ export class Descriptors {
   }
 }
 
+/** The largest kernel or initrd copied for QEMU's user; real ones are tens of MiB. */
+const MAX_BOOT_COPY = 1 << 30;
+
 export interface OpenedImages {
   readonly disks: Array<{ fd: number; format: 'raw' | 'qcow2'; path: string; backing: QemuBacking[] }>;
   readonly cdrom: { fd: number; path: string } | null;
@@ -51,7 +55,10 @@ export interface OpenedImages {
  */
 export async function imagesOpen(vm: VmConfig, who: FsIdentity, fds: Descriptors, opts: { root: boolean; qemu: Identity; runDir: string }): Promise<OpenedImages> {
   // PRIV: each open runs with the requester's fsuid/fsgid/groups; root only hands QEMU what the requester could open.
-  const file = (path: string, req: Omit<FileRequest, 'vm' | 'who'>): number => fds.own(userFileOpen(path, { ...req, vm: vm.name, who }).fd);
+  const file = (path: string, req: Omit<FileRequest, 'vm' | 'who'>): { fd: number; size: number } => {
+    const opened = userFileOpen(path, { ...req, vm: vm.name, who });
+    return { fd: fds.own(opened.fd), size: opened.stat.size };
+  };
   const disks: OpenedImages['disks'] = [];
   for (const d of vm.disks) {
     const opened = await diskOpenAs(vm.name, d, who);
@@ -64,15 +71,18 @@ export async function imagesOpen(vm: VmConfig, who: FsIdentity, fds: Descriptors
     });
   }
   const cdrom = vm.cdrom === null ? null : {
-    fd: fds.pass(file(vm.cdrom, { role: 'cdrom', code: 'ERR_CDROM_MISSING', invalidCode: 'ERR_CDROM_INVALID' })),
+    fd: fds.pass(file(vm.cdrom, { role: 'cdrom', code: 'ERR_CDROM_MISSING', invalidCode: 'ERR_CDROM_INVALID' }).fd),
     path: vm.cdrom,
   };
   const bootFile = (p: string | null, role: 'kernel' | 'initrd'): { fd: number; linux: boolean } | null => {
     if (p === null) return null;
-    const fd = file(p, { role, code: role === 'kernel' ? 'ERR_BIOS_MISSING' : 'ERR_INVALID' });
+    const code = role === 'kernel' ? 'ERR_BIOS_MISSING' : 'ERR_INVALID';
+    const { fd, size } = file(p, { role, code });
     const linux = role === 'kernel' && isKernelImage(fd);
     // The kernel decides whether QEMU's user (spawned without supplementary groups) could reopen /proc/self/fd/N.
     if (!opts.root || reopenableBy(fd, { uid: opts.qemu.uid, gid: opts.qemu.gid, groups: [] })) return { fd: fds.pass(fd), linux };
+    // The copy goes to root's state directory: a user must not fill it with a sparse file of any size.
+    if (size > MAX_BOOT_COPY) throw new VmdError(code, `vm "${vm.name}": ${role} ${p}: larger than ${MAX_BOOT_COPY >> 20} MiB`, { hint: 'make it readable to the vmd user' });
     mkdirSync(opts.runDir, { recursive: true, mode: 0o700 });
     const copy = join(opts.runDir, role);
     writeFileSync(copy, readFileSync(fd), { mode: 0o644 });
