@@ -155,11 +155,15 @@ export async function diskOpenAs(
       const next = await backingOf(vm, layer, backing.length === 0 ? 'disk' : 'disk base', who, readHeader);
       if (next === null) break;
       const req: FileRequest = { vm, role: 'disk base', who, code: 'ERR_DISK_MISSING' };
-      if (backing.length >= MAX_BACKING_DEPTH) throw userFileError(req, next.path, fileError('ECHAIN', `backing chain deeper than ${MAX_BACKING_DEPTH}`));
+      if (backing.length >= MAX_BACKING_DEPTH) {
+        throw userFileError(req, next.path, fileError('ECHAIN', `backing chain deeper than ${MAX_BACKING_DEPTH}`));
+      }
       const opened = userFileOpen(next.path, req);
       backing.push({ fd: opened.fd, format: next.format, path: next.path });
       const key = `${opened.stat.dev}:${opened.stat.ino}`;
-      if (seen.has(key)) throw userFileError(req, next.path, fileError('ECHAIN', 'backing chain loops back to an image above'));
+      if (seen.has(key)) {
+        throw userFileError(req, next.path, fileError('ECHAIN', 'backing chain loops back to an image above'));
+      }
       seen.add(key);
       layer = backing[backing.length - 1]!;
     }
@@ -206,12 +210,14 @@ export async function qemuImgHeader(fd: number, format: DiskFormat, who: FsIdent
   const euid = process.geteuid?.() ?? 0;
   // PRIV: a root daemon drops to the requester for qemu-img; root's own requests (vm.conf, autostart) stay root.
   const argv = euid === 0 && who.uid !== 0
-    ? ['setpriv', `--reuid=${who.uid}`, `--regid=${who.gid}`, ...(who.groups.length > 0 ? [`--groups=${who.groups.join(',')}`] : ['--clear-groups']),
+    ? ['setpriv', `--reuid=${who.uid}`, `--regid=${who.gid}`,
+      ...(who.groups.length > 0 ? [`--groups=${who.groups.join(',')}`] : ['--clear-groups']),
       '--no-new-privs', '--inh-caps=-all', '--', ...info]
     : info;
   const r = await runWithFd(argv, fd);
   if (r.exitCode !== 0) {
-    const why = r.stderr.split('\n').find((l) => l.trim().length > 0)?.replace(/^qemu-img: (\/proc\/self\/fd\/3: )?/, '') ?? `exit ${r.exitCode}`;
+    const first = r.stderr.split('\n').find((l) => l.trim().length > 0);
+    const why = first?.replace(/^qemu-img: (\/proc\/self\/fd\/3: )?/, '') ?? `exit ${r.exitCode}`;
     throw fileError('EQEMUIMG', `qemu-img: ${why}`);
   }
   return readImageInfo(r.stdout);
@@ -249,7 +255,9 @@ export function readImageInfo(text: string): ImageHeader {
   } catch (err) {
     throw fileError('EQEMUIMG', `qemu-img: unreadable output: ${(err as Error).message}`);
   }
-  if (typeof info !== 'object' || info === null || Array.isArray(info)) throw fileError('EQEMUIMG', 'qemu-img: output is not an object');
+  if (typeof info !== 'object' || info === null || Array.isArray(info)) {
+    throw fileError('EQEMUIMG', 'qemu-img: output is not an object');
+  }
   const o = info as Record<string, unknown>;
   const name = o['backing-filename'];
   const format = o['backing-filename-format'];
