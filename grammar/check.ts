@@ -2,9 +2,8 @@
 // the switch lookup at VM start), reported by `vmd -n` too, with the line of the offending block.
 
 import type { Config, SourceLocation } from '../share/config.js';
-import type { Diagnostic } from './parse.js';
-
-const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+import { vmNameError } from '../share/names.js';
+import type { Diagnostic } from './diagnostic.js';
 
 function at(loc: SourceLocation, message: string): Diagnostic {
   return { severity: 'error', file: loc.file, line: loc.line, message };
@@ -26,7 +25,7 @@ export function checkConfig(config: Config): Diagnostic[] {
   const vms = new Map<string, SourceLocation>();
   for (const vm of config.vms) {
     // vm_register(): only [A-Za-z0-9._-], not starting with `-`, `.` or `_` (a digit is fine).
-    if (!VM_NAME.test(vm.name)) out.push(at(vm.location, `invalid VM name: ${vm.name}`));
+    if (vmNameError(vm.name) !== null) out.push(at(vm.location, `invalid VM name: ${vm.name}`));
     const first = vms.get(vm.name);
     if (first !== undefined) out.push(at(vm.location, `duplicate vm "${vm.name}" (first defined at ${where(first)})`));
     if (vm.instanceOf !== null && !vms.has(vm.instanceOf)) {

@@ -7,19 +7,15 @@ import type { Config } from '../share/config.js';
 import { type UserDb, systemUserDb } from '../share/users.js';
 import { parse as pegParse } from './vm.conf.parser.js';
 import type { PartialBlock, Statement } from './ast.js';
-import { Builder, YyError } from './actions.js';
+import { YyError } from './action-base.js';
+import { Builder } from './actions.js';
 import { checkConfig } from './check.js';
 import { Lexer, type TokenStream } from './lexer.js';
 import { CODE_NL } from './tokens.js';
 import { strerror } from '../share/errno.js';
+import type { Diagnostic } from './diagnostic.js';
 
-export interface Diagnostic {
-  readonly severity: 'error' | 'warning' | 'debug';
-  /** null for messages not tied to a file (`too many disks`, `warning: macro 'x' not used`). */
-  readonly file: string | null;
-  readonly line: number | null;
-  readonly message: string;
-}
+export type { Diagnostic } from './diagnostic.js';
 
 export interface ParseOptions {
   /** `vmd -D name=value` macros: persistent, they win over definitions in the file. */

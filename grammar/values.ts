@@ -1,8 +1,9 @@
-// Value syntaxes of vm.conf checked by the grammar's actions: MACs, prefixes, addresses, names, errno text.
+// Value syntaxes of vm.conf checked by the grammar's actions: MACs, prefixes, addresses (names: share/names.ts).
 // Re-implementations of the libc behaviour OpenBSD's parse.y relies on (ether_aton, inet_net_pton, …); sizes
 // (scan_scaled/fmt_scaled) are share/scaled.ts, shared with vmctl.
 
 import { isIPv4, isIPv6 } from 'node:net';
+import type { Prefix4, Prefix6 } from '../share/config.js';
 
 /** ether_aton(3) as OpenBSD's libc: six strtol(…, 16) octets split by `:`; returns lowercase `xx:…` or null. */
 export function etherAton(text: string): string | null {
@@ -127,8 +128,36 @@ export function parseHostAddress(text: string): string | null {
   return groups === null ? null : formatIPv6(groups);
 }
 
-/** Linux interface names: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace (dev_valid_name). */
-export function isLinuxIfName(name: string): boolean {
-  return name.length > 0 && Buffer.byteLength(name) <= 15 && name !== '.' && name !== '..' && !/[/:\s]/.test(name);
+/** parse_prefix4(): `ADDR[/LEN]`, LEN 1–16 (default 16), no host bits. */
+export function parsePrefix4(text: string): Prefix4 | string {
+  const slash = text.lastIndexOf('/');
+  const addrText = slash < 0 ? text : text.slice(0, slash);
+  let length = 16;
+  if (slash >= 0) {
+    const l = strtonum(text.slice(slash + 1), 1, 16);
+    if (typeof l !== 'number') return l;
+    length = l;
+  }
+  const addr = parseIPv4Net(addrText);
+  if (addr === null) return 'invalid format';
+  if ((addr & ~(~0 << (32 - length))) !== 0) return 'bad mask';
+  return { address: formatIPv4(addr), length };
 }
 
+/** parse_prefix6(): numeric `ADDR[/LEN]`, LEN 0–64 (default 64), no host bits. */
+export function parsePrefix6(text: string): Prefix6 | string {
+  const slash = text.lastIndexOf('/');
+  const addrText = slash < 0 ? text : text.slice(0, slash);
+  let length = 64;
+  if (slash >= 0) {
+    const l = strtonum(text.slice(slash + 1), 0, 64);
+    if (typeof l !== 'number') return l;
+    length = l;
+  }
+  const groups = parseIPv6(addrText);
+  // getaddrinfo(AI_NUMERICHOST) fails with EAI_NONAME on anything but a numeric address.
+  if (groups === null) return 'Name or service not known';
+  const masked = maskIPv6(groups, length);
+  if (masked.some((g, i) => g !== groups[i])) return 'bad mask';
+  return { address: formatIPv6(groups), length };
+}

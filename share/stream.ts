@@ -11,6 +11,7 @@
 
 import { isIP } from 'node:net';
 import { VmdError, type VmdErrorData } from './errors.js';
+import { CONTROL_CHARS, groupNameError, switchNameError, vmNameError } from './names.js';
 
 export const STREAM_MAGIC = Buffer.from('VMDSTATE', 'latin1');
 /** Bumped on any change an older reader could not follow; readers refuse newer versions by name. */
@@ -299,7 +300,7 @@ function intIn(v: unknown, min: number, max: number, what: string): number {
 }
 
 // Control characters would break QEMU's option parsing and logs.
-const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+const CONTROL_RE = CONTROL_CHARS;
 
 function pathOrNull(v: unknown, what: string): string | null {
   if (v === null) return null;
@@ -307,8 +308,9 @@ function pathOrNull(v: unknown, what: string): string | null {
   return v;
 }
 
-function nameOf(v: unknown, what: string, re: RegExp): string {
-  if (typeof v !== 'string' || !re.test(v)) bad(`${what} is invalid`);
+/** A string that matches `re`, or for which the share/names.ts rule `re` has no objection. */
+function nameOf(v: unknown, what: string, re: RegExp | ((name: string) => string | null)): string {
+  if (typeof v !== 'string' || (typeof re === 'function' ? re(v) !== null : !re.test(v))) bad(`${what} is invalid`);
   return v;
 }
 
@@ -318,11 +320,6 @@ function list(v: unknown, max: number, what: string): unknown[] {
 }
 
 const MAC_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
-// A switch is only looked up by name on the receiving side: any name vm.conf can spell, without control characters.
-const SWITCH_RE = /^[^\u0000-\u001f\u007f]{1,63}$/;
-// Interface group names become nftables set names (`group_NAME`): nft identifier characters only, at most 15,
-// not ending in a digit (OpenBSD's rule).
-const GROUP_RE = /^[A-Za-z_](?:[A-Za-z0-9_.-]{0,13}[A-Za-z_.-])?$/;
 
 function cidr(v: unknown, what: string): string {
   if (typeof v !== 'string' || v.length > 64) bad(`${what} must be an address/prefix`);
@@ -370,10 +367,10 @@ function nic(v: unknown, i: number): StreamNic {
   if (parseInt(lladdr.slice(0, 2), 16) & 1) bad(`${what} lladdr is a multicast address`);
   return {
     local: v.local,
-    switch: v.switch === null ? null : nameOf(v.switch, `${what} switch`, SWITCH_RE),
+    switch: v.switch === null ? null : nameOf(v.switch, `${what} switch`, switchNameError),
     lladdr,
     locked: v.locked,
-    group: v.group === null ? null : nameOf(v.group, `${what} group`, GROUP_RE),
+    group: v.group === null ? null : nameOf(v.group, `${what} group`, groupNameError),
     rdomain: v.rdomain === null ? null : intIn(v.rdomain, 0, 255, `${what} rdomain`),
     forwards: list(v.forwards, 64, `${what} forwards`).map((f) => {
       if (!isObj(f)) bad(`${what} forwards must be objects`);
@@ -405,7 +402,7 @@ export function readStreamConfig(v: unknown): StreamConfig {
     owner = { uid: intIn(v.owner.uid, 0, 2 ** 32 - 2, 'owner uid'), gid: v.owner.gid === null ? null : intIn(v.owner.gid, 0, 2 ** 32 - 2, 'owner gid') };
   }
   return {
-    name: nameOf(v.name, 'name', /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/),
+    name: nameOf(v.name, 'name', vmNameError),
     memory,
     cpus: intIn(v.cpus, 1, 255, 'cpus'),
     boot: pathOrNull(v.boot, 'boot'),

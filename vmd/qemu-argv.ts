@@ -28,6 +28,7 @@ import { isIPv4 } from 'node:net';
 import type { BootDevice, DiskFormat } from '../share/config.js';
 import { MAX_DISKS, MAX_MEMORY, MAX_NAME_LEN, MAX_NICS, MIN_MEMORY } from '../share/config.js';
 import { VmdError } from '../share/errors.js';
+import { CONTROL_CHARS } from '../share/names.js';
 
 /** The two accelerators a spec can name; `auto` is resolved before the argv is built (vmd/accel.ts). */
 export type QemuAccel = 'kvm' | 'tcg';
@@ -216,7 +217,7 @@ function fail(spec: QemuSpec, why: string, code: 'ERR_INVALID' | 'ERR_NO_BOOT' =
 const NAME_RE = /^[A-Za-z0-9._-]+$/;
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 // Control characters would break QEMU's option parsing, the golden files' one-argument-per-line format and logs.
-const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+const CONTROL_RE = CONTROL_CHARS;
 
 function validate(spec: QemuSpec): void {
   if (typeof spec.name !== 'string' || !NAME_RE.test(spec.name) || spec.name.length > MAX_NAME_LEN) {

@@ -139,3 +139,22 @@ t.test('a disk in use by one guest is refused to another, naming the holder', as
   const status = await h.vmctl(['status']);
   t.notMatch(status.stdout, / two$/m, 'the refused vm was not left behind');
 });
+
+t.test('a reload with a name later stages would refuse is refused at its line; the running config stays', async (t) => {
+  const h = await VmdHarness.start({ config: 'vm "keep" {\n  disable\n}\n' });
+  t.teardown(() => h.teardown());
+  t.match((await h.vmctl(['status'])).stdout, / stopped keep$/m);
+  for (const [bad, line, error] of [
+    ['switch "s" {\n  interface vmdtbr0\n  group "a;flush ruleset"\n}\n', 3, 'invalid group name: a;flush ruleset'],
+    ['switch "s" {\n  interface "br;x"\n}\n', 2, 'invalid switch interface: br;x'],
+    ['vm "other" {\n  disable\n  interface { group "g x" }\n}\n', 3, 'invalid group name: g x'],
+  ] as const) {
+    await writeFile(h.configPath, `vm "new" {\n  disable\n}\n${bad}`);
+    const r = await h.vmctl(['reload']);
+    t.equal(r.exitCode, 1, `reload refused: ${error}`);
+    t.match(r.stderr, `${h.configPath}:${line + 3}: ${error}`);
+    const status = await h.vmctl(['status']);
+    t.match(status.stdout, / stopped keep$/m, 'the running config stays');
+    t.notMatch(status.stdout, / new$/m, "the new file's vm is not registered");
+  }
+});

@@ -1,7 +1,6 @@
-// Tests of the value syntaxes: ether_aton, prefixes, CIDRs, IPv6 text, names (sizes: test/vmctl/scaled.test.ts).
+// Tests of the value syntaxes: ether_aton, prefixes, CIDRs, IPv6 text (names: test/share/names.test.ts; sizes: test/vmctl/scaled.test.ts).
 import t from 'tap';
-import { etherAton, parseCidr, parseHostAddress, isLinuxIfName, strtonum } from '../../grammar/values.js';
-import { parsePrefix4, parsePrefix6 } from '../../grammar/actions.js';
+import { etherAton, parseCidr, parseHostAddress, parsePrefix4, parsePrefix6, strtonum } from '../../grammar/values.js';
 
 t.test('ether_aton', async (t) => {
   t.equal(etherAton('00:11:22:AA:BB:CC'), '00:11:22:aa:bb:cc');
@@ -25,14 +24,4 @@ t.test('prefixes and addresses', async (t) => {
   t.equal(parseHostAddress('fe80:0:0::1'), 'fe80::1');
   t.equal(parseHostAddress('1.2.3'), null);
   t.equal(strtonum('7', 1, 5), 'too large');
-});
-
-t.test('linux interface names', async (t) => {
-  t.ok(isLinuxIfName('bridge0'));
-  t.ok(isLinuxIfName('veb1'));
-  t.ok(isLinuxIfName('br-lan.10'));
-  t.notOk(isLinuxIfName('a'.repeat(16)));
-  t.notOk(isLinuxIfName('a:b'));
-  t.notOk(isLinuxIfName('..'));
-  t.notOk(isLinuxIfName(''));
 });

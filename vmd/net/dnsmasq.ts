@@ -5,6 +5,7 @@ import { mkdirSync, openSync, readFileSync, readSync, closeSync, statSync, unlin
 import { dirname } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { VmdError } from '../../share/errors.js';
+import { ifNameError } from '../../share/names.js';
 import { formatIPv4, formatIPv6, maskOf, parseIPv4, parseIPv6 } from './addr.js';
 import { pidAlive } from '../pid.js';
 
@@ -82,7 +83,6 @@ export interface DhcpLease {
 }
 
 const MAC_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/i;
-const IFNAME_RE = /^[^\s/:\0]{1,15}$/;
 
 function invalid(spec: { name: string }, why: string): VmdError {
   return new VmdError('ERR_INVALID', `dhcp ${spec.name}: ${why}`);
@@ -139,7 +139,7 @@ function switchRanges(spec: DnsmasqSwitchSpec, addr: number, len: number): Array
 
 /** The whole dnsmasq command line for a spec (pure): one interface only, DHCP authoritative, no ping, no config files. */
 export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
-  if (!IFNAME_RE.test(spec.interface)) throw invalid(spec, `bad interface name ${JSON.stringify(spec.interface)}`);
+  if (ifNameError(spec.interface) !== null) throw invalid(spec, `bad interface name ${JSON.stringify(spec.interface)}`);
   for (const f of [spec.leaseFile, spec.pidFile, spec.logFile]) {
     if (!f.startsWith('/')) throw invalid(spec, `file ${f} is not an absolute path`);
   }

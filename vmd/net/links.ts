@@ -4,6 +4,7 @@
 import { execa, execaSync } from 'execa';
 import { closeFd, tunOpen, type TunHandle } from '../native.js';
 import { VmdError } from '../../share/errors.js';
+import { ifNameError, netnsNameError } from '../../share/names.js';
 import { unlinkSync } from 'node:fs';
 import type { LinkCounters } from '../../share/protocol.js';
 
@@ -16,16 +17,12 @@ import type { LinkCounters } from '../../share/protocol.js';
  */
 export const OWNED_BRIDGE_ALIAS_PREFIX = 'vmd:';
 
-/** Interface names as vmd accepts them: what IFNAMSIZ allows, minus anything ip(8) or a shell could misread. */
-const LINK_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
-/** Namespace names: a file in /run/netns, so no `/`; no leading `-` so ip(8) never reads one as an option. */
-const NETNS_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$/;
 /** Tokens that can go into an `ip -batch` line unquoted (batch lines are split on blanks, `"` and `\` are special). */
 const BATCH_SAFE = /^[A-Za-z0-9_.:/@+,=-]+$/;
 
 /** Why a name is refused before ip(8) sees it: an interface name of at most 15 characters, no blanks or slashes. */
 export function checkLinkName(name: string, what = 'link'): void {
-  if (!LINK_NAME.test(name)) {
+  if (ifNameError(name) !== null) {
     throw new VmdError('ERR_INVALID', `${what} ${JSON.stringify(name)}: invalid interface name`, {
       hint: 'use 1 to 15 letters, digits, ".", "-" or "_", not starting with "." or "-"',
     });
@@ -34,7 +31,7 @@ export function checkLinkName(name: string, what = 'link'): void {
 
 /** Why a namespace name is refused before ip(8) sees it. */
 export function checkNetnsName(name: string): void {
-  if (!NETNS_NAME.test(name)) {
+  if (netnsNameError(name) !== null) {
     throw new VmdError('ERR_INVALID', `netns ${JSON.stringify(name)}: invalid namespace name`, {
       hint: 'use 1 to 63 letters, digits, ".", "-" or "_", not starting with "." or "-"',
     });

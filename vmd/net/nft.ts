@@ -4,6 +4,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { VmdError } from '../../share/errors.js';
+import { groupNameError, ifNameError, netnsNameError } from '../../share/names.js';
 import type { FilterRule } from '../../share/config.js';
 import {
   bridgeBaseChains, chainRules, filters, fwChain, inetBaseChains, inetStateChains, linkComment, type CounterSeed,
@@ -85,8 +86,6 @@ export const NFT_TABLES: readonly (readonly [family: 'inet' | 'bridge' | 'arp', 
   ['arp', 'vmd'],
 ];
 
-const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
-const GROUP = /^[A-Za-z_][A-Za-z0-9_-]{0,14}$/;
 /** VM names end up inside a double-quoted nft comment, which has no escapes. */
 const VMNAME = /^[^"\\\x00-\x1f\x7f]{1,64}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -138,7 +137,7 @@ function network6(cidr: string, what: string): string {
 }
 
 function ifname(name: string, what: string): string {
-  if (!IFNAME.test(name)) invalid(`${what}: invalid interface name ${JSON.stringify(name)}`);
+  if (ifNameError(name) !== null) invalid(`${what}: invalid interface name ${JSON.stringify(name)}`);
   return name;
 }
 
@@ -254,7 +253,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
   for (const s of switches) {
     ifname(s.bridge, `switch ${s.name}`);
     if (s.subnet !== null) network(s.subnet, `switch ${s.name}`);
-    if (s.group !== null && !GROUP.test(s.group)) invalid(`switch ${s.name}: invalid group name ${JSON.stringify(s.group)}`);
+    if (s.group !== null && groupNameError(s.group) !== null) invalid(`switch ${s.name}: invalid group name ${JSON.stringify(s.group)}`);
   }
   const linkNames = new Set<string>();
   const links: CheckedLink[] = [...plan.links].sort((a, b) => byText(a.name, b.name)).map((l) => {
@@ -272,7 +271,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
       ipv4(l.local.guest, `link ${l.name}`);
     }
     if (l.index !== undefined && (!Number.isInteger(l.index) || l.index < 0)) invalid(`link ${l.name}: invalid nic index ${l.index}`);
-    for (const g of l.groups) if (!GROUP.test(g)) invalid(`link ${l.name}: invalid group name ${JSON.stringify(g)}`);
+    for (const g of l.groups) if (groupNameError(g) !== null) invalid(`link ${l.name}: invalid group name ${JSON.stringify(g)}`);
     return { ...l, rules: l.rules ?? [], chain: `link_${l.name}` };
   });
   const forwards = [...plan.forwards].sort((a, b) => byText(a.proto, b.proto) || a.hostPort - b.hostPort);
@@ -304,7 +303,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
   for (const s of switches) if (s.group !== null) (groups.get(s.group) ?? groups.set(s.group, new Set()).get(s.group)!).add(s.bridge);
   for (const l of links) for (const g of l.groups) (groups.get(g) ?? groups.set(g, new Set()).get(g)!).add(l.name);
   for (const g of plan.groups ?? []) {
-    if (!GROUP.test(g)) invalid(`invalid group name ${JSON.stringify(g)}`);
+    if (groupNameError(g) !== null) invalid(`invalid group name ${JSON.stringify(g)}`);
     if (!groups.has(g)) groups.set(g, new Set());
   }
 
@@ -426,7 +425,7 @@ export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
 
 function inNetns(netns: string | null, argv: readonly string[]): [string, string[]] {
   if (netns === null) return [argv[0]!, argv.slice(1)];
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(netns)) invalid(`invalid network namespace name ${JSON.stringify(netns)}`);
+  if (netnsNameError(netns) !== null) invalid(`invalid network namespace name ${JSON.stringify(netns)}`);
   return ['ip', ['netns', 'exec', netns, ...argv]];
 }
 

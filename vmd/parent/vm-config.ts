@@ -7,16 +7,28 @@ import {
 } from '../../share/config.js';
 import { diskFormatAs, fsIdentityOf } from '../user-files.js';
 import { VmdError } from '../../share/errors.js';
+import { NAME_MAX, switchNameError, vmNameError } from '../../share/names.js';
 import type { StartOptions } from '../../share/protocol.js';
 import type { StreamConfig } from '../../share/stream.js';
 import { stableMac } from '../net/addr.js';
+
+/** The names vm.conf accepts (share/names.ts), with vmctl's wording for the two ways a name goes wrong. */
+function vmNameCheck(name: string): void {
+  const why = vmNameError(name);
+  if (why === null) return;
+  if (name.length > NAME_MAX) throw new VmdError('ERR_INVALID', `vm name "${name.slice(0, 20)}…": vm name too long`);
+  throw new VmdError('ERR_INVALID', `vm name "${name}": invalid VM name`, { hint: why });
+}
 
 /** A VmConfig for `vmctl start NAME -m … -i …` (or an instance with -t), with OpenBSD's defaults and checks. */
 export function vmFromOptions(
   name: string, o: StartOptions, uid: number, configOf: (n: string) => VmConfig | undefined, inGroup: (gid: number) => boolean,
 ): { vm: VmConfig; warnings: string[]; origin: 'adhoc' | 'instance' } {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new VmdError('ERR_INVALID', `vm name "${name}": invalid VM name`, { hint: 'use letters, digits, ".", "_" and "-", not first' });
-  if (name.length > 63) throw new VmdError('ERR_INVALID', `vm name "${name.slice(0, 20)}…": vm name too long`);
+  vmNameCheck(name);
+  for (const n of o.nets ?? []) {
+    const why = n.kind === 'switch' ? switchNameError(n.switch) : null;
+    if (why !== null) throw new VmdError('ERR_INVALID', `switch "${n.kind === 'switch' ? n.switch : ''}": invalid switch name: ${why}`);
+  }
   const warnings: string[] = [];
   const location = { file: '(vmctl start)', line: 0 };
   let parent: VmConfig | null = null;
@@ -104,7 +116,7 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
 
 /** A VmConfig for `vmctl receive NAME` from a stream's (already decoded) configuration. */
 export function vmFromStream(name: string, c: StreamConfig): VmConfig {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new VmdError('ERR_INVALID', `vm name "${name}": invalid VM name`, { hint: 'use letters, digits, ".", "_" and "-", not first' });
+  vmNameCheck(name);
   const location = { file: '(vmctl receive)', line: 0 };
   return {
     name, instanceOf: null, enabled: true, memory: c.memory, cpus: c.cpus,
