@@ -26,13 +26,18 @@ export const ERROR_MARK = 0xffff_ffff;
 
 export type StreamErrorReason = 'magic' | 'version' | 'truncated-header' | 'config' | 'truncated-body' | 'corrupt';
 
-/** A stream that is not one, is too new, or ends early; each reason has its own message. */
+/**
+ * A stream that is not one, is too new, or ends early; each reason has its own message. The message is
+ * `stream: DETAIL`; a reader that words it in its own context (vmm's `vm "x": receive: stream DETAIL`) uses `detail`.
+ */
 export class StreamError extends VmdError {
   readonly reason: StreamErrorReason;
-  constructor(reason: StreamErrorReason, message: string, hint?: string) {
-    super('ERR_STREAM', message, hint === undefined ? undefined : { hint });
+  readonly detail: string;
+  constructor(reason: StreamErrorReason, detail: string, hint?: string, subject = 'stream') {
+    super('ERR_STREAM', `${subject}: ${detail}`, hint === undefined ? undefined : { hint });
     this.name = 'StreamError';
     this.reason = reason;
+    this.detail = detail;
   }
 }
 
@@ -79,7 +84,7 @@ export interface StreamConfig {
 /** The header bytes for a configuration. */
 export function encodeStreamHeader(config: StreamConfig): Buffer {
   const json = Buffer.from(JSON.stringify(config), 'utf8');
-  if (json.length > MAX_CONFIG_BYTES) throw new StreamError('config', `send stream: configuration of ${json.length} bytes is too large`);
+  if (json.length > MAX_CONFIG_BYTES) throw new StreamError('config', `configuration of ${json.length} bytes is too large`, undefined, 'send stream');
   const head = Buffer.alloc(STREAM_HEADER_BYTES);
   STREAM_MAGIC.copy(head, 0);
   head.writeUInt32BE(STREAM_VERSION, STREAM_MAGIC.length);
@@ -145,14 +150,14 @@ export class StreamDecoder {
 
   /** Feeds bytes; returns what they completed. Bytes after the end marker are an error. */
   push(chunk: Buffer): StreamEvent[] {
-    if (this.#phase === 'failed') throw new StreamError('corrupt', 'stream: read after an error');
+    if (this.#phase === 'failed') throw new StreamError('corrupt', 'read after an error');
     this.totalBytes += chunk.length;
     const events: StreamEvent[] = [];
     let off = 0;
     try {
       while (off < chunk.length) {
         if (this.#phase === 'done') {
-          throw new StreamError('corrupt', `stream: ${chunk.length - off} unexpected bytes after the end of the guest state`);
+          throw new StreamError('corrupt', `${chunk.length - off} unexpected bytes after the end of the guest state`);
         }
         if (this.#phase === 'chunk') {
           // Payload bytes pass through without copying.
@@ -169,7 +174,7 @@ export class StreamDecoder {
         off += take;
         // A file that is not a stream at all is told as soon as its first bytes are in, not at EOF.
         if (this.#phase === 'header' && !magicPrefixOk(this.#buf)) {
-          throw new StreamError('magic', 'stream: not a vmd send stream (bad magic)', 'give it a file made by: vmctl send VM > FILE');
+          throw new StreamError('magic', 'not a vmd send stream (bad magic)', 'give it a file made by: vmctl send VM > FILE');
         }
         if (this.#buf.length < this.#need) break;
         this.#complete(this.#buf, events);
@@ -187,18 +192,18 @@ export class StreamDecoder {
       case 'done':
         return;
       case 'header':
-        if (this.totalBytes === 0) throw new StreamError('truncated-header', 'stream: empty input', 'give it a file made by: vmctl send VM > FILE');
+        if (this.totalBytes === 0) throw new StreamError('truncated-header', 'empty input', 'give it a file made by: vmctl send VM > FILE');
         if (magicPrefixOk(this.#buf)) {
-          throw new StreamError('truncated-header', `stream: truncated in the header (${this.totalBytes} of ${STREAM_HEADER_BYTES} bytes)`);
+          throw new StreamError('truncated-header', `truncated in the header (${this.totalBytes} of ${STREAM_HEADER_BYTES} bytes)`);
         }
-        throw new StreamError('magic', 'stream: not a vmd send stream (bad magic)', 'give it a file made by: vmctl send VM > FILE');
+        throw new StreamError('magic', 'not a vmd send stream (bad magic)', 'give it a file made by: vmctl send VM > FILE');
       case 'config':
-        throw new StreamError('truncated-header', `stream: truncated in the configuration (${this.#buf.length} of ${this.#need} bytes)`);
+        throw new StreamError('truncated-header', `truncated in the configuration (${this.#buf.length} of ${this.#need} bytes)`);
       case 'error-length':
       case 'error':
-        throw new StreamError('truncated-body', 'stream: truncated in the sender\'s error report');
+        throw new StreamError('truncated-body', 'truncated in the sender\'s error report');
       default:
-        throw new StreamError('truncated-body', `stream: truncated after ${this.bodyBytes} bytes of guest state`,
+        throw new StreamError('truncated-body', `truncated after ${this.bodyBytes} bytes of guest state`,
           'the sender stopped early or the file is incomplete; send the guest again');
     }
   }
@@ -213,15 +218,15 @@ export class StreamDecoder {
     switch (this.#phase) {
       case 'header': {
         if (!buf.subarray(0, STREAM_MAGIC.length).equals(STREAM_MAGIC)) {
-          throw new StreamError('magic', 'stream: not a vmd send stream (bad magic)', 'give it a file made by: vmctl send VM > FILE');
+          throw new StreamError('magic', 'not a vmd send stream (bad magic)', 'give it a file made by: vmctl send VM > FILE');
         }
         const version = buf.readUInt32BE(STREAM_MAGIC.length);
         if (version > STREAM_VERSION) {
-          throw new StreamError('version', `stream: version ${version} is newer than this vmd understands (${STREAM_VERSION})`, 'receive it with the vmd that sent it, or a newer one');
+          throw new StreamError('version', `version ${version} is newer than this vmd understands (${STREAM_VERSION})`, 'receive it with the vmd that sent it, or a newer one');
         }
-        if (version === 0) throw new StreamError('corrupt', 'stream: invalid version 0');
+        if (version === 0) throw new StreamError('corrupt', 'invalid version 0');
         const length = buf.readUInt32BE(STREAM_MAGIC.length + 4);
-        if (length === 0 || length > MAX_CONFIG_BYTES) throw new StreamError('config', `stream: invalid configuration length ${length}`);
+        if (length === 0 || length > MAX_CONFIG_BYTES) throw new StreamError('config', `invalid configuration length ${length}`);
         this.#next('config', length);
         return;
       }
@@ -230,7 +235,7 @@ export class StreamDecoder {
         try {
           parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf));
         } catch {
-          throw new StreamError('config', 'stream: the configuration is not valid JSON');
+          throw new StreamError('config', 'the configuration is not valid JSON');
         }
         const config = readStreamConfig(parsed);
         events.push({ kind: 'header', config, bytes: STREAM_HEADER_BYTES + buf.length });
@@ -245,7 +250,7 @@ export class StreamDecoder {
         } else if (length === ERROR_MARK) {
           this.#next('error-length', 4);
         } else if (length > MAX_CHUNK) {
-          throw new StreamError('corrupt', `stream: invalid chunk length ${length} after ${this.bodyBytes} bytes of guest state`);
+          throw new StreamError('corrupt', `invalid chunk length ${length} after ${this.bodyBytes} bytes of guest state`);
         } else {
           this.#next('chunk', length);
         }
@@ -253,7 +258,7 @@ export class StreamDecoder {
       }
       case 'error-length': {
         const length = buf.readUInt32BE(0);
-        if (length === 0 || length > 64 * 1024) throw new StreamError('corrupt', 'stream: invalid error report');
+        if (length === 0 || length > 64 * 1024) throw new StreamError('corrupt', 'invalid error report');
         this.#next('error', length);
         return;
       }
@@ -262,16 +267,16 @@ export class StreamDecoder {
         try {
           e = JSON.parse(buf.toString('utf8'));
         } catch {
-          throw new StreamError('corrupt', 'stream: invalid error report');
+          throw new StreamError('corrupt', 'invalid error report');
         }
         const o = e as { code?: unknown; message?: unknown; hint?: unknown };
-        if (typeof e !== 'object' || e === null || typeof o.message !== 'string') throw new StreamError('corrupt', 'stream: invalid error report');
+        if (typeof e !== 'object' || e === null || typeof o.message !== 'string') throw new StreamError('corrupt', 'invalid error report');
         this.#next('done', 0);
         events.push({ kind: 'error', error: { code: 'ERR_STREAM', message: o.message.slice(0, 4096), ...(typeof o.hint === 'string' ? { hint: o.hint.slice(0, 4096) } : {}) } });
         return;
       }
       default:
-        throw new StreamError('corrupt', 'stream: internal state');
+        throw new StreamError('corrupt', 'internal state');
     }
   }
 }
@@ -287,7 +292,7 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function bad(why: string): never {
-  throw new StreamError('config', `stream: configuration: ${why}`);
+  throw new StreamError('config', `configuration: ${why}`);
 }
 
 function keys(o: Obj, allowed: readonly string[], what: string): void {

@@ -156,15 +156,18 @@ t.test('rdomains: same subnet twice, each guest reaches its own gateway only', a
     config: sw('red', 'vmdtred', 1) + sw('blue', 'vmdtblue', 2) + vm('r', 'interface { switch "red" }') + vm('b', 'interface { switch "blue" }'),
   });
   t.teardown(() => h.teardown());
-  await h.waitState('r', 'running', 30_000);
-  await h.waitState('b', 'running', 30_000);
+  const idR = Number((await h.waitState('r', 'running', 30_000)).trim().split(/\s+/)[0]);
+  const idB = Number((await h.waitState('b', 'running', 30_000)).trim().split(/\s+/)[0]);
+  // Each guest has its fixed lease, slot 4(id-1) (vm.conf(5)): two VMs have two ids, so the addresses differ and
+  // red's ping at blue's address can only be answered if the rdomains leak into each other.
+  t.not(idR, idB, 'two VMs, two ids');
   const ipR = /lease eth0 (10\.88\.0\.\d+)/.exec(await h.console('r', '\n', /lease eth0 10\.88\.0\.\d+/, 40))![1]!;
   const ipB = /lease eth0 (10\.88\.0\.\d+)/.exec(await h.console('b', '\n', /lease eth0 10\.88\.0\.\d+/, 40))![1]!;
+  t.equal(ipR, `10.88.0.${2 + 4 * (idR - 1)}`, "red's fixed lease");
+  t.equal(ipB, `10.88.0.${2 + 4 * (idB - 1)}`, "blue's fixed lease");
   t.match(await h.console('r', 'ping -c 1 -W 2 10.88.0.1 && echo GW-OK\n', /GW-OK|packet loss/), /GW-OK/);
   t.match(await h.console('b', 'ping -c 1 -W 2 10.88.0.1 && echo GW-OK\n', /GW-OK|packet loss/), /GW-OK/);
-  if (ipR !== ipB) {
-    t.match(await h.console('r', `ping -c 2 -W 1 ${ipB} || echo UNREACHABLE\n`, /UNREACHABLE|bytes from/), /UNREACHABLE/, 'red cannot reach blue');
-  }
+  t.match(await h.console('r', `ping -c 2 -W 1 ${ipB} || echo UNREACHABLE\n`, /UNREACHABLE|bytes from/), /UNREACHABLE/, 'red cannot reach blue');
   const spaces = (await execa('ip', ['netns', 'list'])).stdout;
   t.match(spaces, new RegExp(rdomainNetnsFor(1, h.stateDir)));
   t.match(spaces, new RegExp(rdomainNetnsFor(2, h.stateDir)));

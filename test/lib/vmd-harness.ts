@@ -83,7 +83,10 @@ export class VmdHarness {
   get env(): Record<string, string> {
     return {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-      VMD_SOCKET: this.socket, VMD_STATE_DIR: this.stateDir, ...(this.options.env ?? {}),
+      VMD_SOCKET: this.socket, VMD_STATE_DIR: this.stateDir,
+      // Not the host's /etc/vmd/nft.d: an operator's own rules there would load into every test daemon's tables.
+      VMD_NFT_DIR: join(this.dir, 'nft.d'),
+      ...(this.options.env ?? {}),
     };
   }
 

@@ -38,6 +38,17 @@ function refuses(t: Test, msg: unknown, code: 'ERR_PROTOCOL' | 'ERR_VERSION', na
   }
 }
 
+/** A request the reader accepts and reads back with every field it was given, the protocol version aside. */
+function accepts(t: Test, msg: Msg, name = 'accepted, fields kept'): void {
+  const { v: _version, ...fields } = msg;
+  t.has(readRequest(structuredClone(msg)), fields, name);
+}
+
+/** A reply the reader accepts and reads back with every field it was given. */
+function acceptsReply(t: Test, msg: Msg, name = 'accepted, fields kept'): void {
+  t.has(readResponse(structuredClone(msg)), msg, name);
+}
+
 function refusesReply(t: Test, msg: unknown, name: string): void {
   try {
     readResponse(msg);
@@ -280,11 +291,9 @@ t.test('unknown keys, at the top and nested', async (t) => {
   // A local NIC carries no switch; a switch name on it is an unknown field, not something to ignore.
   refuses(t, req('vm.start.request', { target: 'x', options: { nets: [{ kind: 'local', switch: 's' }] } }), 'ERR_PROTOCOL', 'local net with switch', /unknown field "switch"/);
   // The unknown field is named, bounded, in the message.
-  try {
-    readRequest(withKey(req('config.reload.request'), [], 'y'.repeat(1000), 1));
-  } catch (err) {
-    t.ok((err as Error).message.length < 200, 'long unknown key is cut in the message');
-  }
+  const longKey = withKey(req('config.reload.request'), [], 'y'.repeat(1000), 1);
+  refuses(t, longKey, 'ERR_PROTOCOL', 'long unknown key', /unknown field/);
+  t.throws(() => readRequest(longKey), { message: /^[\s\S]{1,199}$/ }, 'long unknown key is cut in the message');
   // JSON.parse makes __proto__ an own key: it must be refused there too, and must not change any prototype.
   refuses(t, JSON.parse('{"v":1,"id":1,"type":"config.reload.request","__proto__":{"polluted":1}}'), 'ERR_PROTOCOL', 'JSON __proto__', /unknown field "__proto__"/);
   refuses(t, JSON.parse('{"v":1,"id":1,"type":"vm.start.request","target":"x","options":{"__proto__":{"memory":1}}}'), 'ERR_PROTOCOL', 'JSON options.__proto__');
@@ -305,7 +314,7 @@ t.test('strings: empty, too long, NUL', async (t) => {
     ['vm.capture.request', { interface: 0 }, 'target'],
   ];
   for (const [type, base, key] of nameFields) {
-    t.doesNotThrow(() => readRequest(req(type, { ...base, [key]: 'n'.repeat(MAX_NAME) })), `${type} ${key} of ${MAX_NAME}`);
+    accepts(t, req(type, { ...base, [key]: 'n'.repeat(MAX_NAME) }), `${type} ${key} of ${MAX_NAME}`);
     refuses(t, req(type, { ...base, [key]: 'n'.repeat(MAX_NAME + 1) }), 'ERR_PROTOCOL', `${type} ${key} too long`, /1 to 63 characters/);
     refuses(t, req(type, { ...base, [key]: '' }), 'ERR_PROTOCOL', `${type} ${key} empty`, /1 to 63 characters/);
     refuses(t, req(type, { ...base, [key]: 'we\0b' }), 'ERR_PROTOCOL', `${type} ${key} NUL`, /NUL/);
@@ -315,7 +324,7 @@ t.test('strings: empty, too long, NUL', async (t) => {
   refuses(t, req('vm.wait.request', { target: '😀'.repeat(MAX_NAME) }), 'ERR_PROTOCOL', 'astral name');
 
   const opt = (options: Msg): Msg => req('vm.start.request', { target: 'x', options });
-  t.doesNotThrow(() => readRequest(opt({ instanceOf: 'i'.repeat(MAX_NAME) })));
+  accepts(t, opt({ instanceOf: 'i'.repeat(MAX_NAME) }));
   refuses(t, opt({ instanceOf: 'i'.repeat(MAX_NAME + 1) }), 'ERR_PROTOCOL', 'instanceOf too long', /"instanceOf"/);
   refuses(t, opt({ instanceOf: '' }), 'ERR_PROTOCOL', 'instanceOf empty');
   refuses(t, opt({ instanceOf: 'a\0' }), 'ERR_PROTOCOL', 'instanceOf NUL');
@@ -323,7 +332,7 @@ t.test('strings: empty, too long, NUL', async (t) => {
   refuses(t, opt({ nets: [{ kind: 'switch', switch: '' }] }), 'ERR_PROTOCOL', 'switch name empty');
   refuses(t, opt({ nets: [{ kind: 'switch', switch: 'a\0b' }] }), 'ERR_PROTOCOL', 'switch name NUL');
 
-  t.doesNotThrow(() => readRequest(opt({ cmdline: 'c'.repeat(MAX_STRING) })), 'cmdline of MAX_STRING');
+  accepts(t, opt({ cmdline: 'c'.repeat(MAX_STRING) }), 'cmdline of MAX_STRING');
   refuses(t, opt({ cmdline: 'c'.repeat(MAX_STRING + 1) }), 'ERR_PROTOCOL', 'cmdline too long', /"cmdline"/);
   refuses(t, opt({ cmdline: 'console=ttyS0\0init=/bin/sh' }), 'ERR_PROTOCOL', 'cmdline NUL', /"cmdline"/);
   for (const value of [1, null, true, ['a'], {}]) refuses(t, opt({ cmdline: value }), 'ERR_PROTOCOL', `cmdline ${JSON.stringify(value)}`);
@@ -338,20 +347,20 @@ t.test('paths: absolute, bounded, no NUL', async (t) => {
   const opt = (options: Msg): Msg => req('vm.start.request', { target: 'x', options });
   const long = `/${'p'.repeat(MAX_PATH)}`;
   for (const key of ['boot', 'initrd', 'cdrom']) {
-    t.doesNotThrow(() => readRequest(opt({ [key]: `/${'p'.repeat(MAX_PATH - 1)}` })), `${key} of ${MAX_PATH}`);
+    accepts(t, opt({ [key]: `/${'p'.repeat(MAX_PATH - 1)}` }), `${key} of ${MAX_PATH}`);
     for (const bad of ['relative.img', './x', '../x', '~/x', '', long, '/a\0b', 'raw:/x']) {
       refuses(t, opt({ [key]: bad }), 'ERR_PROTOCOL', `${key} ${JSON.stringify(bad.slice(0, 20))}`, new RegExp(`"${key}"`));
     }
     for (const value of [1, null, true, ['/x'], {}]) refuses(t, opt({ [key]: value }), 'ERR_PROTOCOL', `${key} ${JSON.stringify(value)}`);
   }
-  t.doesNotThrow(() => readRequest(req('config.load.request', { path: `/${'p'.repeat(MAX_PATH - 1)}` })), 'load path of MAX_PATH');
+  accepts(t, req('config.load.request', { path: `/${'p'.repeat(MAX_PATH - 1)}` }), 'load path of MAX_PATH');
   for (const bad of ['vm.conf', 'etc/vm.conf', '', long, '/etc/vm.conf\0', 1, null, ['/etc/vm.conf']]) {
     refuses(t, req('config.load.request', { path: bad }), 'ERR_PROTOCOL', `load path ${JSON.stringify(bad).slice(0, 20)}`, /"path"/);
   }
 
   // Disks: absolute, optionally after the format vmctl -d accepts.
   for (const good of ['/d.img', 'raw:/d.img', 'qcow2:/d.qcow2', `/${'d'.repeat(MAX_PATH - 1)}`, `qcow2:/${'d'.repeat(MAX_PATH - 1)}`]) {
-    t.doesNotThrow(() => readRequest(opt({ disks: [good] })), `disk ${good.slice(0, 20)}`);
+    accepts(t, opt({ disks: [good] }), `disk ${good.slice(0, 20)}`);
   }
   for (const bad of ['d.img', 'raw:d.img', 'qcow2:', 'vmdk:/d.img', 'RAW:/d.img', ':/d.img', '', '/d\0.img', `/${'d'.repeat(MAX_PATH + 8)}`, 1, null, ['/d'], { path: '/d' }]) {
     refuses(t, opt({ disks: [bad] }), 'ERR_PROTOCOL', `disk ${JSON.stringify(bad).slice(0, 20)}`, /disks entries/);
@@ -363,13 +372,13 @@ t.test('integers out of range', async (t) => {
   const opt = (options: Msg): Msg => req('vm.start.request', { target: 'x', options });
   for (const level of [-1, 4, 1.5, 2 ** 53, Number.NaN]) refuses(t, req('log.verbose.request', { level }), 'ERR_PROTOCOL', `level ${level}`, /from 0 to 3/);
   for (const memory of [0, -1, 1.5, 2 ** 53, 1e300, '512M']) refuses(t, opt({ memory }), 'ERR_PROTOCOL', `memory ${memory}`, /"memory"/);
-  t.doesNotThrow(() => readRequest(opt({ memory: 1 })), 'memory 1');
+  accepts(t, opt({ memory: 1 }), 'memory 1');
   for (const interfaces of [-1, 2 ** 31, 0.5, '1']) refuses(t, opt({ interfaces }), 'ERR_PROTOCOL', `interfaces ${interfaces}`, /"interfaces"/);
   const cap = (fields: Msg): Msg => req('vm.capture.request', { target: 'x', interface: 0, ...fields });
   for (const i of [-1, MAX_CAPTURE_INTERFACE + 1, 0.5, 2 ** 31]) refuses(t, cap({ interface: i }), 'ERR_PROTOCOL', `capture interface ${i}`, /"interface"/);
   for (const count of [0, -1, 2 ** 31, 1.5]) refuses(t, cap({ count }), 'ERR_PROTOCOL', `capture count ${count}`, /"count"/);
   for (const snaplen of [0, -1, MAX_SNAPLEN + 1, 1.5]) refuses(t, cap({ snaplen }), 'ERR_PROTOCOL', `capture snaplen ${snaplen}`, /"snaplen"/);
-  t.doesNotThrow(() => readRequest(opt({ interfaces: 2 ** 31 - 1 })), 'interfaces at the bound (vmd checks the NIC limit itself)');
+  accepts(t, opt({ interfaces: 2 ** 31 - 1 }), 'interfaces at the bound (vmd checks the NIC limit itself)');
   for (const port of [0, -1, 65536, 22.5, '22', null]) {
     refuses(t, opt({ forwards: [{ proto: 'tcp', hostPort: port, guestPort: 22 }] }), 'ERR_PROTOCOL', `hostPort ${String(port)}`, /"hostPort"/);
     refuses(t, opt({ forwards: [{ proto: 'tcp', hostPort: 22, guestPort: port }] }), 'ERR_PROTOCOL', `guestPort ${String(port)}`, /"guestPort"/);
@@ -385,7 +394,7 @@ t.test('start options: lists, nets, forwards, boot device', async (t) => {
   for (const key of ['nets', 'disks', 'forwards']) {
     for (const value of [null, 1, 'x', {}, true]) refuses(t, opt({ [key]: value }), 'ERR_PROTOCOL', `${key} ${JSON.stringify(value)}`, /must be a list/);
   }
-  t.doesNotThrow(() => readRequest(opt({ nets: Array.from({ length: 64 }, () => ({ kind: 'local' })) })), '64 nets');
+  accepts(t, opt({ nets: Array.from({ length: 64 }, () => ({ kind: 'local' })) }), '64 nets');
   refuses(t, opt({ nets: Array.from({ length: 65 }, () => ({ kind: 'local' })) }), 'ERR_PROTOCOL', '65 nets', /at most 64/);
   refuses(t, opt({ disks: Array.from({ length: 65 }, () => '/d') }), 'ERR_PROTOCOL', '65 disks', /at most 64/);
   refuses(t, opt({ forwards: Array.from({ length: 65 }, () => ({ proto: 'tcp', hostPort: 1, guestPort: 1 })) }), 'ERR_PROTOCOL', '65 forwards', /at most 64/);
@@ -397,7 +406,7 @@ t.test('start options: lists, nets, forwards, boot device', async (t) => {
   for (const f of [null, 'tcp:80:80', 1, [], ['tcp', 80, 80]]) refuses(t, opt({ forwards: [f] }), 'ERR_PROTOCOL', `forward ${JSON.stringify(f)}`);
   for (const proto of ['sctp', 'TCP', '', 6, null]) refuses(t, opt({ forwards: [{ proto, hostPort: 1, guestPort: 1 }] }), 'ERR_PROTOCOL', `proto ${JSON.stringify(proto)}`, /"proto"/);
 
-  for (const bootDevice of ['cdrom', 'disk', 'net']) t.doesNotThrow(() => readRequest(opt({ bootDevice })), `bootDevice ${bootDevice}`);
+  for (const bootDevice of ['cdrom', 'disk', 'net']) accepts(t, opt({ bootDevice }), `bootDevice ${bootDevice}`);
   for (const bootDevice of ['c', 'd', 'n', 'CDROM', 'hd', '', null, 1, ['disk']]) {
     refuses(t, opt({ bootDevice }), 'ERR_PROTOCOL', `bootDevice ${JSON.stringify(bootDevice)}`, /"bootDevice"/);
   }
@@ -413,7 +422,7 @@ t.test('requestIdOf', async (t) => {
   // Whatever requestIdOf gives is an id an error reply can carry and the client can read back.
   for (const id of [0, 1, 2 ** 31 - 1, -5, 2 ** 40]) {
     const reply = { type: 'error', id: requestIdOf({ id }), error: { code: 'ERR_PROTOCOL', message: 'x' } };
-    t.doesNotThrow(() => readResponse(reply), `error reply for id ${id} decodes`);
+    acceptsReply(t, reply, `error reply for id ${id} decodes`);
   }
 });
 
@@ -465,10 +474,10 @@ t.test('readResponse: every response type', async (t) => {
   ];
   for (const msg of valid) t.same(readResponse(structuredClone(msg)), msg, String(msg.type));
   for (const state of ['running', 'stopped', 'paused', 'waiting', 'stopping', 'starting']) {
-    t.doesNotThrow(() => readResponse({ type: 'vm.start.response', id: 1, vm: { ...vmInfo, state }, warnings: [] }), `state ${state}`);
+    acceptsReply(t, { type: 'vm.start.response', id: 1, vm: { ...vmInfo, state }, warnings: [] }, `state ${state}`);
   }
   for (const origin of ['config', 'adhoc', 'load', 'instance']) {
-    t.doesNotThrow(() => readResponse({ type: 'vm.start.response', id: 1, vm: { ...vmInfo, origin }, warnings: [] }), `origin ${origin}`);
+    acceptsReply(t, { type: 'vm.start.response', id: 1, vm: { ...vmInfo, origin }, warnings: [] }, `origin ${origin}`);
   }
   t.same(readResponse({ type: 'vm.status.response', id: 1 }), { type: 'vm.status.response', id: 1, vms: [], warnings: [] }, 'absent lists are empty');
   t.same(readResponse({ type: 'vm.links.response', id: 1 }), { type: 'vm.links.response', id: 1, links: [] }, 'absent links are none');

@@ -47,6 +47,7 @@ function throwsStream(t: Test, fn: () => unknown, reason: string, message: RegEx
     t.equal((err as StreamError).reason, reason, `${name}: reason ${reason}`);
     t.equal((err as StreamError).code, 'ERR_STREAM', `${name}: ERR_STREAM`);
     t.match((err as Error).message, message, `${name}: message`);
+    t.equal(`stream: ${(err as StreamError).detail}`, (err as Error).message, `${name}: the detail is the message after "stream: "`);
   }
 }
 
@@ -121,7 +122,7 @@ t.test('corrupt bodies: a huge chunk length, bytes after the end', async (t) => 
   throwsStream(t, () => feed(Buffer.concat([head, huge]), 3), 'corrupt', /invalid chunk length/, 'huge chunk');
   throwsStream(t, () => feed(Buffer.concat([stream(body), Buffer.from('x')]), 5000), 'corrupt', /1 unexpected bytes after the end/, 'trailing');
   const d = new StreamDecoder();
-  try { d.push(Buffer.from('nope')); } catch { /* expected */ }
+  throwsStream(t, () => d.push(Buffer.from('nope')), 'magic', /bad magic/, 'the first failure');
   throwsStream(t, () => d.push(Buffer.from('more')), 'corrupt', /read after an error/, 'sticky');
 });
 

@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { closeFd, openAs, peerCred, tunOpen } from '../../vmd/native.js';
 import { packageRoot } from '../../share/paths.js';
+import { getgrgid, getpwuid } from '../../share/users.js';
 
 const nativeModule = pathToFileURL(join(packageRoot, 'dist', 'vmd', 'native.js')).href;
 const isRoot = process.getuid?.() === 0;
@@ -133,7 +134,10 @@ t.test('tunOpen inside a test network namespace', { skip: !isRoot && 'needs root
     const tap = (await links(netns)).find((l) => l.ifname === 'vmdt0');
     t.ok(tap, 'the tap outlives its fd');
     t.equal(tap?.linkinfo?.info_kind, 'tun');
-    t.match(tap?.linkinfo?.info_data, { type: 'tap', pi: false, vnet_hdr: true, persist: true, user: 'nobody', group: 'nogroup' });
+    // ip(8) names uid and gid 65534 as the host's passwd and group files do (Debian: nobody and nogroup).
+    const user = getpwuid(65534)?.name ?? '65534';
+    const group = getgrgid(65534)?.name ?? '65534';
+    t.match(tap?.linkinfo?.info_data, { type: 'tap', pi: false, vnet_hdr: true, persist: true, user, group });
 
     // Attaching again to the existing tap works and persist:false lets it go with the last fd.
     const again = await inNetns(netns, `

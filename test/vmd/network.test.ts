@@ -32,6 +32,11 @@ const { closeFd } = await import('../../vmd/native.js');
 const { DEFAULT_STATE_DIR } = await import('../../share/paths.js');
 type Config = import('../../share/config.js').Config;
 
+// A host that runs vmd may have its operator's files in /etc/vmd/nft.d: they must not reach these tests' tables.
+const noUserNft = mkdtempSync(join(tmpdir(), 'vmd-network-nft-'));
+process.env.VMD_NFT_DIR = noUserNft;
+t.teardown(() => rmSync(noUserNft, { recursive: true, force: true }));
+
 function config(text: string): Config {
   const r = parseConfigText(text, 'vm.conf');
   const errors = r.diagnostics.filter((d) => d.severity === 'error');
@@ -211,7 +216,7 @@ t.test('the user\'s nftables files: included into table inet vmd, matching @grou
   const nftDir = join(dir, 'nft.d');
   mkdirSync(nftDir);
   process.env.VMD_NFT_DIR = nftDir;
-  t.teardown(() => { delete process.env.VMD_NFT_DIR; });
+  t.teardown(() => { process.env.VMD_NFT_DIR = noUserNft; });
   const db = new StateDb(dir);
   t.teardown(() => db.close());
   const c = config('switch "lan" {\n interface vmdtnw3\n group lan\n}\nvm "web" {\n interface {\n  switch "lan"\n  group web\n }\n local interface\n}\n');

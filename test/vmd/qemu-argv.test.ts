@@ -10,6 +10,7 @@ import { packageRoot } from '../../share/paths.js';
 import { VmdError } from '../../share/errors.js';
 import { qemuArgv, type QemuSpec } from '../../vmd/qemu-argv.js';
 import { QmpClient } from '../../vmd/qmp.js';
+import { golden } from '../lib/golden.js';
 
 const goldenDir = join(packageRoot, 'test', 'vmd', 'golden', 'qemu-argv');
 const update = process.env.VMD_UPDATE_GOLDEN === '1';
@@ -91,8 +92,14 @@ t.test('impossible specs are refused with clear messages', async (t) => {
 });
 
 t.test('network boot needs no disk; firmware alone boots', async (t) => {
-  t.doesNotThrow(() => qemuArgv({ ...base, disks: [], bootDevice: 'net', nics: [{ kind: 'tap', fd: 3, mac: 'fe:e1:bb:00:00:01' }] }));
-  t.doesNotThrow(() => qemuArgv({ ...base, disks: [], firmware: { path: '/usr/share/qemu/qboot.rom' } }));
+  const net = qemuArgv({ ...base, disks: [], bootDevice: 'net', nics: [{ kind: 'tap', fd: 3, mac: 'fe:e1:bb:00:00:01' }] });
+  t.notOk(net.includes('-drive'), 'network boot: no drive');
+  t.ok(net.includes('virtio-net-pci,netdev=net0,id=nic0,mac=fe:e1:bb:00:00:01,bootindex=0'), 'network boot: the NIC boots first');
+  golden(t, 'test/vmd/golden/qemu-argv', 'net-boot-diskless.argv', `${net.join('\n')}\n`);
+  const firmware = qemuArgv({ ...base, disks: [], firmware: { path: '/usr/share/qemu/qboot.rom' } });
+  t.notOk(firmware.includes('-drive'), 'firmware alone: no drive');
+  t.equal(firmware[firmware.indexOf('-bios') + 1], '/usr/share/qemu/qboot.rom', 'firmware alone: -bios names it');
+  golden(t, 'test/vmd/golden/qemu-argv', 'firmware-diskless.argv', `${firmware.join('\n')}\n`);
 });
 
 // A multiboot "kernel" (a.out kludge, loaded at 1 MiB): prints VMD-KERNEL-OK on COM1, then resets the

@@ -7,7 +7,7 @@ import type { VmConfig } from '../../share/config.js';
 import { VmdError } from '../../share/errors.js';
 import type { QemuBacking } from '../qemu-argv.js';
 import { diskOpenAs, reopenableBy, userFileOpen, type FileRequest, type FsIdentity } from '../user-files.js';
-import type { Identity } from './context.js';
+import type { Identity } from './env.js';
 
 /**
  * The descriptors of one start: `passed` are QEMU's, numbered from 3 in stdio order; `all` are closed by the parent

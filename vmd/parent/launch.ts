@@ -11,8 +11,8 @@ import type { StartOptions } from '../../share/protocol.js';
 import type { VmRuntime } from '../db.js';
 import { logInfo, logWarn } from '../log.js';
 import { qemuArgv, type QemuNic, type QemuSpec } from '../qemu-argv.js';
-import type { Parent } from './context.js';
 import { fsIdentityOf } from '../user-files.js';
+import type { Parent } from './context.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
 import type { Entry, RestartCount } from './registry.js';
 

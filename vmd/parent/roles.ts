@@ -13,7 +13,7 @@ import {
 import type { VmState } from '../../share/protocol.js';
 import { logWarn } from '../log.js';
 import { RestartBudget, RoleChannel } from '../proc.js';
-import type { ParentEnv } from './context.js';
+import type { ParentEnv } from './env.js';
 
 /** What the roles' messages are handed to; set by parentMain once every part exists. */
 export interface RoleHandlers {

@@ -2,7 +2,7 @@
 // and its store grows from a small start to the capacity only as output arrives.
 
 import t from 'tap';
-import { RingBuffer } from '../../vmd/vmm.js';
+import { RingBuffer } from '../../../vmd/vmm/ring.js';
 
 /** Bytes 0,1,2,… (mod 251, so no period divides the sizes used below) as chunks of the given sizes. */
 function chunks(sizes: readonly number[]): { parts: Buffer[]; all: Buffer } {
