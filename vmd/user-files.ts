@@ -45,7 +45,7 @@ export interface ImageHeader {
   readonly backing: { readonly name: string; readonly format: string | null } | null;
 }
 
-/** Reads one image header; the default runs qemu-img as the requester (tests pass their own). */
+/** Reads one image header; diskOpenAs defaults to qemuImgHeader, qemu-img running as the requester. */
 export type HeaderReader = (fd: number, format: DiskFormat, who: FsIdentity) => Promise<ImageHeader>;
 
 /** The deepest backing chain followed; deeper is refused, never left for QEMU to open by path. */
@@ -223,7 +223,7 @@ export async function qemuImgHeader(fd: number, format: DiskFormat, who: FsIdent
   return readImageInfo(r.stdout);
 }
 
-// Runs argv with fd as its fd 3, output bounded to 1 MiB and time to 10 s (execa passes no descriptor beyond 2).
+// Runs argv with fd as its fd 3, output bounded to 1 MiB and time to 10 s (execa cannot map an arbitrary fd to 3).
 function runWithFd(argv: readonly string[], fd: number): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
