@@ -44,7 +44,7 @@ if (existsSync(join(root, 'grammar/vm.conf.parser.js'))) cpSync(join(root, 'gram
 const addon = join(root, 'vmd/native');
 if (existsSync(join(addon, 'binding.gyp'))) {
   const built = join(addon, 'build/Release/vmd_native.node');
-  const newest = Math.max(...readdirSync(addon).filter((f) => /\.(c|gyp)$/.test(f)).map((f) => statSync(join(addon, f)).mtimeMs));
+  const newest = Math.max(...readdirSync(addon).filter((f) => /\.(c|h|gyp)$/.test(f)).map((f) => statSync(join(addon, f)).mtimeMs));
   if (!existsSync(built) || statSync(built).mtimeMs < newest) {
     // Debian's nodejs ships its headers in /usr/include/node: use them instead of downloading any.
     const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);

@@ -1,5 +1,5 @@
-// glibc's strerror(3) texts by errno name, for messages that quote a system error as C programs print it.
-// Shared by the vm.conf parser (`failed to open X: No such file or directory`) and vmctl.
+// glibc's strerror(3) texts by errno name: the one errno table, for messages that quote a system error.
+// The vm.conf parser and vmctl print them as C programs do; the daemon's `what: why` messages use them lowercased.
 
 const STRERROR: Readonly<Record<string, string>> = {
   EPERM: 'Operation not permitted',
@@ -12,15 +12,20 @@ const STRERROR: Readonly<Record<string, string>> = {
   EACCES: 'Permission denied',
   EBUSY: 'Device or resource busy',
   EEXIST: 'File exists',
+  ENODEV: 'No such device',
   ENOTDIR: 'Not a directory',
   EISDIR: 'Is a directory',
   EINVAL: 'Invalid argument',
   EMFILE: 'Too many open files',
+  ETXTBSY: 'Text file busy',
+  EFBIG: 'File too large',
   ENOSPC: 'No space left on device',
+  EROFS: 'Read-only file system',
   EPIPE: 'Broken pipe',
   ERANGE: 'Numerical result out of range',
   ENAMETOOLONG: 'File name too long',
   ELOOP: 'Too many levels of symbolic links',
+  EOVERFLOW: 'Value too large for defined data type',
   ENOTSOCK: 'Socket operation on non-socket',
   EPROTOTYPE: 'Protocol wrong type for socket',
   EADDRINUSE: 'Address already in use',

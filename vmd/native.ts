@@ -1,5 +1,5 @@
-// Typed access to vmd's own native addon (vmd/native/vmd_native.c): what Node cannot do by itself.
-// Peer credentials come from the kernel (SO_PEERCRED), never from the client; taps are made on an fd QEMU inherits.
+// Typed access to vmd's own native addon (vmd/native/*.c): what Node cannot do by itself.
+// Peer credentials come from the kernel (SO_PEERCRED), never from the client; taps and images reach QEMU as fds.
 
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -36,6 +36,14 @@ interface NativeAddon {
   peerCred(fd: number): PeerCred;
   tunOpen(name: string, options: TunOptions): TunHandle;
   closeFd(fd: number): void;
+  openAs(path: string, flags: number, uid: number, gid: number, groups: readonly number[]): number;
+}
+
+/** The filesystem identity a file is opened with: a requester's uid, primary gid and supplementary groups. */
+export interface FsIdentity {
+  readonly uid: number;
+  readonly gid: number;
+  readonly groups: readonly number[];
 }
 
 /** Where the build (share/build.mjs → node-gyp) leaves the addon, relative to the package root. */
@@ -88,4 +96,13 @@ export function tunOpen(name: string, options: TunOptions): TunHandle {
 /** Releases an fd from tunOpen once the spawned QEMU holds its own copy (Node does not track these fds). */
 export function closeFd(fd: number): void {
   native().closeFd(fd);
+}
+
+/**
+ * open(2) as `who` (O_CLOEXEC and O_NOCTTY added): the kernel checks search permission, ACLs, symlinks and
+ * mode bits for that user, so root never opens a file the requester could not. Errors carry `code` (EACCES…).
+ */
+// PRIV: switches the calling thread's fsuid/fsgid/groups (CAP_SETUID, CAP_SETGID); only the root parent calls it.
+export function openAs(path: string, flags: number, who: FsIdentity): number {
+  return native().openAs(path, flags, who.uid, who.gid, who.groups);
 }

@@ -3,13 +3,13 @@
 
 import t, { type Test } from 'tap';
 import { once } from 'node:events';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, constants as fsc, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
-import { closeFd, peerCred, tunOpen } from '../../vmd/native.js';
+import { closeFd, openAs, peerCred, tunOpen } from '../../vmd/native.js';
 import { packageRoot } from '../../share/paths.js';
 import { getgrgid, getpwuid } from '../../share/users.js';
 
@@ -205,4 +205,105 @@ t.test('tunOpen inside a test network namespace', { skip: !isRoot && 'needs root
     t.notOk(names.includes('vmdt0'));
     t.notOk(names.includes('vmdt9'));
   });
+});
+
+// Uid/Gid (real, effective, saved, fs), Groups and capabilities of every thread of pid, by thread id.
+function threadCreds(pid: number | string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      out.set(tid, status.split('\n').filter((l) => /^(Uid|Gid|Groups|CapEff|CapPrm):/.test(l)).join('\n'));
+    } catch { /* thread gone */ }
+  }
+  return out;
+}
+
+t.test('openAs opens with the given credentials and puts the thread back', { skip: !isRoot && 'needs root' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-openas-'));
+  chmodSync(dir, 0o755);
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const secret = join(dir, 'secret');
+  writeFileSync(secret, 'x', { mode: 0o600 });
+  const open = join(dir, 'open');
+  writeFileSync(open, 'x', { mode: 0o644 });
+  const grouped = join(dir, 'grouped');
+  writeFileSync(grouped, 'x', { mode: 0o640 });
+  const { chownSync } = await import('node:fs');
+  chownSync(grouped, 0, 4242);
+  mkdirSync(join(dir, 'closed'), { mode: 0o700 });
+  writeFileSync(join(dir, 'closed', 'file'), 'x', { mode: 0o666 });
+  const nobody = { uid: 65534, gid: 65534, groups: [] };
+  const before = threadCreds('self');
+
+  t.throws(() => openAs(secret, fsc.O_RDONLY, nobody), { code: 'EACCES', syscall: 'open', message: /EACCES: Permission denied, open '.*secret'/ });
+  t.throws(() => openAs(join(dir, 'closed', 'file'), fsc.O_RDONLY, nobody), { code: 'EACCES' }, 'directory search permission counts');
+  t.throws(() => openAs(open, fsc.O_RDWR, nobody), { code: 'EACCES' }, 'write permission counts');
+  t.throws(() => openAs(grouped, fsc.O_RDONLY, nobody), { code: 'EACCES' });
+  const viaGroup = openAs(grouped, fsc.O_RDONLY, { ...nobody, groups: [4242] });
+  t.ok(fstatSync(viaGroup).isFile(), 'a supplementary group grants what its mode bits say');
+  closeSync(viaGroup);
+  const fd = openAs(secret, fsc.O_RDWR, { uid: 0, gid: 0, groups: [] });
+  t.equal(readFileSync(fd, 'utf8'), 'x', 'as root, root\'s rights');
+  closeSync(fd);
+  t.same(threadCreds('self'), before, 'every thread has the credentials and capabilities it had');
+});
+
+t.test('openAs changes only the calling thread, and only while it opens', { skip: !isRoot && 'needs root' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-openas-'));
+  chmodSync(dir, 0o755);
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const fifo = join(dir, 'fifo');
+  await execa('mkfifo', ['-m', '0666', fifo]);
+  // The child blocks in open(2) of the FIFO (no O_NONBLOCK) with nobody's credentials, so they can be looked at.
+  const child = execa(process.execPath, ['--input-type=module', '-e', `
+    import { openAs } from ${JSON.stringify(nativeModule)};
+    import { readFileSync } from 'node:fs';
+    const creds = () => readFileSync('/proc/thread-self/status', 'utf8').split('\\n').filter((l) => /^(Uid|Gid|Groups|Cap...):/.test(l));
+    const before = creds();
+    const fd = openAs(process.argv[1], 0, { uid: 65534, gid: 65534, groups: [4242, 4243] });
+    console.log(JSON.stringify({ fd, before, after: creds() }));
+  `, fifo], { reject: false });
+  t.teardown(() => { child.kill('SIGKILL'); });
+  const pid = String(child.pid);
+  let during = new Map<string, string>();
+  for (let i = 0; i < 200; i++) {
+    during = threadCreds(pid);
+    if ((during.get(pid) ?? '').includes('\t65534\n')) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  t.match(during.get(pid), /^Uid:\t0\t0\t0\t65534\nGid:\t0\t0\t0\t65534\nGroups:\t4242 4243 \n/, 'the opening thread: fsuid and fsgid of nobody, its groups');
+  t.notMatch(during.get(pid), /CapEff:\t\w*[13579bdf]\w\n/, 'and no CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (bits 1, 2) in effect');
+  const others = [...during.entries()].filter(([tid]) => tid !== pid);
+  t.ok(others.length >= 2, `node's other threads are there (${others.length})`);
+  for (const [tid, creds] of others) t.match(creds, /^Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n/, `thread ${tid} keeps root`);
+  closeSync(openSync(fifo, fsc.O_WRONLY));
+  const r = await child;
+  t.equal(r.exitCode, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { fd: number; before: string[]; after: string[] };
+  t.ok(out.fd > 2);
+  t.equal(out.before[0], 'Uid:\t0\t0\t0\t0');
+  t.same(out.after, out.before, 'ids, groups and capabilities restored after the open');
+});
+
+t.test('openAs refuses bad arguments before any system call', async (t) => {
+  const nobody = { uid: 65534, gid: 65534, groups: [] };
+  t.throws(() => openAs('/x', fsc.O_RDWR | fsc.O_CREAT, nobody), { code: 'ERR_INVALID_ARG_VALUE' }, 'it never creates files');
+  t.throws(() => openAs('/x', fsc.O_RDWR | fsc.O_TRUNC, nobody), { code: 'ERR_INVALID_ARG_VALUE' });
+  t.throws(() => openAs('a\u0000b', 0, nobody), { code: 'ERR_INVALID_ARG_VALUE' });
+  t.throws(() => openAs('', 0, nobody), { code: 'ERR_INVALID_ARG_VALUE' });
+  t.throws(() => openAs('/x', 0, { ...nobody, uid: -1 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => openAs('/x', 0, { ...nobody, gid: 2 ** 32 - 1 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => openAs('/x', 0, { ...nobody, groups: 'a' as unknown as number[] }), { code: 'ERR_INVALID_ARG_TYPE' });
+  t.throws(() => openAs('/x', 0, { ...nobody, groups: [1.5] }), { code: 'ERR_OUT_OF_RANGE' });
+});
+
+t.test('openAs without CAP_SETUID/CAP_SETGID fails with EPERM and leaves the caller as it was', { skip: !isRoot && 'needs root to drop' }, async (t) => {
+  const r = await execa(process.execPath, ['--input-type=module', '-e', `
+    import { openAs } from ${JSON.stringify(nativeModule)};
+    process.setgroups([]); process.setgid(65534); process.setuid(65534);
+    try { openAs('/etc/passwd', 0, { uid: 0, gid: 0, groups: [] }); console.log('opened'); } catch (e) { console.log(e.code, e.syscall); }
+    console.log(process.getuid(), process.getgid(), JSON.stringify(process.getgroups()));
+  `], { reject: false });
+  t.equal(r.stdout, 'EPERM setfsuid\n65534 65534 [65534]', 'an unprivileged process cannot take other credentials');
 });

@@ -1,7 +1,7 @@
-// vmd's own native addon: the two things Node cannot do, kept as small as possible.
-// Kernel-verified peer credentials (SO_PEERCRED) for the control socket, and taps made on an fd (TUNSETIFF).
+// vmd's own native addon: the things Node cannot do, kept as small as possible.
+// Kernel-verified peer credentials (SO_PEERCRED) for the control socket, taps made on an fd (TUNSETIFF); openAs is in open_as.c.
 
-#include <node_api.h>
+#include "vmd_native.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,20 +17,9 @@
 #include <net/if.h>
 #include <linux/if_tun.h>
 
-// A failed napi_* call leaves either a pending exception or nothing; make sure JS sees an error either way.
-#define NAPI_CALL(env, call)                                                      \
-  do {                                                                            \
-    if ((call) != napi_ok) {                                                      \
-      bool pending_ = false;                                                      \
-      napi_is_exception_pending((env), &pending_);                                \
-      if (!pending_) napi_throw_error((env), "ERR_NATIVE", "vmd_native: " #call " failed"); \
-      return NULL;                                                                \
-    }                                                                             \
-  } while (0)
-
 // Errors look like Node's own system errors (code "EPERM", errno negative as libuv reports it, syscall),
 // so callers handle them with the same `err.code` checks they use for fs and net.
-static void throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
+void throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
   const char *name = strerrorname_np(err);
   char fallback[24];
   if (name == NULL) {
@@ -58,7 +47,7 @@ static void throw_errno(napi_env env, int err, const char *syscall, const char *
 }
 
 // Reads an integer argument in [min, max]; anything else (NaN, 1.5, "3") is a TypeError/RangeError, not a guess.
-static bool get_integer(napi_env env, napi_value value, const char *what, double min, double max, double *out) {
+bool get_integer(napi_env env, napi_value value, const char *what, double min, double max, double *out) {
   napi_valuetype type;
   if (napi_typeof(env, value, &type) != napi_ok) return false;
   if (type != napi_number) {
@@ -315,6 +304,7 @@ NAPI_MODULE_INIT() {
     {"peerCred", NULL, peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
     {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openAs", NULL, open_as, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods));
   return exports;

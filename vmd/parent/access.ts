@@ -1,7 +1,7 @@
 // Who may act on a VM (OpenBSD's vm_checkperm) and how its owner is shown; users and groups from share/users.ts.
 // The uid and gid come from control, which learnt them from the kernel (SO_PEERCRED), never from the client.
 
-import { getpwuid, systemUserDb, type UserDb } from '../../share/users.js';
+import { systemUserDb, type UserDb } from '../../share/users.js';
 import type { VmRecord, VmRuntime } from '../db.js';
 
 /** The user's primary and supplementary groups, plus the gid it connected with. */
@@ -14,11 +14,6 @@ export function groupsOf(uid: number, gid: number): number[] {
     for (const g of users.memberGids(user.name)) gids.add(g);
   }
   return [...gids];
-}
-
-/** The groups of a requester known only by uid (starts of config VMs, reboots): its passwd group and memberships. */
-export function groupsOfUid(uid: number): number[] {
-  return groupsOf(uid, getpwuid(uid)?.gid ?? 0);
 }
 
 /** OpenBSD's owner column: `user[:group]`, numeric when unknown, at most 15 characters. */

@@ -11,9 +11,9 @@ import type { StartOptions } from '../../share/protocol.js';
 import type { VmRuntime } from '../db.js';
 import { logInfo, logWarn } from '../log.js';
 import { qemuArgv, type QemuNic, type QemuSpec } from '../qemu-argv.js';
-import { groupsOfUid } from './access.js';
+import { fsIdentityOf } from '../user-files.js';
 import type { Parent } from './context.js';
-import { Descriptors, imagesOpen, isKernelImage, type OpenedImages } from './images.js';
+import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
 import type { Entry, RestartCount } from './registry.js';
 
 const RESTART_WINDOW_MS = 6000;
@@ -87,7 +87,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
   let netUp = false;
   try {
     rmSync(runDir, { recursive: true, force: true });
-    const images = imagesOpen(vm, { uid, gids: groupsOfUid(uid) }, fds, { root: p.env.root, qemu: p.env.qemuIdentity, runDir });
+    const images = await imagesOpen(vm, fsIdentityOf(uid), fds, { root: p.env.root, qemu: p.env.qemuIdentity, runDir });
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
     chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
@@ -186,8 +186,7 @@ export function qemuSpecFor(
   id: number, vm: VmConfig,
   rt: { accel: 'kvm' | 'tcg'; runDir: string; images: OpenedImages; nics: QemuNic[]; bootOnce: 'cdrom' | 'disk' | 'net' | null; sandbox: boolean },
 ): QemuSpec {
-  const { kernel, initrd, cdrom, disks } = rt.images;
-  const kernelIsLinux = kernel !== null && vm.boot !== null && isKernelImage(vm.boot);
+  const { kernel, initrd, cdrom, disks, kernelIsLinux } = rt.images;
   return {
     id, name: vm.name,
     memory: vm.memory ?? DEFAULT_MEMORY,

@@ -5,7 +5,7 @@ import {
   DEFAULT_MEMORY, MAX_DISKS, MAX_NICS,
   type DiskConfig, type InstanceFlag, type InterfaceConfig, type VmConfig,
 } from '../../share/config.js';
-import { diskFormatOf } from '../../share/diskformat.js';
+import { diskFormatAs, fsIdentityOf } from '../user-files.js';
 import { VmdError } from '../../share/errors.js';
 import { NAME_MAX, switchNameError, vmNameError } from '../../share/names.js';
 import type { StartOptions } from '../../share/protocol.js';
@@ -76,7 +76,8 @@ export function vmFromOptions(
   const disks = (o.disks ?? []).map((spec): DiskConfig => {
     const m = /^(raw|qcow2):(\/.*)$/.exec(spec);
     const path = m ? m[2]! : spec;
-    return { path, format: m ? (m[1] as 'raw' | 'qcow2') : diskFormatOf(path) };
+    // The signature is read as the requester: root never opens a path a user named just to look at it.
+    return { path, format: m ? (m[1] as 'raw' | 'qcow2') : diskFormatAs(path, fsIdentityOf(uid)) };
   });
   const own: VmConfig = {
     name, instanceOf: parent?.name ?? null, enabled: true,

@@ -1,0 +1,30 @@
+// What the addon's C files share: the napi error macro, errno errors shaped like Node's, and integer arguments.
+// vmd_native.c registers the methods; open_as.c holds openAs, kept apart because it changes credentials.
+
+#ifndef VMD_NATIVE_H
+#define VMD_NATIVE_H
+
+#include <node_api.h>
+#include <stdbool.h>
+
+// A failed napi_* call leaves either a pending exception or nothing; make sure JS sees an error either way.
+#define NAPI_CALL(env, call)                                                      \
+  do {                                                                            \
+    if ((call) != napi_ok) {                                                      \
+      bool pending_ = false;                                                      \
+      napi_is_exception_pending((env), &pending_);                                \
+      if (!pending_) napi_throw_error((env), "ERR_NATIVE", "vmd_native: " #call " failed"); \
+      return NULL;                                                                \
+    }                                                                             \
+  } while (0)
+
+// Throws a Node-style system error: code "EACCES", errno negative as libuv reports it, syscall, detail quoted.
+void throw_errno(napi_env env, int err, const char *syscall, const char *detail);
+
+// Reads an integer argument in [min, max]; false with a TypeError/RangeError pending otherwise.
+bool get_integer(napi_env env, napi_value value, const char *what, double min, double max, double *out);
+
+// openAs(path, flags, uid, gid, groups) -> fd, opened with those filesystem credentials (open_as.c).
+napi_value open_as(napi_env env, napi_callback_info info);
+
+#endif
