@@ -34,6 +34,7 @@ export interface TunHandle {
 
 interface NativeAddon {
   peerCred(fd: number): PeerCred;
+  undumpable(): void;
   tunOpen(name: string, options: TunOptions): TunHandle;
   closeFd(fd: number): void;
   openAs(path: string, flags: number, uid: number, gid: number, groups: readonly number[]): number;
@@ -105,4 +106,9 @@ export function closeFd(fd: number): void {
 // PRIV: switches the calling thread's fsuid/fsgid/groups (CAP_SETUID, CAP_SETGID); only the root parent calls it.
 export function openAs(path: string, flags: number, who: FsIdentity): number {
   return native().openAs(path, flags, who.uid, who.gid, who.groups);
+}
+
+/** Makes this process undumpable: not traceable, its /proc memory closed to its own user (QEMU's, for the roles). */
+export function processUndumpable(): void {
+  native().undumpable();
 }

@@ -5,6 +5,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type { Socket, Server } from 'node:net';
 import { vmdEntry } from '../share/paths.js';
 import { logDebug, logWarn } from './log.js';
+import { processUndumpable } from './native.js';
 
 export interface RoleSpawnOptions {
   readonly role: string;
@@ -218,6 +219,8 @@ export function roleMain<In, Out>(
   // Node opens its debugger on 127.0.0.1:9229 at SIGUSR1, and any local user could then run code in this role.
   // Whoever shares the role's uid may send the signal (QEMU runs as the same user); a listener keeps Node from it.
   process.on('SIGUSR1', () => undefined);
+  // For the same reason: QEMU's user must not ptrace the role or write into its memory through /proc.
+  processUndumpable();
   return send;
 }
 

@@ -3,6 +3,7 @@
 
 import t from 'tap';
 import { execa } from 'execa';
+import { statSync } from 'node:fs';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { ensureUsers } from '../lib/users.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
@@ -117,4 +118,21 @@ t.test('vmm reporting a running guest paused or gone with a forged field is rest
   t.match(await h.console('guest', 'hostname\n', /\nguest\r?\n/), /guest/, 'the console works through the third vmm');
   const stopped = await h.vmctl(['stop', '-w', 'guest']);
   t.equal(stopped.exitCode, 0, stopped.stderr);
+});
+
+t.test('QEMU\'s user cannot trace the roles or reach their memory through /proc', async (t) => {
+  const h = await VmdHarness.start({ config: vm('guest', true) });
+  t.teardown(() => h.teardown());
+  const qemuUser = getpwnam(process.env.VMD_USER ?? '_vmd')!;
+  for (const role of ['control', 'vmm'] as const) {
+    const pid = h.rolePid(role)!;
+    t.ok(pid > 0, `a ${role} process runs`);
+    t.equal(statSync(`/proc/${pid}`).uid, qemuUser.uid, `${role} runs as QEMU's user`);
+    // What a process escaped from QEMU would try: read the role's memory map (and from it, its memory).
+    const r = await execa('setpriv', ['--reuid', String(qemuUser.uid), '--regid', String(qemuUser.gid), '--clear-groups',
+      'cat', `/proc/${pid}/maps`], { reject: false });
+    t.not(r.exitCode, 0, `${role}: /proc/PID/maps is closed to QEMU's user`);
+    t.match(r.stderr, /Permission denied/);
+    t.equal(statSync(`/proc/${pid}/mem`).uid, 0, `${role}: its /proc files belong to root (not dumpable)`);
+  }
 });

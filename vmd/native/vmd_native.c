@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <net/if.h>
@@ -299,12 +300,24 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// undumpable(): the process can no longer be ptraced or have its /proc memory read or written by processes of its
+// own user. vmm and control share that user with QEMU, so a guest that escaped into QEMU must not reach them.
+static napi_value undumpable(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    throw_errno(env, errno, "prctl(PR_SET_DUMPABLE)", NULL);
+    return NULL;
+  }
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor methods[] = {
     {"peerCred", NULL, peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
     {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
     {"openAs", NULL, open_as, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"undumpable", NULL, undumpable, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods));
   return exports;
