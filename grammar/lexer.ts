@@ -198,45 +198,10 @@ export class Lexer {
           this.error(src, o, t);
           return 'eof';
         case '$': {
-          const macro = this.macros.get(t);
-          if (macro === undefined) {
-            this.error(src, o, `macro '${t}' not defined`);
-            skipping = true;
-            break;
-          }
-          macro.used = true;
-          const line = src.lineAt(o);
-          const end = o + 1 + t.length;
-          const adjacent = i + 1 < kinds.length && offsets[i + 1] === end && kinds[i + 1] !== '\n';
-          if (!adjacent && !/[#"'\\]/.test(macro.value)) {
-            // The common case: the value alone, every token on the line of the `$`.
-            let valueRaw = this.valueTokens.get(macro.value);
-            if (valueRaw === undefined) {
-              valueRaw = lexRaw(macro.value, Infinity);
-              this.valueTokens.set(macro.value, valueRaw);
-            }
-            const sub: Source = { text: macro.value, raw: valueRaw, file, lineAt: () => line };
-            const res = this.lexSource(sub);
-            if (res === 'eof') return res;
-            if (res === 'findeol') skipping = true;
-            break;
-          }
-          // The value continues into the following text (`$a"b"`, `$x.img`) or holds a comment or quote:
-          // lex the value and the rest of the line together, as parse.y's push-back does.
-          const nl = src.text.indexOf('\n', end);
-          const lineEnd = nl === -1 ? src.text.length : nl;
-          const combined = macro.value + src.text.slice(end, lineEnd);
-          const valueLen = macro.value.length;
-          const sub: Source = {
-            text: combined,
-            raw: lexRaw(combined, valueLen),
-            file,
-            lineAt: (o) => (o < valueLen ? line : src.lineAt(end + o - valueLen)),
-          };
-          while (i + 1 < kinds.length && offsets[i + 1]! < lineEnd) i++;
-          const res = this.lexSource(sub);
+          const [res, next] = this.lexMacro(src, i);
           if (res === 'eof') return res;
           if (res === 'findeol') skipping = true;
+          i = next;
           break;
         }
         default:
@@ -244,6 +209,50 @@ export class Lexer {
       }
     }
     return skipping ? 'findeol' : 'ok';
+  }
+
+  /**
+   * Expand the macro at raw token `i` of a source; returns lexSource's verdict and the index of the last raw
+   * token used (further than `i` when the value was lexed together with the rest of its line).
+   */
+  private lexMacro(src: Source, i: number): ['ok' | 'findeol' | 'eof', number] {
+    const { kinds, texts, offsets } = src.raw;
+    const file = src.file;
+    const t = texts[i]!;
+    const o = offsets[i]!;
+    const macro = this.macros.get(t);
+    if (macro === undefined) {
+      this.error(src, o, `macro '${t}' not defined`);
+      return ['findeol', i];
+    }
+    macro.used = true;
+    const line = src.lineAt(o);
+    const end = o + 1 + t.length;
+    const adjacent = i + 1 < kinds.length && offsets[i + 1] === end && kinds[i + 1] !== '\n';
+    if (!adjacent && !/[#"'\\]/.test(macro.value)) {
+      // The common case: the value alone, every token on the line of the `$`.
+      let valueRaw = this.valueTokens.get(macro.value);
+      if (valueRaw === undefined) {
+        valueRaw = lexRaw(macro.value, Infinity);
+        this.valueTokens.set(macro.value, valueRaw);
+      }
+      const sub: Source = { text: macro.value, raw: valueRaw, file, lineAt: () => line };
+      return [this.lexSource(sub), i];
+    }
+    // The value continues into the following text (`$a"b"`, `$x.img`) or holds a comment or quote:
+    // lex the value and the rest of the line together, as parse.y's push-back does.
+    const nl = src.text.indexOf('\n', end);
+    const lineEnd = nl === -1 ? src.text.length : nl;
+    const combined = macro.value + src.text.slice(end, lineEnd);
+    const valueLen = macro.value.length;
+    const sub: Source = {
+      text: combined,
+      raw: lexRaw(combined, valueLen),
+      file,
+      lineAt: (o) => (o < valueLen ? line : src.lineAt(end + o - valueLen)),
+    };
+    while (i + 1 < kinds.length && offsets[i + 1]! < lineEnd) i++;
+    return [this.lexSource(sub), i];
   }
 
   /** `name = value` at the start of a line defines a macro before the next token is read (yacc reduces first). */

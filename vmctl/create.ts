@@ -166,6 +166,86 @@ async function qemuImg(
   return String(r.stdout);
 }
 
+/** The image `-i` copies, read before the destination exists, and the size to resize the copy to, if any. */
+interface ConvertSource {
+  readonly path: string;
+  readonly format: DiskFormat;
+  readonly resize: number | undefined;
+}
+
+/** ctl_convert(): the source is opened and sized before the destination exists. */
+function sizeConvertSource(ctx: Context, input: string, size: number | undefined): ConvertSource {
+  const src = parseDiskType(input, ctx.cwd);
+  const path = resolve(ctx.cwd, src.path);
+  let srcSize: number;
+  try {
+    srcSize = virtualSize(path, src.format);
+  } catch (err) {
+    if (err instanceof CliError) throw new CliError(`failed to open source image file: ${err.message}`);
+    throw new CliError(sysMessage('failed to open source image file', err));
+  }
+  const wanted = size ?? srcSize;
+  if (wanted < srcSize) throw new CliError('size cannot be smaller than input disk size');
+  // ALIGNSZ: the destination is a whole number of megabytes, rounded up.
+  const dstSize = Math.ceil(wanted / MIB) * MIB;
+  if (dstSize > wanted) warnx(ctx, `destination size rounded to ${dstSize / MIB} megabytes`);
+  return { path, format: src.format, resize: dstSize === srcSize ? undefined : dstSize };
+}
+
+/** -b: the base is read where qemu-img will look for it, next to the overlay; its size must match -s. */
+function checkBaseImage(target: string, baseWord: string, size: number | undefined): { name: string; format: DiskFormat } {
+  const base = parseDiskType(baseWord, dirname(target));
+  const basePath = resolve(dirname(target), base.path);
+  let baseSize: number;
+  try {
+    baseSize = virtualSize(basePath, base.format);
+  } catch (err) {
+    if (err instanceof CliError) throw new CliError(`base image ${err.message}`);
+    throw new CliError(sysMessage(`could not open base image ${basePath}`, err));
+  }
+  if (size !== undefined && size !== baseSize) throw new CliError('base size does not match requested size');
+  return { name: base.path, format: base.format };
+}
+
+/** O_CREAT|O_EXCL reserves the name: an existing file is never touched, and qemu-img writes into ours. */
+function reserveTarget(target: string, converting: boolean): void {
+  let fd: number;
+  try {
+    fd = openSync(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  } catch (err) {
+    throw new CliError(sysMessage(converting ? 'failed to create destination image file' : 'create imagefile operation failed', err));
+  }
+  closeSync(fd);
+}
+
+/** The qemu-img steps for one create: convert (then resize unless interrupted), overlay, or blank image. */
+async function writeImage(
+  ctx: Context, args: CreateArgs, target: string, source: ConvertSource | undefined,
+  base: { name: string; format: DiskFormat } | undefined, track: (child: ResultPromise | undefined) => void,
+  interrupted: () => boolean,
+): Promise<void> {
+  if (source !== undefined) {
+    const tty = ctx.stderr.isTTY === true;
+    const bar = tty ? progressBar(ctx, args.input as string) : undefined;
+    try {
+      await qemuImg(
+        ctx,
+        ['convert', ...(tty ? ['-p'] : []), '-f', source.format, '-O', args.format, source.path, target],
+        'failed to convert image', track, bar?.feed,
+      );
+    } finally {
+      bar?.finish();
+    }
+    if (!interrupted() && source.resize !== undefined) {
+      await qemuImg(ctx, ['resize', '-q', '-f', args.format, target, String(source.resize)], 'failed to resize image', track);
+    }
+  } else if (base !== undefined) {
+    await qemuImg(ctx, ['create', '-q', '-f', 'qcow2', '-b', qemuPath(base.name), '-F', base.format, target], 'create imagefile operation failed', track);
+  } else {
+    await qemuImg(ctx, ['create', '-q', '-f', args.format, target, String(args.size)], 'create imagefile operation failed', track);
+  }
+}
+
 /**
  * Makes the image: the target is created first with O_CREAT|O_EXCL (mode 0600, as OpenBSD), so an existing file is
  * never touched and the name is reserved before qemu-img writes into it; on any failure the file is removed.
@@ -173,55 +253,9 @@ async function qemuImg(
  */
 export async function createImage(ctx: Context, args: CreateArgs): Promise<DiskFormat> {
   const target = resolve(ctx.cwd, args.disk);
-  let srcPath: string | undefined;
-  let srcFormat: DiskFormat = 'raw';
-  let dstSize = args.size;
-  let baseFormat: DiskFormat = 'raw';
-  let baseName = '';
-
-  // ctl_convert(): the source is opened and sized before the destination exists.
-  if (args.input !== undefined) {
-    const src = parseDiskType(args.input, ctx.cwd);
-    srcPath = resolve(ctx.cwd, src.path);
-    srcFormat = src.format;
-    let srcSize: number;
-    try {
-      srcSize = virtualSize(srcPath, srcFormat);
-    } catch (err) {
-      if (err instanceof CliError) throw new CliError(`failed to open source image file: ${err.message}`);
-      throw new CliError(sysMessage('failed to open source image file', err));
-    }
-    const wanted = args.size ?? srcSize;
-    if (wanted < srcSize) throw new CliError('size cannot be smaller than input disk size');
-    // ALIGNSZ: the destination is a whole number of megabytes, rounded up.
-    dstSize = Math.ceil(wanted / MIB) * MIB;
-    if (dstSize > wanted) warnx(ctx, `destination size rounded to ${dstSize / MIB} megabytes`);
-    if (dstSize === srcSize) dstSize = undefined;
-  }
-
-  // -b: the base is read where qemu-img will look for it, next to the overlay; its size must match -s.
-  if (args.base !== undefined) {
-    const base = parseDiskType(args.base, dirname(target));
-    const basePath = resolve(dirname(target), base.path);
-    baseFormat = base.format;
-    baseName = base.path;
-    let baseSize: number;
-    try {
-      baseSize = virtualSize(basePath, baseFormat);
-    } catch (err) {
-      if (err instanceof CliError) throw new CliError(`base image ${err.message}`);
-      throw new CliError(sysMessage(`could not open base image ${basePath}`, err));
-    }
-    if (args.size !== undefined && args.size !== baseSize) throw new CliError('base size does not match requested size');
-  }
-
-  let fd: number;
-  try {
-    fd = openSync(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  } catch (err) {
-    throw new CliError(sysMessage(args.input === undefined ? 'create imagefile operation failed' : 'failed to create destination image file', err));
-  }
-  closeSync(fd);
+  const source = args.input !== undefined ? sizeConvertSource(ctx, args.input, args.size) : undefined;
+  const base = args.base !== undefined ? checkBaseImage(target, args.base, args.size) : undefined;
+  reserveTarget(target, args.input !== undefined);
 
   let child: ResultPromise | undefined;
   let caught: NodeJS.Signals | undefined;
@@ -235,26 +269,7 @@ export async function createImage(ctx: Context, args: CreateArgs): Promise<DiskF
   };
   let ok = false;
   try {
-    if (srcPath !== undefined) {
-      const tty = ctx.stderr.isTTY === true;
-      const bar = tty ? progressBar(ctx, args.input as string) : undefined;
-      try {
-        await qemuImg(
-          ctx,
-          ['convert', ...(tty ? ['-p'] : []), '-f', srcFormat, '-O', args.format, srcPath, target],
-          'failed to convert image', track, bar?.feed,
-        );
-      } finally {
-        bar?.finish();
-      }
-      if (caught === undefined && dstSize !== undefined) {
-        await qemuImg(ctx, ['resize', '-q', '-f', args.format, target, String(dstSize)], 'failed to resize image', track);
-      }
-    } else if (args.base !== undefined) {
-      await qemuImg(ctx, ['create', '-q', '-f', 'qcow2', '-b', qemuPath(baseName), '-F', baseFormat, target], 'create imagefile operation failed', track);
-    } else {
-      await qemuImg(ctx, ['create', '-q', '-f', args.format, target, String(args.size)], 'create imagefile operation failed', track);
-    }
+    await writeImage(ctx, args, target, source, base, track, () => caught !== undefined);
     if (caught !== undefined) throw new CliError('interrupted');
     ok = true;
   } finally {

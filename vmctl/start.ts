@@ -108,110 +108,107 @@ const START_OPTIONS = [
   '--initrd <path>', '--cmdline <string>', '--forward <spec>',
 ] as const;
 
-/** ctl_start() and vm_start(): every check and message in OpenBSD's order; throws CliError or UsageError. */
-export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
-  const { events, operands } = getopt(args, START_OPTIONS);
-  let boot: string | undefined;
-  let bootDevice: StartOptions['bootDevice'];
-  let cdrom: string | undefined;
-  let memory: number | undefined;
-  let nifs: number | undefined;
-  let instanceOf: string | undefined;
-  let initrd: string | undefined;
-  let cmdline: string | undefined;
-  let console = false;
-  const nets: StartNet[] = [];
-  const disks: string[] = [];
-  const forwards: StartForward[] = [];
+/** The options seen so far: getopt's events fill it in one at a time, in the order they were typed. */
+interface StartFlags {
+  boot: string | undefined;
+  bootDevice: StartOptions['bootDevice'];
+  cdrom: string | undefined;
+  memory: number | undefined;
+  nifs: number | undefined;
+  instanceOf: string | undefined;
+  initrd: string | undefined;
+  cmdline: string | undefined;
+  console: boolean;
+  readonly nets: StartNet[];
+  readonly disks: string[];
+  readonly forwards: StartForward[];
+}
 
-  for (const { name, value } of events) {
-    const v = value ?? '';
-    switch (name) {
-      case 'b':
-        if (boot !== undefined) throw new CliError('boot image specified multiple times');
-        try {
-          boot = realpath(env.cwd, v);
-        } catch (err) {
-          throw new CliError(sysMessage('invalid boot image path', err));
-        }
-        break;
-      case 'B':
-        if (bootDevice !== undefined) throw new CliError('boot device specified multiple times');
-        if (v !== 'disk' && v !== 'cdrom' && v !== 'net') throw new CliError(`unknown boot device ${v}`);
-        bootDevice = v;
-        break;
-      case 'r':
-        if (cdrom !== undefined) throw new CliError('iso image specified multiple times');
-        try {
-          cdrom = realpath(env.cwd, v);
-        } catch (err) {
-          throw new CliError(sysMessage(`invalid iso image path: ${v}`, err));
-        }
-        break;
-      case 'c':
-        console = true;
-        break;
-      case 'L':
-        nets.push({ kind: 'local' });
-        break;
-      case 'm':
-        if (memory !== undefined) throw new CliError('memory specified multiple times');
-        memory = parseSize(v, 'memory', env.warn);
-        break;
-      case 'n':
-        nets.push({ kind: 'switch', switch: v });
-        break;
-      case 'd':
-        disks.push(parseDisk(env.cwd, v));
-        break;
-      case 'i': {
-        if (nifs !== undefined) throw new CliError('interfaces specified multiple times');
-        const n = strtonum(v, 1, 2 ** 31 - 1);
-        if (n.value === undefined) {
-          env.warn(`count is ${n.error as string}: ${v}`);
-          throw new CliError(`invalid interface count: ${v}`);
-        }
-        nifs = n.value;
-        break;
-      }
-      case 't':
-        if (v.length >= VM_NAME_MAX) {
-          env.warn('instance vm name too long');
-          throw new CliError(`invalid name: ${v}`);
-        }
-        instanceOf = v;
-        break;
-      case 'initrd':
-        if (initrd !== undefined) throw new CliError('initrd specified multiple times');
-        try {
-          initrd = realpath(env.cwd, v);
-        } catch (err) {
-          throw new CliError(sysMessage(`invalid initrd path: ${v}`, err));
-        }
-        break;
-      case 'cmdline':
-        if (cmdline !== undefined) throw new CliError('cmdline specified multiple times');
-        cmdline = v;
-        break;
-      case 'forward':
-        forwards.push(parseForward(v));
-        break;
-      default:
-        throw new UsageError();
-    }
+/** -b, -r and --initrd resolve their path the same way; only the message on failure differs. */
+function resolveOptionPath(cwd: string, path: string, failure: string): string {
+  try {
+    return realpath(cwd, path);
+  } catch (err) {
+    throw new CliError(sysMessage(failure, err));
   }
-  if (operands.length !== 1) throw new UsageError();
-  const word = operands[0] as string;
-  const ref = parseVmid(word, env.warn);
-  if (ref === undefined) throw new CliError(`invalid id: ${word}`);
+}
 
-  // -L and -n NICs come first, in order; -i adds plain ones up to its count and never removes any.
-  const nnics = Math.max(nifs ?? 0, nets.length);
+/** -i: strtonum's complaint is a warning, then the count is refused, as ctl_start() does. */
+function parseInterfaceCount(v: string, env: StartEnv): number {
+  const n = strtonum(v, 1, 2 ** 31 - 1);
+  if (n.value === undefined) {
+    env.warn(`count is ${n.error as string}: ${v}`);
+    throw new CliError(`invalid interface count: ${v}`);
+  }
+  return n.value;
+}
 
+/** ctl_start()'s getopt switch: one option into `flags`, refusing repeats with OpenBSD's words. */
+function readStartOption(flags: StartFlags, name: string, v: string, env: StartEnv): void {
+  switch (name) {
+    case 'b':
+      if (flags.boot !== undefined) throw new CliError('boot image specified multiple times');
+      flags.boot = resolveOptionPath(env.cwd, v, 'invalid boot image path');
+      break;
+    case 'B':
+      if (flags.bootDevice !== undefined) throw new CliError('boot device specified multiple times');
+      if (v !== 'disk' && v !== 'cdrom' && v !== 'net') throw new CliError(`unknown boot device ${v}`);
+      flags.bootDevice = v;
+      break;
+    case 'r':
+      if (flags.cdrom !== undefined) throw new CliError('iso image specified multiple times');
+      flags.cdrom = resolveOptionPath(env.cwd, v, `invalid iso image path: ${v}`);
+      break;
+    case 'c':
+      flags.console = true;
+      break;
+    case 'L':
+      flags.nets.push({ kind: 'local' });
+      break;
+    case 'm':
+      if (flags.memory !== undefined) throw new CliError('memory specified multiple times');
+      flags.memory = parseSize(v, 'memory', env.warn);
+      break;
+    case 'n':
+      flags.nets.push({ kind: 'switch', switch: v });
+      break;
+    case 'd':
+      flags.disks.push(parseDisk(env.cwd, v));
+      break;
+    case 'i':
+      if (flags.nifs !== undefined) throw new CliError('interfaces specified multiple times');
+      flags.nifs = parseInterfaceCount(v, env);
+      break;
+    case 't':
+      if (v.length >= VM_NAME_MAX) {
+        env.warn('instance vm name too long');
+        throw new CliError(`invalid name: ${v}`);
+      }
+      flags.instanceOf = v;
+      break;
+    case 'initrd':
+      if (flags.initrd !== undefined) throw new CliError('initrd specified multiple times');
+      flags.initrd = resolveOptionPath(env.cwd, v, `invalid initrd path: ${v}`);
+      break;
+    case 'cmdline':
+      if (flags.cmdline !== undefined) throw new CliError('cmdline specified multiple times');
+      flags.cmdline = v;
+      break;
+    case 'forward':
+      flags.forwards.push(parseForward(v));
+      break;
+    default:
+      throw new UsageError();
+  }
+}
+
+/** vm_start()'s checks after parsing, in its order: bootability of a new VM, then lengths, name and boot files. */
+function checkStartFlags(flags: StartFlags, ref: VmRef, nnics: number, env: StartEnv): void {
+  const { boot, cdrom, disks, initrd } = flags;
   // vm_start(): a new VM (any creating option, no -t) must be bootable; the daemon fills in 512M by default.
-  const creating = memory !== undefined || nnics > 0 || disks.length > 0 || boot !== undefined || cdrom !== undefined
-    || initrd !== undefined || cmdline !== undefined || forwards.length > 0;
-  if (instanceOf === undefined && creating) {
+  const creating = flags.memory !== undefined || nnics > 0 || disks.length > 0 || boot !== undefined || cdrom !== undefined
+    || initrd !== undefined || flags.cmdline !== undefined || flags.forwards.length > 0;
+  if (flags.instanceOf === undefined && creating) {
     if (disks.length > MAX_DISKS) throw new CliError('too many disks');
     else if (boot === undefined && disks.length === 0) env.warn('starting without disks');
     if (boot === undefined && disks.length === 0 && cdrom === undefined) throw new CliError('no kernel or disk/cdrom specified');
@@ -219,25 +216,47 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
     if (boot === undefined && nnics === 0) env.warn('starting without network interfaces');
   }
   for (const d of disks) if (d.replace(/^(raw|qcow2):/, '').length >= PATH_MAX) throw new CliError('disk path too long');
-  for (const n of nets) if (n.kind === 'switch' && n.switch.length >= VM_NAME_MAX) throw new CliError('interface name too long');
+  for (const n of flags.nets) if (n.kind === 'switch' && n.switch.length >= VM_NAME_MAX) throw new CliError('interface name too long');
   if (ref.name !== undefined && !validVmName(ref.name)) throw new CliError('invalid VM name');
   if (boot !== undefined) checkBootFile(boot, 'kernel');
   if (initrd !== undefined) checkBootFile(initrd, 'initrd');
   if (cdrom !== undefined && cdrom.length >= PATH_MAX) throw new CliError('cdrom name too long');
+}
 
+/** The request carries only what was given, so vmd's defaults and the VM's configuration fill the rest. */
+function buildStartOptions(flags: StartFlags, nnics: number): StartOptions {
   const options: { -readonly [K in keyof StartOptions]: StartOptions[K] } = {};
-  if (memory !== undefined) options.memory = memory;
+  if (flags.memory !== undefined) options.memory = flags.memory;
   if (nnics > 0) options.interfaces = nnics;
-  if (nets.length > 0) options.nets = nets;
-  if (disks.length > 0) options.disks = disks;
-  if (boot !== undefined) options.boot = boot;
-  if (initrd !== undefined) options.initrd = initrd;
-  if (cmdline !== undefined) options.cmdline = cmdline;
-  if (cdrom !== undefined) options.cdrom = cdrom;
-  if (bootDevice !== undefined) options.bootDevice = bootDevice;
-  if (instanceOf !== undefined) options.instanceOf = instanceOf;
-  if (forwards.length > 0) options.forwards = forwards;
-  return { ref, options, console };
+  if (flags.nets.length > 0) options.nets = flags.nets;
+  if (flags.disks.length > 0) options.disks = flags.disks;
+  if (flags.boot !== undefined) options.boot = flags.boot;
+  if (flags.initrd !== undefined) options.initrd = flags.initrd;
+  if (flags.cmdline !== undefined) options.cmdline = flags.cmdline;
+  if (flags.cdrom !== undefined) options.cdrom = flags.cdrom;
+  if (flags.bootDevice !== undefined) options.bootDevice = flags.bootDevice;
+  if (flags.instanceOf !== undefined) options.instanceOf = flags.instanceOf;
+  if (flags.forwards.length > 0) options.forwards = flags.forwards;
+  return options;
+}
+
+/** ctl_start() and vm_start(): every check and message in OpenBSD's order; throws CliError or UsageError. */
+export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
+  const { events, operands } = getopt(args, START_OPTIONS);
+  const flags: StartFlags = {
+    boot: undefined, bootDevice: undefined, cdrom: undefined, memory: undefined, nifs: undefined, instanceOf: undefined,
+    initrd: undefined, cmdline: undefined, console: false, nets: [], disks: [], forwards: [],
+  };
+  for (const { name, value } of events) readStartOption(flags, name, value ?? '', env);
+  if (operands.length !== 1) throw new UsageError();
+  const word = operands[0] as string;
+  const ref = parseVmid(word, env.warn);
+  if (ref === undefined) throw new CliError(`invalid id: ${word}`);
+
+  // -L and -n NICs come first, in order; -i adds plain ones up to its count and never removes any.
+  const nnics = Math.max(flags.nifs ?? 0, flags.nets.length);
+  checkStartFlags(flags, ref, nnics, env);
+  return { ref, options: buildStartOptions(flags, nnics), console: flags.console };
 }
 
 async function runStart(args: readonly string[], ctx: Context): Promise<number> {

@@ -117,44 +117,70 @@ export function qemuArgv(spec: QemuSpec): string[] {
   validate(spec);
   const machine = spec.machine ?? 'q35';
   const argv: string[] = [];
-  const push = (...args: string[]) => argv.push(...args);
+  pushMachineArgs(argv, spec, machine);
+  pushSocketArgs(argv, spec);
+  pushBootFileArgs(argv, spec);
+  // Descriptors first, then the drives that name their sets. Sets are numbered in argv order from 1.
+  const addFd = createFdSets(argv, spec.id);
+  pushDiskArgs(argv, spec, addFd);
+  pushCdromArgs(argv, spec, machine, addFd);
+  pushNicArgs(argv, spec);
+  if (spec.incoming) argv.push('-incoming', spec.incoming);
+  return argv;
+}
 
+/** Adds one descriptor as the next fdset and returns the set's number, for the drive that names it. */
+type AddFd = (fd: number, opaque: string) => number;
+
+/** The machine, its size and how QEMU behaves as a process: everything before the first device. */
+function pushMachineArgs(argv: string[], spec: QemuSpec, machine: QemuMachine): void {
   // process= shows up in ps/top (truncated to 15 bytes by the kernel); guest= in QMP query-name.
-  push('-name', opts([`guest=${spec.name}`, `process=vmd-${spec.id}-${spec.name}`]));
+  argv.push('-name', opts([`guest=${spec.name}`, `process=vmd-${spec.id}-${spec.name}`]));
   // No default devices (NIC with iPXE, VGA, floppy, cdrom, serial) and no /etc/qemu config: every device is ours.
-  push('-nodefaults', '-no-user-config');
-  push('-machine', machine, '-accel', spec.accel);
+  argv.push('-nodefaults', '-no-user-config');
+  argv.push('-machine', machine, '-accel', spec.accel);
   // KVM: expose the host CPU. TCG: QEMU's default model, the one boot times were measured with.
-  if (spec.accel === 'kvm') push('-cpu', 'host');
-  push('-m', String(spec.memory / MIB), '-smp', String(spec.cpus));
-  push('-display', 'none');
+  if (spec.accel === 'kvm') argv.push('-cpu', 'host');
+  argv.push('-m', String(spec.memory / MIB), '-smp', String(spec.cpus));
+  argv.push('-display', 'none');
   // A guest reboot makes QEMU exit (SHUTDOWN event, reason "guest-reset") instead of resetting in place: the
   // lifecycle layer restarts the VM itself, as OpenBSD's vmd does, and so counts restarts (three within 6 s
   // leave it stopped) and can drop a one-time boot device.
-  push('-no-reboot');
-  if (spec.paused) push('-S');
-  if (spec.sandbox) push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
-  if (spec.pidfile) push('-pidfile', spec.pidfile);
+  argv.push('-no-reboot');
+  if (spec.paused) argv.push('-S');
+  if (spec.sandbox) argv.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+  if (spec.pidfile) argv.push('-pidfile', spec.pidfile);
+}
 
+/** The QMP and console sockets the vmm role talks to. */
+function pushSocketArgs(argv: string[], spec: QemuSpec): void {
   // wait=off: QEMU runs without a client; the vmm role (re)connects whenever it likes, also after a vmd restart.
-  push('-chardev', opts(['socket', 'id=qmp', `path=${spec.qmpSocket}`, 'server=on', 'wait=off']));
-  push('-mon', 'chardev=qmp,mode=control');
-  push('-chardev', opts(['socket', 'id=console', `path=${spec.consoleSocket}`, 'server=on', 'wait=off']));
-  push('-serial', 'chardev:console');
+  argv.push('-chardev', opts(['socket', 'id=qmp', `path=${spec.qmpSocket}`, 'server=on', 'wait=off']));
+  argv.push('-mon', 'chardev=qmp,mode=control');
+  argv.push('-chardev', opts(['socket', 'id=console', `path=${spec.consoleSocket}`, 'server=on', 'wait=off']));
+  argv.push('-serial', 'chardev:console');
+}
 
-  if (spec.firmware) push('-bios', filePath(spec.firmware));
-  if (spec.kernel) push('-kernel', filePath(spec.kernel));
-  if (spec.initrd) push('-initrd', filePath(spec.initrd));
-  if (spec.cmdline) push('-append', spec.cmdline);
+/** Firmware and direct boot: files QEMU opens itself, so they are paths, not fdsets (see the header). */
+function pushBootFileArgs(argv: string[], spec: QemuSpec): void {
+  if (spec.firmware) argv.push('-bios', filePath(spec.firmware));
+  if (spec.kernel) argv.push('-kernel', filePath(spec.kernel));
+  if (spec.initrd) argv.push('-initrd', filePath(spec.initrd));
+  if (spec.cmdline) argv.push('-append', spec.cmdline);
+}
 
-  // Descriptors first, then the drives that name their sets. Sets are numbered in argv order from 1.
+/** One counter for every fdset of the argv, so disks, backing files and the cdrom never share a set. */
+function createFdSets(argv: string[], id: number): AddFd {
   let nextSet = 1;
-  const addFd = (fd: number, opaque: string): number => {
+  return (fd, opaque) => {
     const set = nextSet++;
-    push('-add-fd', opts([`fd=${fd}`, `set=${set}`, `opaque=vmd-${spec.id}-${opaque}`]));
+    argv.push('-add-fd', opts([`fd=${fd}`, `set=${set}`, `opaque=vmd-${id}-${opaque}`]));
     return set;
   };
+}
 
+/** virtio disks, each with its backing chain overridden to fdsets (see the header). */
+function pushDiskArgs(argv: string[], spec: QemuSpec, addFd: AddFd): void {
   spec.disks.forEach((disk, i) => {
     const set = addFd(disk.fd, `disk${i}`);
     const drive = [`file=/dev/fdset/${set}`, `format=${disk.format}`, 'if=none', `id=disk${i}`];
@@ -165,38 +191,40 @@ export function qemuArgv(spec: QemuSpec): string[] {
       drive.push(`${prefix}driver=${b.format}`, `${prefix}file.filename=${file}`);
       prefix += 'backing.';
     });
-    push('-drive', opts(drive));
+    argv.push('-drive', opts(drive));
     const device = ['virtio-blk-pci', `drive=disk${i}`, `id=vd${i}`];
     if (spec.bootDevice === 'disk' && i === 0) device.push('bootindex=0');
-    push('-device', opts(device));
+    argv.push('-device', opts(device));
   });
+}
 
-  if (spec.cdrom) {
-    const set = addFd(spec.cdrom.fd, 'cdrom');
-    push('-drive', opts([`file=/dev/fdset/${set}`, 'format=raw', 'if=none', 'id=cdrom0', 'media=cdrom', 'readonly=on']));
-    // q35: first AHCI port; pc: secondary IDE master, where QEMU's own -cdrom goes.
-    const device = ['ide-cd', 'drive=cdrom0', 'id=cd0', machine === 'q35' ? 'bus=ide.0' : 'bus=ide.1'];
-    if (spec.bootDevice === 'cdrom') device.push('bootindex=0');
-    push('-device', opts(device));
-  }
+/** The read-only ISO, on the bus where each machine type expects a cdrom. */
+function pushCdromArgs(argv: string[], spec: QemuSpec, machine: QemuMachine, addFd: AddFd): void {
+  if (!spec.cdrom) return;
+  const set = addFd(spec.cdrom.fd, 'cdrom');
+  argv.push('-drive', opts([`file=/dev/fdset/${set}`, 'format=raw', 'if=none', 'id=cdrom0', 'media=cdrom', 'readonly=on']));
+  // q35: first AHCI port; pc: secondary IDE master, where QEMU's own -cdrom goes.
+  const device = ['ide-cd', 'drive=cdrom0', 'id=cd0', machine === 'q35' ? 'bus=ide.0' : 'bus=ide.1'];
+  if (spec.bootDevice === 'cdrom') device.push('bootindex=0');
+  argv.push('-device', opts(device));
+}
 
+/** virtio NICs on user-mode NAT or the parent's taps. */
+function pushNicArgs(argv: string[], spec: QemuSpec): void {
   spec.nics.forEach((nic, i) => {
     if (nic.kind === 'user') {
       const netdev = ['user', `id=net${i}`];
       for (const f of nic.forwards ?? []) netdev.push(`hostfwd=${f.proto}:${f.hostAddr ?? ''}:${f.hostPort}-:${f.guestPort}`);
-      push('-netdev', opts(netdev));
+      argv.push('-netdev', opts(netdev));
     } else {
-      push('-netdev', opts(['tap', `id=net${i}`, `fd=${nic.fd}`]));
+      argv.push('-netdev', opts(['tap', `id=net${i}`, `fd=${nic.fd}`]));
     }
     const device = ['virtio-net-pci', `netdev=net${i}`, `id=nic${i}`, `mac=${nic.mac}`];
     // The iPXE option ROM costs ~350 ms of boot per NIC: keep it only on the NIC we network-boot from.
     if (spec.bootDevice === 'net' && i === 0) device.push('bootindex=0');
     else device.push('romfile=');
-    push('-device', opts(device));
+    argv.push('-device', opts(device));
   });
-
-  if (spec.incoming) push('-incoming', spec.incoming);
-  return argv;
 }
 
 /** The path QEMU opens for a QemuFile: /proc/self/fd/N reopens the inherited descriptor (see the header). */
@@ -219,7 +247,19 @@ const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 // Control characters would break QEMU's option parsing, the golden files' one-argument-per-line format and logs.
 const CONTROL_RE = CONTROL_CHARS;
 
+/** Every check QEMU would otherwise fail on later, or worse, accept: in a fixed order, so the first fault is named. */
 function validate(spec: QemuSpec): void {
+  checkScalars(spec);
+  checkSockets(spec);
+  const fds = trackDescriptors(spec);
+  checkBootFiles(spec, fds);
+  checkDisks(spec, fds);
+  checkNics(spec, fds);
+  checkBootDevice(spec);
+}
+
+/** Name, id, accel, machine, memory and cpus: the values every argv carries. */
+function checkScalars(spec: QemuSpec): void {
   if (typeof spec.name !== 'string' || !NAME_RE.test(spec.name) || spec.name.length > MAX_NAME_LEN) {
     fail(spec, `invalid name ${JSON.stringify(spec.name)}: letters, digits, ".", "-" and "_" only, at most ${MAX_NAME_LEN} characters`);
   }
@@ -233,7 +273,10 @@ function validate(spec: QemuSpec): void {
   if (!Number.isSafeInteger(spec.cpus) || spec.cpus < 1 || spec.cpus > MAX_CPUS) {
     fail(spec, `cpus out of range: ${spec.cpus} (1 to ${MAX_CPUS})`);
   }
+}
 
+/** The sockets, pidfile and incoming URI: paths and strings QEMU parses, and what the sandbox allows. */
+function checkSockets(spec: QemuSpec): void {
   for (const [what, path] of [['qmp socket', spec.qmpSocket], ['console socket', spec.consoleSocket]] as const) {
     checkPath(spec, what, path);
     if (Buffer.byteLength(path) > MAX_SOCKET_PATH) fail(spec, `${what} path too long: ${path}`);
@@ -246,7 +289,16 @@ function validate(spec: QemuSpec): void {
   // Measured: with spawn=deny QEMU dies of SIGSYS on `exec:` migration, in both directions. `-incoming fd:N`
   // with an inherited descriptor works; an outgoing `migrate fd:N` needs a named fd (getfd, SCM_RIGHTS).
   if (spec.sandbox && spec.incoming?.startsWith('exec:')) fail(spec, 'incoming exec: needs spawning, which the sandbox forbids; use fd:N');
+}
 
+/** Descriptor and file checks that share one set of the descriptors seen so far. */
+interface DescriptorChecks {
+  readonly checkFd: (what: string, fd: number) => void;
+  readonly checkFile: (what: string, file: QemuFile) => void;
+}
+
+/** One set across firmware, kernel, disks, backing files, cdrom and taps, so no descriptor is used twice. */
+function trackDescriptors(spec: QemuSpec): DescriptorChecks {
   const fds = new Set<number>();
   const checkFd = (what: string, fd: number) => {
     // 0-2 are QEMU's stdio; a descriptor used twice means two devices would share one open file.
@@ -258,7 +310,11 @@ function validate(spec: QemuSpec): void {
     if ('fd' in file) checkFd(what, file.fd);
     else checkPath(spec, what, file.path);
   };
+  return { checkFd, checkFile };
+}
 
+/** Firmware, kernel, initrd and cmdline: initrd and cmdline mean nothing without a kernel. */
+function checkBootFiles(spec: QemuSpec, { checkFile }: DescriptorChecks): void {
   if (spec.firmware) checkFile('firmware', spec.firmware);
   if (spec.kernel) checkFile('kernel', spec.kernel);
   if (spec.initrd) {
@@ -269,7 +325,10 @@ function validate(spec: QemuSpec): void {
     if (!spec.kernel) fail(spec, 'cmdline needs a kernel');
     if (CONTROL_RE.test(spec.cmdline)) fail(spec, 'cmdline contains control characters');
   }
+}
 
+/** The disk list, each disk's format and backing chain, and the cdrom. */
+function checkDisks(spec: QemuSpec, { checkFd }: DescriptorChecks): void {
   // Through `unknown`, so TypeScript keeps the element types (Array.isArray narrows readonly arrays to any[]).
   if (!Array.isArray(spec.disks as unknown) || !Array.isArray(spec.nics as unknown)) fail(spec, 'disks and nics must be lists');
   if (spec.disks.length > MAX_DISKS) fail(spec, `too many disks: ${spec.disks.length} (at most ${MAX_DISKS})`);
@@ -287,7 +346,10 @@ function validate(spec: QemuSpec): void {
     }
   });
   if (spec.cdrom) checkFd('cdrom', spec.cdrom.fd);
+}
 
+/** The NIC list: unicast MACs, a descriptor per tap, valid and distinct forwards on user-mode NICs. */
+function checkNics(spec: QemuSpec, { checkFd }: DescriptorChecks): void {
   if (spec.nics.length > MAX_NICS) fail(spec, `too many interfaces: ${spec.nics.length} (at most ${MAX_NICS})`);
   spec.nics.forEach((nic, i) => {
     if (typeof nic.mac !== 'string' || !MAC_RE.test(nic.mac)) fail(spec, `interface ${i}: invalid mac ${String(nic.mac)}`);
@@ -295,23 +357,31 @@ function validate(spec: QemuSpec): void {
     if (nic.kind === 'tap') {
       checkFd(`interface ${i}`, nic.fd);
     } else if (nic.kind === 'user') {
-      const seen = new Set<string>();
-      for (const f of nic.forwards ?? []) {
-        if (f.proto !== 'tcp' && f.proto !== 'udp') fail(spec, `interface ${i}: invalid forward protocol ${String(f.proto)}`);
-        for (const port of [f.hostPort, f.guestPort]) {
-          if (!Number.isSafeInteger(port) || port < 1 || port > 65535) fail(spec, `interface ${i}: invalid forward port ${port}`);
-        }
-        // QEMU 7.2's hostfwd takes an IPv4 address only.
-        if (f.hostAddr !== undefined && !isIPv4(f.hostAddr)) fail(spec, `interface ${i}: forward address must be ipv4: ${f.hostAddr}`);
-        const key = `${f.proto}:${f.hostAddr ?? '*'}:${f.hostPort}`;
-        if (seen.has(key)) fail(spec, `interface ${i}: duplicate forward ${f.proto} ${f.hostPort}`);
-        seen.add(key);
-      }
+      checkForwards(spec, i, nic.forwards ?? []);
     } else {
       fail(spec, `interface ${i}: invalid kind ${String((nic as { kind: unknown }).kind)}`);
     }
   });
+}
 
+/** hostfwd rules of user-mode NIC `i`: QEMU would refuse a bad one only at start, and a duplicate silently. */
+function checkForwards(spec: QemuSpec, i: number, forwards: readonly QemuForward[]): void {
+  const seen = new Set<string>();
+  for (const f of forwards) {
+    if (f.proto !== 'tcp' && f.proto !== 'udp') fail(spec, `interface ${i}: invalid forward protocol ${String(f.proto)}`);
+    for (const port of [f.hostPort, f.guestPort]) {
+      if (!Number.isSafeInteger(port) || port < 1 || port > 65535) fail(spec, `interface ${i}: invalid forward port ${port}`);
+    }
+    // QEMU 7.2's hostfwd takes an IPv4 address only.
+    if (f.hostAddr !== undefined && !isIPv4(f.hostAddr)) fail(spec, `interface ${i}: forward address must be ipv4: ${f.hostAddr}`);
+    const key = `${f.proto}:${f.hostAddr ?? '*'}:${f.hostPort}`;
+    if (seen.has(key)) fail(spec, `interface ${i}: duplicate forward ${f.proto} ${f.hostPort}`);
+    seen.add(key);
+  }
+}
+
+/** The boot device needs its device, excludes a kernel, and some boot source must exist. */
+function checkBootDevice(spec: QemuSpec): void {
   switch (spec.bootDevice ?? null) {
     case null:
       break;

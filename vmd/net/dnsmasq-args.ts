@@ -126,15 +126,30 @@ function switchRanges(spec: DnsmasqSwitchSpec, addr: number, len: number): Array
 
 /** The whole dnsmasq command line for a spec (pure): one interface only, DHCP authoritative, no ping, no config files. */
 export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
-  if (ifNameError(spec.interface) !== null) throw invalid(spec, `bad interface name ${JSON.stringify(spec.interface)}`);
-  for (const f of [spec.leaseFile, spec.pidFile, spec.logFile]) {
-    if (!f.startsWith('/')) throw invalid(spec, `file ${f} is not an absolute path`);
-  }
+  checkInstancePaths(spec);
   const { addr, len } = parseCidr(spec);
   const host = formatIPv4(addr);
   const netmask = formatIPv4(maskOf(len));
   const dns = spec.dns ?? true;
-  const args = [
+  const args = commonArgs(spec);
+  pushDnsArgs(args, dns);
+  if (spec.kind === 'switch') pushSwitchArgs(args, spec, addr, len, netmask);
+  else pushLocalArgs(args, spec, addr, len, netmask);
+  pushDhcpOptions(args, spec, host, dns);
+  return args;
+}
+
+/** The interface and the files dnsmasq writes: a bad name or a relative path would be taken from its cwd. */
+function checkInstancePaths(spec: DnsmasqSpec): void {
+  if (ifNameError(spec.interface) !== null) throw invalid(spec, `bad interface name ${JSON.stringify(spec.interface)}`);
+  for (const f of [spec.leaseFile, spec.pidFile, spec.logFile]) {
+    if (!f.startsWith('/')) throw invalid(spec, `file ${f} is not an absolute path`);
+  }
+}
+
+/** What every instance runs with: no config, dropped privileges, its own files, bound to its one interface. */
+function commonArgs(spec: DnsmasqSpec): string[] {
+  return [
     '--keep-in-foreground',
     '--conf-file=/dev/null',
     '--no-hosts',
@@ -150,6 +165,10 @@ export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
     '--except-interface=lo',
     '--bind-dynamic',
   ];
+}
+
+/** DNS off, forwarded to given servers, or to a resolv.conf: dnsmasq's default resolv.conf needs no argument. */
+function pushDnsArgs(args: string[], dns: DnsmasqDns): void {
   if (dns === false) {
     args.push('--port=0');
   } else if (typeof dns === 'object' && dns.servers !== undefined && dns.servers.length > 0) {
@@ -157,55 +176,69 @@ export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
   } else if (typeof dns === 'object' && dns.resolvFile !== undefined) {
     args.push(`--resolv-file=${dns.resolvFile}`);
   }
-  if (spec.kind === 'switch') {
-    const lease = spec.leaseTime ?? '1h';
-    for (const [s, e] of switchRanges(spec, addr, len)) args.push(`--dhcp-range=${formatIPv4(s)},${formatIPv4(e)},${netmask},${lease}`);
-    const mask = maskOf(len);
-    if (spec.hostsFile !== undefined) {
-      if (!spec.hostsFile.startsWith('/')) throw invalid(spec, `file ${spec.hostsFile} is not an absolute path`);
-      args.push(`--dhcp-hostsfile=${spec.hostsFile}`);
-    }
-    for (const h of spec.hosts ?? []) {
-      if (!MAC_RE.test(h.mac)) throw invalid(spec, `bad MAC ${h.mac}`);
-      let a: number;
-      try {
-        a = parseIPv4(h.address);
-      } catch {
-        throw invalid(spec, `reservation ${h.address} is not an IPv4 address`);
-      }
-      if (((a & mask) >>> 0) !== ((addr & mask) >>> 0) || a === addr) throw invalid(spec, `reservation ${h.address} is not a guest address of ${spec.address}`);
-      args.push(`--dhcp-host=${h.mac.toLowerCase()},${h.address}${h.hostname ? `,${h.hostname}` : ''}`);
-    }
-  } else {
-    if (len !== 31) throw invalid(spec, `local interface address ${spec.address} is not a /31`);
-    if (!MAC_RE.test(spec.mac)) throw invalid(spec, `bad MAC ${spec.mac}`);
-    let g: number;
-    try {
-      g = parseIPv4(spec.guest);
-    } catch {
-      throw invalid(spec, `guest address ${spec.guest} is not IPv4`);
-    }
-    if ((g ^ addr) !== 1) throw invalid(spec, `guest ${spec.guest} is not the other half of ${spec.address}`);
-    // A static range hands out nothing by itself: only the dhcp-host (the VM's MAC) gets the address, for ever,
-    // as OpenBSD's vmd does (lease time 0xffffffff).
-    args.push(`--dhcp-range=${spec.guest},static,${netmask},infinite`);
-    let guest6 = '';
-    if (spec.inet6 !== undefined) {
-      let h: Uint8Array;
-      let g: Uint8Array;
-      try {
-        h = parseIPv6(spec.inet6.host);
-        g = parseIPv6(spec.inet6.guest);
-      } catch {
-        throw invalid(spec, `inet6 ${spec.inet6.host} / ${spec.inet6.guest} are not IPv6 addresses`);
-      }
-      if (h.subarray(0, 12).some((b, i) => b !== g[i]) || h[15] === g[15]) throw invalid(spec, `inet6 ${spec.inet6.guest} is not in the /96 of ${spec.inet6.host}`);
-      guest6 = formatIPv6(g);
-      args.push(`--dhcp-range=${guest6},${guest6},96,infinite`, '--enable-ra');
-      guest6 = `,[${guest6}]`;
-    }
-    args.push(`--dhcp-host=${spec.mac.toLowerCase()},${spec.guest}${guest6}${spec.hostname ? `,${spec.hostname}` : ''}`);
+}
+
+/** A switch: dynamic ranges around the host address, plus reservations from the spec and the hosts file. */
+function pushSwitchArgs(args: string[], spec: DnsmasqSwitchSpec, addr: number, len: number, netmask: string): void {
+  const lease = spec.leaseTime ?? '1h';
+  for (const [s, e] of switchRanges(spec, addr, len)) args.push(`--dhcp-range=${formatIPv4(s)},${formatIPv4(e)},${netmask},${lease}`);
+  const mask = maskOf(len);
+  if (spec.hostsFile !== undefined) {
+    if (!spec.hostsFile.startsWith('/')) throw invalid(spec, `file ${spec.hostsFile} is not an absolute path`);
+    args.push(`--dhcp-hostsfile=${spec.hostsFile}`);
   }
+  for (const h of spec.hosts ?? []) {
+    if (!MAC_RE.test(h.mac)) throw invalid(spec, `bad MAC ${h.mac}`);
+    let a: number;
+    try {
+      a = parseIPv4(h.address);
+    } catch {
+      throw invalid(spec, `reservation ${h.address} is not an IPv4 address`);
+    }
+    if (((a & mask) >>> 0) !== ((addr & mask) >>> 0) || a === addr) throw invalid(spec, `reservation ${h.address} is not a guest address of ${spec.address}`);
+    args.push(`--dhcp-host=${h.mac.toLowerCase()},${h.address}${h.hostname ? `,${h.hostname}` : ''}`);
+  }
+}
+
+/** A local interface: the one guest gets the other half of the /31 (and its IPv6 address) and nothing else does. */
+function pushLocalArgs(args: string[], spec: DnsmasqLocalSpec, addr: number, len: number, netmask: string): void {
+  if (len !== 31) throw invalid(spec, `local interface address ${spec.address} is not a /31`);
+  if (!MAC_RE.test(spec.mac)) throw invalid(spec, `bad MAC ${spec.mac}`);
+  let g: number;
+  try {
+    g = parseIPv4(spec.guest);
+  } catch {
+    throw invalid(spec, `guest address ${spec.guest} is not IPv4`);
+  }
+  if ((g ^ addr) !== 1) throw invalid(spec, `guest ${spec.guest} is not the other half of ${spec.address}`);
+  // A static range hands out nothing by itself: only the dhcp-host (the VM's MAC) gets the address, for ever,
+  // as OpenBSD's vmd does (lease time 0xffffffff).
+  args.push(`--dhcp-range=${spec.guest},static,${netmask},infinite`);
+  let guest6 = '';
+  if (spec.inet6 !== undefined) {
+    const g6 = parseInet6Guest(spec, spec.inet6);
+    args.push(`--dhcp-range=${g6},${g6},96,infinite`, '--enable-ra');
+    guest6 = `,[${g6}]`;
+  }
+  args.push(`--dhcp-host=${spec.mac.toLowerCase()},${spec.guest}${guest6}${spec.hostname ? `,${spec.hostname}` : ''}`);
+}
+
+/** `local inet6`: both addresses must parse and share the /96, on different sides; returns the guest's, formatted. */
+function parseInet6Guest(spec: DnsmasqLocalSpec, inet6: { readonly host: string; readonly guest: string }): string {
+  let h: Uint8Array;
+  let g: Uint8Array;
+  try {
+    h = parseIPv6(inet6.host);
+    g = parseIPv6(inet6.guest);
+  } catch {
+    throw invalid(spec, `inet6 ${inet6.host} / ${inet6.guest} are not IPv6 addresses`);
+  }
+  if (h.subarray(0, 12).some((b, i) => b !== g[i]) || h[15] === g[15]) throw invalid(spec, `inet6 ${inet6.guest} is not in the /96 of ${inet6.host}`);
+  return formatIPv6(g);
+}
+
+/** The DHCP options and policy after the ranges: router, DNS server, MTU, authoritative. */
+function pushDhcpOptions(args: string[], spec: DnsmasqSpec, host: string, dns: DnsmasqDns): void {
   args.push(`--dhcp-option=option:router,${host}`);
   if (dns !== false) args.push(`--dhcp-option=option:dns-server,${host}`);
   if (dns !== false && spec.kind === 'local' && spec.inet6 !== undefined) args.push(`--dhcp-option=option6:dns-server,[${formatIPv6(parseIPv6(spec.inet6.host))}]`);
@@ -215,6 +248,5 @@ export function dnsmasqArgs(spec: DnsmasqSpec): string[] {
   }
   args.push('--dhcp-authoritative', '--no-ping');
   if (spec.verbose) args.push('--log-dhcp');
-  return args;
 }
 
