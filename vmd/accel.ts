@@ -11,7 +11,7 @@ import { constants as fsConstants } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { QemuAccel } from './qemu-argv.js';
+import type { QemuAccel } from './qemu-spec.js';
 import { pidAlive } from './pid.js';
 
 /** Knobs for tests and for `qemu PATH` in vm.conf. */

@@ -16,7 +16,7 @@ export interface RoleSpawnOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-type Handle = Socket | Server;
+export type Handle = Socket | Server;
 
 /*
  * Node flags of vmd's processes. Each is long-lived and does little JavaScript per message, three run at once, and

@@ -11,8 +11,8 @@ import { getgrnam, getpwnam } from '../../share/users.js';
 import { ensureUsers } from '../lib/users.js';
 import { VmdHarness } from '../lib/vmd-harness.js';
 
-const USERS = ['vmdfiles1', 'vmdfiles2'];
-const GROUP = 'vmdfiles';
+const USERS = ['vmdopen1', 'vmdopen2'];
+const GROUP = 'vmdopen';
 const frameModule = pathToFileURL(join(packageRoot, 'dist', 'share', 'frame.js')).href;
 
 interface Reply {
@@ -51,14 +51,14 @@ async function startRequests(h: VmdHarness, user: { uid: number; gid: number }, 
 async function setup(t: Test): Promise<{ h: VmdHarness; u1: { uid: number; gid: number }; u2: { uid: number; gid: number } }> {
   t.teardown(await ensureUsers(USERS, GROUP, { primary: true }));
   const gid = getgrnam(GROUP)!.gid;
-  const u1 = { uid: getpwnam('vmdfiles1')!.uid, gid };
-  const u2 = { uid: getpwnam('vmdfiles2')!.uid, gid };
+  const u1 = { uid: getpwnam('vmdopen1')!.uid, gid };
+  const u2 = { uid: getpwnam('vmdopen2')!.uid, gid };
   const h = await VmdHarness.start();
   t.teardown(() => h.teardown());
   const bios = join(h.dir, 'bios');
   writeFileSync(bios, 'junk', { mode: 0o644 });
   writeFileSync(h.configPath, `socket owner root:${GROUP}\n` +
-    `vm "tmpl" {\n  disable\n  memory 64M\n  boot "${bios}"\n  allow instance { disk, owner vmdfiles1 }\n}\n`);
+    `vm "tmpl" {\n  disable\n  memory 64M\n  boot "${bios}"\n  allow instance { disk, owner vmdopen1 }\n}\n`);
   await h.stopDaemon();
   await h.startDaemon();
   return { h, u1, u2 };
@@ -75,7 +75,7 @@ async function qcow2(path: string, mode: number, uid: number, gid: number, backi
 
 t.test('a file the user cannot open is refused, whatever its own mode bits say', async (t) => {
   const { h, u1, u2 } = await setup(t);
-  // World-writable, but inside vmdfiles2's 0700 directory: vmdfiles1 cannot reach it.
+  // World-writable, but inside vmdopen2's 0700 directory: vmdopen1 cannot reach it.
   const home2 = join(h.dir, 'home2');
   mkdirSync(home2, { mode: 0o700 });
   chownSync(home2, u2.uid, u2.gid);
@@ -86,7 +86,7 @@ t.test('a file the user cannot open is refused, whatever its own mode bits say',
   const [r1] = await startRequests(h, u1, `raw:${hidden}`, 1);
   t.match(r1, { type: 'error', error: { code: 'ERR_DISK_MISSING', message: `vm "x": disk ${hidden}: permission denied` } });
 
-  // A symlink of vmdfiles1's own, in its own directory, to a root-only image.
+  // A symlink of vmdopen1's own, in its own directory, to a root-only image.
   const home1 = join(h.dir, 'home1');
   mkdirSync(home1, { mode: 0o755 });
   chownSync(home1, u1.uid, u1.gid);

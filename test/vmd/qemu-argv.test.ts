@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../../share/paths.js';
 import { VmdError } from '../../share/errors.js';
-import { qemuArgv, type QemuSpec } from '../../vmd/qemu-argv.js';
+import { qemuArgv } from '../../vmd/qemu-argv.js';
+import type { QemuSpec } from '../../vmd/qemu-spec.js';
 import { QmpClient } from '../../vmd/qmp.js';
 import { golden } from '../lib/golden.js';
 

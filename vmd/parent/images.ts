@@ -5,7 +5,7 @@ import { closeSync, constants as fsc, mkdirSync, openSync, readFileSync, readSyn
 import { join } from 'node:path';
 import type { VmConfig } from '../../share/config.js';
 import { VmdError } from '../../share/errors.js';
-import type { QemuBacking } from '../qemu-argv.js';
+import type { QemuBacking } from '../qemu-spec.js';
 import { diskOpenAs, reopenableBy, userFileOpen, type FileRequest, type FsIdentity } from '../user-files.js';
 import type { Identity } from './env.js';
 
