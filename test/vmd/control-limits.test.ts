@@ -7,7 +7,7 @@ import {
 } from '../../vmd/control/limits.js';
 
 const small: ControlLimitSettings = {
-  maxConnections: 10, maxConnectionsPerUid: 4, maxHeldBytes: 1000, maxHeldBytesPerUid: 400, requestTimeoutMs: 5000,
+  maxConnections: 10, maxConnectionsPerUid: 4, maxHeldBytes: 1000, maxHeldBytesPerUid: 400, requestTimeoutMs: 5000, idleTimeoutMs: 50_000,
 };
 
 t.test('a user gets at most its share of connections; others and root still get in', async (t) => {
@@ -89,10 +89,23 @@ t.test('a connection must send a complete request within the deadline, unless on
   l.requestAnswered(1, 70_000);
   t.same(l.expired(80_000), [2, 3], 'one of two requests still in flight');
   l.requestAnswered(1, 90_000);
-  t.same(l.expired(94_999), [2, 3]);
-  t.same(l.expired(95_000), [1, 2, 3], 'the deadline counts from the last answer');
-  l.requestAnswered(3, 95_000);
-  t.same(l.expired(95_000), [1, 2], 'a request answered at once (status) restarts it');
+  t.same(l.expired(139_999), [2, 3], 'answered, it may idle between requests');
+  t.same(l.expired(140_000), [1, 2, 3], 'the idle deadline counts from the last answer');
+  l.requestAnswered(3, 140_000);
+  t.same(l.expired(140_000), [1, 2], 'a request answered at once (status) restarts it');
+});
+
+t.test('an unfinished request has the short deadline, also on a connection that may idle', async (t) => {
+  const l = new ControlLimits(small, []);
+  l.admit(1, 1000, 0);
+  l.requestStarted(1);
+  l.requestAnswered(1, 1000);
+  t.same(l.hold(1, 10, 2000), []);
+  t.same(l.expired(6999), []);
+  t.same(l.expired(7000), [1], 'a request begun 5 s ago and not finished');
+  l.hold(1, 0, 7000);
+  t.same(l.expired(7000), [], 'finished: back to the idle deadline');
+  t.same(l.expired(51_000), [1]);
 });
 
 t.test('settings come from the defaults, VMD_REQUEST_TIMEOUT and the descriptor limit', async (t) => {
@@ -115,6 +128,6 @@ t.test('settings come from the defaults, VMD_REQUEST_TIMEOUT and the descriptor 
 t.test('verdicts are worded with their limits', async (t) => {
   t.equal(limitMessage('connections', small), 'too many connections (at most 4 per user, 10 in all)');
   t.equal(limitMessage('memory', DEFAULT_CONTROL_LIMITS), 'too much unfinished request data (at most 4 MiB per user, 32 MiB in all)');
-  t.equal(limitMessage('timeout', small), 'no complete request within 5 s');
+  t.equal(limitMessage('timeout', small), 'no complete request within 5 s (50 s idle between requests)');
   t.match(limitMessage('evicted', small), /root or the socket owner/);
 });

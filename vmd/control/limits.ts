@@ -13,8 +13,10 @@ export interface ControlLimitSettings {
   readonly maxHeldBytes: number;
   /** Memory held for unfinished requests of one unprivileged uid. */
   readonly maxHeldBytesPerUid: number;
-  /** Time a connection with no request in flight has to send a complete one. */
+  /** Time a new connection, or one that has begun a request, has to send a complete one. */
   readonly requestTimeoutMs: number;
+  /** Time a connection may stay idle between an answer and its next request (a client that keeps its connection). */
+  readonly idleTimeoutMs: number;
 }
 
 /*
@@ -22,7 +24,8 @@ export interface ControlLimitSettings {
  * command but console, capture, send and receive (which leave control at once) holds one connection, and a user's
  * scripts rarely wait on more VMs at a time. A request is at most 1 MiB and a real one under 10 KiB, so 4 MiB per
  * user is four maximal requests at once and 32 MiB for everyone keeps control near its ~60 MB floor under a flood.
- * vmctl sends its request as soon as it connects, so 10 s is generous even on a loaded host.
+ * vmctl sends its request as soon as it connects, so 10 s is generous even on a loaded host. A client that keeps
+ * its connection between requests (a library, the benchmark) may idle 30 times as long: 5 minutes.
  */
 export const DEFAULT_CONTROL_LIMITS: ControlLimitSettings = {
   maxConnections: 1024,
@@ -30,6 +33,7 @@ export const DEFAULT_CONTROL_LIMITS: ControlLimitSettings = {
   maxHeldBytes: 32 * 1024 * 1024,
   maxHeldBytesPerUid: 4 * 1024 * 1024,
   requestTimeoutMs: 10_000,
+  idleTimeoutMs: 300_000,
 };
 
 /** Descriptors control keeps for itself (IPC channel, stdio, libuv) on top of one per connection. */
@@ -47,7 +51,7 @@ export function limitMessage(verdict: LimitVerdict, s: ControlLimitSettings): st
     case 'memory':
       return `too much unfinished request data (at most ${mib(s.maxHeldBytesPerUid)} per user, ${mib(s.maxHeldBytes)} in all)`;
     case 'timeout':
-      return `no complete request within ${s.requestTimeoutMs / 1000} s`;
+      return `no complete request within ${s.requestTimeoutMs / 1000} s (${s.idleTimeoutMs / 1000} s idle between requests)`;
     case 'evicted':
       return 'connection closed to make room for root or the socket owner';
   }
@@ -61,6 +65,10 @@ interface PeerState {
   inFlight: number;
   /** When the connection last became idle (accepted or answered): the request deadline counts from here. */
   idleSince: number;
+  /** Whether a request of it has been answered: from then on it may idle between requests. */
+  answered: boolean;
+  /** When its unfinished request began (bytes held), or null: an unfinished request has the short deadline. */
+  partialSince: number | null;
 }
 
 /** The result of admitting a connection: whether it is served, and which others to close to make room. */
@@ -116,7 +124,7 @@ export class ControlLimits {
       evict.push(victim);
       this.remove(victim);
     }
-    this.#peers.set(id, { id, uid, privileged, held: 0, inFlight: 0, idleSince: now });
+    this.#peers.set(id, { id, uid, privileged, held: 0, inFlight: 0, idleSince: now, answered: false, partialSince: null });
     this.#uidConnections.set(uid, (this.#uidConnections.get(uid) ?? 0) + 1);
     return { admitted: true, evict };
   }
@@ -136,9 +144,11 @@ export class ControlLimits {
    * The memory a connection now holds for its unfinished request; returns the connections to close so that its uid
    * and all unprivileged peers together stay within budget: the biggest partial requests first, the oldest on a tie.
    */
-  hold(id: number, bytes: number): number[] {
+  hold(id: number, bytes: number, now = Date.now()): number[] {
     const p = this.#peers.get(id);
     if (p === undefined) return [];
+    if (bytes === 0) p.partialSince = null;
+    else if (p.partialSince === null) p.partialSince = now;
     this.#setHeld(p, bytes);
     if (p.privileged) return [];
     const shed: number[] = [];
@@ -158,14 +168,23 @@ export class ControlLimits {
     const p = this.#peers.get(id);
     if (p === undefined) return;
     p.inFlight = Math.max(0, p.inFlight - 1);
+    p.answered = true;
     if (p.inFlight === 0) p.idleSince = now;
   }
 
-  /** Connections with no request in flight that have not sent a complete one within the deadline. */
+  /**
+   * Connections with no request in flight that are past their deadline: a new connection, or one in the middle of a
+   * request, within requestTimeoutMs; one idle after an answer, within idleTimeoutMs.
+   */
   expired(now: number): number[] {
     const out: number[] = [];
+    const { requestTimeoutMs, idleTimeoutMs } = this.settings;
     for (const p of this.#peers.values()) {
-      if (p.inFlight === 0 && now - p.idleSince >= this.settings.requestTimeoutMs) out.push(p.id);
+      if (p.inFlight > 0) continue;
+      const late = p.partialSince !== null
+        ? now - p.partialSince >= requestTimeoutMs
+        : now - p.idleSince >= (p.answered ? idleTimeoutMs : requestTimeoutMs);
+      if (late) out.push(p.id);
     }
     return out;
   }
@@ -216,7 +235,7 @@ export function controlLimitsFrom(env: NodeJS.ProcessEnv, openFiles: number | nu
     ? Math.round(timeout * 1000) : d.requestTimeoutMs;
   // Past its descriptor limit control could not even receive the next connection from the parent.
   const maxConnections = openFiles === null ? d.maxConnections : Math.max(1, Math.min(d.maxConnections, openFiles - RESERVED_FDS));
-  return { ...d, maxConnections, requestTimeoutMs };
+  return { ...d, maxConnections, requestTimeoutMs, idleTimeoutMs: requestTimeoutMs * (d.idleTimeoutMs / d.requestTimeoutMs) };
 }
 
 /** This process's soft limit on open files (Node raises it to the hard limit at start), or null if unknown. */
