@@ -2,51 +2,17 @@
 // from other guests: D's DHCP offers and router advertisements reach C, and D may send from any address.
 
 import t from 'tap';
-import { execa, type ResultPromise } from 'execa';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FirewallResponse, LinksResponse } from '../../share/protocol.js';
-import { initrdWithTools } from '../lib/guest-tools.js';
-import { guestKernel, VmdHarness } from '../lib/vmd-harness.js';
-
-const vm = (name: string, initrd: string, iface: string): string =>
-  `vm "${name}" {\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${initrd}"\n` +
-  `  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n  ${iface}\n}\n`;
+import { captured, initrdWithTools, sh, vm } from '../lib/guest-tools.js';
+import { VmdHarness } from '../lib/vmd-harness.js';
 
 const config = (initrd: string): string =>
   `switch "lan" {\n  interface vmdtia0\n  address 10.71.0.1/24\n  dhcp\n}\n` +
   vm('c', initrd, 'interface { switch "lan" }') +
   vm('d', initrd, 'interface {\n    switch "lan"\n    allow dhcp\n    allow router\n  }');
-
-let seq = 0;
-/**
- * Runs a shell command on a guest's console once (the harness's console() sends its input again every 3 s
- * until the output matches, which would run a slow command twice) and returns what it printed.
- */
-async function sh(h: VmdHarness, name: string, cmd: string, timeoutSec = 30): Promise<string> {
-  const tag = `E${++seq}X`;
-  const done = new RegExp(`(?:^|\\n)${tag}-BEGIN\\r?\\n([\\s\\S]*?)${tag}-\\d+-END`);
-  let out = await h.console(name, `echo ${tag}-BEGIN; ${cmd}; echo ${tag}-$?-END\n`, /[\s\S]/, 3);
-  if (!done.test(out)) out += await h.console(name, '', done, timeoutSec);
-  return done.exec(out)![1]!;
-}
-
-/** What tcpdump sees on a link of vmd's namespace while `during` runs (one line a packet). */
-async function captured(netns: string, link: string, filter: string, during: () => Promise<unknown>): Promise<string> {
-  const p: ResultPromise = execa('ip', ['netns', 'exec', netns, 'tcpdump', '-i', link, '-n', '-l', '-e', filter], { reject: false, all: true });
-  let seen = '';
-  p.all!.on('data', (c: Buffer) => { seen += c.toString(); });
-  for (let i = 0; i < 100 && !seen.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 50));
-  try {
-    await during();
-    await new Promise((r) => setTimeout(r, 1000));
-  } finally {
-    p.kill('SIGINT');
-    await p;
-  }
-  return seen;
-}
 
 t.test('allow dhcp and allow router: a deliberate server VM serves and advertises', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-isolation-'));

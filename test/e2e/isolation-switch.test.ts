@@ -3,52 +3,18 @@
 // the host's address towards C. Each attack is what a guest's root can do; vmd's defaults stop each one.
 
 import t from 'tap';
-import { execa, type ResultPromise } from 'execa';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FirewallResponse, LinksResponse } from '../../share/protocol.js';
-import { initrdWithTools } from '../lib/guest-tools.js';
-import { guestKernel, VmdHarness } from '../lib/vmd-harness.js';
-
-const vm = (name: string, initrd: string, iface: string): string =>
-  `vm "${name}" {\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${initrd}"\n` +
-  `  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n  ${iface}\n}\n`;
+import { captured, initrdWithTools, sh, vm } from '../lib/guest-tools.js';
+import { VmdHarness } from '../lib/vmd-harness.js';
 
 const config = (initrd: string): string =>
   `switch "lan" {\n  interface vmdtis0\n  address 10.72.0.1/24\n  dhcp\n}\n` +
   vm('a', initrd, 'interface {\n    switch "lan"\n    block in\n  }') +
   vm('b', initrd, 'interface { switch "lan" }') +
   vm('c', initrd, 'interface { switch "lan" }');
-
-let seq = 0;
-/**
- * Runs a shell command on a guest's console once (the harness's console() sends its input again every 3 s
- * until the output matches, which would run a slow command twice) and returns what it printed.
- */
-async function sh(h: VmdHarness, name: string, cmd: string, timeoutSec = 30): Promise<string> {
-  const tag = `E${++seq}X`;
-  const done = new RegExp(`(?:^|\\n)${tag}-BEGIN\\r?\\n([\\s\\S]*?)${tag}-\\d+-END`);
-  let out = await h.console(name, `echo ${tag}-BEGIN; ${cmd}; echo ${tag}-$?-END\n`, /[\s\S]/, 3);
-  if (!done.test(out)) out += await h.console(name, '', done, timeoutSec);
-  return done.exec(out)![1]!;
-}
-
-/** What tcpdump sees on a link of vmd's namespace while `during` runs (one line a packet). */
-async function captured(netns: string, link: string, filter: string, during: () => Promise<unknown>): Promise<string> {
-  const p: ResultPromise = execa('ip', ['netns', 'exec', netns, 'tcpdump', '-i', link, '-n', '-l', '-e', filter], { reject: false, all: true });
-  let seen = '';
-  p.all!.on('data', (c: Buffer) => { seen += c.toString(); });
-  for (let i = 0; i < 100 && !seen.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 50));
-  try {
-    await during();
-    await new Promise((r) => setTimeout(r, 1000));
-  } finally {
-    p.kill('SIGINT');
-    await p;
-  }
-  return seen;
-}
 
 t.test('on a dhcp switch a guest cannot forge state, serve DHCP, advertise routes or claim the host\'s address', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-isolation-'));

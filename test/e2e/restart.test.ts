@@ -75,16 +75,7 @@ t.test('a role that dies is restarted; one that keeps dying ends vmd in order, g
   const [id, pid] = fields(await h.waitState('delta', 'running', 30_000));
   await h.console('delta', '\n', /vmd-guest: ready/);
 
-  /** Waits until a role runs with a pid other than `old`. */
-  const respawned = async (role: 'control' | 'vmm', old: number): Promise<number> => {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const now = h.rolePid(role);
-      if (now !== null && now !== old) return now;
-      if (Date.now() > deadline) throw new Error(`no new ${role} process:\n${h.daemonLog}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
+  const respawned = (role: 'control' | 'vmm', old: number): Promise<number> => h.roleRespawned(role, old);
 
   // control: the only door for users. Killed, it comes back and answers status (the listing republished to it).
   const control = h.rolePid('control');

@@ -14,15 +14,7 @@ const vm = (name: string, disable: boolean): string =>
   `  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n}\n`;
 
 /** Waits until the role runs with a pid other than `old`. */
-async function respawned(h: VmdHarness, role: 'control' | 'vmm', old: number): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const now = h.rolePid(role);
-    if (now !== null && now !== old) return now;
-    if (Date.now() > deadline) throw new Error(`no new ${role} process:\n${h.daemonLog}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const respawned = (h: VmdHarness, role: 'control' | 'vmm', old: number): Promise<number> => h.roleRespawned(role, old);
 
 const fields = (row: string): string[] => row.trim().split(/\s+/);
 

@@ -1,11 +1,11 @@
 // Tools a test guest lacks, for the isolation tests: a static router-advertisement sender and TCP client with a
 // chosen source port, built here with the host's C compiler and appended to the test guest's initramfs (the kernel unpacks concatenated gzip'd archives).
 
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { guestInitrd } from './vmd-harness.js';
+import { guestInitrd, guestKernel, type VmdHarness } from './vmd-harness.js';
 
 /**
  * `vmd-tool ra IFACE COUNT`: COUNT router advertisements for 2001:db8:66::/64 to ff02::1, one a second.
@@ -84,4 +84,38 @@ export async function initrdWithTools(dir: string): Promise<string> {
   writeFileSync(out, Buffer.concat([readFileSync(guestInitrd), gzipSync(Buffer.from(cpio.stdout))]));
   chmodSync(out, 0o644);
   return out;
+}
+
+/** A vm block booting the test guest (with the tools' initrd) on one interface, for the isolation tests. */
+export const vm = (name: string, initrd: string, iface: string): string =>
+  `vm "${name}" {\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${initrd}"\n` +
+  `  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n  ${iface}\n}\n`;
+
+let seq = 0;
+/**
+ * Runs a shell command on a guest's console once (the harness's console() sends its input again every 3 s
+ * until the output matches, which would run a slow command twice) and returns what it printed.
+ */
+export async function sh(h: VmdHarness, name: string, cmd: string, timeoutSec = 30): Promise<string> {
+  const tag = `E${++seq}X`;
+  const done = new RegExp(`(?:^|\\n)${tag}-BEGIN\\r?\\n([\\s\\S]*?)${tag}-\\d+-END`);
+  let out = await h.console(name, `echo ${tag}-BEGIN; ${cmd}; echo ${tag}-$?-END\n`, /[\s\S]/, 3);
+  if (!done.test(out)) out += await h.console(name, '', done, timeoutSec);
+  return done.exec(out)![1]!;
+}
+
+/** What tcpdump sees on a link of vmd's namespace while `during` runs (one line a packet). */
+export async function captured(netns: string, link: string, filter: string, during: () => Promise<unknown>): Promise<string> {
+  const p: ResultPromise = execa('ip', ['netns', 'exec', netns, 'tcpdump', '-i', link, '-n', '-l', '-e', filter], { reject: false, all: true });
+  let seen = '';
+  p.all!.on('data', (c: Buffer) => { seen += c.toString(); });
+  for (let i = 0; i < 100 && !seen.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 50));
+  try {
+    await during();
+    await new Promise((r) => setTimeout(r, 1000));
+  } finally {
+    p.kill('SIGINT');
+    await p;
+  }
+  return seen;
 }

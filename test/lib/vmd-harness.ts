@@ -235,6 +235,17 @@ export class VmdHarness {
     return null;
   }
 
+  /** Waits until a role runs with a pid other than `old` (after a kill or a refusal), and returns it. */
+  async roleRespawned(role: 'control' | 'vmm', old: number): Promise<number> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const now = this.rolePid(role);
+      if (now !== null && now !== old) return now;
+      if (Date.now() > deadline) throw new Error(`no new ${role} process:\n${this.daemonLog}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** Waits for vmd's parent to exit by itself; its exit code. */
   async daemonExit(timeoutMs: number): Promise<number | null> {
     const d = this.daemon;

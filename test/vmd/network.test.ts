@@ -273,3 +273,44 @@ t.test('the user\'s nftables files: included into table inet vmd, matching @grou
   await net.reset(true);
   t.equal((await execa('nft', ['list', 'table', 'inet', 'vmd'], { reject: false })).exitCode, 1, 'reset removes the table, the user\'s chains with it');
 });
+
+t.test('two guests started at once both keep their links and forwards in nftables', {
+  skip: inNetns === undefined && 'needs root',
+}, async (t) => {
+  const dir = stateDir(t);
+  const db = new StateDb(dir);
+  t.teardown(() => db.close());
+  const c = config([
+    'switch "both" {\n interface vmdtnw5\n address 10.82.0.1/24\n dhcp\n nat\n}',
+    'vm "one" {\n interface {\n  switch "both"\n  forward tcp 8101 to 80\n }\n local interface {\n  forward tcp 8103 to 80\n }\n}',
+    'vm "two" {\n interface {\n  switch "both"\n  forward tcp 8102 to 80\n }\n local interface {\n  forward tcp 8104 to 80\n }\n}',
+  ].join('\n') + '\n');
+  const vmOf = (name: string) => c.vms.find((v) => v.name === name)!;
+  const net = new Network(c, db, dir, true);
+  t.teardown(() => net.shutdown());
+  await net.switchesUp();
+  // A staggered batch starts guests together: each start's ruleset used to be planned, then loaded after some
+  // awaits, so whichever loaded last dropped the other's forwards. Several rounds, as the interleaving varies.
+  for (let round = 0; round < 6; round++) {
+    const ups = await Promise.all([net.vmUp(1, vmOf('one')), net.vmUp(2, vmOf('two'))]);
+    const ruleset = (await execa('nft', ['list', 'table', 'inet', 'vmd'])).stdout;
+    for (const port of [8101, 8102, 8103, 8104]) t.match(ruleset, new RegExp(`chain dnat_tcp_${port} `), `round ${round}: forward ${port} is loaded`);
+    for (const u of ups) for (const fd of u.fds) closeFd(fd);
+    await Promise.all([net.vmDown(1), net.vmDown(2)]);
+  }
+});
+
+t.test('rulesets are applied one at a time, each planned when its turn comes', {
+  skip: inNetns === undefined && 'needs root',
+}, async (t) => {
+  const { Rulesets } = await import('../../vmd/net/ruleset.js');
+  const rulesets = new Rulesets();
+  const events: string[] = [];
+  const empty = { switches: [], links: [], forwards: [], masquerade: [], masquerade6: [] };
+  const planner = (name: string) => () => { events.push(`plan ${name}`); return empty; };
+  const first = rulesets.apply([null], planner('first'), [], new Set()).then(() => { events.push('first loaded'); });
+  const second = rulesets.apply([null], planner('second'), [], new Set()).then(() => { events.push('second loaded'); });
+  await Promise.all([first, second]);
+  t.same(events, ['plan first', 'first loaded', 'plan second', 'second loaded'],
+    'the second plan is made after the first is loaded, so it sees every link the first start added');
+});

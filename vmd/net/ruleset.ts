@@ -20,6 +20,8 @@ export class Rulesets {
   private readonly counterResets = new Set<string>();
   /** The last include problem warned about, per namespace, so a broken user file is logged once, not at every change. */
   private readonly includeWarned = new Map<string | null, string>();
+  /** The apply in progress: applies run one at a time (see apply). */
+  private running: Promise<void> = Promise.resolve();
 
   /** Counters whose comment starts with `prefix` start from zero at the next replace. */
   countersReset(prefix: string): void {
@@ -31,8 +33,17 @@ export class Rulesets {
    * others still get their rules; with `strict`, a failure in one of those namespaces is thrown once all are done,
    * so a guest never runs without the locks and rules it asked for. `groups` names every group vm.conf has.
    */
+  apply(spaces: Iterable<string | null>, planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
+    // One at a time, each plan made when its turn comes: two starts at once (a staggered batch) each computed a
+    // plan, awaited, then loaded it, so the start that loaded last removed the other's links and forwards.
+    const spaceList = [...spaces];
+    const run = this.running.then(() => this.applyNow(spaceList, planFor, groups, strict));
+    this.running = run.catch(() => undefined);
+    return run;
+  }
+
   // PRIV: loads nftables rulesets into vmd's own tables and sets the sysctls they need.
-  async apply(spaces: Iterable<string | null>, planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
+  private async applyNow(spaces: readonly (string | null)[], planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
     let failure: unknown = null;
     for (const ns of spaces) {
       const plan = planFor(ns);
