@@ -10,6 +10,7 @@
 // header writes ERROR_MARK, a u32 length and a JSON error instead of the end marker.
 
 import { isIP } from 'node:net';
+import type { InterfaceAllow } from './config.js';
 import { VmdError, type VmdErrorData } from './errors.js';
 import { CONTROL_CHARS, groupNameError, switchNameError, vmNameError } from './names.js';
 
@@ -51,6 +52,8 @@ export interface StreamNic {
   readonly rdomain: number | null;
   readonly forwards: readonly { readonly proto: 'tcp' | 'udp'; readonly hostPort: number; readonly guestPort: number }[];
   readonly rules: readonly StreamRule[];
+  /** `allow dhcp` / `allow router`; absent when none, so streams without it stay readable by older receivers. */
+  readonly allow?: readonly InterfaceAllow[];
 }
 
 export interface StreamRule {
@@ -366,7 +369,7 @@ function rule(v: unknown, what: string): StreamRule {
 function nic(v: unknown, i: number): StreamNic {
   const what = `interface ${i}`;
   if (!isObj(v)) bad(`${what} must be an object`);
-  keys(v, ['local', 'switch', 'lladdr', 'locked', 'group', 'rdomain', 'forwards', 'rules'], what);
+  keys(v, ['local', 'switch', 'lladdr', 'locked', 'group', 'rdomain', 'forwards', 'rules', 'allow'], what);
   if (typeof v.local !== 'boolean' || typeof v.locked !== 'boolean') bad(`${what}: local and locked must be true or false`);
   const lladdr = nameOf(v.lladdr, `${what} lladdr`, MAC_RE);
   if (parseInt(lladdr.slice(0, 2), 16) & 1) bad(`${what} lladdr is a multicast address`);
@@ -384,7 +387,18 @@ function nic(v: unknown, i: number): StreamNic {
       return { proto: f.proto, hostPort: intIn(f.hostPort, 1, 65535, `${what} forward port`), guestPort: intIn(f.guestPort, 1, 65535, `${what} forward port`) };
     }),
     rules: list(v.rules, 256, `${what} rules`).map((r, j) => rule(r, `${what} rule ${j}`)),
+    ...(v.allow === undefined ? {} : { allow: allowList(v.allow, what) }),
   };
+}
+
+/** A NIC's allowances: each of `dhcp` and `router` at most once. */
+function allowList(v: unknown, what: string): InterfaceAllow[] {
+  const out = list(v, 2, `${what} allow`).map((a) => {
+    if (a !== 'dhcp' && a !== 'router') bad(`${what} allow must be dhcp or router`);
+    return a;
+  });
+  if (new Set(out).size !== out.length) bad(`${what} allow names one twice`);
+  return out;
 }
 
 const MIB = 1024 * 1024;

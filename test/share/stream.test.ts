@@ -140,6 +140,8 @@ t.test('the configuration reader is strict and names the field', async (t) => {
     const c = { ...config, interfaces: [{ ...config.interfaces[0]!, group }] };
     t.same(readStreamConfig(c), c, `group ${group}`);
   }
+  const router = { ...config, interfaces: [{ ...config.interfaces[0]!, allow: ['dhcp', 'router'] }] };
+  t.same(readStreamConfig(JSON.parse(JSON.stringify(router))), router, 'a NIC\'s allow dhcp / allow router travel with it');
   const bad: Array<[string, unknown, RegExp]> = [
     ['not an object', [], /configuration: must be an object/],
     ['unknown key', { ...config, x: 1 }, /unknown field "x"/],
@@ -161,6 +163,8 @@ t.test('the configuration reader is strict and names the field', async (t) => {
     ['rule address', { ...config, interfaces: [{ ...config.interfaces[0], rules: [{ action: 'pass', direction: null, quick: false, protos: [], from: { addresses: ['10.0.0.0/33'], ports: [] }, to: { addresses: [], ports: [] }, text: 'pass' }] }] }, /address\/prefix/],
     ['cmdline control char', { ...config, cmdline: 'a\u0007' }, /cmdline must be one line/],
     ['owner', { ...config, owner: { uid: -1, gid: null } }, /owner uid/],
+    ['allow word', { ...config, interfaces: [{ ...config.interfaces[0], allow: ['everything'] }] }, /interface 0 allow must be dhcp or router/],
+    ['allow twice', { ...config, interfaces: [{ ...config.interfaces[0], allow: ['dhcp', 'dhcp'] }] }, /interface 0 allow names one twice/],
   ];
   for (const [name, value, message] of bad) {
     throwsStream(t, () => readStreamConfig(value), 'config', message, name);

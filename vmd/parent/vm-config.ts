@@ -109,6 +109,7 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
       group: n.group, rdomain: n.rdomain,
       forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })),
       rules: n.rules.map((r) => ({ action: r.action, direction: r.direction, quick: r.quick, protos: r.protos, from: r.from, to: r.to, text: r.text })),
+      ...(n.allow === undefined || n.allow.length === 0 ? {} : { allow: [...n.allow] }),
     })),
     owner: vm.owner === null ? null : { uid: vm.owner.uid, gid: vm.owner.gid },
   };
@@ -127,6 +128,7 @@ export function vmFromStream(name: string, c: StreamConfig): VmConfig {
       rdomain: n.rdomain, up: true,
       forwards: n.forwards.map((f) => ({ ...f, location })),
       rules: n.rules.map((r) => ({ ...r, location })),
+      ...(n.allow === undefined ? {} : { allow: n.allow }),
     location })),
     owner: c.owner === null ? null : { uid: c.owner.uid, gid: c.owner.gid, user: null, group: null },
     allowInstance: null, sev: false, seves: false, accel: null, location,

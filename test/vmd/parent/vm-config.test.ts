@@ -2,7 +2,9 @@
 // Pure functions: no daemon.
 
 import t from 'tap';
-import { vmFromOptions } from '../../../vmd/parent/vm-config.js';
+import type { VmConfig } from '../../../share/config.js';
+import { readStreamConfig } from '../../../share/stream.js';
+import { streamConfigOf, vmFromOptions, vmFromStream } from '../../../vmd/parent/vm-config.js';
 
 const none = (): undefined => undefined;
 const start = (name: string, o: Parameters<typeof vmFromOptions>[1]) => () => vmFromOptions(name, o, 0, none, () => false);
@@ -15,4 +17,13 @@ t.test('a start names only VMs and switches vm.conf could name', async (t) => {
   t.throws(start('a', { boot: '/k', nets: [{ kind: 'switch', switch: 'a\nb' }] }), { code: 'ERR_INVALID' });
   const ok = vmFromOptions('a', { boot: '/k', nets: [{ kind: 'switch', switch: 'uplink' }] }, 0, none, () => false);
   t.equal(ok.vm.interfaces[0]!.switch, 'uplink', 'a good switch name is kept');
+});
+
+t.test('a sent VM keeps its NICs\' allowances: allow dhcp and allow router travel in the stream', async (t) => {
+  const made = vmFromOptions('r', { boot: '/k', nets: [{ kind: 'switch', switch: 'lan' }, { kind: 'switch', switch: 'lan' }] }, 0, none, () => false).vm;
+  const router: VmConfig = { ...made, interfaces: [{ ...made.interfaces[0]!, allow: ['dhcp', 'router'] }, made.interfaces[1]!] };
+  const header = streamConfigOf(3, router);
+  t.same(header.interfaces.map((n) => n.allow), [['dhcp', 'router'], undefined], 'only a NIC with allowances carries the field');
+  const received = vmFromStream('r2', readStreamConfig(JSON.parse(JSON.stringify(header))));
+  t.same(received.interfaces.map((n) => n.allow), [['dhcp', 'router'], undefined], 'the receiver gives them back');
 });
