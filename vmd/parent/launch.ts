@@ -114,7 +114,6 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     e.stopRequested = false;
     child = await qemuSpawn(p, vm, argv, runDir, logFd, fds.passed);
     const pid = child.pid!;
-    e.child = child;
     const running: VmRuntime = { ...rt, pid };
     p.db.runtimePut(running);
     e.runtime = running;
@@ -176,7 +175,6 @@ export function runtimeCleanup(p: Parent, e: Entry): void {
     p.db.runtimeDelete(e.record.id);
   }
   e.runtime = null;
-  e.child = null;
   // Before the links go: a capture on a vanished tap would end anyway, but not as promptly.
   p.captures.stopVm(e.record.id);
   p.network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));

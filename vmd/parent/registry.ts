@@ -26,7 +26,6 @@ export class Entry {
   #runtime: VmRuntime | null = null;
   /** Live state mirrored from vmm; 'waiting' for queued config VMs, 'stopped' otherwise when not running. */
   #state: VmState = 'stopped';
-  child: import('node:child_process').ChildProcess | null = null;
   /** A stop was requested (so an exit is not a reboot). */
   stopRequested = false;
   waiters: Array<{ peer: number; reqId: number; kind: 'stop' | 'wait' }> = [];

@@ -111,7 +111,6 @@ async function receiveUndo(p: Parent, e: Entry, error: VmdError | null): Promise
     rmSync(e.runtime.runDir, { recursive: true, force: true });
     p.db.runtimeDelete(id);
     e.runtime = null;
-    e.child = null;
   }
   await p.network.vmDown(id).catch((err: unknown) => logWarn(`vm "${name}": network: ${toVmdError(err).message}`));
   p.vms.remove(id);
