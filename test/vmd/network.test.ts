@@ -44,6 +44,14 @@ function config(text: string): Config {
   return r.config;
 }
 
+/** A state directory and its StateDb for one test; the database closes and the directory goes after it. */
+function stateOf(t: { teardown: (f: () => void) => void }): { dir: string; db: InstanceType<typeof StateDb> } {
+  const dir = stateDir(t);
+  const db = new StateDb(dir);
+  t.teardown(() => db.close());
+  return { dir, db };
+}
+
 function stateDir(t: { teardown: (f: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-network-'));
   // dnsmasq (as nobody) re-reads its hosts file below this directory.
@@ -63,9 +71,7 @@ t.test('rdomain namespaces: vmd-rdomainN for the system vmd, a per-state-dir suf
 });
 
 t.test('without root: user-mode NICs with their forwards, switches and local interfaces refused', async (t) => {
-  const dir = stateDir(t);
-  const db = new StateDb(dir);
-  t.teardown(() => db.close());
+  const { dir, db } = stateOf(t);
   const c = config('switch "lan" {\n interface br0\n}\nvm "u" {\n interface {\n forward tcp 8080 to 80\n }\n interface lladdr 52:54:00:00:00:07\n}\n' +
     'vm "s" {\n interface switch "lan"\n}\nvm "l" {\n local interface\n}\n');
   const net = new Network(c, db, dir, false);
@@ -82,9 +88,7 @@ t.test('without root: user-mode NICs with their forwards, switches and local int
 });
 
 t.test('local inet6 prefix: the configured one, or a random ULA made once and kept in the state directory', async (t) => {
-  const dir = stateDir(t);
-  const db = new StateDb(dir);
-  t.teardown(() => db.close());
+  const { dir, db } = stateOf(t);
   t.equal(new Network(config('vm "v" { disable }\n'), db, dir, false).inet6Prefix(), null, 'no local inet6, no prefix');
   t.same(new Network(config('local inet6 prefix fd00:1:2:3::/64\n'), db, dir, false).inet6Prefix(), { address: 'fd00:1:2:3::', length: 64 });
   t.notOk(existsSync(join(dir, 'net', 'inet6-prefix')), 'a configured prefix is not stored');
@@ -102,9 +106,7 @@ const inNetns = process.env[INNER];
 t.test('as root, in a namespace of its own: switches, links, forwards, fixed leases, conflicts, readopt, reset', {
   skip: inNetns === undefined && 'needs root',
 }, async (t) => {
-  const dir = stateDir(t);
-  const db = new StateDb(dir);
-  t.teardown(() => db.close());
+  const { dir, db } = stateOf(t);
   const c = config([
     'switch "lan" {\n interface vmdtnw0\n address 10.81.0.1/24\n dhcp\n nat\n group lan\n}',
     'switch "plain" {\n interface vmdtnw1\n}',
@@ -277,9 +279,7 @@ t.test('the user\'s nftables files: included into table inet vmd, matching @grou
 t.test('two guests started at once both keep their links and forwards in nftables', {
   skip: inNetns === undefined && 'needs root',
 }, async (t) => {
-  const dir = stateDir(t);
-  const db = new StateDb(dir);
-  t.teardown(() => db.close());
+  const { dir, db } = stateOf(t);
   const c = config([
     'switch "both" {\n interface vmdtnw5\n address 10.82.0.1/24\n dhcp\n nat\n}',
     'vm "one" {\n interface {\n  switch "both"\n  forward tcp 8101 to 80\n }\n local interface {\n  forward tcp 8103 to 80\n }\n}',
