@@ -7,7 +7,13 @@ import { logWarn } from './log.js';
 import { peerCred } from './native.js';
 
 /** Hands one connection to control; `done` once it is written to the channel (or failed, and the socket is ours). */
-export type DeliverConnection = (socket: Socket, done: (err?: Error | null) => void) => void;
+export type DeliverConnection = (socket: Socket, done: (err?: Error | null) => void, cred: PeerIds) => void;
+
+/** The client's uid and gid, as the kernel gave them at accept (SO_PEERCRED). */
+export interface PeerIds {
+  readonly uid: number;
+  readonly gid: number;
+}
 
 export interface AcceptQueueOptions {
   /** Root and the socket owner: served first, never refused here. */
@@ -16,8 +22,8 @@ export interface AcceptQueueOptions {
   readonly maxWaitingPerUid?: number;
   /** Connections waiting in all (root's and the socket owner's may be 64 more): each is a descriptor of the parent's. */
   readonly maxWaiting?: number;
-  /** The peer's uid; the kernel's (SO_PEERCRED) unless a test says otherwise. */
-  readonly uidOf?: (socket: Socket) => number;
+  /** The peer's uid and gid; the kernel's (SO_PEERCRED) unless a test says otherwise. Read once, at accept. */
+  readonly credOf?: (socket: Socket) => PeerIds;
 }
 
 /*
@@ -38,13 +44,19 @@ export function maxWaitingFor(openFiles: number | null): number {
   return openFiles === null ? 1024 : Math.max(16, Math.min(1024, Math.floor(openFiles / 4)));
 }
 
+/** A connection waiting for control, with the credentials read when it was accepted. */
+interface Waiting {
+  readonly socket: Socket;
+  readonly cred: PeerIds;
+}
+
 /** Connections accepted by the parent and not yet handed to control; see the comment above for the order. */
 export class AcceptQueue {
   readonly #options: AcceptQueueOptions;
   readonly #maxPerUid: number;
   readonly #max: number;
-  readonly #privileged: Socket[] = [];
-  readonly #others: { readonly socket: Socket; readonly uid: number }[] = [];
+  readonly #privileged: Waiting[] = [];
+  readonly #others: Waiting[] = [];
   readonly #waitingByUid = new Map<number, number>();
   #deliver: DeliverConnection | null = null;
   #inFlight = false;
@@ -63,14 +75,16 @@ export class AcceptQueue {
 
   /** A connection the listening socket accepted (paused, unread): queued, or closed if its user has enough waiting. */
   push(socket: Socket): void {
-    let uid: number;
+    let cred: PeerIds;
     try {
-      uid = (this.#options.uidOf ?? ((s: Socket) => peerCred(s).uid))(socket);
+      const ids = (this.#options.credOf ?? peerCred)(socket);
+      cred = { uid: ids.uid, gid: ids.gid };
     } catch (err) {
       logWarn(`control socket: peer credentials: ${err instanceof Error ? err.message : String(err)}`);
       socket.destroy();
       return;
     }
+    const uid = cred.uid;
     const privileged = this.#options.isPrivileged(uid);
     // Root and the socket owner have descriptors of their own beyond the bound, so a flood of many users cannot
     // fill the queue against them.
@@ -79,7 +93,7 @@ export class AcceptQueue {
       return;
     }
     if (privileged) {
-      this.#privileged.push(socket);
+      this.#privileged.push({ socket, cred });
     } else {
       const n = this.#waitingByUid.get(uid) ?? 0;
       if (n >= this.#maxPerUid) {
@@ -87,7 +101,7 @@ export class AcceptQueue {
         return;
       }
       this.#waitingByUid.set(uid, n + 1);
-      this.#others.push({ socket, uid });
+      this.#others.push({ socket, cred });
     }
     this.#pump();
   }
@@ -109,26 +123,27 @@ export class AcceptQueue {
   close(): void {
     this.#closed = true;
     this.detach();
-    for (const s of this.#privileged.splice(0)) s.destroy();
+    for (const { socket } of this.#privileged.splice(0)) socket.destroy();
     for (const { socket } of this.#others.splice(0)) socket.destroy();
     this.#waitingByUid.clear();
   }
 
-  #next(): Socket | undefined {
+  #next(): Waiting | undefined {
     const privileged = this.#privileged.shift();
     if (privileged !== undefined) return privileged;
     const other = this.#others.shift();
     if (other === undefined) return undefined;
-    const n = (this.#waitingByUid.get(other.uid) ?? 1) - 1;
-    if (n === 0) this.#waitingByUid.delete(other.uid);
-    else this.#waitingByUid.set(other.uid, n);
-    return other.socket;
+    const n = (this.#waitingByUid.get(other.cred.uid) ?? 1) - 1;
+    if (n === 0) this.#waitingByUid.delete(other.cred.uid);
+    else this.#waitingByUid.set(other.cred.uid, n);
+    return other;
   }
 
   #pump(): void {
     while (this.#deliver !== null && !this.#inFlight) {
-      const socket = this.#next();
-      if (socket === undefined) return;
+      const next = this.#next();
+      if (next === undefined) return;
+      const { socket, cred } = next;
       // A client that gave up while waiting is not worth a trip to control.
       if (socket.destroyed) continue;
       const deliver = this.#deliver;
@@ -142,7 +157,7 @@ export class AcceptQueue {
         if (this.#deliver !== deliver) return;
         this.#inFlight = false;
         queueMicrotask(() => this.#pump());
-      });
+      }, cred);
     }
   }
 }

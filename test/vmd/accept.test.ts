@@ -32,7 +32,7 @@ async function acceptedSockets(t: Test, n: number): Promise<Socket[]> {
 t.test('root goes first, one connection is in flight at a time, and each user may have a few waiting', async (t) => {
   const socks = await acceptedSockets(t, 8);
   const uids = new Map<Socket, number>(socks.map((s, i) => [s, i < 6 ? 1000 : i === 6 ? 1001 : 0]));
-  const q = new AcceptQueue({ isPrivileged: (uid) => uid === 0, maxWaitingPerUid: 3, uidOf: (s) => uids.get(s)! });
+  const q = new AcceptQueue({ isPrivileged: (uid) => uid === 0, maxWaitingPerUid: 3, credOf: (s) => ({ uid: uids.get(s)!, gid: 100 }) });
   for (const s of socks) q.push(s);
   // Of uid 1000's six, three wait and three are closed; nothing is delivered before a control is attached.
   t.equal(q.waiting, 5);
@@ -54,7 +54,7 @@ t.test('root goes first, one connection is in flight at a time, and each user ma
 
 t.test('connections wait for a restarted control; a failed hand-off closes the socket; close hangs up', async (t) => {
   const socks = await acceptedSockets(t, 4);
-  const q = new AcceptQueue({ isPrivileged: () => false, uidOf: () => 1000 });
+  const q = new AcceptQueue({ isPrivileged: () => false, credOf: () => ({ uid: 1000, gid: 100 }) });
   const first: Socket[] = [];
   q.attach((s, done) => { first.push(s); setImmediate(() => done(new Error('channel closed'))); });
   q.push(socks[0]!);
@@ -91,8 +91,32 @@ t.test('no more connections wait than the parent can spare descriptors for', asy
   t.equal(maxWaitingFor(null), 1024);
   const socks = await acceptedSockets(t, 4);
   const uids = new Map<Socket, number>(socks.map((s, i) => [s, i < 3 ? 1000 + i : 0]));
-  const q = new AcceptQueue({ isPrivileged: (uid) => uid === 0, maxWaiting: 2, uidOf: (s) => uids.get(s)! });
+  const q = new AcceptQueue({ isPrivileged: (uid) => uid === 0, maxWaiting: 2, credOf: (s) => ({ uid: uids.get(s)!, gid: 100 }) });
   for (const s of socks) q.push(s);
   t.same(socks.map((s) => s.destroyed), [false, false, true, false], 'past the bound users are closed, root still waits');
   t.equal(q.waiting, 3);
+});
+
+t.test('the credentials read at accept travel with the connection; one the kernel has none for is closed', async (t) => {
+  let reads = 0;
+  const gone = {} as Socket;
+  const q = new AcceptQueue({
+    isPrivileged: () => false,
+    credOf: (s) => {
+      reads++;
+      if (s === gone) throw new Error('ENOTCONN');
+      return { uid: 1000, gid: 100 };
+    },
+  });
+  const closed: Socket[] = [];
+  const sock = (): Socket => ({ destroyed: false, destroy() { closed.push(this as unknown as Socket); } }) as unknown as Socket;
+  const a = sock();
+  Object.assign(gone, { destroyed: false, destroy() { closed.push(gone); } });
+  q.push(gone);
+  q.push(a);
+  const got: Array<{ uid: number; gid: number }> = [];
+  q.attach((_s, done, cred) => { got.push(cred); done(null); });
+  t.same(got, [{ uid: 1000, gid: 100 }], 'control is handed the uid and gid read at accept');
+  t.same(closed, [gone], 'a connection without credentials is closed, not queued');
+  t.equal(reads, 2, 'each connection\'s credentials are read once');
 });

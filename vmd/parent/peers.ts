@@ -1,10 +1,9 @@
 // The control-socket connections the parent handed to control, with the uid and gid the kernel gave for each.
 // Control names a connection by the id the parent gave it; a uid it claims for that connection is checked here.
 
-import type { Socket } from 'node:net';
 import type { ControlToParent } from '../../share/ipc.js';
 import { ProtocolError } from '../../share/protocol.js';
-import { peerCred } from '../native.js';
+import type { PeerIds } from '../accept.js';
 
 export interface PeerCred {
   readonly peer: number;
@@ -14,23 +13,15 @@ export interface PeerCred {
 
 /**
  * Why a subverted control cannot act as root: the parent learns each connection's credentials itself (SO_PEERCRED
- * at accept) and refuses a message whose uid or gid differs from them, or that names a connection it never handed
+ * at accept, vmd/accept.ts) and refuses a message whose uid or gid differs from them, or that names a connection it never handed
  * out. RoleChannel treats the refusal like any malformed message: the role is killed, the message not acted on.
  */
 export class ControlPeers {
   readonly #peers = new Map<number, { uid: number; gid: number }>();
   #next = 1;
 
-  constructor(private readonly credOf: (socket: Socket) => { uid: number; gid: number } = peerCred) {}
-
-  /** A new connection's id and credentials, or null when the kernel has none for it (the peer is already gone). */
-  register(socket: Socket): PeerCred | null {
-    let cred;
-    try {
-      cred = this.credOf(socket);
-    } catch {
-      return null;
-    }
+  /** A new connection's id, recorded with the credentials the kernel gave for it. */
+  register(cred: PeerIds): PeerCred {
     const peer = this.#next++;
     this.#peers.set(peer, { uid: cred.uid, gid: cred.gid });
     return { peer, uid: cred.uid, gid: cred.gid };

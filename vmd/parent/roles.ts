@@ -105,13 +105,8 @@ export class Roles {
     const owner = this.handlers.socketOwner();
     this.control.send({ type: 'control.config', verbose: options.verbose, ...(owner === null ? {} : { socketOwnerUid: owner.uid }) });
     const channel = this.control;
-    this.#accepts.attach((sock, done) => {
-      const cred = this.#peers.register(sock);
-      if (cred === null) {
-        sock.destroy();
-        done();
-        return;
-      }
+    this.#accepts.attach((sock, done, ids) => {
+      const cred = this.#peers.register(ids);
       logDebug(`control connection ${cred.peer}: uid ${cred.uid} gid ${cred.gid}`);
       channel.send({ type: 'control.connection', ...cred }, sock, done);
     });
