@@ -1,19 +1,23 @@
 // End to end: on a switch where vmd serves DHCP, one guest cannot undo another's isolation. B forges state to
-// reach A through A's `block in`; B runs a rogue DHCP server, sends router advertisements and answers ARP for
-// the host's address towards C. Each attack is what a guest's root can do; vmd's defaults stop each one.
+// reach A through A's `block in` (there and on a switch without dhcp, where nothing binds addresses); B runs a
+// rogue DHCP server, sends router advertisements and answers ARP for the host's address towards C. Each attack
+// is what a guest's root can do; vmd's defaults stop each one.
 
 import t from 'tap';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import type { FirewallResponse, LinksResponse } from '../../share/protocol.js';
 import { captured, initrdWithTools, sh, vm } from '../lib/guest-tools.js';
 import { VmdHarness } from '../lib/vmd-harness.js';
 
+// "open" has no dhcp: vmd knows no addresses there and binds none; only per-link state stands in B's way.
 const config = (initrd: string): string =>
   `switch "lan" {\n  interface vmdtis0\n  address 10.72.0.1/24\n  dhcp\n}\n` +
-  vm('a', initrd, 'interface {\n    switch "lan"\n    block in\n  }') +
-  vm('b', initrd, 'interface { switch "lan" }') +
+  `switch "open" {\n  interface vmdtis1\n  address 10.73.0.1/24\n}\n` +
+  vm('a', initrd, 'interface {\n    switch "lan"\n    block in\n  }\n  interface {\n    switch "open"\n    block in\n  }') +
+  vm('b', initrd, 'interface { switch "lan" }\n  interface { switch "open" }') +
   vm('c', initrd, 'interface { switch "lan" }');
 
 t.test('on a dhcp switch a guest cannot forge state, serve DHCP, advertise routes or claim the host\'s address', async (t) => {
@@ -28,7 +32,7 @@ t.test('on a dhcp switch a guest cannot forge state, serve DHCP, advertise route
   const ipB = await lease('b');
   await lease('c');
   const links = JSON.parse((await h.vmctl(['links', '--json'])).stdout) as LinksResponse;
-  const linkOf = (n: string) => links.links.find((l) => l.vm === n)!;
+  const linkOf = (n: string) => links.links.find((l) => l.vm === n && l.index === 0)!;
   const macB = linkOf('b').lladdr;
   const ipSpoofB = async (): Promise<number> =>
     (JSON.parse((await h.vmctl(['firewall', '--json', 'b'])).stdout) as FirewallResponse).interfaces[0]!.ipSpoof?.packets ?? 0;
@@ -47,6 +51,25 @@ t.test('on a dhcp switch a guest cannot forge state, serve DHCP, advertise route
     await sh(h, 'b', `ip route del ${ipA}/32; ip addr del 10.72.0.250/32 dev eth0`);
     t.notMatch(page, /HTTP\/1\.[01] 200|^a\r?$/m, 'A\'s page does not come back: the forged state is not honoured');
     t.ok((await ipSpoofB()) > before, 'B\'s foreign source addresses were dropped and counted');
+  });
+
+  await t.test('on a switch without dhcp, B\'s forged state does not pass A\'s block in either', async (t) => {
+    const ipA1 = '10.73.0.11';
+    const X = '10.73.0.250';
+    await sh(h, 'a', `ip link set eth1 up; ip addr add ${ipA1}/24 dev eth1`);
+    await sh(h, 'b', `ip link set eth1 up; ip addr add 10.73.0.12/24 dev eth1`);
+    t.match(await sh(h, 'b', `nc -w 2 ${ipA1} 80 </dev/null && echo CONNECTED || echo REFUSED`), /REFUSED/, 'B cannot reach A:80 directly');
+    // Nothing binds B's addresses here: it sends "A:80 -> X:4444" through the host as A.
+    await sh(h, 'b', `killall httpd; ip addr add ${ipA1}/32 dev eth1 && ip route add ${X}/32 via 10.73.0.1 dev eth1 src ${ipA1}`);
+    t.match(await sh(h, 'b', `vmd-tool tcp ${ipA1} 80 ${X} 4444; echo SENT`), /SENT/);
+    await sh(h, 'b', `ip route del ${X}/32; ip addr del ${ipA1}/32 dev eth1`);
+    // The host holds the SYN while it asks for X; B waits until it gives up, so the SYN never reaches B as X.
+    for (let i = 0; i < 50 && /INCOMPLETE/.test((await execa('ip', ['-n', h.netns, 'neigh', 'show', X])).stdout); i++) await new Promise((r) => setTimeout(r, 200));
+    await sh(h, 'b', `ip addr add ${X}/32 dev eth1 && ip route add ${ipA1}/32 dev eth1 src ${X}`);
+    const page = await sh(h, 'b', `vmd-tool tcp ${X} 4444 ${ipA1} 80`);
+    await sh(h, 'b', `ip route del ${ipA1}/32; ip addr del ${X}/32 dev eth1`);
+    t.notMatch(page, /HTTP\/1\.[01] 200|^a\r?$/m, 'A\'s page does not come back: the state is B\'s, not A\'s');
+    t.match(await sh(h, 'a', `nc -w 2 10.73.0.12 80 </dev/null; ping -c 1 -W 2 10.73.0.12 >/dev/null && echo PONG`), /PONG/, 'A\'s own connections still get their replies');
   });
 
   await t.test('a rogue DHCP server in B hands C nothing', async (t) => {

@@ -26,7 +26,8 @@ for (const p of ports) {
 }
 `;
 
-// One request from inside a namespace: the server's answer, or "timeout"/"error CODE".
+// One request from inside a namespace: the server's answer, or "timeout"/"error CODE"; from a local IPv4
+// address, and port, when given as `ADDR` or `ADDR:PORT`.
 const clientSource = `
 import { connect } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -35,7 +36,7 @@ const done = (s) => { console.log(s); process.exit(0); };
 setTimeout(() => done('timeout'), 1500);
 if (proto === 'tcp') {
   const opts = { host, port: Number(port) };
-  if (local) opts.localAddress = local;
+  if (local) { const [addr, lport] = local.split(':'); opts.localAddress = addr; if (lport) opts.localPort = Number(lport); }
   let data = '';
   const s = connect(opts);
   s.on('data', (d) => { data += d; });

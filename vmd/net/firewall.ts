@@ -6,17 +6,12 @@
 // the first of those that matches is exactly the rule pf would have let decide. `pass` is `return` (the
 // packet goes on to the other link's chain and to the rest of the host's firewall), `block` is `drop`.
 //
-// State (pf's `keep state`): replies of a passed connection pass whatever the rules say. Routed (local) links
-// are filtered in `inet vmd`, where conntrack is at hand. Bridged links are filtered in `bridge vmd`, where this
-// kernel has no conntrack (HOST-FACTS §4); there, br_netfilter runs the inet hooks first, and a chain of
-// `inet vmd` marks packets of established connections on vmd's bridges with FW_STATE_MARK, which the bridge
-// chains read and clear.
+// State (pf's `keep state`): replies of a connection a link passed pass whatever its rules say; only the link's
+// own connections count (fw-state.ts, which also holds the base chains). Routed (local) links are filtered in
+// `inet vmd`, bridged links in `bridge vmd`.
 
 import type { FilterRule, PortRange, RuleProto } from '../../share/config.js';
 import { VmdError } from '../../share/errors.js';
-
-/** The packet-mark bit that carries "established or related" from `inet vmd` to `bridge vmd` (documented in vmd.8). */
-export const FW_STATE_MARK = 0x00800000;
 
 export type Direction = 'in' | 'out';
 type Family = 'inet' | 'bridge';
@@ -28,8 +23,6 @@ export interface FirewallLink {
   readonly index?: number;
   readonly rules: readonly FilterRule[];
 }
-
-const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 
 /**
  * The comment on a link's counters, which is also their key in nftCounters: `vm 'web' if0 mac-spoof`,
@@ -178,10 +171,10 @@ function counter(seed: CounterSeed | undefined, comment: string): string {
 const ND = 'icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } return';
 
 /**
- * The rules of a link's chain for one direction, in nft's first-match order, with the preamble for its family.
- * Seeds are consumed as counters are rendered.
+ * The rules of a link's chain for one direction, in nft's first-match order, with the preamble for its family
+ * and then `head` (the link's state rules, fw-state.ts). Seeds are consumed as counters are rendered.
  */
-export function chainRules(link: FirewallLink, dir: Direction, family: Family, seed?: CounterSeed): string[] {
+export function chainRules(link: FirewallLink, dir: Direction, family: Family, seed?: CounterSeed, head: readonly string[] = []): string[] {
   const lines: string[] = [];
   if (family === 'bridge') {
     // A VLAN tag would carry a packet past every match below; a filtered link carries no tagged frames.
@@ -189,7 +182,7 @@ export function chainRules(link: FirewallLink, dir: Direction, family: Family, s
     lines.push(`ether type { 8021q, 8021ad } ${counter(seed, vlan)} drop comment ${JSON.stringify(vlan)}`);
     lines.push('ether type != { ip, ip6 } return');
   }
-  lines.push(ND);
+  lines.push(ND, ...head);
   const indexed = link.rules.map((rule, n) => ({ rule, n })).filter(({ rule }) => rule.direction === null || rule.direction === dir);
   const order = [...indexed.filter((x) => x.rule.quick), ...indexed.filter((x) => !x.rule.quick).reverse()];
   for (const { rule, n } of order) {
@@ -200,49 +193,4 @@ export function chainRules(link: FirewallLink, dir: Direction, family: Family, s
     }
   }
   return lines;
-}
-
-/** Base chains of `inet vmd` for routed (local) links: conntrack first, then each link's chain. */
-export function inetBaseChains(): Array<{ name: string; hook: string; rules: string[] }> {
-  const est = 'ct state established,related accept';
-  return [
-    { name: 'fw_forward', hook: 'type filter hook forward priority filter; policy accept;', rules: [est, 'iifname vmap @fw_out', 'oifname vmap @fw_in'] },
-    // The DHCP exchange with vmd's own dnsmasq on the host side of the link.
-    { name: 'fw_input', hook: 'type filter hook input priority filter; policy accept;', rules: [est, 'udp sport 68 udp dport 67 accept', 'udp sport 546 udp dport 547 accept', 'iifname vmap @fw_out'] },
-    // After NAT's output hook (-100): a forward's translated destination (map fw_dnat_in in nft.ts) picks the chain.
-    { name: 'fw_output', hook: 'type filter hook output priority filter; policy accept;', rules: [est, 'udp sport 67 udp dport 68 accept', 'udp sport 547 udp dport 546 accept', 'ct status dnat ip daddr vmap @fw_dnat_in', 'oifname vmap @fw_in'] },
-  ];
-}
-
-/**
- * Chains of `inet vmd` that mark established packets on vmd's bridges (set `fw_bridges`), after conntrack
- * (priority -200) and before the bridge chains read the mark. The mark says "established" only: which guest's
- * rules it skips is decided by the bridge port the packet leaves by, and a guest cannot create state for another
- * guest's address because its source addresses are bound (nft.ts, bridgeLockRules).
- */
-export function inetStateChains(): Array<{ name: string; hook: string; rules: string[] }> {
-  const mark = `ct state established,related meta mark set meta mark | ${hex(FW_STATE_MARK)}`;
-  return [
-    // Everything entering through a vmd bridge, to the host or through the bridge (br_netfilter runs this).
-    { name: 'fw_state_pre', hook: 'type filter hook prerouting priority mangle; policy accept;', rules: [`iifname @fw_bridges ${mark}`] },
-    // Routed into a bridge from elsewhere; what came from a bridge is marked already.
-    { name: 'fw_state_fwd', hook: 'type filter hook forward priority mangle; policy accept;', rules: [`iifname != @fw_bridges oifname @fw_bridges ${mark}`] },
-    // The host's own packets, in postrouting: only there is the interface a forward's translation chose known.
-    { name: 'fw_state_out', hook: 'type filter hook postrouting priority mangle; policy accept;', rules: [`oifname @fw_bridges ${mark}`] },
-  ];
-}
-
-/**
- * Base chains of `bridge vmd` for bridged links, after br_netfilter (priority 0) has run the inet hooks:
- * established packets (marked) pass and lose the mark, others go through the source's and the target's chains.
- */
-export function bridgeBaseChains(): Array<{ name: string; hook: string; rules: string[] }> {
-  const est = `meta mark & ${hex(FW_STATE_MARK)} != 0 accept`;
-  // Towards the host the packet goes on into its IP stack, where the bit could meet the host's own mark rules.
-  const estIn = `meta mark & ${hex(FW_STATE_MARK)} != 0 meta mark set meta mark & ${hex(~FW_STATE_MARK >>> 0)} accept`;
-  return [
-    { name: 'fw_forward', hook: 'type filter hook forward priority 100; policy accept;', rules: [est, 'iifname vmap @fw_out', 'oifname vmap @fw_in'] },
-    { name: 'fw_input', hook: 'type filter hook input priority 100; policy accept;', rules: [estIn, 'udp sport 68 udp dport 67 accept', 'udp sport 546 udp dport 547 accept', 'iifname vmap @fw_out'] },
-    { name: 'fw_output', hook: 'type filter hook output priority 100; policy accept;', rules: [est, 'udp sport 67 udp dport 68 accept', 'udp sport 547 udp dport 546 accept', 'oifname vmap @fw_in'] },
-  ];
 }

@@ -1,9 +1,10 @@
 // vmd's nftables generator: a pure function from a NetPlan to one script that atomically replaces vmd's own
 // tables (NAT, port forwards, address locking, interface groups, the guests' firewalls) and only them.
 
+import { chainRules, filters, fwChain, linkComment, type CounterSeed } from './firewall.js';
 import {
-  bridgeBaseChains, chainRules, filters, fwChain, inetBaseChains, inetStateChains, linkComment, type CounterSeed,
-} from './firewall.js';
+  bridgeBaseChains, bridgeStampChain, inetBaseChains, inetBridgeStateChains, inetRoutedOriginRule, linkMarkId, stampOf, stateRules,
+} from './fw-state.js';
 import { checkPlan, type CheckedLink, type CheckedPlan } from './nft-check.js';
 import { forwardComment, localnetInterfaces, network6, q, uniqSorted, type NetPlan } from './nft-plan.js';
 
@@ -70,8 +71,23 @@ function firewallSection(b: Block, family: 'inet' | 'bridge', links: readonly Ch
     const dnat = links.filter((l) => l.local !== null && filters(l, 'in'));
     setDecl(b, 'map', 'fw_dnat_in', 'ipv4_addr : verdict', dnat.map((l) => `${l.local!.guest} : jump ${fwChain(l.name, 'in')}`));
   }
+  // The id each filtered link is known by in the connection marks (fw-state.ts).
+  const ids = links.map((l) => `${q(l.name)} : ${family === 'inet' ? linkMarkId(l.vmId, l.index ?? 0) : stampOf(linkMarkId(l.vmId, l.index ?? 0))}`);
+  if (family === 'inet') {
+    setDecl(b, 'map', 'fw_rids', 'ifname : mark', ids);
+    chain(b, 'fw_rstate', 'type filter hook prerouting priority mangle; policy accept;', [inetRoutedOriginRule()]);
+  } else {
+    setDecl(b, 'map', 'fw_ids', 'ifname : mark', ids);
+    const stamp = bridgeStampChain();
+    chain(b, stamp.name, stamp.hook, stamp.rules);
+  }
   for (const c of family === 'inet' ? inetBaseChains() : bridgeBaseChains()) chain(b, c.name, c.hook, c.rules);
-  for (const l of links) for (const dir of dirs) if (filters(l, dir)) chain(b, fwChain(l.name, dir), null, chainRules(l, dir, family, seed));
+  for (const l of links) {
+    for (const dir of dirs) {
+      if (!filters(l, dir)) continue;
+      chain(b, fwChain(l.name, dir), null, chainRules(l, dir, family, seed, stateRules(linkMarkId(l.vmId, l.index ?? 0), dir, family)));
+    }
+  }
 }
 
 /** The 128-bit value of an IPv6 address for a raw payload match (`@th,64,128`), as nft writes it. */
@@ -146,7 +162,7 @@ function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined)
       chain(inet, l.chain, null, rules);
     }
   }
-  if (fwBridged.length > 0) for (const c of inetStateChains()) chain(inet, c.name, c.hook, c.rules);
+  if (fwBridged.length > 0) for (const c of inetBridgeStateChains()) chain(inet, c.name, c.hook, c.rules);
   if (fwRouted.length > 0) firewallSection(inet, 'inet', fwRouted, seed);
   if (p.include !== null) inet.add(`include ${q(p.include)}`);
   return table('inet', inet);

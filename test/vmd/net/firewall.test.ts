@@ -167,7 +167,7 @@ t.test('in network namespaces', { skip: !isRoot && 'needs root' }, async (t) => 
     t.ok((c.get("vm 'a' if0 rule 2")?.packets ?? 0) >= 3, 'the pass rule counted the connections it let in');
     t.ok((c.get("vm 'a' if0 rule 1")?.packets ?? 0) >= 3, 'the block rule counted what it dropped');
     const mark = await execa('ip', ['netns', 'exec', ns.h, 'nft', 'list', 'chain', 'inet', 'vmd', 'fw_state_pre']);
-    t.match(mark.stdout, /iifname @fw_bridges ct state established,related meta mark set meta mark \| 0x00800000/);
+    t.match(mark.stdout, /iifname @fw_bridges ct state established,related ct direction reply meta mark set ct mark & 0x[0-9a-f]+ \| 0x4000c000/);
   });
 
   await t.test('routed local link: stateful in the inet table', async (t) => {
@@ -177,6 +177,50 @@ t.test('in network namespaces', { skip: !isRoot && 'needs root' }, async (t) => 
     t.ok(await ping(ns.l, '10.98.0.12'), 'L pings out and its replies return');
     t.equal(await request(ns.l, 'tcp', '100.64.9.2', 7000), 'host 100.64.9.3', 'L reaches the host');
     t.ok(((await nftCounters(ns.h)).get("vm 'l' if0 rule 1")?.packets ?? 0) > 0);
+  });
+
+  // B (unfiltered, its addresses unbound) plants an entry "victim:81 -> X:4444" by sending from the victim's
+  // address to an X nobody holds, then becomes X and "answers" towards the victim's blocked port 81: the reply
+  // direction of B's own entry, which only B's link originated.
+  await t.test('a guest cannot open a connection through another\'s block in by forging state', async (t) => {
+    const X = '10.98.0.250';
+    const plant = async (victim: string, xPort: number): Promise<void> => {
+      await ip(ns.b, 'addr', 'add', `${victim}/32`, 'dev', 'eth0', 'nodad');
+      await ip(ns.b, 'route', 'add', `${X}/32`, 'via', '10.98.0.1', 'src', victim);
+      t.equal(await request(ns.b, 'tcp', X, xPort, `${victim}:81`), 'timeout', `B sent "${victim}:81 -> X:${xPort}" into the host`);
+      await ip(ns.b, 'route', 'del', `${X}/32`);
+      await ip(ns.b, 'addr', 'del', `${victim}/32`, 'dev', 'eth0');
+      // The host holds the SYN while it asks for X; were B to answer as X now, the SYN would reach B, whose
+      // reset would close the planted entry. B waits until the host gives up on X, as an attacker would.
+      for (let i = 0; i < 50 && /INCOMPLETE/.test((await ip(ns.h, 'neigh', 'show', X)).stdout); i++) await new Promise((r) => setTimeout(r, 200));
+    };
+    const asX = async (victim: string, xPort: number, via: string[]): Promise<string> => {
+      await ip(ns.b, 'addr', 'add', `${X}/32`, 'dev', 'eth0', 'nodad');
+      await ip(ns.b, 'route', 'add', `${victim}/32`, ...via, 'src', X);
+      try {
+        return await request(ns.b, 'tcp', victim, 81, `${X}:${xPort}`);
+      } finally {
+        await ip(ns.b, 'route', 'del', `${victim}/32`);
+        await ip(ns.b, 'addr', 'del', `${X}/32`, 'dev', 'eth0');
+      }
+    };
+    t.equal(await request(ns.b, 'tcp', '10.98.0.11', 81), 'timeout', 'B cannot reach A:81 directly');
+    await plant('10.98.0.11', 4444);
+    t.equal(await asX('10.98.0.11', 4444, ['dev', 'eth0']), 'timeout', 'bridged A: the planted state is not A\'s, its block in holds');
+    t.equal(await request(ns.b, 'tcp', '100.64.9.3', 81), 'timeout', 'B cannot reach L:81 directly');
+    await plant('100.64.9.3', 4445);
+    t.equal(await asX('100.64.9.3', 4445, ['via', '10.98.0.1']), 'timeout', 'routed L: the planted state is not L\'s, its block in holds');
+    t.equal(await request(ns.b, 'tcp', '10.98.0.11', 80), 'a 10.98.0.12', 'what A\'s rules pass still passes');
+  });
+
+  await t.test('block out: replies of what a link let in pass, and only those', async (t) => {
+    await nftApply(nftScript(livePlan('block\npass in proto tcp to port 80', 'block\npass in proto tcp from 10.98.0.0/24 to port 80')), ns.h);
+    t.equal(await request(ns.b, 'tcp', '10.98.0.11', 80), 'a 10.98.0.12', 'bridged A answers B (A admitted it)');
+    t.equal(await request(ns.h, 'tcp', '10.98.0.11', 80), 'a 10.98.0.1', 'and the host (a connection the host made)');
+    t.equal(await request(ns.a, 'tcp', '10.98.0.12', 80), 'timeout', 'but opens nothing itself');
+    t.equal(await request(ns.b, 'tcp', '100.64.9.3', 80), 'l 10.98.0.12', 'routed L answers B');
+    t.equal(await request(ns.l, 'tcp', '10.98.0.12', 80), 'timeout', 'and opens nothing itself');
+    await nftApply(nftScript(plan), ns.h);
   });
 
   await t.test('a replace keeps counters, new rules change what passes', async (t) => {
