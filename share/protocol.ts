@@ -96,6 +96,9 @@ export interface FirewallInfo {
   readonly macSpoof: Count | null;
   readonly ipSpoof: Count | null;
   readonly vlan: Count | null;
+  /** What the guest may not offer on this link (vm.conf.5, `allow`), and the packets dropped for it. */
+  readonly guarded: readonly ('dhcp' | 'router')[];
+  readonly guard: Count | null;
 }
 
 /** A host link's counters as the kernel keeps them (the host side: the guest's TX is the link's RX). */

@@ -63,6 +63,13 @@ function readLinkInfo(v: unknown): LinkInfo {
   };
 }
 
+/** Added after protocol v1's first firewall listings: an older vmd leaves it out. */
+function readGuarded(v: unknown, w: string): Array<'dhcp' | 'router'> {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > 2 || v.some((x) => x !== 'dhcp' && x !== 'router')) throw new ProtocolError(`${w}: guarded must list dhcp and/or router`);
+  return v as Array<'dhcp' | 'router'>;
+}
+
 function readCount(v: unknown, w: string): Count | null {
   if (v === null) return null;
   if (!isObj(v)) throw new ProtocolError(`${w}: counter must be an object or null`);
@@ -93,6 +100,8 @@ function readFirewallInfo(v: unknown): FirewallInfo {
     macSpoof: readCount(v.macSpoof, w),
     ipSpoof: readCount(v.ipSpoof, w),
     vlan: readCount(v.vlan, w),
+    guarded: readGuarded(v.guarded, w),
+    guard: v.guard === undefined ? null : readCount(v.guard, w),
   };
 }
 

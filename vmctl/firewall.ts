@@ -21,6 +21,10 @@ function interfaceRows(f: FirewallInfo): string[][] {
   if (f.lockedLladdr) row('-', f.macSpoof, '(dropped: source lladdr not the guest\'s)');
   if (f.lockedIp !== null) row('-', f.ipSpoof, `(dropped: source address not ${f.lockedIp})`);
   if (f.vlan !== null) row('-', f.vlan, '(dropped: vlan-tagged frames)');
+  if (f.guard !== null) {
+    const what = f.guarded.map((g) => (g === 'dhcp' ? 'DHCP replies' : 'router advertisements and redirects')).join(' and ');
+    row('-', f.guard, `(dropped: ${what} from the guest)`);
+  }
   return rows;
 }
 

@@ -85,6 +85,10 @@ t.test('on a dhcp switch a guest cannot forge state, serve DHCP, advertise route
       t.match(got, /DHCP bound server=10\.72\.0\.1 router=10\.72\.0\.1/, 'and C does get one');
     });
     t.notMatch(seen, new RegExp(`${ipB.replace(/\./g, '\\.')}\\.67 >`), 'no DHCP reply from B reaches C\'s link');
+    const fwB = (JSON.parse((await h.vmctl(['firewall', '--json', 'b'])).stdout) as FirewallResponse).interfaces[0]!;
+    t.same(fwB.guarded, ['dhcp', 'router'], 'vmctl firewall names what B may not offer');
+    t.ok((fwB.guard?.packets ?? 0) > 0, 'and counts what it dropped');
+    t.match((await h.vmctl(['firewall', 'b', '0'])).stdout, /\(dropped: DHCP replies and router advertisements and redirects from the guest\)/);
     await sh(h, 'b', 'killall udhcpd');
   });
 

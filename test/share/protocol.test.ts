@@ -438,10 +438,10 @@ const firewallInfo: FirewallInfo = {
     { n: 1, text: 'block in', action: 'block', source: '/etc/vm.conf:12', count: { packets: 3, bytes: 252 } },
     { n: 2, text: 'pass in proto tcp to any port 80', action: 'pass', source: '/etc/vm.conf:13', count: { packets: 1, bytes: 60 } },
   ],
-  macSpoof: { packets: 0, bytes: 0 }, ipSpoof: null, vlan: { packets: 0, bytes: 0 },
+  macSpoof: { packets: 0, bytes: 0 }, ipSpoof: null, vlan: { packets: 0, bytes: 0 }, guarded: ['dhcp'], guard: { packets: 2, bytes: 684 },
 };
 const stoppedFirewall: FirewallInfo = {
-  ...firewallInfo, link: null, lockedLladdr: false, rules: firewallInfo.rules.map((r) => ({ ...r, count: null })), macSpoof: null, vlan: null,
+  ...firewallInfo, link: null, lockedLladdr: false, rules: firewallInfo.rules.map((r) => ({ ...r, count: null })), macSpoof: null, vlan: null, guarded: [], guard: null,
 };
 const localLinkInfo: LinkInfo = { ...linkInfo, index: 1, link: 'vmd1i1', switch: null, local: true, address: '100.64.1.3/31' };
 const stoppedInfo: VmInfo = { ...vmInfo, id: 2, name: 'db', pid: null, curmem: null, tty: null, started: null, state: 'stopped', owner: 'alice:staff', uid: 1000, gid: 50, origin: 'adhoc' };

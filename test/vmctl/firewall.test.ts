@@ -14,11 +14,11 @@ const FIXTURE: FirewallInfo[] = [
       { n: 1, text: 'block in', action: 'block', source: '/etc/vm.conf:7', count: { packets: 1234, bytes: 98765 } },
       { n: 2, text: 'pass in proto tcp to any port { 80 443 }', action: 'pass', source: '/etc/vm.conf:8', count: { packets: 17, bytes: 1020 } },
     ],
-    macSpoof: { packets: 2, bytes: 84 }, ipSpoof: null, vlan: { packets: 0, bytes: 0 },
+    macSpoof: { packets: 2, bytes: 84 }, ipSpoof: null, vlan: { packets: 0, bytes: 0 }, guarded: [], guard: null,
   },
   {
     vmId: 1, vm: 'web', index: 1, link: 'vmd1i1', switch: null, local: true, lockedLladdr: true, lockedIp: '100.64.1.5',
-    rules: [], macSpoof: { packets: 0, bytes: 0 }, ipSpoof: { packets: 5, bytes: 300 }, vlan: null,
+    rules: [], macSpoof: { packets: 0, bytes: 0 }, ipSpoof: { packets: 5, bytes: 300 }, vlan: null, guarded: ['dhcp', 'router'], guard: { packets: 3, bytes: 1026 },
   },
 ];
 
@@ -27,7 +27,7 @@ t.test('table', async (t) => {
   golden(t, 'test/vmctl/golden', 'firewall.txt', out);
   const lines = out.trimEnd().split('\n');
   t.match(lines[0], /^VM +IF +# +PACKETS +BYTES RULE$/);
-  t.equal(lines.length, 1 + 2 + 2 + 1 + 2, 'header, two rules, mac and vlan lines, a no-rules line, mac and ip lines');
+  t.equal(lines.length, 1 + 2 + 2 + 1 + 3, 'header, two rules, mac and vlan lines, a no-rules line, mac, ip and guard lines');
   t.match(lines[2], /^web +0 +2 +17 +1020B pass in proto tcp to any port \{ 80 443 \}$/);
   const stopped = formatFirewall([{ ...FIXTURE[0]!, link: null, rules: FIXTURE[0]!.rules.map((r) => ({ ...r, count: null })), macSpoof: null, vlan: null }]);
   t.match(stopped.split('\n')[1], /^web +0 +1 +- +- block in$/, 'a stopped VM: rules without counters');

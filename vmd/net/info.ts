@@ -9,7 +9,7 @@ import { linkComment, ruleComment } from './firewall.js';
 import { readLeases } from './leases.js';
 import { linkStats } from './links.js';
 import { nftCounters } from './nft-apply.js';
-import { lockedIpOf, sum, type LinkState } from './plan.js';
+import { guardOf, lockedIpOf, sum, type LinkState } from './plan.js';
 
 /** The parts of the parent's Network these listings read. */
 export interface NetworkView {
@@ -59,6 +59,12 @@ function linkCounts(l: LinkState, counters: ReadonlyMap<string, Count>): { macSp
  * `vmctl firewall`: the rules of a VM's interfaces as written, each with what it decided, and the spoofing
  * drops. A VM that is not running shows its configured rules without counters.
  */
+/** What a running link's guest may not offer (guardOf), as FirewallInfo names it. */
+function guardedOf(live: LinkState | null): Array<'dhcp' | 'router'> {
+  const g = live === null ? null : guardOf(live);
+  return g === null ? [] : (['dhcp', 'router'] as const).filter((k) => g[k]);
+}
+
 export async function firewallInfoOf(net: NetworkView, vmId: number, vm: VmConfig, index: number | undefined): Promise<FirewallInfo[]> {
   const out: FirewallInfo[] = [];
   const counters = new Map<string | null, Map<string, Count>>();
@@ -80,6 +86,8 @@ export async function firewallInfoOf(net: NetworkView, vmId: number, vm: VmConfi
       macSpoof: c === null || !lockedLladdr ? null : c.macSpoof,
       ipSpoof: c === null || live === null || lockedIpOf(live) === null ? null : c.ipSpoof,
       vlan: c === null || rules.length === 0 || live?.bridge === null ? null : c.vlan,
+      guarded: guardedOf(live),
+      guard: c === null || guardedOf(live).length === 0 ? null : c.guard,
     });
   }
   return out;
