@@ -202,19 +202,15 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
   }
 }
 
-/** vm_start()'s checks after parsing, in its order: bootability of a new VM, then lengths, name and boot files. */
-function checkStartFlags(flags: StartFlags, ref: VmRef, nnics: number, env: StartEnv): void {
+/**
+ * vm_start()'s checks after parsing, in its order: limits, then lengths, name and boot files. Whether a new VM can
+ * boot and its `starting without …` warnings are vmd's to say: only vmd knows whether NAME exists (then any option
+ * but -b and -B is refused as OpenBSD does) or what an instance inherits, and vmctl prints its warnings once.
+ */
+function checkStartFlags(flags: StartFlags, ref: VmRef, nnics: number): void {
   const { boot, cdrom, disks, initrd } = flags;
-  // vm_start(): a new VM (any creating option, no -t) must be bootable; the daemon fills in 512M by default.
-  const creating = flags.memory !== undefined || nnics > 0 || disks.length > 0 || boot !== undefined || cdrom !== undefined
-    || initrd !== undefined || flags.cmdline !== undefined || flags.forwards.length > 0;
-  if (flags.instanceOf === undefined && creating) {
-    if (disks.length > MAX_DISKS) throw new CliError('too many disks');
-    else if (boot === undefined && disks.length === 0) env.warn('starting without disks');
-    if (boot === undefined && disks.length === 0 && cdrom === undefined) throw new CliError('no kernel or disk/cdrom specified');
-    if (nnics > MAX_NICS) throw new CliError('too many network interfaces');
-    if (boot === undefined && nnics === 0) env.warn('starting without network interfaces');
-  }
+  if (disks.length > MAX_DISKS) throw new CliError('too many disks');
+  if (nnics > MAX_NICS) throw new CliError('too many network interfaces');
   for (const d of disks) if (d.replace(/^(raw|qcow2):/, '').length >= PATH_MAX) throw new CliError('disk path too long');
   for (const n of flags.nets) if (n.kind === 'switch' && n.switch.length >= VM_NAME_MAX) throw new CliError('interface name too long');
   if (ref.name !== undefined && !validVmName(ref.name)) throw new CliError('invalid VM name');
@@ -255,7 +251,7 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
 
   // -L and -n NICs come first, in order; -i adds plain ones up to its count and never removes any.
   const nnics = Math.max(flags.nifs ?? 0, flags.nets.length);
-  checkStartFlags(flags, ref, nnics, env);
+  checkStartFlags(flags, ref, nnics);
   return { ref, options: buildStartOptions(flags, nnics), console: flags.console };
 }
 

@@ -65,7 +65,9 @@ export function guestExited(p: Parent, vmId: number, pid: number, reason: string
   const e = p.vms.entries.get(vmId);
   if (e === undefined || e.runtime === null || e.runtime.pid !== pid) return;
   p.roles.vmm?.send({ type: 'vm.forget', vmId });
-  const reboot = reason === 'guest-reset' && !e.stopRequested && e.runtime.bootOnce === null;
+  // A one-time boot device (-B) is not carried over: the reboot boots what the VM is configured to, so an
+  // installer booted from the CD reboots into the disk it installed (vmctl(8): "for the next boot").
+  const reboot = reason === 'guest-reset' && !e.stopRequested;
   const starter = e.runtime.uid;
   runtimeCleanup(p, e);
   p.vms.setState(e, 'stopped');

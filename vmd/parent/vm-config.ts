@@ -83,7 +83,8 @@ export function vmFromOptions(
     name, instanceOf: parent?.name ?? null, enabled: true,
     memory: o.memory ?? null, cpus: null,
     boot: o.boot ?? null, initrd: o.initrd ?? null, cmdline: o.cmdline ?? null,
-    bootDevice: o.bootDevice ?? null, cdrom: o.cdrom ?? null,
+    // -B is a one-time boot device (vmStartRequest passes it to this start only), never part of the VM.
+    bootDevice: null, cdrom: o.cdrom ?? null,
     disks, interfaces, owner: { uid, gid: null, user: null, group: null }, allowInstance: null,
     sev: false, seves: false, accel: null, location,
   };
