@@ -10,6 +10,10 @@ export interface SourceLocation {
 export type Accel = 'auto' | 'kvm' | 'tcg';
 export type DiskFormat = 'raw' | 'qcow2';
 export type BootDevice = 'cdrom' | 'disk' | 'net';
+/** `disk … bus B`: how the guest sees a disk; virtio when not given. */
+export type DiskBus = 'virtio' | 'scsi' | 'sata' | 'ide' | 'nvme';
+/** `machine M`: the QEMU machine type; q35 when not given. */
+export type Machine = 'q35' | 'pc' | 'microvm';
 
 /** `owner user[:group]`, `:group` or a uid, resolved against the host's passwd/group at parse time. */
 export interface Owner {
@@ -26,6 +30,8 @@ export interface DiskConfig {
   /** Absolute path (realpath at parse time, as OpenBSD). */
   readonly path: string;
   readonly format: DiskFormat;
+  /** Absent = virtio (configs stored before buses existed have none). */
+  readonly bus?: DiskBus;
 }
 
 /** A port or an inclusive port range of a filter rule (`port 80`, `port 1000:2000`). */
@@ -123,6 +129,8 @@ export interface VmConfig {
   readonly sev: boolean;
   readonly seves: boolean;
   readonly accel: Accel | null;
+  /** `machine …`; absent or null = q35 (configs stored before machines existed have none). */
+  readonly machine?: Machine | null;
   readonly location: SourceLocation;
 }
 
