@@ -15,6 +15,19 @@ export type DiskBus = 'virtio' | 'scsi' | 'sata' | 'ide' | 'nvme';
 /** `machine M`: the QEMU machine type; q35 when not given. */
 export type Machine = 'q35' | 'pc' | 'microvm';
 
+/** Every machine type; q35 is the default. */
+export const MACHINES: readonly Machine[] = ['q35', 'pc', 'microvm'];
+
+/** Every disk bus; virtio is the default. */
+export const DISK_BUSES: readonly DiskBus[] = ['virtio', 'scsi', 'sata', 'ide', 'nvme'];
+
+/** The buses each machine has: ide only where the chipset has it (pc), microvm only virtio-mmio ones (vmd/qemu-disks.ts). */
+export const MACHINE_BUSES: Readonly<Record<Machine, readonly DiskBus[]>> = {
+  q35: ['virtio', 'scsi', 'sata', 'nvme'],
+  pc: ['virtio', 'scsi', 'sata', 'ide', 'nvme'],
+  microvm: ['virtio', 'scsi'],
+};
+
 /** `owner user[:group]`, `:group` or a uid, resolved against the host's passwd/group at parse time. */
 export interface Owner {
   /** uid; 0 when only a group was given (`:group`), as OpenBSD. */

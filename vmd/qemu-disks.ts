@@ -11,24 +11,11 @@
 //   `virtio-scsi-device`, `virtio-net-device`), described to the guest by ACPI, and there is no firmware that boots
 //   a disk, so a microvm needs a direct kernel boot.
 
-import type { DiskBus } from '../share/config.js';
+import { DISK_BUSES, MACHINE_BUSES, MACHINES } from '../share/config.js';
 import type { QemuMachine, QemuSpec } from './qemu-spec.js';
 
 /** Adds one descriptor as the next fdset and returns the set's number, for the drive that names it. */
 export type AddFd = (fd: number, opaque: string) => number;
-
-/** Every machine type the builder lays devices out on; q35 is the default. */
-export const MACHINES: readonly QemuMachine[] = ['q35', 'pc', 'microvm'];
-
-/** Every disk bus; virtio is the default. */
-export const DISK_BUSES: readonly DiskBus[] = ['virtio', 'scsi', 'sata', 'ide', 'nvme'];
-
-/** The buses each machine has: ide only where the chipset has it (pc), microvm only virtio-mmio ones. */
-export const MACHINE_BUSES: Readonly<Record<QemuMachine, readonly DiskBus[]>> = {
-  q35: ['virtio', 'scsi', 'sata', 'nvme'],
-  pc: ['virtio', 'scsi', 'sata', 'ide', 'nvme'],
-  microvm: ['virtio', 'scsi'],
-};
 
 /** pc's IDE places a disk may take, in order; ide.1 unit 0 is the cdrom's. */
 const PC_IDE_SLOTS = [['ide.0', 0], ['ide.0', 1], ['ide.1', 1], ['ide.1', 0]] as const;

@@ -224,6 +224,10 @@ t.test('start', async (t) => {
     t.equal(r.result?.options.memory, 1024 * 1024);
     t.same(parse(['-m', '1023.5M', '-d', 'disk0.img', '-L', 'x']).warnings, ['memory size rounded to 1023M']);
     t.same(parse(['-b', 'bsd.rd', 'x']).warnings, [], 'a kernel needs neither disks nor NICs');
+    t.same(parse(['--machine', 'pc', '-d', 'ide:disk0.img', '-d', 'nvme:qcow2:disk1.qcow2', 'x']).result?.options,
+      { machine: 'pc', disks: [`ide:${join(dir, 'disk0.img')}`, `nvme:qcow2:${join(dir, 'disk1.qcow2')}`] }, 'a bus, then a format, before the path');
+    t.equal(parse(['--machine', 'isapc', 'x']).error, 'unknown machine isapc: q35, pc, microvm');
+    t.equal(parse(['--machine', 'pc', '--machine', 'q35', 'x']).error, 'machine specified multiple times');
     // `vmctl start EXISTING -m 2G` must reach vmd, which says that the VM exists; only vmd knows whether it does.
     t.same(parse(['-m', '2G', 'x']), { result: { ref: { id: undefined, name: 'x', target: 'x' }, console: false, options: { memory: 2 * 1024 ** 3 } }, warnings: [] });
   });
