@@ -1,9 +1,11 @@
 // End to end, starts that cannot work: QEMU's own reason reaches vmctl and the log, vmd refuses an overlay whose
-// base another guest writes (naming both), and a refused start uses up no VM id.
+// base another guest writes (naming both), a refused start uses up no VM id, -i makes unattached taps, and
+// `vmctl start` prints each warning once and says that an existing VM exists.
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
@@ -62,7 +64,35 @@ t.test('an overlay whose base another guest writes is refused by vmd, naming bot
   t.match(w.stderr, new RegExp(`vm "writer": disk ${escape(base)}: vm "reader" reads it .* as a backing file`));
 
   // owner was vm 1 (forgotten at its stop, its id kept for its name), reader vm 2; the refused ones took none.
-  const c = await h.vmctl(['start', ...BOOT, 'third']);
+  const c = await h.vmctl(['start', ...BOOT, '-i', '1', 'third']);
   t.match(c.stderr, /started vm 3 successfully/, 'the refused starts used up no id');
+
+  // -i makes a host link attached to nothing (OpenBSD's tap), not a QEMU user-mode NIC.
+  const pid = Number((await h.waitState('third', 'running', 30_000)).trim().split(/\s+/)[1]);
+  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  t.ok(argv.some((a) => /^tap,id=net0,fd=\d+$/.test(a)), '-i 1: a tap');
+  t.notOk(argv.some((a) => a.startsWith('user,')), 'no user-mode network');
+  const links = await h.vmctl(['--json', 'links', 'third']);
+  const link = (JSON.parse(links.stdout) as { links: Array<{ link: string; switch: string | null; local: boolean }> }).links[0];
+  t.match(link, { switch: null, local: false }, 'on no switch');
+  const master = await execa('ip', ['-n', h.netns, '-o', 'link', 'show', link!.link]);
+  t.notMatch(master.stdout, / master /, 'the host link is a port of no bridge');
+
+  // An existing VM with options that describe a new one: OpenBSD's EALREADY, not a complaint about booting.
+  const again = await h.vmctl(['start', 'third', '-m', '2G']);
+  t.equal(again.exitCode, 1);
+  t.equal(again.stderr.split('\n')[0], 'vmctl: start vm command failed: Operation already in progress');
   for (const name of ['reader', 'third']) t.equal((await h.vmctl(['stop', '-f', '-w', name])).exitCode, 0);
+});
+
+t.test('each start warning is printed once', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  const iso = join(h.dir, 'empty.iso');
+  writeFileSync(iso, Buffer.alloc(64 * 1024));
+  const r = await h.vmctl(['start', '-r', iso, '-m', '64M', 'cd']);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal(r.stderr.split('starting without disks').length - 1, 1, r.stderr);
+  t.equal(r.stderr.split('starting without network interfaces').length - 1, 1, r.stderr);
+  t.equal((await h.vmctl(['stop', '-f', '-w', 'cd'])).exitCode, 0);
 });
