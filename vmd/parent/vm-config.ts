@@ -52,6 +52,8 @@ export function vmFromOptions(
         [o.interfaces !== undefined || (o.nets?.length ?? 0) > 0 || (o.forwards?.length ?? 0) > 0, 'interface', 'interfaces'],
         [o.boot !== undefined || o.initrd !== undefined || o.cmdline !== undefined, 'boot', 'boot image'],
         [o.cdrom !== undefined, 'cdrom', 'cdrom'],
+        // The machine decides how the instance boots and which devices it has: part of `allow instance boot`.
+        [o.machine !== undefined, 'boot', 'machine'],
       ];
       for (const [given, flag, what] of overrides) {
         if (given && !allow.flags.includes(flag)) {

@@ -43,3 +43,12 @@ t.test('the machine type and disk buses: from vmctl start, through a send stream
   t.equal(old.machine, undefined, 'a stream from before machine types: q35');
   t.throws(() => readStreamConfig({ ...JSON.parse(JSON.stringify(header)), machine: 'isapc' }), { message: /machine must be one of q35, pc, microvm/ });
 });
+
+t.test('an instance made by a user other than root sets its machine only with allow instance boot', async (t) => {
+  const parent = vmFromOptions('p', { boot: '/k' }, 0, none, () => false).vm;
+  const tmpl = (flags: VmConfig['allowInstance']) => ({ ...parent, allowInstance: flags });
+  const asUser = (flags: VmConfig['allowInstance']) => () => vmFromOptions('c', { instanceOf: 'p', machine: 'pc' }, 1000, () => tmpl(flags), () => false);
+  const owner = { uid: 1000, gid: null, user: 'u', group: null };
+  t.throws(asUser({ flags: ['memory'], owner }), { code: 'ERR_PERMISSION', message: 'vm "c": no permission to set machine' });
+  t.equal(asUser({ flags: ['boot'], owner })().vm.machine, 'pc');
+});
