@@ -49,12 +49,12 @@ export interface InstanceFlagNode {
 
 export type VmOpt = Span & (
   | { kind: 'enable' | 'disable' | 'sev' | 'seves' }
-  | { kind: 'disk'; path: Toks; format: Toks | null }
+  | { kind: 'disk'; path: Toks; format: Toks | null; bus: Tok | null }
   | { kind: 'interface'; local: boolean; name: Tok | null; opts: readonly IfaceOpt[] }
   | { kind: 'bootDevice'; value: 'cdrom' | 'disk' | 'net' }
   | { kind: 'boot' | 'cdrom' | 'initrd'; path: Toks }
   | { kind: 'cmdline'; value: Toks }
-  | { kind: 'interfaces' | 'cpus' | 'accel'; value: Tok }
+  | { kind: 'interfaces' | 'cpus' | 'accel' | 'machine'; value: Tok }
   | { kind: 'memory'; value: Tok; number: boolean }
   | { kind: 'owner'; owner: OwnerNode }
   | { kind: 'allow'; flags: readonly InstanceFlagNode[] }

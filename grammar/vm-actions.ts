@@ -2,9 +2,9 @@
 // owner, allow instance, interfaces), building a VmConfig at the closing brace.
 
 import type {
-  Accel, AllowInstance, BootDevice, DiskConfig, InstanceFlag, InterfaceConfig, Owner, SourceLocation, VmConfig,
+  Accel, AllowInstance, BootDevice, DiskBus, DiskConfig, InstanceFlag, InterfaceConfig, Machine, Owner, SourceLocation, VmConfig,
 } from '../share/config.js';
-import { MAX_DISKS, MAX_MEMORY, MAX_NICS, MIN_MEMORY } from '../share/config.js';
+import { DISK_BUSES, MACHINE_BUSES, MACHINES, MAX_DISKS, MAX_MEMORY, MAX_NICS, MIN_MEMORY } from '../share/config.js';
 import { hasQcow2Magic } from '../share/diskformat.js';
 import { strerror } from '../share/errno.js';
 import { CONTROL_CHARS } from '../share/names.js';
@@ -37,6 +37,10 @@ export interface VmDraft {
   sev: boolean;
   seves: boolean;
   accel: Accel | null;
+  machine: Machine | null;
+  /** Token of each disk's `bus` word (or of its line), for the machine check at the closing brace. */
+  diskAt: number[];
+  machineAt: number;
   location: SourceLocation;
 }
 
@@ -53,7 +57,8 @@ export function vmBegin(a: ActionBase, nameToks: Toks, instance: Toks | null, he
   return {
     name, instanceOf, enabled: true, memory: null, cpus: null, boot: null, initrd: null, cmdline: null,
     bootDevice: null, cdrom: null, disks: [], nics: [], nifs: null, owner: null, allow: null,
-    sev: false, seves: false, accel: null, location: a.location(nameToks[0]! - 1),
+    sev: false, seves: false, accel: null, machine: null, diskAt: [], machineAt: nameToks[0]! - 1,
+    location: a.location(nameToks[0]! - 1),
   };
 }
 
@@ -66,6 +71,7 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
     case 'seves': vm.sev = true; vm.seves = true; return;
     case 'disk':
       vm.disks.push(vmDisk(a, vm, o, la));
+      vm.diskAt.push(o.bus ?? o.path[0]!);
       return;
     case 'interface':
       vm.nics.push(vmInterface(a, o, vm.nics.length));
@@ -131,6 +137,14 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
       vm.accel = v as Accel;
       return;
     }
+    case 'machine': {
+      if (vm.machine !== null) a.fail(o.value, 'machine specified more than once', la);
+      const v = a.text(o.value);
+      if (!(MACHINES as readonly string[]).includes(v)) a.fail(o.value, `invalid machine: ${v}: ${MACHINES.join(', ')}`, la);
+      vm.machine = v as Machine;
+      vm.machineAt = o.value;
+      return;
+    }
     case 'cmdline': {
       if (vm.cmdline !== null) a.fail(la, 'cmdline specified more than once', la);
       const cmdline = a.concat(o.value);
@@ -153,16 +167,33 @@ export function vmEnd(a: ActionBase, vm: VmDraft, close: number): VmConfig {
   const allow: AllowInstance | null = vm.allow === null
     ? null
     : { flags: [...vm.allow.flags].sort(), owner: vm.allow.owner };
+  machineCheck(a, vm);
   a.debug(close, `vm "${vm.name}" registered (${vm.enabled ? 'enabled' : 'disabled'})`);
   return {
     name: vm.name, instanceOf: vm.instanceOf, enabled: vm.enabled, memory: vm.memory, cpus: vm.cpus,
     boot: vm.boot, initrd: vm.initrd, cmdline: vm.cmdline, bootDevice: vm.bootDevice, cdrom: vm.cdrom,
     disks: vm.disks, interfaces: nics, owner: vm.owner, allowInstance: allow, sev: vm.sev, seves: vm.seves,
-    accel: vm.accel, location: vm.location,
+    accel: vm.accel, ...(vm.machine === null ? {} : { machine: vm.machine }), location: vm.location,
   };
 }
 
-/** `disk PATH [format raw|qcow2]`. */
+/** What the machine cannot hold, on the line that asks for it: a bus it lacks; microvm's kernel-only boot. */
+function machineCheck(a: ActionBase, vm: VmDraft): void {
+  const machine = vm.machine ?? 'q35';
+  vm.disks.forEach((d, i) => {
+    const bus = d.bus ?? 'virtio';
+    if (!MACHINE_BUSES[machine].includes(bus)) {
+      const has = Object.entries(MACHINE_BUSES).filter(([, b]) => b.includes(bus)).map(([m]) => m);
+      a.error(vm.diskAt[i]!, `disk ${d.path}: bus ${bus} needs machine ${has.join(' or ')}, not ${machine}`);
+    }
+  });
+  if (machine !== 'microvm') return;
+  if (vm.boot === null) a.error(vm.machineAt, 'machine microvm needs a kernel: boot PATH (it has no firmware that boots a disk)');
+  if (vm.cdrom !== null) a.error(vm.machineAt, 'machine microvm has no cdrom bus');
+  if (vm.bootDevice !== null) a.error(vm.machineAt, 'machine microvm cannot use boot device');
+}
+
+/** `disk PATH [format raw|qcow2] [bus virtio|scsi|sata|ide|nvme]`. */
 function vmDisk(a: ActionBase, vm: VmDraft, o: VmOpt & { kind: 'disk' }, la: number): DiskConfig {
   const path = a.concat(o.path);
   let format: 'raw' | 'qcow2' | null = null;
@@ -172,7 +203,14 @@ function vmDisk(a: ActionBase, vm: VmDraft, o: VmOpt & { kind: 'disk' }, la: num
     else if (f.toLowerCase() === 'qcow2') format = 'qcow2';
     else a.fail(la, `unrecognized disk format ${f}`, la);
   }
-  return parseDisk(a, vm, path, format) ?? a.fail(la, `failed to parse disks: ${path}`, la);
+  let bus: DiskBus | null = null;
+  if (o.bus !== null) {
+    const b = a.text(o.bus);
+    if (!(DISK_BUSES as readonly string[]).includes(b)) a.fail(o.bus, `unrecognized disk bus ${b}: ${DISK_BUSES.join(', ')}`, la);
+    bus = b as DiskBus;
+  }
+  const disk = parseDisk(a, vm, path, format) ?? a.fail(la, `failed to parse disks: ${path}`, la);
+  return bus === null ? disk : { ...disk, bus };
 }
 
 /** parse.y parse_disk(): count, realpath, then the format from the qcow2 magic unless given. */

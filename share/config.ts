@@ -10,6 +10,23 @@ export interface SourceLocation {
 export type Accel = 'auto' | 'kvm' | 'tcg';
 export type DiskFormat = 'raw' | 'qcow2';
 export type BootDevice = 'cdrom' | 'disk' | 'net';
+/** `disk … bus B`: how the guest sees a disk; virtio when not given. */
+export type DiskBus = 'virtio' | 'scsi' | 'sata' | 'ide' | 'nvme';
+/** `machine M`: the QEMU machine type; q35 when not given. */
+export type Machine = 'q35' | 'pc' | 'microvm';
+
+/** Every machine type; q35 is the default. */
+export const MACHINES: readonly Machine[] = ['q35', 'pc', 'microvm'];
+
+/** Every disk bus; virtio is the default. */
+export const DISK_BUSES: readonly DiskBus[] = ['virtio', 'scsi', 'sata', 'ide', 'nvme'];
+
+/** The buses each machine has: ide only where the chipset has it (pc), microvm only virtio-mmio ones (vmd/qemu-disks.ts). */
+export const MACHINE_BUSES: Readonly<Record<Machine, readonly DiskBus[]>> = {
+  q35: ['virtio', 'scsi', 'sata', 'nvme'],
+  pc: ['virtio', 'scsi', 'sata', 'ide', 'nvme'],
+  microvm: ['virtio', 'scsi'],
+};
 
 /** `owner user[:group]`, `:group` or a uid, resolved against the host's passwd/group at parse time. */
 export interface Owner {
@@ -26,6 +43,8 @@ export interface DiskConfig {
   /** Absolute path (realpath at parse time, as OpenBSD). */
   readonly path: string;
   readonly format: DiskFormat;
+  /** Absent = virtio (configs stored before buses existed have none). */
+  readonly bus?: DiskBus;
 }
 
 /** A port or an inclusive port range of a filter rule (`port 80`, `port 1000:2000`). */
@@ -123,6 +142,8 @@ export interface VmConfig {
   readonly sev: boolean;
   readonly seves: boolean;
   readonly accel: Accel | null;
+  /** `machine …`; absent or null = q35 (configs stored before machines existed have none). */
+  readonly machine?: Machine | null;
   readonly location: SourceLocation;
 }
 

@@ -2,7 +2,7 @@
 // The types are the vocabulary (the vmd.h of the protocol); the readers live in read-request.ts and read-response.ts.
 
 import type { VmdErrorData } from './errors.js';
-import { MAX_NICS } from './config.js';
+import { MAX_NICS, type Machine } from './config.js';
 import type { StreamConfig } from './stream.js';
 
 /** Bumped on any incompatible change; a client with another version gets ERR_VERSION. */
@@ -125,12 +125,15 @@ export interface StartOptions {
   readonly memory?: number;
   readonly interfaces?: number;
   readonly nets?: readonly StartNet[];
+  /** `[bus:][format:]/abs/path`: `nvme:qcow2:/vm/disk.qcow2`, `ide:/vm/disk.img`, `/vm/disk.img`. */
   readonly disks?: readonly string[];
   readonly boot?: string;
   readonly initrd?: string;
   readonly cmdline?: string;
   readonly cdrom?: string;
   readonly bootDevice?: 'cdrom' | 'disk' | 'net';
+  /** `--machine`: q35 (the default), pc or microvm. */
+  readonly machine?: Machine;
   readonly instanceOf?: string;
   readonly forwards?: readonly StartForward[];
 }

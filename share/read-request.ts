@@ -6,13 +6,17 @@ import {
   MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError,
   type Base, type ControlRequest, type RequestType, type StartNet, type StartOptions,
 } from './protocol.js';
+import { DISK_BUSES, MACHINES } from './config.js';
 import { array, bool, int, isObj, oneOf, onlyKeys, optInt, optStr, path, str, type Obj } from './read.js';
+
+/** A `vmctl start` disk: `[bus:][raw:|qcow2:]/absolute/path`. */
+export const DISK_SPEC_RE = new RegExp(`^(?:(${DISK_BUSES.join('|')}):)?(?:(raw|qcow2):)?(/.*)$`, 's');
 
 /** `vmctl start` options: paths absolute, lists bounded, every key known. */
 export function readStartOptions(v: unknown): StartOptions {
   const what = 'vm.start.request options';
   if (!isObj(v)) throw new ProtocolError(`${what}: must be an object`);
-  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'instanceOf', 'forwards'], what);
+  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'machine', 'instanceOf', 'forwards'], what);
   const out: { -readonly [K in keyof StartOptions]: StartOptions[K] } = {};
   const memory = optInt(v, 'memory', 1, 2 ** 53 - 1, what);
   if (memory !== undefined) out.memory = memory;
@@ -34,9 +38,10 @@ export function readStartOptions(v: unknown): StartOptions {
   const disks = array(v, 'disks', 64, what);
   if (disks !== undefined) {
     out.disks = disks.map((d) => {
-      // vmctl sends `raw:` or `qcow2:` in front of the path when the user gave a format (`-d qcow2:disk.img`).
-      if (typeof d !== 'string' || !/^(?:(?:raw|qcow2):)?\//.test(d) || d.length > MAX_PATH + 8 || d.includes('\0')) {
-        throw new ProtocolError(`${what}: disks entries must be absolute paths, optionally after raw: or qcow2:`);
+      // vmctl sends the bus and format in front of the path when the user gave them (`-d nvme:qcow2:disk.img`).
+      const m = typeof d === 'string' ? DISK_SPEC_RE.exec(d) : null;
+      if (typeof d !== 'string' || m === null || m[3]!.length > MAX_PATH || d.includes('\0')) {
+        throw new ProtocolError(`${what}: disks entries must be absolute paths, optionally after a bus (${DISK_BUSES.join(', ')}) and raw: or qcow2:`);
       }
       return d;
     });
@@ -53,6 +58,7 @@ export function readStartOptions(v: unknown): StartOptions {
   })();
   if (cmdline !== undefined) out.cmdline = cmdline;
   if (v.bootDevice !== undefined) out.bootDevice = oneOf(v, 'bootDevice', ['cdrom', 'disk', 'net'] as const, what);
+  if (v.machine !== undefined) out.machine = oneOf(v, 'machine', MACHINES, what);
   const instanceOf = optStr(v, 'instanceOf', MAX_NAME, what);
   if (instanceOf !== undefined) out.instanceOf = instanceOf;
   const forwards = array(v, 'forwards', 64, what);

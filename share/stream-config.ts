@@ -2,7 +2,7 @@
 // A stream is a file anyone can hand vmd: every field is checked, unknown keys refused, and the error names the field.
 
 import { isIP } from 'node:net';
-import type { InterfaceAllow } from './config.js';
+import { DISK_BUSES, MACHINES, type DiskBus, type InterfaceAllow, type Machine } from './config.js';
 import { CONTROL_CHARS, groupNameError, switchNameError, vmNameError } from './names.js';
 import { StreamError } from './stream-error.js';
 
@@ -43,7 +43,9 @@ export interface StreamConfig {
   readonly initrd: string | null;
   readonly cmdline: string | null;
   readonly cdrom: string | null;
-  readonly disks: readonly { readonly path: string; readonly format: 'raw' | 'qcow2' }[];
+  readonly disks: readonly { readonly path: string; readonly format: 'raw' | 'qcow2'; readonly bus?: DiskBus }[];
+  /** Absent in streams from before machine types: q35. */
+  readonly machine?: Machine;
   readonly interfaces: readonly StreamNic[];
   readonly owner: { readonly uid: number; readonly gid: number | null } | null;
 }
@@ -163,7 +165,8 @@ const MIB = 1024 * 1024;
 /** Decodes an untrusted configuration from a stream; throws StreamError naming the field. */
 export function readStreamConfig(v: unknown): StreamConfig {
   if (!isObj(v)) bad('must be an object');
-  keys(v, ['name', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'interfaces', 'owner'], 'configuration');
+  keys(v, ['name', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'machine', 'interfaces', 'owner'], 'configuration');
+  if (v.machine !== undefined && !(MACHINES as readonly unknown[]).includes(v.machine)) bad(`machine must be one of ${MACHINES.join(', ')}`);
   const memory = intIn(v.memory, MIB, 128 * 1024 * MIB, 'memory');
   if (memory % MIB !== 0) bad('memory must be a whole number of megabytes');
   let cmdline: string | null = null;
@@ -187,10 +190,13 @@ export function readStreamConfig(v: unknown): StreamConfig {
     cdrom: pathOrNull(v.cdrom, 'cdrom'),
     disks: list(v.disks, 4, 'disks').map((d, i) => {
       if (!isObj(d)) bad(`disk ${i} must be an object`);
-      keys(d, ['path', 'format'], `disk ${i}`);
+      keys(d, ['path', 'format', 'bus'], `disk ${i}`);
       if (d.format !== 'raw' && d.format !== 'qcow2') bad(`disk ${i} format must be raw or qcow2`);
-      return { path: pathOrNull(d.path, `disk ${i} path`) ?? bad(`disk ${i} path must be an absolute path`), format: d.format };
+      if (d.bus !== undefined && !(DISK_BUSES as readonly unknown[]).includes(d.bus)) bad(`disk ${i} bus must be one of ${DISK_BUSES.join(', ')}`);
+      const path = pathOrNull(d.path, `disk ${i} path`) ?? bad(`disk ${i} path must be an absolute path`);
+      return d.bus === undefined ? { path, format: d.format } : { path, format: d.format, bus: d.bus as DiskBus };
     }),
+    ...(v.machine === undefined ? {} : { machine: v.machine as Machine }),
     interfaces: list(v.interfaces, 4, 'interfaces').map(nic),
     owner,
   };

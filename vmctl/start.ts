@@ -3,6 +3,7 @@
 
 import { closeSync, fstatSync, openSync, realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { DISK_BUSES, MACHINES, type Machine } from '../share/config.js';
 import type { StartForward, StartNet, StartOptions } from '../share/protocol.js';
 import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import { attachConsole } from './console.js';
@@ -66,19 +67,22 @@ function realpath(cwd: string, path: string): string {
 }
 
 /**
- * Disk operands may name their format (`raw:` or `qcow2:`, as parse_disktype() reads them). The prefix is kept in
- * front of the resolved path, `qcow2:/abs/disk.img`, and vmd strips and honours it; without one vmd detects the format.
+ * Disk operands may name their bus (ours: `virtio:`, `scsi:`, `sata:`, `ide:`, `nvme:`) and then their format
+ * (`raw:` or `qcow2:`, as parse_disktype() reads them). The prefixes are kept in front of the resolved path,
+ * `nvme:qcow2:/abs/disk.img`, and vmd strips and honours them; without them vmd detects the format, the bus is virtio.
  */
 function parseDisk(cwd: string, word: string): string {
-  const m = /^(raw|qcow2):/.exec(word);
-  const path = m === null ? word : word.slice(m[0].length);
+  const bus = new RegExp(`^(${DISK_BUSES.join('|')}):`).exec(word);
+  const rest = bus === null ? word : word.slice(bus[0].length);
+  const m = /^(raw|qcow2):/.exec(rest);
+  const path = m === null ? rest : rest.slice(m[0].length);
   let real: string;
   try {
     real = realpath(cwd, path);
   } catch (err) {
     throw new CliError(sysMessage(`invalid disk path: ${path}`, err));
   }
-  return m === null ? real : `${m[1] as string}:${real}`;
+  return `${bus === null ? '' : bus[0]}${m === null ? '' : m[0]}${real}`;
 }
 
 /** vm_start() opens the kernel itself, as the caller: so a user can only boot what they can read. */
@@ -105,7 +109,7 @@ export function validVmName(name: string): boolean {
 /** The options of `vmctl start`: OpenBSD's getopt string `b:B:cd:i:Lm:n:r:t:` plus our long options. */
 const START_OPTIONS = [
   '-b <path>', '-B <device>', '-c', '-d <disk>', '-i <count>', '-L', '-m <size>', '-n <switch>', '-r <path>', '-t <name>',
-  '--initrd <path>', '--cmdline <string>', '--forward <spec>',
+  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--machine <type>',
 ] as const;
 
 /** The options seen so far: getopt's events fill it in one at a time, in the order they were typed. */
@@ -118,6 +122,7 @@ interface StartFlags {
   instanceOf: string | undefined;
   initrd: string | undefined;
   cmdline: string | undefined;
+  machine: Machine | undefined;
   console: boolean;
   readonly nets: StartNet[];
   readonly disks: string[];
@@ -197,25 +202,26 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
     case 'forward':
       flags.forwards.push(parseForward(v));
       break;
+    case 'machine':
+      if (flags.machine !== undefined) throw new CliError('machine specified multiple times');
+      if (!(MACHINES as readonly string[]).includes(v)) throw new CliError(`unknown machine ${v}: ${MACHINES.join(', ')}`);
+      flags.machine = v as Machine;
+      break;
     default:
       throw new UsageError();
   }
 }
 
-/** vm_start()'s checks after parsing, in its order: bootability of a new VM, then lengths, name and boot files. */
-function checkStartFlags(flags: StartFlags, ref: VmRef, nnics: number, env: StartEnv): void {
+/**
+ * vm_start()'s checks after parsing, in its order: limits, then lengths, name and boot files. Whether a new VM can
+ * boot and its `starting without …` warnings are vmd's to say: only vmd knows whether NAME exists (then any option
+ * but -b and -B is refused as OpenBSD does) or what an instance inherits, and vmctl prints its warnings once.
+ */
+function checkStartFlags(flags: StartFlags, ref: VmRef, nnics: number): void {
   const { boot, cdrom, disks, initrd } = flags;
-  // vm_start(): a new VM (any creating option, no -t) must be bootable; the daemon fills in 512M by default.
-  const creating = flags.memory !== undefined || nnics > 0 || disks.length > 0 || boot !== undefined || cdrom !== undefined
-    || initrd !== undefined || flags.cmdline !== undefined || flags.forwards.length > 0;
-  if (flags.instanceOf === undefined && creating) {
-    if (disks.length > MAX_DISKS) throw new CliError('too many disks');
-    else if (boot === undefined && disks.length === 0) env.warn('starting without disks');
-    if (boot === undefined && disks.length === 0 && cdrom === undefined) throw new CliError('no kernel or disk/cdrom specified');
-    if (nnics > MAX_NICS) throw new CliError('too many network interfaces');
-    if (boot === undefined && nnics === 0) env.warn('starting without network interfaces');
-  }
-  for (const d of disks) if (d.replace(/^(raw|qcow2):/, '').length >= PATH_MAX) throw new CliError('disk path too long');
+  if (disks.length > MAX_DISKS) throw new CliError('too many disks');
+  if (nnics > MAX_NICS) throw new CliError('too many network interfaces');
+  for (const d of disks) if (d.slice(d.indexOf('/')).length >= PATH_MAX) throw new CliError('disk path too long');
   for (const n of flags.nets) if (n.kind === 'switch' && n.switch.length >= VM_NAME_MAX) throw new CliError('interface name too long');
   if (ref.name !== undefined && !validVmName(ref.name)) throw new CliError('invalid VM name');
   if (boot !== undefined) checkBootFile(boot, 'kernel');
@@ -235,6 +241,7 @@ function buildStartOptions(flags: StartFlags, nnics: number): StartOptions {
   if (flags.cmdline !== undefined) options.cmdline = flags.cmdline;
   if (flags.cdrom !== undefined) options.cdrom = flags.cdrom;
   if (flags.bootDevice !== undefined) options.bootDevice = flags.bootDevice;
+  if (flags.machine !== undefined) options.machine = flags.machine;
   if (flags.instanceOf !== undefined) options.instanceOf = flags.instanceOf;
   if (flags.forwards.length > 0) options.forwards = flags.forwards;
   return options;
@@ -245,7 +252,7 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
   const { events, operands } = getopt(args, START_OPTIONS);
   const flags: StartFlags = {
     boot: undefined, bootDevice: undefined, cdrom: undefined, memory: undefined, nifs: undefined, instanceOf: undefined,
-    initrd: undefined, cmdline: undefined, console: false, nets: [], disks: [], forwards: [],
+    initrd: undefined, cmdline: undefined, machine: undefined, console: false, nets: [], disks: [], forwards: [],
   };
   for (const { name, value } of events) readStartOption(flags, name, value ?? '', env);
   if (operands.length !== 1) throw new UsageError();
@@ -255,7 +262,7 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
 
   // -L and -n NICs come first, in order; -i adds plain ones up to its count and never removes any.
   const nnics = Math.max(flags.nifs ?? 0, flags.nets.length);
-  checkStartFlags(flags, ref, nnics, env);
+  checkStartFlags(flags, ref, nnics);
   return { ref, options: buildStartOptions(flags, nnics), console: flags.console };
 }
 

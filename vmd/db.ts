@@ -86,6 +86,7 @@ export class StateDb {
       idOf: this.db.prepare<[string], { id: number }>('SELECT id FROM vm_id WHERE name = ?'),
       maxId: this.db.prepare<[], { m: number | null }>('SELECT max(id) AS m FROM vm_id'),
       claim: this.db.prepare('INSERT INTO vm_id (name, id) VALUES (?, ?)'),
+      unclaim: this.db.prepare('DELETE FROM vm_id WHERE name = ? AND id = ?'),
       upsertVm: this.db.prepare(`INSERT INTO vm (id, name, origin, config, owner_uid, owner_gid, created_at)
         VALUES (@id, @name, @origin, @config, @ownerUid, @ownerGid, @now)
         ON CONFLICT(id) DO UPDATE SET origin = excluded.origin, config = excluded.config,
@@ -121,6 +122,16 @@ export class StateDb {
       this.stmts.claim.run(name, id);
       return id;
     })();
+  }
+
+  /** The id a name already has, if any: a start that fails gives back only an id it claimed itself. */
+  vmIdOf(name: string): number | undefined {
+    return this.stmts.idOf.get(name)?.id;
+  }
+
+  /** Gives back an id claimed for a VM that never started, so a refused `vmctl start` uses up no id. */
+  vmUnclaimId(name: string, id: number): void {
+    this.stmts.unclaim.run(name, id);
   }
 
   vmPut(rec: VmRecord): void {

@@ -159,10 +159,11 @@ export class Network {
         if (nic.switch !== null && sw === undefined) {
           throw new VmdError('ERR_INVALID', `vm "${vm.name}": interface ${nic.index}: switch "${nic.switch}" not found`);
         }
-        if (sw === undefined && !nic.local) {
-          // Neither a switch nor local: OpenBSD gives such a tap no connectivity; user-mode NAT is more useful here.
-          nics.push({ kind: 'user', mac, forwards: nic.forwards });
-          continue;
+        // Neither a switch nor local: a tap connected to nothing, as OpenBSD makes it; a forward has nowhere to go.
+        if (sw === undefined && !nic.local && nic.forwards.length > 0) {
+          throw new VmdError('ERR_INVALID', `vm "${vm.name}": interface ${nic.index}: forward needs a local interface or a switch`, {
+            hint: 'make it a local interface (vmctl start -L), or attach it to a switch with address, dhcp and nat',
+          });
         }
         if (sw !== undefined && !nic.local && nic.forwards.length > 0) forwardSwitchCheck(vm.name, nic, sw);
         const state = this.linkStateOf(vmId, vm, nic, sw, false);
@@ -228,7 +229,7 @@ export class Network {
     if (!this.root) return;
     for (const nic of vm.interfaces) {
       const sw = nic.switch === null ? undefined : this.switchByName(nic.switch);
-      if (sw === undefined && !nic.local) continue;
+      if (nic.switch !== null && sw === undefined) continue;
       const state = this.linkStateOf(vmId, vm, nic, sw, true);
       this.links.set(state.name, state);
       if (state.fixed) this.hostsWrite(sw!.name);

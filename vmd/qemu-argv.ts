@@ -28,6 +28,7 @@ import { isIPv4 } from 'node:net';
 import { MAX_DISKS, MAX_MEMORY, MAX_NAME_LEN, MAX_NICS, MIN_MEMORY } from '../share/config.js';
 import { VmdError } from '../share/errors.js';
 import { CONTROL_CHARS } from '../share/names.js';
+import { machineLayoutError, nicDevice, opts, pushCdromArgs, pushDiskArgs, type AddFd } from './qemu-disks.js';
 import type { QemuFile, QemuForward, QemuMachine, QemuSpec } from './qemu-spec.js';
 
 
@@ -48,14 +49,11 @@ export function qemuArgv(spec: QemuSpec): string[] {
   // Descriptors first, then the drives that name their sets. Sets are numbered in argv order from 1.
   const addFd = createFdSets(argv, spec.id);
   pushDiskArgs(argv, spec, addFd);
-  pushCdromArgs(argv, spec, machine, addFd);
-  pushNicArgs(argv, spec);
+  pushCdromArgs(argv, spec, addFd);
+  pushNicArgs(argv, spec, machine);
   if (spec.incoming) argv.push('-incoming', spec.incoming);
   return argv;
 }
-
-/** Adds one descriptor as the next fdset and returns the set's number, for the drive that names it. */
-type AddFd = (fd: number, opaque: string) => number;
 
 /** The machine, its size and how QEMU behaves as a process: everything before the first device. */
 function pushMachineArgs(argv: string[], spec: QemuSpec, machine: QemuMachine): void {
@@ -104,38 +102,9 @@ function createFdSets(argv: string[], id: number): AddFd {
   };
 }
 
-/** virtio disks, each with its backing chain overridden to fdsets (see the header). */
-function pushDiskArgs(argv: string[], spec: QemuSpec, addFd: AddFd): void {
-  spec.disks.forEach((disk, i) => {
-    const set = addFd(disk.fd, `disk${i}`);
-    const drive = [`file=/dev/fdset/${set}`, `format=${disk.format}`, 'if=none', `id=disk${i}`];
-    drive.push(disk.readonly ? 'readonly=on' : 'file.auto-read-only=off');
-    let prefix = 'backing.';
-    (disk.backing ?? []).forEach((b, j) => {
-      const file = 'fd' in b ? `/dev/fdset/${addFd(b.fd, `disk${i}-backing${j}`)}` : b.path;
-      drive.push(`${prefix}driver=${b.format}`, `${prefix}file.filename=${file}`);
-      prefix += 'backing.';
-    });
-    argv.push('-drive', opts(drive));
-    const device = ['virtio-blk-pci', `drive=disk${i}`, `id=vd${i}`];
-    if (spec.bootDevice === 'disk' && i === 0) device.push('bootindex=0');
-    argv.push('-device', opts(device));
-  });
-}
-
-/** The read-only ISO, on the bus where each machine type expects a cdrom. */
-function pushCdromArgs(argv: string[], spec: QemuSpec, machine: QemuMachine, addFd: AddFd): void {
-  if (!spec.cdrom) return;
-  const set = addFd(spec.cdrom.fd, 'cdrom');
-  argv.push('-drive', opts([`file=/dev/fdset/${set}`, 'format=raw', 'if=none', 'id=cdrom0', 'media=cdrom', 'readonly=on']));
-  // q35: first AHCI port; pc: secondary IDE master, where QEMU's own -cdrom goes.
-  const device = ['ide-cd', 'drive=cdrom0', 'id=cd0', machine === 'q35' ? 'bus=ide.0' : 'bus=ide.1'];
-  if (spec.bootDevice === 'cdrom') device.push('bootindex=0');
-  argv.push('-device', opts(device));
-}
-
 /** virtio NICs on user-mode NAT or the parent's taps. */
-function pushNicArgs(argv: string[], spec: QemuSpec): void {
+function pushNicArgs(argv: string[], spec: QemuSpec, machine: QemuMachine): void {
+  const { model, pci } = nicDevice(machine);
   spec.nics.forEach((nic, i) => {
     if (nic.kind === 'user') {
       const netdev = ['user', `id=net${i}`];
@@ -144,10 +113,10 @@ function pushNicArgs(argv: string[], spec: QemuSpec): void {
     } else {
       argv.push('-netdev', opts(['tap', `id=net${i}`, `fd=${nic.fd}`]));
     }
-    const device = ['virtio-net-pci', `netdev=net${i}`, `id=nic${i}`, `mac=${nic.mac}`];
+    const device = [model, `netdev=net${i}`, `id=nic${i}`, `mac=${nic.mac}`];
     // The iPXE option ROM costs ~350 ms of boot per NIC: keep it only on the NIC we network-boot from.
     if (spec.bootDevice === 'net' && i === 0) device.push('bootindex=0');
-    else device.push('romfile=');
+    else if (pci) device.push('romfile=');
     argv.push('-device', opts(device));
   });
 }
@@ -155,11 +124,6 @@ function pushNicArgs(argv: string[], spec: QemuSpec): void {
 /** The path QEMU opens for a QemuFile: /proc/self/fd/N reopens the inherited descriptor (see the header). */
 function filePath(file: QemuFile): string {
   return 'fd' in file ? `/proc/self/fd/${file.fd}` : file.path;
-}
-
-/** Join QEMU option-list items; a comma inside a value is written as two commas. */
-function opts(items: readonly string[]): string {
-  return items.map((item) => item.replaceAll(',', ',,')).join(',');
 }
 
 function fail(spec: QemuSpec, why: string, code: 'ERR_INVALID' | 'ERR_NO_BOOT' = 'ERR_INVALID'): never {
@@ -181,18 +145,17 @@ function validate(spec: QemuSpec): void {
   checkDisks(spec, fds);
   checkNics(spec, fds);
   checkBootDevice(spec);
+  const layout = machineLayoutError(spec);
+  if (layout !== null) fail(spec, layout);
 }
 
-/** Name, id, accel, machine, memory and cpus: the values every argv carries. */
+/** Name, id, accel, memory and cpus: the values every argv carries (the machine is qemu-disks.ts's). */
 function checkScalars(spec: QemuSpec): void {
   if (typeof spec.name !== 'string' || !NAME_RE.test(spec.name) || spec.name.length > MAX_NAME_LEN) {
     fail(spec, `invalid name ${JSON.stringify(spec.name)}: letters, digits, ".", "-" and "_" only, at most ${MAX_NAME_LEN} characters`);
   }
   if (!Number.isSafeInteger(spec.id) || spec.id < 1) fail(spec, `invalid id ${spec.id}`);
   if (spec.accel !== 'kvm' && spec.accel !== 'tcg') fail(spec, `invalid accel ${String(spec.accel)}: kvm or tcg`);
-  if (spec.machine !== undefined && spec.machine !== 'q35' && spec.machine !== 'pc') {
-    fail(spec, `unsupported machine ${String(spec.machine)}: q35 or pc`);
-  }
   if (!Number.isSafeInteger(spec.memory) || spec.memory % MIB !== 0) fail(spec, `memory must be a whole number of megabytes: ${spec.memory} bytes`);
   if (spec.memory < MIN_MEMORY || spec.memory > MAX_MEMORY) fail(spec, `memory out of range: ${spec.memory / MIB} megabytes`);
   if (!Number.isSafeInteger(spec.cpus) || spec.cpus < 1 || spec.cpus > MAX_CPUS) {

@@ -1,13 +1,13 @@
 // The resolved description of one guest that vmd/qemu-argv.ts turns into QEMU's command line.
 // Descriptors are numbered as the child sees them; sizes are in bytes; nothing is left for QEMU to default.
 
-import type { BootDevice, DiskFormat } from '../share/config.js';
+import type { BootDevice, DiskBus, DiskFormat, Machine } from '../share/config.js';
 
 /** The two accelerators a spec can name; `auto` is resolved before the argv is built (vmd/accel.ts). */
 export type QemuAccel = 'kvm' | 'tcg';
 
-/** The machine types the builder knows how to lay devices out on. */
-export type QemuMachine = 'q35' | 'pc';
+/** The machine types the builder knows how to lay devices out on (vmd/qemu-disks.ts). */
+export type QemuMachine = Machine;
 
 /** A file QEMU opens itself (-kernel, -initrd, -bios): an inherited descriptor, read via /proc/self/fd/N, or a path. */
 export type QemuFile = { readonly fd: number } | { readonly path: string };
@@ -22,6 +22,8 @@ export interface QemuDisk {
   readonly fd: number;
   readonly format: DiskFormat;
   readonly readonly?: boolean;
+  /** Default virtio; which machines have which bus is vmd/qemu-disks.ts's. */
+  readonly bus?: DiskBus;
   /** The complete backing chain below the image, nearest first; absent = let QEMU follow the image header. */
   readonly backing?: readonly QemuBacking[];
 }

@@ -27,6 +27,8 @@ export interface QmpOptions {
   readonly commandTimeoutMs?: number;
   /** Longest accepted line; larger means a broken or hostile peer. Default 8 MiB (query-qmp-schema is ~200 KB). */
   readonly maxLineBytes?: number;
+  /** Whether QEMU still runs: a QEMU that exited will never make its socket, so connecting stops waiting for it. */
+  readonly alive?: () => boolean;
 }
 
 /** A QMP `error` reply: QEMU's class and desc, as a VmdError so it can cross to vmctl. */
@@ -86,7 +88,7 @@ export class QmpClient extends EventEmitter {
     const timeoutMs = options.timeoutMs ?? 5000;
     const maxLineBytes = options.maxLineBytes ?? 8 * 1024 * 1024;
     const deadline = Date.now() + timeoutMs;
-    const socket = await connectRetry(path, deadline);
+    const socket = await connectRetry(path, deadline, 'qmp', options.alive);
     let greeting: QmpGreeting;
     let rest: Buffer;
     try {
@@ -237,7 +239,7 @@ export class QmpClient extends EventEmitter {
 }
 
 /** Connect to a unix socket QEMU makes (QMP, migration), retrying while it does not exist or nobody listens yet. */
-export async function connectRetry(path: string, deadline: number, what = 'qmp'): Promise<Socket> {
+export async function connectRetry(path: string, deadline: number, what = 'qmp', alive: () => boolean = () => true): Promise<Socket> {
   for (;;) {
     try {
       return await new Promise<Socket>((resolve, reject) => {
@@ -250,6 +252,9 @@ export async function connectRetry(path: string, deadline: number, what = 'qmp')
       });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (RETRY_CODES.has(code) && !alive()) {
+        throw new VmdError('ERR_QEMU', `${what}: ${path}: qemu exited before it accepted connections`, { cause: err });
+      }
       if (!RETRY_CODES.has(code) || Date.now() + RETRY_DELAY_MS > deadline) {
         throw new VmdError('ERR_QEMU', `${what}: cannot connect to ${path}: ${code || String(err)}`, { cause: err });
       }

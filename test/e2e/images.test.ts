@@ -1,9 +1,9 @@
-// End to end, issue 6's guests and images: an overlay holds what the guest wrote (its base does not) and is refused
-// to a second guest; `-B` is one boot only, seen in the argv QEMU really gets; instances started by a non-root user.
+// End to end, guests and images: an overlay holds what the guest wrote (its base does not) and is refused to a second
+// guest; `-B cdrom` boots a real ISO once and the reboot boots the disk, on both paths; instances of a non-root user.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execa } from 'execa';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { ensureUsers } from '../lib/users.js';
@@ -65,40 +65,52 @@ const BOOT_SECTOR = (() => {
   return b;
 })();
 
-t.test('-B is for one boot: the guest gets the boot order in its argv, a reboot stops it, the next start is normal', async (t) => {
+/** A bootable El Torito ISO (no emulation) whose boot image is BOOT_SECTOR printing VMD-ISO-BOOTED instead. */
+async function bootIso(dir: string): Promise<string> {
+  const root = join(dir, 'iso-root');
+  mkdirSync(root, { recursive: true });
+  const sector = Buffer.from(BOOT_SECTOR.subarray(0, 2048));
+  sector.write('VMD-ISO-BOOTED', sector.indexOf('VMD-MBR-BOOTED'), 'latin1');
+  writeFileSync(join(root, 'boot.bin'), sector);
+  const iso = join(dir, 'boot.iso');
+  await execa('genisoimage', ['-quiet', '-o', iso, '-b', 'boot.bin', '-no-emul-boot', '-boot-load-size', '4', root]);
+  return iso;
+}
+
+/** -B cdrom once, then the guest resets itself: the same VM starts again and boots its disk (vmctl(8)). */
+async function installFlow(t: Test, h: VmdHarness, name: string, start: string[]): Promise<void> {
+  const once = await h.vmctl(start);
+  t.equal(once.exitCode, 0, once.stderr);
+  const argv1 = await qemuArgvOf(h, name);
+  t.ok(argv1.some((a) => a.startsWith('ide-cd,') && a.includes('bootindex=0')), '-B cdrom: the cdrom is boot index 0');
+  await h.console(name, '', /VMD-ISO-BOOTED/);
+  const pid1 = (await h.waitState(name, 'running')).trim().split(/\s+/)[1];
+  await h.vmctl(['console', '-t', '1', name], { input: 'r' });
+  const rebooted = new RegExp(`vm "${name}" \\(vm \\d+\\) rebooted`);
+  const deadline = Date.now() + 15_000;
+  while (!rebooted.test(h.daemonLog) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.match(h.daemonLog, rebooted, 'the reboot restarts the VM');
+  const row = await h.waitState(name, 'running', 15_000);
+  t.not(row.trim().split(/\s+/)[1], pid1, 'as a new QEMU');
+  const argv2 = await qemuArgvOf(h, name);
+  t.notOk(argv2.some((a) => a.includes('bootindex=')), 'without the one-time boot order');
+  t.ok(argv2.some((a) => a.startsWith('ide-cd,')), 'the cdrom is still attached');
+  await h.console(name, '', /VMD-MBR-BOOTED/);
+  t.equal((await h.vmctl(['stop', '-f', '-w', name])).exitCode, 0);
+}
+
+t.test('-B cdrom is for the next boot only: the guest boots the ISO, and after its reboot the disk', async (t) => {
   const h = await VmdHarness.start();
   t.teardown(() => h.teardown());
   const disk = join(h.dir, 'boot.raw');
   writeFileSync(disk, BOOT_SECTOR);
-  writeFileSync(h.configPath, `vm "bt" {\n  disable\n  memory 64M\n  disk "${disk}"\n}\n`);
+  writeFileSync(join(h.dir, 'cl.raw'), BOOT_SECTOR);
+  const iso = await bootIso(h.dir);
+  writeFileSync(h.configPath, `vm "bt" {\n  disable\n  memory 64M\n  disk "${disk}"\n  cdrom "${iso}"\n}\n`);
   t.equal((await h.vmctl(['reload'])).exitCode, 0);
 
-  const once = await h.vmctl(['start', '-B', 'disk', 'bt']);
-  t.equal(once.exitCode, 0, once.stderr);
-  const argv1 = await qemuArgvOf(h, 'bt');
-  t.ok(argv1.some((a) => a.startsWith('virtio-blk-pci,') && a.includes('bootindex=0')), '-B disk: the disk is boot index 0');
-  await h.console('bt', '', /VMD-MBR-BOOTED/);
-  // The guest resets itself: with a one-time boot device that is the end of it (OpenBSD), not a restart.
-  await h.vmctl(['console', '-t', '1', 'bt'], { input: 'r' });
-  await h.waitState('bt', 'stopped', 15_000);
-  t.match(h.daemonLog, /vm "bt" \(vm 1\) terminated: guest-reset/);
-
-  const normal = await h.vmctl(['start', 'bt']);
-  t.equal(normal.exitCode, 0, normal.stderr);
-  const argv2 = await qemuArgvOf(h, 'bt');
-  t.notOk(argv2.some((a) => a.includes('bootindex=')), 'the next start has the normal boot order');
-  await h.console('bt', '', /VMD-MBR-BOOTED/);
-  // Without -B a reboot is a restart, again with the normal order.
-  const pid2 = (await h.waitState('bt', 'running')).trim().split(/\s+/)[1];
-  await h.vmctl(['console', '-t', '1', 'bt'], { input: 'r' });
-  const deadline = Date.now() + 15_000;
-  while (!/vm "bt" \(vm 1\) rebooted/.test(h.daemonLog) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  t.match(h.daemonLog, /vm "bt" \(vm 1\) rebooted/, 'a plain reboot restarts it');
-  const row3 = await h.waitState('bt', 'running', 15_000);
-  t.not(row3.trim().split(/\s+/)[1], pid2, 'as a new QEMU');
-  const argv3 = await qemuArgvOf(h, 'bt');
-  t.notOk(argv3.some((a) => a.includes('bootindex=')), 'still the normal order');
-  t.equal((await h.vmctl(['stop', '-f', '-w', 'bt'])).exitCode, 0);
+  await t.test('a vm.conf VM', (t) => installFlow(t, h, 'bt', ['start', '-B', 'cdrom', 'bt']));
+  await t.test('a command-line VM', (t) => installFlow(t, h, 'cl', ['start', '-B', 'cdrom', '-r', iso, '-d', `raw:${join(h.dir, 'cl.raw')}`, '-m', '64M', 'cl']));
 });
 
 // Not permissions.test.ts' users: tests run in parallel, and each removes what it made.

@@ -205,6 +205,15 @@ t.test('vm errors', async (t) => {
   t.equal(errorsOf('vm "x" { cpus 1\n cpus 2\n}\n'), 'vmd: vm.conf:2: cpus specified more than once');
   t.equal(errorsOf('vm "x" { accel xen }\n'), 'vmd: vm.conf:1: invalid accel: xen');
   t.equal(errorsOf('vm "x" { initrd "nope" }\n'), 'vmd: vm.conf:1: initrd path not found: No such file or directory');
+  t.equal(errorsOf('vm "x" {\n disk "/dev/null" bus usb\n}\n'), 'vmd: vm.conf:2: unrecognized disk bus usb: virtio, scsi, sata, ide, nvme');
+  t.equal(errorsOf('vm "x" {\n disk "/dev/null" format raw bus ide\n}\n'), 'vmd: vm.conf:2: disk /dev/null: bus ide needs machine pc, not q35');
+  t.equal(errorsOf('vm "x" {\n machine pc\n disk "/dev/null" bus ide\n}\n'), '', 'ide on pc');
+  t.equal(errorsOf('vm "x" {\n machine isapc\n}\n'), 'vmd: vm.conf:2: invalid machine: isapc: q35, pc, microvm');
+  t.equal(errorsOf('vm "x" {\n machine microvm\n disk "/dev/null" bus nvme\n cdrom "/x.iso"\n}\n'), [
+    'vmd: vm.conf:3: disk /dev/null: bus nvme needs machine q35 or pc, not microvm',
+    'vmd: vm.conf:2: machine microvm needs a kernel: boot PATH (it has no firmware that boots a disk)',
+    'vmd: vm.conf:2: machine microvm has no cdrom bus',
+  ].join('\n'));
   t.equal(errorsOf('vm "x" { cmdline "a"\n cmdline "b"\n}\n'), 'vmd: vm.conf:2: cmdline specified more than once');
 });
 

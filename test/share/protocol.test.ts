@@ -357,10 +357,10 @@ t.test('paths: absolute, bounded, no NUL', async (t) => {
   }
 
   // Disks: absolute, optionally after the format vmctl -d accepts.
-  for (const good of ['/d.img', 'raw:/d.img', 'qcow2:/d.qcow2', `/${'d'.repeat(MAX_PATH - 1)}`, `qcow2:/${'d'.repeat(MAX_PATH - 1)}`]) {
+  for (const good of ['/d.img', 'raw:/d.img', 'qcow2:/d.qcow2', `/${'d'.repeat(MAX_PATH - 1)}`, `qcow2:/${'d'.repeat(MAX_PATH - 1)}`, 'nvme:/d.img', 'ide:qcow2:/d.qcow2', `sata:raw:/${'d'.repeat(MAX_PATH - 1)}`]) {
     accepts(t, opt({ disks: [good] }), `disk ${good.slice(0, 20)}`);
   }
-  for (const bad of ['d.img', 'raw:d.img', 'qcow2:', 'vmdk:/d.img', 'RAW:/d.img', ':/d.img', '', '/d\0.img', `/${'d'.repeat(MAX_PATH + 8)}`, 1, null, ['/d'], { path: '/d' }]) {
+  for (const bad of ['d.img', 'raw:d.img', 'qcow2:', 'vmdk:/d.img', 'RAW:/d.img', 'qcow2:nvme:/d.img', 'usb:/d.img', `nvme:/${'d'.repeat(MAX_PATH)}`, ':/d.img', '', '/d\0.img', `/${'d'.repeat(MAX_PATH + 8)}`, 1, null, ['/d'], { path: '/d' }]) {
     refuses(t, opt({ disks: [bad] }), 'ERR_PROTOCOL', `disk ${JSON.stringify(bad).slice(0, 20)}`, /disks entries/);
   }
   refuses(t, opt({ disks: ['/ok.img', 'bad.img'] }), 'ERR_PROTOCOL', 'one bad disk among good ones');

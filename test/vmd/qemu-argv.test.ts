@@ -76,6 +76,14 @@ t.test('impossible specs are refused with clear messages', async (t) => {
     ['boot device with kernel', { bootDevice: 'disk', kernel: { path: '/k' } }, /boot device cannot be used with a kernel/],
     ['exec under sandbox', { incoming: 'exec:cat state' }, /incoming exec: needs spawning/],
     ['nothing to boot', { disks: [] }, /^vm g: no kernel or disk\/cdrom specified$/, 'ERR_NO_BOOT'],
+    ['ide on q35', { disks: [{ fd: 3, format: 'raw', bus: 'ide' }] }, /^vm g: disk 0: bus ide needs machine pc, not q35$/],
+    ['unknown bus', { disks: [{ fd: 3, format: 'raw', bus: 'usb' as never }] }, /disk 0: unknown bus usb: virtio, scsi, sata, ide, nvme/],
+    ['unknown machine', { machine: 'isapc' as never }, /unsupported machine isapc: q35, pc, microvm/],
+    ['sata on microvm', { machine: 'microvm', kernel: { path: '/k' }, disks: [{ fd: 3, format: 'raw', bus: 'sata' }] }, /disk 0: bus sata needs machine q35 or pc, not microvm/],
+    ['nvme on microvm', { machine: 'microvm', kernel: { path: '/k' }, disks: [{ fd: 3, format: 'raw', bus: 'nvme' }] }, /disk 0: bus nvme needs machine q35 or pc, not microvm/],
+    ['microvm without kernel', { machine: 'microvm' }, /machine microvm needs a kernel/],
+    ['microvm with cdrom', { machine: 'microvm', kernel: { path: '/k' }, cdrom: { fd: 4 } }, /machine microvm has no cdrom bus/],
+    ['four ide disks and a cdrom', { machine: 'pc', cdrom: { fd: 7 }, disks: [3, 4, 5, 6].map((fd) => ({ fd, format: 'raw' as const, bus: 'ide' as const })) }, /too many ide disks: 4 \(pc has 3 places besides the cdrom\)/],
   ];
   for (const [what, change, message, code] of bad) {
     let thrown: unknown = null;

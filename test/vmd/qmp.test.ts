@@ -195,3 +195,12 @@ t.test('connect: retries until the socket appears, bounded otherwise', async (t)
   await fakeServer(t, silent, () => undefined, false);
   await t.rejects(QmpClient.connect(silent, { timeoutMs: 200 }), { code: 'ERR_QEMU', message: 'qmp: no greeting in time' });
 });
+
+t.test('connecting stops waiting once QEMU is gone: its socket will never appear', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-qmp-alive-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const began = Date.now();
+  await t.rejects(QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 10_000, alive: () => false }),
+    { code: 'ERR_QEMU', message: /qmp: .*qmp\.sock: qemu exited before it accepted connections/ });
+  t.ok(Date.now() - began < 2000, `not after the 10 s timeout (${Date.now() - began} ms)`);
+});

@@ -7,6 +7,7 @@ import type { VmConfig } from '../../share/config.js';
 import { VmdError } from '../../share/errors.js';
 import type { QemuBacking } from '../qemu-spec.js';
 import { diskOpenAs, reopenableBy, userFileOpen, type FileRequest, type FsIdentity } from '../user-files.js';
+import type { ImageLayer } from './disk-holders.js';
 import type { Identity } from './env.js';
 
 /**
@@ -46,6 +47,8 @@ export interface OpenedImages {
   /** Whether the boot image is a kernel QEMU loads itself (bzImage or ELF) rather than firmware, read from its fd. */
   readonly kernelIsLinux: boolean;
   readonly initrd: number | null;
+  /** Every disk file with the parent's descriptor, for the check against other running guests (disk-holders.ts). */
+  readonly layers: readonly ImageLayer[];
 }
 
 /**
@@ -60,11 +63,14 @@ export async function imagesOpen(vm: VmConfig, who: FsIdentity, fds: Descriptors
     return { fd: fds.own(opened.fd), size: opened.stat.size };
   };
   const disks: OpenedImages['disks'] = [];
+  const layers: ImageLayer[] = [];
   for (const d of vm.disks) {
     const opened = await diskOpenAs(vm.name, d, who);
     // Owned at once, so a later failure closes them with the rest.
     fds.own(opened.fd);
     for (const b of opened.backing) fds.own(b.fd);
+    layers.push({ hostFd: opened.fd, path: d.path, disk: d.path, writable: true });
+    for (const b of opened.backing) layers.push({ hostFd: b.fd, path: b.path, disk: d.path, writable: false });
     disks.push({
       fd: fds.pass(opened.fd), format: d.format, path: d.path,
       backing: opened.backing.map((b) => ({ fd: fds.pass(b.fd), format: b.format })),
@@ -92,7 +98,7 @@ export async function imagesOpen(vm: VmConfig, who: FsIdentity, fds: Descriptors
   };
   const kernel = bootFile(vm.boot, 'kernel');
   const initrd = bootFile(vm.initrd, 'initrd');
-  return { disks, cdrom, kernel: kernel?.fd ?? null, kernelIsLinux: kernel?.linux ?? false, initrd: initrd?.fd ?? null };
+  return { disks, cdrom, kernel: kernel?.fd ?? null, kernelIsLinux: kernel?.linux ?? false, initrd: initrd?.fd ?? null, layers };
 }
 
 /** Whether a boot image is a kernel QEMU loads itself (bzImage "HdrS" header, or ELF: PVH/multiboot) rather than firmware. */

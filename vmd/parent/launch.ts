@@ -14,6 +14,7 @@ import { qemuArgv } from '../qemu-argv.js';
 import type { QemuNic, QemuSpec } from '../qemu-spec.js';
 import { fsIdentityOf } from '../user-files.js';
 import type { Parent } from './context.js';
+import { diskHoldersCheck } from './disk-holders.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
 import type { Entry, RestartCount } from './registry.js';
 
@@ -34,15 +35,38 @@ export function restartCount(prev: RestartCount, restart: boolean, now: number, 
   return { quick, lastStartMs: now };
 }
 
-/** The last lines of QEMU's own log, for a start failure's message. */
+/**
+ * The last lines of QEMU's own log (its stderr), for a start failure's message. QEMU prefixes each line with its
+ * program name and echoes the option that failed (`-drive file=/dev/fdset/1,…,id=disk0,…: Failed to get shared
+ * "write" lock`); the echo names our descriptors, not the user's files, so only the device id stays.
+ */
 export function qemuLogTail(path: string): string {
   try {
     const text = readFileSync(path, 'utf8').trim();
-    const lines = text.split('\n').filter((l) => l.length > 0);
-    return lines.slice(-3).join('; ').replace(/^qemu-system-x86_64: /, '');
+    const lines = text.split('\n').filter((l) => l.length > 0).map((l) => l
+      .replace(/^qemu-system-[\w-]+: /, '')
+      .replace(/^-(?:drive|device|netdev|add-fd) \S*?\bid=([\w.-]+)\S*: /, '$1: ')
+      .replace(/^-\w[\w-]* \S+: /, ''));
+    return lines.slice(-3).join('; ');
   } catch {
     return '';
   }
+}
+
+/** Guests between their spawn and vmm's adoption: their start owns an early exit (guestExited leaves them alone). */
+const launching = new WeakSet<Entry>();
+
+/** Whether e's QEMU is still being started, so its exit is the start's failure rather than a guest's exit. */
+export function vmLaunching(e: Entry): boolean {
+  return launching.has(e);
+}
+
+/** Start failures already written to the log, so the callers that log failures of their own do not repeat them. */
+const logged = new WeakSet<object>();
+
+/** Whether a start's error was logged by the start itself. */
+export function startFailureLogged(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && logged.has(err);
 }
 
 /** Refusals that need no file opened: unsupported features, nothing to boot, a disk another running guest holds. */
@@ -89,6 +113,9 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
   try {
     rmSync(runDir, { recursive: true, force: true });
     const images = await imagesOpen(vm, fsIdentityOf(uid), fds, { root: p.env.root, qemu: p.env.qemuIdentity, runDir });
+    // QEMU's image locks would refuse a file another guest writes, or one it reads that this guest would write.
+    diskHoldersCheck(vm.name, images.layers, [...p.vms.entries.values()]
+      .filter((o) => o !== e && o.runtime?.pid != null).map((o) => ({ name: o.record.name, pid: o.runtime!.pid! })));
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
     chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
@@ -112,22 +139,36 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     p.db.runtimePut(rt);
     e.runtime = rt;
     e.stopRequested = false;
+    launching.add(e);
     child = await qemuSpawn(p, vm, argv, runDir, logFd, fds.passed);
     const pid = child.pid!;
+    // QEMU refusing its argv or an image exits at once: that exit, with QEMU's message, ends the start.
+    const exited = new Promise<never>((_, reject) => child!.once('exit', (code, signal) => {
+      reject(new VmdError('ERR_QEMU', `vm "${vm.name}": qemu exited during start (${signal ?? `status ${code ?? '?'}`})`));
+    }));
     const running: VmRuntime = { ...rt, pid };
     p.db.runtimePut(running);
     e.runtime = running;
     // QEMU died before vmm adopted it, or vmm is gone: the parent reaps and reports it too.
     child.on('exit', () => setTimeout(() => p.onGuestExit(e.record.id, pid, 'exited'), 300));
     p.db.event(e.record.id, 'start', `pid ${pid} uid ${uid}`);
-    const res = await p.roles.vmmCall((req) => ({
+    const adopt = p.roles.vmmCall((req) => ({
       type: 'vm.adopt', req,
       guest: { vmId: e.record.id, name: vm.name, pid, qmpSocket: rt.qmpSocket, consoleSocket: rt.consoleSocket, adopted: false },
     }));
+    // vmm gives up too once it sees QEMU gone; whichever says so first decides, and the other is not left unhandled.
+    adopt.catch(() => undefined);
+    exited.catch(() => undefined);
+    const res = await Promise.race([adopt, exited]);
+    launching.delete(e);
     p.vms.setState(e, res.state === 'paused' ? 'paused' : 'running');
     logInfo(`started ${vm.name} (vm ${e.record.id}) successfully, tty ${rt.consoleSocket}`);
   } catch (err) {
-    throw await startUndo(p, e, child, netUp, runDir, err);
+    const ve = await startUndo(p, e, child, netUp, runDir, err);
+    launching.delete(e);
+    logWarn(`vm "${vm.name}": failed to start: ${ve.message.replace(`vm "${vm.name}": `, '')}`);
+    logged.add(ve);
+    throw ve;
   } finally {
     fds.closeAll();
   }
@@ -144,8 +185,10 @@ async function startUndo(p: Parent, e: Entry, child: ChildProcess | null, netUp:
   p.vms.setState(e, 'stopped');
   const ve = toVmdError(err, 'ERR_QEMU');
   if (tail.length > 0 && ve.code === 'ERR_QEMU') {
-    const locked = /Failed to get "write" lock|Is another process using the image/.test(tail);
-    return new VmdError(locked ? 'ERR_DISK_LOCKED' : 'ERR_QEMU', `vm "${e.record.config.name}": qemu: ${tail}`, { cause: err });
+    const locked = /Failed to get (?:shared )?"\w+" lock|Is another process using the image/.test(tail);
+    return new VmdError(locked ? 'ERR_DISK_LOCKED' : 'ERR_QEMU', `vm "${e.record.config.name}": qemu: ${tail}`, {
+      cause: err, ...(locked ? { hint: 'another process, perhaps another guest, has the image or its backing file open' } : {}),
+    });
   }
   return ve;
 }
@@ -191,6 +234,7 @@ export function qemuSpecFor(
     memory: vm.memory ?? DEFAULT_MEMORY,
     cpus: vm.cpus ?? 1,
     accel: rt.accel,
+    ...(vm.machine == null ? {} : { machine: vm.machine }),
     kernel: kernel === null || !kernelIsLinux ? null : { fd: kernel },
     firmware: kernel !== null && !kernelIsLinux ? { fd: kernel } : null,
     initrd: initrd === null ? null : { fd: initrd },
@@ -198,7 +242,10 @@ export function qemuSpecFor(
     cmdline: kernelIsLinux ? vm.cmdline ?? DEFAULT_CMDLINE : null,
     bootDevice: rt.bootOnce ?? vm.bootDevice,
     cdrom: cdrom === null ? null : { fd: cdrom.fd },
-    disks: disks.map((d) => ({ fd: d.fd, format: d.format, ...(d.backing.length > 0 ? { backing: d.backing } : {}) })),
+    disks: disks.map((d, i) => ({
+      fd: d.fd, format: d.format, ...(d.backing.length > 0 ? { backing: d.backing } : {}),
+      ...(vm.disks[i]?.bus === undefined ? {} : { bus: vm.disks[i]!.bus }),
+    })),
     nics: rt.nics,
     qmpSocket: join(rt.runDir, 'qmp.sock'),
     consoleSocket: join(rt.runDir, 'console'),

@@ -6,7 +6,7 @@ import { toVmdError } from '../../share/errors.js';
 import type { ControlResponse, VmState } from '../../share/protocol.js';
 import { logInfo, logWarn } from '../log.js';
 import type { Parent } from './context.js';
-import { runtimeCleanup, vmStart } from './launch.js';
+import { runtimeCleanup, startFailureLogged, vmLaunching, vmStart } from './launch.js';
 import type { Entry } from './registry.js';
 
 /** Whether pid is the QEMU vmd started for this VM (pids get reused; the process name tells). */
@@ -63,9 +63,12 @@ export function guestsAdoptAgain(p: Parent): void {
 /** A guest's QEMU is gone: its run is cleaned up, and a guest-initiated reset starts it again (rate-limited). */
 export function guestExited(p: Parent, vmId: number, pid: number, reason: string): void {
   const e = p.vms.entries.get(vmId);
-  if (e === undefined || e.runtime === null || e.runtime.pid !== pid) return;
+  // A QEMU that dies while it is being started is its start's failure to report and undo (launch.ts).
+  if (e === undefined || e.runtime === null || e.runtime.pid !== pid || vmLaunching(e)) return;
   p.roles.vmm?.send({ type: 'vm.forget', vmId });
-  const reboot = reason === 'guest-reset' && !e.stopRequested && e.runtime.bootOnce === null;
+  // A one-time boot device (-B) is not carried over: the reboot boots what the VM is configured to, so an
+  // installer booted from the CD reboots into the disk it installed (vmctl(8): "for the next boot").
+  const reboot = reason === 'guest-reset' && !e.stopRequested;
   const starter = e.runtime.uid;
   runtimeCleanup(p, e);
   p.vms.setState(e, 'stopped');
@@ -77,7 +80,7 @@ export function guestExited(p: Parent, vmId: number, pid: number, reason: string
   }
   // A guest reboot is a restart of the same VM, subject to the rate limit.
   vmStart(p, e, starter, { restart: true }).catch((err: unknown) => {
-    logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`);
+    if (!startFailureLogged(err)) logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`);
     guestStopped(p, e);
   });
 }

@@ -15,7 +15,7 @@ import { Network } from '../network.js';
 import { configLoad, configRegister, configReload, formatDiag } from './config.js';
 import type { Parent, ParentEnv, ParentOptions } from './context.js';
 import { parentDispatchControl, parentDispatchVmm } from './dispatch.js';
-import { vmStart } from './launch.js';
+import { startFailureLogged, vmStart } from './launch.js';
 import { guestExited, guestsReconcile } from './lifecycle.js';
 import { VmRegistry } from './registry.js';
 import { Roles } from './roles.js';
@@ -100,7 +100,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     stagger: new StaggerQueue({
       vms,
       settings: () => p.config.global.staggered,
-      start: (e) => vmStart(p, e, env.selfUid, {}).catch((err: unknown) => logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`)),
+      start: (e) => vmStart(p, e, env.selfUid, {}).catch((err: unknown) => {
+        if (!startFailureLogged(err)) logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`);
+      }),
       stopped: () => p.shuttingDown,
     }),
     transfers: new Set(),

@@ -59,12 +59,15 @@ export async function vmStartRequest(p: Parent, who: Asker, req: Req<'vm.start.r
   const { vm, warnings, origin } = vmFromOptions(
     req.target, o, who.uid, (n) => p.vms.byName(n)?.record.config, (g) => g === who.gid || groupsOf(who.uid, who.gid).includes(g),
   );
+  const known = p.db.vmIdOf(vm.name);
   const e = p.vms.add({ id: p.db.vmClaimId(vm.name), name: vm.name, origin, config: vm, ownerUid: who.uid, ownerGid: null });
   try {
-    await vmStart(p, e, who.uid, {});
+    // -B applies to this boot only, as for an existing VM: the guest's reboot then boots its disk (launch.ts).
+    await vmStart(p, e, who.uid, o.bootDevice === undefined ? {} : { bootOnce: o.bootDevice });
   } catch (err) {
-    // A VM made by this request and not started is forgotten again (OpenBSD removes it).
+    // A VM made by this request and not started is forgotten again (OpenBSD removes it), and so is its new id.
     p.vms.remove(e.record.id);
+    if (known === undefined) p.db.vmUnclaimId(vm.name, e.record.id);
     throw err;
   }
   respond(p, who.peer, { type: 'vm.start.response', id: req.id, vm: p.vms.info(e), warnings });

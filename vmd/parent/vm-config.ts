@@ -3,12 +3,13 @@
 
 import {
   DEFAULT_MEMORY, MAX_DISKS, MAX_NICS,
-  type DiskConfig, type InstanceFlag, type InterfaceConfig, type VmConfig,
+  type DiskBus, type DiskConfig, type DiskFormat, type InstanceFlag, type InterfaceConfig, type VmConfig,
 } from '../../share/config.js';
 import { diskFormatAs, fsIdentityOf } from '../user-files.js';
 import { VmdError } from '../../share/errors.js';
 import { NAME_MAX, switchNameError, vmNameError } from '../../share/names.js';
 import type { StartOptions } from '../../share/protocol.js';
+import { DISK_SPEC_RE } from '../../share/read-request.js';
 import type { StreamConfig } from '../../share/stream.js';
 import { stableMac } from '../net/addr.js';
 
@@ -51,6 +52,8 @@ export function vmFromOptions(
         [o.interfaces !== undefined || (o.nets?.length ?? 0) > 0 || (o.forwards?.length ?? 0) > 0, 'interface', 'interfaces'],
         [o.boot !== undefined || o.initrd !== undefined || o.cmdline !== undefined, 'boot', 'boot image'],
         [o.cdrom !== undefined, 'cdrom', 'cdrom'],
+        // The machine decides how the instance boots and which devices it has: part of `allow instance boot`.
+        [o.machine !== undefined, 'boot', 'machine'],
       ];
       for (const [given, flag, what] of overrides) {
         if (given && !allow.flags.includes(flag)) {
@@ -74,18 +77,20 @@ export function vmFromOptions(
   if ((o.disks?.length ?? 0) > MAX_DISKS) throw new VmdError('ERR_INVALID', `vm "${name}": too many disks`);
   if (interfaces.length > MAX_NICS) throw new VmdError('ERR_INVALID', `vm "${name}": too many network interfaces`);
   const disks = (o.disks ?? []).map((spec): DiskConfig => {
-    const m = /^(raw|qcow2):(\/.*)$/.exec(spec);
-    const path = m ? m[2]! : spec;
+    const m = DISK_SPEC_RE.exec(spec);
+    const path = m ? m[3]! : spec;
     // The signature is read as the requester: root never opens a path a user named just to look at it.
-    return { path, format: m ? (m[1] as 'raw' | 'qcow2') : diskFormatAs(path, fsIdentityOf(uid)) };
+    const format = m?.[2] !== undefined ? (m[2] as DiskFormat) : diskFormatAs(path, fsIdentityOf(uid));
+    return m?.[1] === undefined ? { path, format } : { path, format, bus: m[1] as DiskBus };
   });
   const own: VmConfig = {
     name, instanceOf: parent?.name ?? null, enabled: true,
     memory: o.memory ?? null, cpus: null,
     boot: o.boot ?? null, initrd: o.initrd ?? null, cmdline: o.cmdline ?? null,
-    bootDevice: o.bootDevice ?? null, cdrom: o.cdrom ?? null,
+    // -B is a one-time boot device (vmStartRequest passes it to this start only), never part of the VM.
+    bootDevice: null, cdrom: o.cdrom ?? null,
     disks, interfaces, owner: { uid, gid: null, user: null, group: null }, allowInstance: null,
-    sev: false, seves: false, accel: null, location,
+    sev: false, seves: false, accel: null, ...(o.machine === undefined ? {} : { machine: o.machine }), location,
   };
   const vm = parent === null ? { ...own, memory: own.memory ?? DEFAULT_MEMORY } : inherit(parent, own);
   if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
@@ -103,7 +108,8 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
     memory: vm.memory ?? DEFAULT_MEMORY,
     cpus: vm.cpus ?? 1,
     boot: vm.boot, initrd: vm.initrd, cmdline: vm.cmdline, cdrom: vm.cdrom,
-    disks: vm.disks.map((d) => ({ path: d.path, format: d.format })),
+    disks: vm.disks.map((d) => ({ path: d.path, format: d.format, ...(d.bus === undefined ? {} : { bus: d.bus }) })),
+    ...(vm.machine == null ? {} : { machine: vm.machine }),
     interfaces: vm.interfaces.map((n) => ({
       local: n.local, switch: n.switch, lladdr: n.lladdr ?? stableMac(id, vm.name, n.index), locked: n.locked,
       group: n.group, rdomain: n.rdomain,
@@ -122,7 +128,8 @@ export function vmFromStream(name: string, c: StreamConfig): VmConfig {
   return {
     name, instanceOf: null, enabled: true, memory: c.memory, cpus: c.cpus,
     boot: c.boot, initrd: c.initrd, cmdline: c.cmdline, bootDevice: null, cdrom: c.cdrom,
-    disks: c.disks.map((d) => ({ path: d.path, format: d.format })),
+    disks: c.disks.map((d) => ({ path: d.path, format: d.format, ...(d.bus === undefined ? {} : { bus: d.bus }) })),
+    ...(c.machine === undefined ? {} : { machine: c.machine }),
     interfaces: c.interfaces.map((n, index) => ({
       index, name: null, local: n.local, switch: n.switch, group: n.group, lladdr: n.lladdr, locked: n.locked,
       rdomain: n.rdomain, up: true,
@@ -154,5 +161,6 @@ export function inherit(parent: VmConfig | null, child: VmConfig): VmConfig {
     interfaces: child.interfaces.length > 0 ? child.interfaces : parent.interfaces,
     owner: child.owner ?? parent.owner,
     accel: child.accel ?? parent.accel,
+    machine: child.machine ?? parent.machine ?? null,
   };
 }

@@ -20,7 +20,7 @@ export async function guestAdopt(vmm: Vmm, h: GuestHandle): Promise<VmState> {
   vmm.guests.set(h.vmId, g);
   let qmp: QmpClient;
   try {
-    qmp = await QmpClient.connect(h.qmpSocket, { timeoutMs: h.adopted ? 2000 : 10_000 });
+    qmp = await QmpClient.connect(h.qmpSocket, { timeoutMs: h.adopted ? 2000 : 10_000, alive: () => pidAlive(h.pid) });
   } catch (err) {
     vmm.guests.delete(h.vmId);
     throw new VmdError('ERR_QEMU', `vm "${h.name}": qmp ${h.qmpSocket}: ${toVmdError(err).message}`, { cause: err });
