@@ -59,6 +59,10 @@ export interface LinkInfo extends LinkCounters {
   readonly spoofDropped: number;
   /** Packets the interface's filter rules blocked (and VLAN-tagged frames on a filtered link). */
   readonly blocked: number;
+  /** `passt`: carried by a passt process (`link` is `passt/PID`), which keeps no counters; absent = a tap. */
+  readonly kind?: 'passt';
+  /** The NIC's forwards as `tcp 8080>80`; absent or empty = none. */
+  readonly forwards?: readonly string[];
 }
 
 /** A packet and byte count of nftables. */

@@ -60,7 +60,17 @@ function readLinkInfo(v: unknown): LinkInfo {
     // Added after protocol v1's first links: an older vmd leaves them out.
     spoofDropped: v.spoofDropped === undefined ? 0 : counter('spoofDropped'),
     blocked: v.blocked === undefined ? 0 : counter('blocked'),
+    ...(v.kind === undefined ? {} : { kind: oneOf(v, 'kind', ['passt'] as const, w) }),
+    ...(v.forwards === undefined ? {} : { forwards: readForwards(v, w) }),
   };
+}
+
+/** `forwards` of a link: at most 64 strings like `tcp 8080>80`. */
+function readForwards(v: Parameters<typeof array>[0], w: string): string[] {
+  return (array(v, 'forwards', 64, w) ?? []).map((f) => {
+    if (typeof f !== 'string' || !/^(tcp|udp) \d{1,5}>\d{1,5}$/.test(f)) throw new ProtocolError(`${w}: field "forwards" must hold "PROTO PORT>PORT" strings`);
+    return f;
+  });
 }
 
 function readCount(v: unknown, w: string): Count | null {
