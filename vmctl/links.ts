@@ -8,10 +8,10 @@ import { CliError, UsageError } from './errors.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** The table's columns, in order. */
-export const LINKS_COLUMNS = ['VM', 'IF', 'LINK', 'LLADDR', 'SWITCH', 'ADDRESS', 'RX-PKTS', 'RX-BYTES', 'RX-DROP', 'TX-PKTS', 'TX-BYTES', 'TX-DROP', 'SPOOFED', 'BLOCKED', 'FORWARDS'] as const;
+export const LINKS_COLUMNS = ['VM', 'IF', 'LINK', 'LLADDR', 'SWITCH', 'ADDRESS', 'FORWARDS', 'RX-PKTS', 'RX-BYTES', 'RX-DROP', 'TX-PKTS', 'TX-BYTES', 'TX-DROP', 'SPOOFED', 'BLOCKED'] as const;
 
 /** Columns that hold text and are aligned left; the counters are aligned right. */
-const LEFT = 6;
+const LEFT = 7;
 
 /** The cells of one link's row: sizes as fmt_scaled(3) prints them, `-` where there is nothing to show. */
 export function linkCells(l: LinkInfo): string[] {
@@ -25,6 +25,7 @@ export function linkCells(l: LinkInfo): string[] {
     l.lladdr,
     l.switch ?? (l.kind === 'passt' ? '(passt)' : l.local ? '(local)' : '-'),
     l.address ?? '-',
+    l.forwards !== undefined && l.forwards.length > 0 ? l.forwards.join(',') : '-',
     n(l.rxPackets),
     size(l.rxBytes),
     n(l.rxDropped),
@@ -33,7 +34,6 @@ export function linkCells(l: LinkInfo): string[] {
     n(l.txDropped),
     n(l.spoofDropped),
     n(l.blocked),
-    l.forwards !== undefined && l.forwards.length > 0 ? l.forwards.join(',') : '-',
   ];
 }
 
@@ -45,7 +45,7 @@ export function formatLinks(links: readonly LinkInfo[]): string {
   const line = (r: readonly string[]): string =>
     r.map((c, i) => {
       const w = widths[i] as number;
-      if (i === r.length - 1) return c; // FORWARDS: text, unpadded at the end of the line
+      if (i === r.length - 1) return i < LEFT ? c : c.padStart(w);
       return i < LEFT ? c.padEnd(w) : c.padStart(w);
     }).join(' ');
   return `${rows.map(line).join('\n')}\n`;
