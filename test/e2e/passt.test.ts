@@ -27,6 +27,10 @@ async function http(ns: string, host: string, port: number): Promise<string> {
   return String(r.all ?? '').trim();
 }
 
+/** A console line that connects from the guest and prints the reply; busybox nc need not exit, so it is backgrounded. */
+const guestConnect = (host: string, port: number, n: number): string =>
+  `(nc ${host} ${port} </dev/null >/tmp/nc.${n} 2>&1 &); sleep 2; cat /tmp/nc.${n}; echo done-$((${n}*7))\n`;
+
 /** The pids of passt processes serving a socket under `dir`. */
 async function passtPids(dir: string): Promise<number[]> {
   const ps = await execa('ps', ['-eo', 'pid,args']);
@@ -62,17 +66,17 @@ t.test('passt interfaces: real-addr and qemu style, forwards, clashes, no orphan
     t.match(route, /default via 10\.96\.0\.1 dev eth0/, "and the host's router");
     t.equal(await http(out, '10.96.0.5', 8080), 'real', 'outside → 10.96.0.5:8080 reaches the guest\'s port 80');
     t.equal(await request(out, 'tcp', '10.96.0.5', 22), 'host 10.96.0.1', "outside → 10.96.0.5:22 still reaches the host's listener");
-    const nc = await h.console('real', 'nc -w 2 10.96.0.1 9000 </dev/null; echo done-$((7*7))\n', /done-49/, 30);
+    const nc = await h.console('real', guestConnect('10.96.0.1', 9000, 7), /done-49/, 30);
     t.match(nc, /outside 10\.96\.0\.5/, "the guest's own connection arrives outside from 10.96.0.5");
   });
 
   await t.test('qemu style: 10.0.2.15, the router is the host, a forward from loopback', async (t) => {
     const lease = await h.console('qemu', '\n', /vmd-guest: lease eth0 (\S+)/, 90);
     t.match(lease, /vmd-guest: lease eth0 10\.0\.2\.15\/24/, 'the guest has 10.0.2.15/24');
-    const gw = await h.console('qemu', 'ip route; nc -w 2 10.0.2.2 22 </dev/null; echo done-$((6*7))\n', /done-42/, 30);
+    const gw = await h.console('qemu', `ip route; ${guestConnect('10.0.2.2', 22, 6)}`, /done-42/, 30);
     t.match(gw, /default via 10\.0\.2\.2 dev eth0/, 'its router is 10.0.2.2');
     t.match(gw, /host 127\.0\.0\.1/, "10.0.2.2 is the host (its listener sees loopback)");
-    const nc = await h.console('qemu', 'nc -w 2 10.96.0.1 9000 </dev/null; echo done-$((7*7))\n', /done-49/, 30);
+    const nc = await h.console('qemu', guestConnect('10.96.0.1', 9000, 7), /done-49/, 30);
     t.match(nc, /outside 10\.96\.0\.5/, 'it reaches the outside, leaving as the host');
     t.equal(await http(h.netns, '127.0.0.1', 8081), 'qemu', "the forward works from the host's loopback");
   });
