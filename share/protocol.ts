@@ -112,8 +112,11 @@ export interface LinkCounters {
   readonly txDropped: number;
 }
 
-/** A NIC asked for on the command line, in order: `-L` (local) or `-n SWITCH`. */
-export type StartNet = { readonly kind: 'local' } | { readonly kind: 'switch'; readonly switch: string };
+/** A NIC asked for on the command line, in order: `-L` (local), `-n SWITCH` or `--passt real|nat`. */
+export type StartNet =
+  | { readonly kind: 'local' }
+  | { readonly kind: 'switch'; readonly switch: string }
+  | { readonly kind: 'passt'; readonly style: 'real' | 'nat' };
 
 export interface StartForward {
   readonly proto: 'tcp' | 'udp';

@@ -105,7 +105,7 @@ export function validVmName(name: string): boolean {
 /** The options of `vmctl start`: OpenBSD's getopt string `b:B:cd:i:Lm:n:r:t:` plus our long options. */
 const START_OPTIONS = [
   '-b <path>', '-B <device>', '-c', '-d <disk>', '-i <count>', '-L', '-m <size>', '-n <switch>', '-r <path>', '-t <name>',
-  '--initrd <path>', '--cmdline <string>', '--forward <spec>',
+  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--passt <style>',
 ] as const;
 
 /** The options seen so far: getopt's events fill it in one at a time, in the order they were typed. */
@@ -196,6 +196,11 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       break;
     case 'forward':
       flags.forwards.push(parseForward(v));
+      break;
+    case 'passt':
+      // A passt-backed NIC (vm.conf's `passt interface`): the host's address, or qemu style with `nat`.
+      if (v !== 'real' && v !== 'nat') throw new CliError(`invalid passt style: ${v}: want real or nat`);
+      flags.nets.push({ kind: 'passt', style: v });
       break;
     default:
       throw new UsageError();

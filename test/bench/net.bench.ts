@@ -45,6 +45,7 @@ export const netBench: BenchSection = {
   async run(): Promise<readonly Measurement[]> {
     const h = await VmdHarness.start({ config });
     try {
+      for (const n of ['passt', 'tap', 'slirp']) await h.waitState(n, 'running', 60_000);
       for (const n of ['passt', 'tap', 'slirp']) await h.console(n, SINK, /sink-42/, 120);
       const lease = await h.console('tap', '\n', /vmd-guest: lease eth0 (100\.64\.\d+\.\d+)\//, 60);
       const tapAddr = /vmd-guest: lease eth0 (100\.64\.\d+\.\d+)\//.exec(lease)![1]!;

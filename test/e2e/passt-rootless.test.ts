@@ -56,7 +56,7 @@ t.test('rootless: passt carries the guest, a forward works, links shows it', asy
   t.equal(body, 'u', 'the guest answers on 127.0.0.1:8090 through its forward');
   const ps = await execa('ps', ['-eo', 'user:12,args']);
   const passt = ps.stdout.split('\n').filter((l) => /\bpasst(\.avx2)? /.test(l) && l.includes(dir));
-  t.equal(passt.length, 1, "one passt serves the guest", { log });
+  t.equal(passt.length, 1, 'one passt serves the guest', { log });
   t.match(passt[0] ?? '', /^nobody\s/, 'running as the rootless user');
   t.notOk(ps.stdout.split('\n').some((l) => l.includes(dir) && l.includes('qemu') && l.includes('-netdev user')), 'no slirp NIC');
   const lease = await vmctl(['console', '-t', '2', 'u'], '\n');

@@ -2,7 +2,7 @@
 // Pure functions with OpenBSD's defaults and checks (vm_instance, vm_register), so they are tested without a daemon.
 
 import {
-  DEFAULT_MEMORY, MAX_DISKS, MAX_NICS,
+  DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, PASST_NAT_ADDRESS,
   type DiskConfig, type InstanceFlag, type InterfaceConfig, type VmConfig,
 } from '../../share/config.js';
 import { diskFormatAs, fsIdentityOf } from '../user-files.js';
@@ -69,6 +69,7 @@ export function vmFromOptions(
       lladdr: null, locked: false, rdomain: null, up: true,
       forwards: i === 0 ? (o.forwards ?? []).map((f) => ({ ...f, location })) : [],
       rules: [], location,
+      ...(n?.kind === 'passt' ? { passt: { dev: null, address: n.style === 'nat' ? PASST_NAT_ADDRESS : null } } : {}),
     });
   }
   if ((o.disks?.length ?? 0) > MAX_DISKS) throw new VmdError('ERR_INVALID', `vm "${name}": too many disks`);
