@@ -11,7 +11,7 @@ const ROUNDS = 3;
 const SINK_PORT = 9000;
 
 const vm = (name: string, iface: string): string =>
-  `vm "${name}" {\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${guestInitrd}"\n` +
+  `vm "${name}" {\n  disable\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${guestInitrd}"\n` +
   `  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n  ${iface}\n}\n`;
 
 const config =
@@ -45,6 +45,16 @@ export const netBench: BenchSection = {
   async run(): Promise<readonly Measurement[]> {
     const h = await VmdHarness.start({ config });
     try {
+      // passt needs an outward interface with a default route, as any host it runs on has.
+      await execa('ip', ['-n', h.netns, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up0p']);
+      await execa('ip', ['-n', h.netns, 'link', 'set', 'up0p', 'up']);
+      await execa('ip', ['-n', h.netns, 'address', 'add', '10.98.0.5/24', 'dev', 'up0']);
+      await execa('ip', ['-n', h.netns, 'link', 'set', 'up0', 'up']);
+      await execa('ip', ['-n', h.netns, 'route', 'add', 'default', 'via', '10.98.0.1']);
+      for (const n of ['passt', 'tap', 'slirp']) {
+        const r = await h.vmctl(['start', n]);
+        if (r.exitCode !== 0) throw new Error(`start ${n}: ${r.stderr}`);
+      }
       for (const n of ['passt', 'tap', 'slirp']) await h.waitState(n, 'running', 60_000);
       for (const n of ['passt', 'tap', 'slirp']) await h.console(n, SINK, /sink-42/, 120);
       const lease = await h.console('tap', '\n', /vmd-guest: lease eth0 (100\.64\.\d+\.\d+)\//, 60);

@@ -85,7 +85,12 @@ export async function passtStart(spec: PasstSpec, opts: { vm: string; index: num
   for (;;) {
     const pid = passtPidOf(spec.pidFile, spec.socket);
     if (pid !== null && unixListening(spec.socket)) return pid;
-    if (exit !== null && exit !== 0) throw new VmdError('ERR_QEMU', `${what}: ${logTail(spec.logFile) || `exited with status ${exit}`}`);
+    if (exit !== null && exit !== 0) {
+      const tail = logTail(spec.logFile);
+      throw new VmdError('ERR_QEMU', `${what}: ${tail || `exited with status ${exit}`}`, /External interface not usable/.test(tail)
+        ? { hint: 'passt needs a host interface with an IPv4 address and a default route; name one with dev in the passt interface' }
+        : {});
+    }
     if (Date.now() > deadline) {
       if (pid !== null) passtKill(pid);
       throw new VmdError('ERR_QEMU', `${what}: not listening after ${READY_TIMEOUT_MS / 1000} s${logTail(spec.logFile) ? `: ${logTail(spec.logFile)}` : ''}`);
