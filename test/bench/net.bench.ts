@@ -40,6 +40,18 @@ async function streamOnce(netns: string, host: string, port: number): Promise<nu
   return MB / (ms / 1000);
 }
 
+/** streamOnce, tried again after a pause when a connection fails (the guest's nc re-listens between connections). */
+async function streamRetried(netns: string, host: string, port: number): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await streamOnce(netns, host, port);
+    } catch (err) {
+      if (attempt === 3) throw err;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 export const netBench: BenchSection = {
   name: 'net',
   async run(): Promise<readonly Measurement[]> {
@@ -67,7 +79,7 @@ export const netBench: BenchSection = {
       const out: Measurement[] = [];
       for (const [name, host, port] of paths) {
         const rates: number[] = [];
-        for (let i = 0; i < ROUNDS; i++) rates.push(await streamOnce(h.netns, host, port));
+        for (let i = 0; i < ROUNDS; i++) rates.push(await streamRetried(h.netns, host, port));
         out.push({ name: `host→guest TCP, ${MB} MB, ${name} (median)`, value: Math.round(median(rates) * 10) / 10, unit: 'MB/s' });
       }
       return out;

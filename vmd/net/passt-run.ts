@@ -88,7 +88,7 @@ export async function passtStart(spec: PasstSpec, opts: { vm: string; index: num
     if (exit !== null && exit !== 0) {
       const tail = logTail(spec.logFile);
       throw new VmdError('ERR_QEMU', `${what}: ${tail || `exited with status ${exit}`}`, /External interface not usable/.test(tail)
-        ? { hint: 'passt needs a host interface with an IPv4 address and a default route; name one with dev in the passt interface' }
+        ? { hint: 'passt needs a host interface with an IPv4 address and a default route' }
         : {});
     }
     if (Date.now() > deadline) {
