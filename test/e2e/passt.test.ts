@@ -15,7 +15,8 @@ const config =
   vm('real', 'passt interface {\n    forward tcp 8080 to 80\n  }') +
   vm('qemu', 'passt interface {\n    nat\n    forward tcp 8081 to 80\n  }') +
   vm('clash-host', 'passt interface { forward tcp 22 }') +
-  vm('clash-vm', 'passt interface { forward tcp 8080 to 80 }');
+  vm('clash-vm', 'passt interface { forward tcp 8080 to 80 }') +
+  vm('clash-local', 'local interface { forward tcp 8081 to 80 }');
 
 /** An HTTP GET from inside a namespace: the body, or 'FAIL'. */
 async function http(ns: string, host: string, port: number): Promise<string> {
@@ -88,7 +89,10 @@ t.test('passt interfaces: real-addr and qemu style, forwards, clashes, no orphan
     const other = await h.vmctl(['start', 'clash-vm']);
     t.equal(other.exitCode, 1);
     t.match(other.stderr, /vm "clash-vm": forward tcp 8080: host port already forwarded to vm "real"/, 'names the other guest');
-    t.same(await passtPids(h.stateDir), (await passtPids(h.stateDir)).slice(0, 2), 'the refused starts left no passt');
+    const local = await h.vmctl(['start', 'clash-local']);
+    t.equal(local.exitCode, 1);
+    t.match(local.stderr, /vm "clash-local": forward tcp 8081: host port already forwarded to vm "qemu"/, 'a local link clashes with a passt forward too');
+    t.equal((await h.vmctl(['links', 'clash-local'])).stdout.split('\n').filter((l) => l.includes('clash-local')).length, 0, 'and left no link');
     t.equal((await passtPids(h.stateDir)).length, 2, 'one passt per running passt NIC');
   });
 

@@ -24,12 +24,14 @@ export function passtQemuNic(runDir: string, index: number, mac: string): QemuNi
 const fwd = (f: Pick<PortForward, 'proto' | 'hostPort'>): string => `forward ${f.proto} ${f.hostPort}`;
 
 /**
- * Refuses a passt forward whose host port another running guest forwards or a host socket holds, naming both:
+ * Refuses a forward whose host port another running guest forwards, or (passt) a host socket holds, naming both:
  * passt alone would bind what it can and say nothing of the rest, or fail without saying who holds the port.
  */
 export function passtForwardsCheck(p: Parent, e: Entry, nics: readonly NicPlan[]): void {
   const name = e.record.name;
-  const mine = nics.flatMap((n, i) => (n.kind === 'passt' ? n.forwards.map((f) => ({ f, i })) : []));
+  // Another guest's forward clashes whatever the kinds (a passt or slirp listener, a local link's DNAT); a host
+  // listener is checked for passt forwards only, as those are the ones that must bind the host port themselves.
+  const mine = e.record.config.interfaces.flatMap((n) => n.forwards.map((f) => ({ f, i: n.index })));
   if (mine.length === 0) return;
   const seen = new Map<string, number>();
   for (const { f, i } of mine) {
@@ -48,8 +50,9 @@ export function passtForwardsCheck(p: Parent, e: Entry, nics: readonly NicPlan[]
       });
     }
   }
+  const passtPorts = new Set(nics.flatMap((n) => (n.kind === 'passt' ? n.forwards.map((f) => `${f.proto}/${f.hostPort}`) : [])));
   for (const h of hostPortsNow()) {
-    if (!seen.has(`${h.proto}/${h.port}`)) continue;
+    if (!passtPorts.has(`${h.proto}/${h.port}`)) continue;
     const holder = socketHolder(h.inode);
     throw new VmdError('ERR_INVALID', `vm "${name}": ${fwd({ proto: h.proto, hostPort: h.port })}: host port in use by ${holder ?? 'a process of the host'}`, {
       hint: 'choose another host port, or stop the listener',
