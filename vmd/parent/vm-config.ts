@@ -111,6 +111,7 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
       forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })),
       rules: n.rules.map((r) => ({ action: r.action, direction: r.direction, quick: r.quick, protos: r.protos, from: r.from, to: r.to, text: r.text })),
       ...(n.allow === undefined || n.allow.length === 0 ? {} : { allow: [...n.allow] }),
+      ...(n.passt == null ? {} : { passt: { dev: n.passt.dev, address: n.passt.address } }),
     })),
     owner: vm.owner === null ? null : { uid: vm.owner.uid, gid: vm.owner.gid },
   };
@@ -130,6 +131,7 @@ export function vmFromStream(name: string, c: StreamConfig): VmConfig {
       forwards: n.forwards.map((f) => ({ ...f, location })),
       rules: n.rules.map((r) => ({ ...r, location })),
       ...(n.allow === undefined ? {} : { allow: n.allow }),
+      ...(n.passt === undefined ? {} : { passt: n.passt }),
     location })),
     owner: c.owner === null ? null : { uid: c.owner.uid, gid: c.owner.gid, user: null, group: null },
     allowInstance: null, sev: false, seves: false, accel: null, location,
