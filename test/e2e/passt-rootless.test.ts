@@ -16,6 +16,13 @@ t.test('rootless: passt carries the guest, a forward works, links shows it', asy
   chmodSync(dir, 0o755);
   chownSync(dir, NOBODY, NOBODY);
   const netns = `vmdpr-${process.pid}`;
+  // Registered first: a failure while the namespace is being built must not leave it behind.
+  let stopDaemon = async (): Promise<void> => {};
+  t.teardown(async () => {
+    await stopDaemon();
+    await execa('ip', ['netns', 'del', netns], { reject: false });
+    rmSync(dir, { recursive: true, force: true });
+  });
   await execa('ip', ['netns', 'add', netns]);
   await execa('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
   // passt takes its addresses from the interface of the default route: give the namespace one.
@@ -33,15 +40,13 @@ t.test('rootless: passt carries the guest, a forward works, links shows it', asy
   const daemon = execa('ip', inNs([vmdEntry, '-d', '-f', conf]), { reject: false, all: true, cwd: dir });
   let log = '';
   daemon.all?.on('data', (c: Buffer) => { log += c.toString(); });
-  t.teardown(async () => {
+  stopDaemon = async () => {
     daemon.kill('SIGTERM');
     await daemon.catch(() => undefined);
     for (const line of (await execa('ps', ['-eo', 'pid,args'])).stdout.split('\n')) {
       if (line.includes(dir) && !line.includes('tap')) { try { process.kill(Number(line.trim().split(/\s+/)[0]), 'SIGKILL'); } catch { /* gone */ } }
     }
-    await execa('ip', ['netns', 'del', netns], { reject: false });
-    rmSync(dir, { recursive: true, force: true });
-  });
+  };
   const vmctl = async (args: string[], input?: string): Promise<string> =>
     String((await execa('ip', inNs([process.execPath, vmctlEntry, ...args]), { reject: false, ...(input === undefined ? { stdin: 'ignore' as const } : { input }) })).stdout);
 
