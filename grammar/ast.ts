@@ -35,6 +35,8 @@ export type IfaceOpt = Span & (
   | { kind: 'up' | 'down' }
   | { kind: 'allow'; value: Tok }
   | { kind: 'forward'; proto: Tok; port: Tok; to: Tok | null }
+  | { kind: 'dev' | 'address'; value: Tok }
+  | { kind: 'nat' }
   | {
       kind: 'rule'; action: 'pass' | 'block'; direction: 'in' | 'out' | null; quick: boolean;
       protos: Toks | null; from: Toks | null; fromPorts: Toks | null; to: RuleTo | null;
@@ -50,7 +52,7 @@ export interface InstanceFlagNode {
 export type VmOpt = Span & (
   | { kind: 'enable' | 'disable' | 'sev' | 'seves' }
   | { kind: 'disk'; path: Toks; format: Toks | null; bus: Tok | null }
-  | { kind: 'interface'; local: boolean; name: Tok | null; opts: readonly IfaceOpt[] }
+  | { kind: 'interface'; local: boolean; passt?: boolean; name: Tok | null; opts: readonly IfaceOpt[] }
   | { kind: 'bootDevice'; value: 'cdrom' | 'disk' | 'net' }
   | { kind: 'boot' | 'cdrom' | 'initrd'; path: Toks }
   | { kind: 'cmdline'; value: Toks }

@@ -1,11 +1,12 @@
 // The actions of an `interface { … }` inside a vm block: switch, group, lladdr, rdomain, forwards and the
 // pf-style filter rules, in parse.y's order (options first, then the interface itself is counted).
 
-import type { FilterRule, InterfaceAllow, PortForward, PortRange, RuleEndpoint, RuleProto, SourceLocation } from '../share/config.js';
+import type { FilterRule, InterfaceAllow, PasstConfig, PortForward, PortRange, RuleEndpoint, RuleProto, SourceLocation } from '../share/config.js';
 import { MAX_NICS } from '../share/config.js';
 import { switchNameError } from '../share/names.js';
 import { type ActionBase, NAME_MAX } from './action-base.js';
 import type { IfaceOpt, Toks, VmOpt } from './ast.js';
+import { passtOption, type PasstDraft } from './passt-actions.js';
 import { groupOf } from './switch-actions.js';
 import { CODE_NL } from './tokens.js';
 import { etherAton, parseCidr, strtonum } from './values.js';
@@ -26,6 +27,7 @@ export interface IfaceDraft {
   allow?: InterfaceAllow[];
   forwards: PortForward[];
   rules: FilterRule[];
+  passt?: PasstConfig;
   location: SourceLocation;
 }
 
@@ -36,7 +38,9 @@ export function vmInterface(a: ActionBase, o: VmOpt & { kind: 'interface' }, cou
     name: null, local: o.local, switch: null, group: null, lladdr: null, locked: false, rdomain: null, up: true,
     forwards: [], rules: [], location: a.location(o.start),
   };
-  for (const io of o.opts) ifaceOption(a, nic, io);
+  const passt: PasstDraft | null = o.passt === true ? { dev: null, address: null } : null;
+  for (const io of o.opts) if (passt === null || !passtOption(a, passt, io, la)) ifaceOption(a, nic, io);
+  if (passt !== null) nic.passt = { dev: passt.dev, address: passt.address };
   if (count + 1 > MAX_NICS) a.fail(la, `too many interfaces: ${count + 1}`, la);
   if (o.name !== null) {
     const name = a.text(o.name);
@@ -99,6 +103,8 @@ function ifaceOption(a: ActionBase, nic: IfaceDraft, o: IfaceOpt): void {
     case 'rule':
       nic.rules.push(rule(a, o, la));
       return;
+    case 'dev': case 'nat': case 'address':
+      return; // a passt interface's own options (PasstOpt): passtOption took them
   }
 }
 

@@ -1,5 +1,6 @@
 // The one-character codes of vm.conf tokens after lexing and macro expansion: the peggy grammar's terminals.
-// The code table must match the terminals of grammar/vm.conf.peggy (keywords A-Z a-m, extensions n-z 0-9).
+// The code table must match the terminals of grammar/vm.conf.peggy (keywords A-Z a-m, extensions n-z 0-9 and
+// then U+00C0 on, one a word, in the order of EXTENSION_STRUCTURAL_WORDS).
 
 import { KEYWORDS, EXTENSION_STRUCTURAL_WORDS } from './keywords.js';
 
@@ -9,7 +10,8 @@ export const CODE_NL = ';';
 export const CODE_ERROR = '?';
 
 const KEYWORD_CODES = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm';
-const EXTENSION_CODES = 'nopqrstuvwxyz0123456789';
+// 23 ASCII codes, then Latin-1 letters: room for 64 more extension words.
+const EXTENSION_CODES = `nopqrstuvwxyz0123456789${String.fromCharCode(...Array.from({ length: 64 }, (_, i) => 0xc0 + i))}`;
 
 /** Unquoted word to token code: keywords always, extension words as their own code (still strings). */
 export const WORD_CODES: ReadonlyMap<string, string> = new Map([
@@ -24,5 +26,5 @@ export const PUNCT_CODES: ReadonlyMap<string, string> = new Map([
 
 /** Whether a token is a STRING to yacc (plain, quoted, or an extension word). */
 export function isStringCode(code: string): boolean {
-  return code === CODE_STRING || (code >= 'n' && code <= 'z') || (code >= '0' && code <= '9');
+  return code === CODE_STRING || (code >= 'n' && code <= 'z') || (code >= '0' && code <= '9') || (code >= '\u00c0' && code <= '\u00ff');
 }

@@ -108,8 +108,24 @@ export interface InterfaceConfig {
   readonly allow?: readonly InterfaceAllow[];
   readonly forwards: readonly PortForward[];
   readonly rules: readonly FilterRule[];
+  /** `passt interface`: the NIC is carried by a passt process on the host's own sockets; absent/null = not passt. */
+  readonly passt?: PasstConfig | null;
   readonly location: SourceLocation;
 }
+
+/**
+ * A passt-backed NIC. Real-addr style (no `address`): the guest gets the address and gateway of the host's
+ * outward interface. Qemu style (`nat` or `address CIDR`): its own address behind the host, router = network + 2.
+ */
+export interface PasstConfig {
+  /** `dev IF`: the outward interface (addresses, routes, outgoing traffic); null = the one with the default route. */
+  readonly dev: string | null;
+  /** Qemu style: the guest's CIDR (`nat` = 10.0.2.15/24); null = real-addr style. */
+  readonly address: string | null;
+}
+
+/** The guest address of `passt interface { nat }`, as QEMU's user-mode network gives it. */
+export const PASST_NAT_ADDRESS = '10.0.2.15/24';
 
 export type InstanceFlag = 'boot' | 'cdrom' | 'disk' | 'instance' | 'interface' | 'memory' | 'owner';
 

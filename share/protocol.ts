@@ -59,6 +59,10 @@ export interface LinkInfo extends LinkCounters {
   readonly spoofDropped: number;
   /** Packets the interface's filter rules blocked (and VLAN-tagged frames on a filtered link). */
   readonly blocked: number;
+  /** `passt`: carried by a passt process (`link` is `passt/PID`), which keeps no counters; absent = a tap. */
+  readonly kind?: 'passt';
+  /** The NIC's forwards as `tcp 8080>80`; absent or empty = none. */
+  readonly forwards?: readonly string[];
 }
 
 /** A packet and byte count of nftables. */
@@ -111,8 +115,11 @@ export interface LinkCounters {
   readonly txDropped: number;
 }
 
-/** A NIC asked for on the command line, in order: `-L` (local) or `-n SWITCH`. */
-export type StartNet = { readonly kind: 'local' } | { readonly kind: 'switch'; readonly switch: string };
+/** A NIC asked for on the command line, in order: `-L` (local), `-n SWITCH` or `--passt real|nat`. */
+export type StartNet =
+  | { readonly kind: 'local' }
+  | { readonly kind: 'switch'; readonly switch: string }
+  | { readonly kind: 'passt'; readonly style: 'real' | 'nat' };
 
 export interface StartForward {
   readonly proto: 'tcp' | 'udp';

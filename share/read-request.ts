@@ -26,10 +26,14 @@ export function readStartOptions(v: unknown): StartOptions {
   if (nets !== undefined) {
     out.nets = nets.map((n): StartNet => {
       if (!isObj(n)) throw new ProtocolError(`${what}: nets entries must be objects`);
-      const kind = oneOf(n, 'kind', ['local', 'switch'] as const, `${what} nets`);
+      const kind = oneOf(n, 'kind', ['local', 'switch', 'passt'] as const, `${what} nets`);
       if (kind === 'local') {
         onlyKeys(n, ['kind'], `${what} nets`);
         return { kind };
+      }
+      if (kind === 'passt') {
+        onlyKeys(n, ['kind', 'style'], `${what} nets`);
+        return { kind, style: oneOf(n, 'style', ['real', 'nat'] as const, `${what} nets`) };
       }
       onlyKeys(n, ['kind', 'switch'], `${what} nets`);
       return { kind, switch: str(n, 'switch', MAX_NAME, `${what} nets`) };

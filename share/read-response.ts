@@ -60,6 +60,8 @@ function readLinkInfo(v: unknown): LinkInfo {
     // Added after protocol v1's first links: an older vmd leaves them out.
     spoofDropped: v.spoofDropped === undefined ? 0 : counter('spoofDropped'),
     blocked: v.blocked === undefined ? 0 : counter('blocked'),
+    ...(v.kind === undefined ? {} : { kind: oneOf(v, 'kind', ['passt'] as const, w) }),
+    ...(v.forwards === undefined ? {} : { forwards: readForwards(v, w) }),
   };
 }
 
@@ -68,6 +70,14 @@ function readGuarded(v: unknown, w: string): Array<'dhcp' | 'router'> {
   if (v === undefined) return [];
   if (!Array.isArray(v) || v.length > 2 || v.some((x) => x !== 'dhcp' && x !== 'router')) throw new ProtocolError(`${w}: guarded must list dhcp and/or router`);
   return v as Array<'dhcp' | 'router'>;
+}
+
+/** `forwards` of a link: at most 64 strings like `tcp 8080>80`. */
+function readForwards(v: Parameters<typeof array>[0], w: string): string[] {
+  return (array(v, 'forwards', 64, w) ?? []).map((f) => {
+    if (typeof f !== 'string' || !/^(tcp|udp) \d{1,5}>\d{1,5}$/.test(f)) throw new ProtocolError(`${w}: field "forwards" must hold "PROTO PORT>PORT" strings`);
+    return f;
+  });
 }
 
 function readCount(v: unknown, w: string): Count | null {

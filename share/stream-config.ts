@@ -3,7 +3,7 @@
 
 import { isIP } from 'node:net';
 import { DISK_BUSES, MACHINES, type DiskBus, type InterfaceAllow, type Machine } from './config.js';
-import { CONTROL_CHARS, groupNameError, switchNameError, vmNameError } from './names.js';
+import { CONTROL_CHARS, groupNameError, ifNameError, switchNameError, vmNameError } from './names.js';
 import { StreamError } from './stream-error.js';
 
 /** A NIC as it travels: the MAC the guest had, so the received guest keeps it on its new link. */
@@ -18,6 +18,8 @@ export interface StreamNic {
   readonly rules: readonly StreamRule[];
   /** `allow dhcp` / `allow router`; absent when none, so streams without it stay readable by older receivers. */
   readonly allow?: readonly InterfaceAllow[];
+  /** A passt interface's outward device and qemu-style address; absent on other NICs (older streams stay readable). */
+  readonly passt?: { readonly dev: string | null; readonly address: string | null };
 }
 
 export interface StreamRule {
@@ -128,7 +130,7 @@ function rule(v: unknown, what: string): StreamRule {
 function nic(v: unknown, i: number): StreamNic {
   const what = `interface ${i}`;
   if (!isObj(v)) bad(`${what} must be an object`);
-  keys(v, ['local', 'switch', 'lladdr', 'locked', 'group', 'rdomain', 'forwards', 'rules', 'allow'], what);
+  keys(v, ['local', 'switch', 'lladdr', 'locked', 'group', 'rdomain', 'forwards', 'rules', 'allow', 'passt'], what);
   if (typeof v.local !== 'boolean' || typeof v.locked !== 'boolean') bad(`${what}: local and locked must be true or false`);
   const lladdr = nameOf(v.lladdr, `${what} lladdr`, MAC_RE);
   if (parseInt(lladdr.slice(0, 2), 16) & 1) bad(`${what} lladdr is a multicast address`);
@@ -147,7 +149,17 @@ function nic(v: unknown, i: number): StreamNic {
     }),
     rules: list(v.rules, 256, `${what} rules`).map((r, j) => rule(r, `${what} rule ${j}`)),
     ...(v.allow === undefined ? {} : { allow: allowList(v.allow, what) }),
+    ...(v.passt === undefined ? {} : { passt: passtOf(v.passt, what) }),
   };
+}
+
+/** A passt NIC's settings: an interface name or null, an IPv4 CIDR or null. */
+function passtOf(v: unknown, what: string): { dev: string | null; address: string | null } {
+  if (!isObj(v)) bad(`${what} passt must be an object`);
+  keys(v, ['dev', 'address'], `${what} passt`);
+  const address = v.address === null ? null : nameOf(v.address, `${what} passt address`, /^\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2}$/);
+  if (address !== null && isIP(address.split('/')[0]!) !== 4) bad(`${what} passt address must be IPv4/LENGTH`);
+  return { dev: v.dev === null ? null : nameOf(v.dev, `${what} passt dev`, ifNameError), address };
 }
 
 /** A NIC's allowances: each of `dhcp` and `router` at most once. */

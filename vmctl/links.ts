@@ -8,28 +8,32 @@ import { CliError, UsageError } from './errors.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** The table's columns, in order. */
-export const LINKS_COLUMNS = ['VM', 'IF', 'LINK', 'LLADDR', 'SWITCH', 'ADDRESS', 'RX-PKTS', 'RX-BYTES', 'RX-DROP', 'TX-PKTS', 'TX-BYTES', 'TX-DROP', 'SPOOFED', 'BLOCKED'] as const;
+export const LINKS_COLUMNS = ['VM', 'IF', 'LINK', 'LLADDR', 'SWITCH', 'ADDRESS', 'FORWARDS', 'RX-PKTS', 'RX-BYTES', 'RX-DROP', 'TX-PKTS', 'TX-BYTES', 'TX-DROP', 'SPOOFED', 'BLOCKED'] as const;
 
 /** Columns that hold text and are aligned left; the counters are aligned right. */
-const LEFT = 6;
+const LEFT = 7;
 
 /** The cells of one link's row: sizes as fmt_scaled(3) prints them, `-` where there is nothing to show. */
 export function linkCells(l: LinkInfo): string[] {
+  // passt keeps no counters: `-`, not a zero that would look measured.
+  const n = (v: number): string => (l.kind === 'passt' ? '-' : String(v));
+  const size = (v: number): string => (l.kind === 'passt' ? '-' : fmtScaled(v));
   return [
     l.vm,
     String(l.index),
     l.link,
     l.lladdr,
-    l.switch ?? (l.local ? '(local)' : '-'),
+    l.switch ?? (l.kind === 'passt' ? '(passt)' : l.local ? '(local)' : '-'),
     l.address ?? '-',
-    String(l.rxPackets),
-    fmtScaled(l.rxBytes),
-    String(l.rxDropped),
-    String(l.txPackets),
-    fmtScaled(l.txBytes),
-    String(l.txDropped),
-    String(l.spoofDropped),
-    String(l.blocked),
+    l.forwards !== undefined && l.forwards.length > 0 ? l.forwards.join(',') : '-',
+    n(l.rxPackets),
+    size(l.rxBytes),
+    n(l.rxDropped),
+    n(l.txPackets),
+    size(l.txBytes),
+    n(l.txDropped),
+    n(l.spoofDropped),
+    n(l.blocked),
   ];
 }
 

@@ -109,7 +109,7 @@ export function validVmName(name: string): boolean {
 /** The options of `vmctl start`: OpenBSD's getopt string `b:B:cd:i:Lm:n:r:t:` plus our long options. */
 const START_OPTIONS = [
   '-b <path>', '-B <device>', '-c', '-d <disk>', '-i <count>', '-L', '-m <size>', '-n <switch>', '-r <path>', '-t <name>',
-  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--machine <type>',
+  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--machine <type>', '--passt <style>',
 ] as const;
 
 /** The options seen so far: getopt's events fill it in one at a time, in the order they were typed. */
@@ -206,6 +206,11 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       if (flags.machine !== undefined) throw new CliError('machine specified multiple times');
       if (!(MACHINES as readonly string[]).includes(v)) throw new CliError(`unknown machine ${v}: ${MACHINES.join(', ')}`);
       flags.machine = v as Machine;
+      break;
+    case 'passt':
+      // A passt-backed NIC (vm.conf's `passt interface`): the host's address, or qemu style with `nat`.
+      if (v !== 'real' && v !== 'nat') throw new CliError(`invalid passt style: ${v}: want real or nat`);
+      flags.nets.push({ kind: 'passt', style: v });
       break;
     default:
       throw new UsageError();

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_STATE_DIR } from '../share/paths.js';
-import type { Config, FilterRule, InterfaceConfig, PortForward, Prefix6, SwitchConfig, VmConfig } from '../share/config.js';
+import type { Config, FilterRule, InterfaceConfig, PasstConfig, PortForward, Prefix6, SwitchConfig, VmConfig } from '../share/config.js';
 import { VmdError } from '../share/errors.js';
 import type { FirewallInfo, LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
@@ -22,11 +22,14 @@ import { firewallInfoOf, linksInfoOf, type NetworkView } from './net/info.js';
 import { Rulesets } from './net/ruleset.js';
 import { inet6PrefixOf } from './net/inet6.js';
 import { SwitchDhcp } from './net/switch-dhcp.js';
+import { PASST_ROOTLESS } from './net/passt.js';
+import { passtInstalled } from './net/passt-run.js';
 
 /** A NIC as QEMU gets it: a tap on a host fd (the parent maps it to QEMU's number), or user-mode networking. */
 export type NicPlan =
   | { readonly kind: 'tap'; readonly hostFd: number; readonly mac: string }
-  | { readonly kind: 'user'; readonly mac: string; readonly forwards: readonly PortForward[] };
+  | { readonly kind: 'user'; readonly mac: string; readonly forwards: readonly PortForward[] }
+  | { readonly kind: 'passt'; readonly mac: string; readonly passt: PasstConfig; readonly forwards: readonly PortForward[] };
 
 /**
  * The namespace of rdomain N: `vmd-rdomainN` for the system's vmd; a vmd with its own state directory (tests,
@@ -147,6 +150,11 @@ export class Network {
       for (const nic of vm.interfaces) {
         const mac = nic.lladdr ?? stableMac(vmId, vm.name, nic.index);
         const sw = nic.switch === null ? undefined : this.switchByName(nic.switch);
+        // passt needs no root: vm.conf's passt interfaces, and a rootless vmd's plain NICs when it is installed.
+        if (nic.passt != null || (!this.root && nic.switch === null && !nic.local && passtInstalled())) {
+          nics.push({ kind: 'passt', mac, passt: nic.passt ?? PASST_ROOTLESS, forwards: nic.forwards });
+          continue;
+        }
         if (!this.root) {
           if (nic.switch !== null || nic.local) {
             throw new VmdError('ERR_UNSUPPORTED', `vm "${vm.name}": interface ${nic.index}: ${nic.local ? 'local interfaces' : `switch "${nic.switch}"`} need vmd to run as root`, {

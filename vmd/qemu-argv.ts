@@ -110,6 +110,9 @@ function pushNicArgs(argv: string[], spec: QemuSpec, machine: QemuMachine): void
       const netdev = ['user', `id=net${i}`];
       for (const f of nic.forwards ?? []) netdev.push(`hostfwd=${f.proto}:${f.hostAddr ?? ''}:${f.hostPort}-:${f.guestPort}`);
       argv.push('-netdev', opts(netdev));
+    } else if (nic.kind === 'stream') {
+      // passt's socket (QEMU 7.2's stream netdev); passt starts first, so QEMU connects as a client.
+      argv.push('-netdev', opts(['stream', `id=net${i}`, 'server=off', 'addr.type=unix', `addr.path=${nic.socket}`]));
     } else {
       argv.push('-netdev', opts(['tap', `id=net${i}`, `fd=${nic.fd}`]));
     }
@@ -246,6 +249,8 @@ function checkNics(spec: QemuSpec, { checkFd }: DescriptorChecks): void {
       checkFd(`interface ${i}`, nic.fd);
     } else if (nic.kind === 'user') {
       checkForwards(spec, i, nic.forwards ?? []);
+    } else if (nic.kind === 'stream') {
+      if (typeof nic.socket !== 'string' || !nic.socket.startsWith('/')) fail(spec, `interface ${i}: socket must be an absolute path`);
     } else {
       fail(spec, `interface ${i}: invalid kind ${String((nic as { kind: unknown }).kind)}`);
     }

@@ -42,10 +42,12 @@ export interface QemuForward {
   readonly guestPort: number;
 }
 
-/** A guest NIC: user-mode NAT (unprivileged vmd) or a tap the parent opened and attached. */
+/** A guest NIC: user-mode NAT (unprivileged vmd), a tap the parent opened and attached, or passt's socket. */
 export type QemuNic =
   | { readonly kind: 'user'; readonly mac: string; readonly forwards?: readonly QemuForward[] }
-  | { readonly kind: 'tap'; readonly fd: number; readonly mac: string };
+  | { readonly kind: 'tap'; readonly fd: number; readonly mac: string }
+  /** A passt process's Unix socket (`-netdev stream`): passt carries the guest's traffic on host sockets. */
+  | { readonly kind: 'stream'; readonly socket: string; readonly mac: string };
 
 /** Everything the argv depends on, already resolved: sizes in bytes, accel decided, descriptors numbered as the child sees them. */
 export interface QemuSpec {

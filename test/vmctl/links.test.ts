@@ -17,24 +17,26 @@ function golden(t: Test, name: string, actual: string): void {
   goldenFile(t, 'test/vmctl/golden', name, actual);
 }
 
-/** Links of every kind: switch with a lease, local, unattached, no counters, big counters; out of order on purpose. */
+/** Links of every kind: switch with a lease, local, passt, unattached, no counters, big counters; out of order on purpose. */
 const LINKS_FIXTURE: LinkInfo[] = [
   { vmId: 12, vm: 'db.example.com', index: 0, link: 'vmd12i0', lladdr: 'fe:e1:bb:d1:0c:01', switch: 'uplink', local: false, address: null, rxPackets: 0, rxBytes: 0, rxDropped: 0, txPackets: 0, txBytes: 0, txDropped: 0, spoofDropped: 0, blocked: 0 },
   { vmId: 1, vm: 'web', index: 1, link: 'vmd1i1', lladdr: 'fe:e1:bb:d2:00:01', switch: null, local: true, address: '100.64.1.5/31', rxPackets: 1234567, rxBytes: 1610612736, rxDropped: 3, txPackets: 998877, txBytes: 92379545, txDropped: 0, spoofDropped: 17, blocked: 4 },
   { vmId: 1, vm: 'web', index: 0, link: 'vmd1i0', lladdr: '52:54:00:12:34:56', switch: 'uplink', local: false, address: '10.0.0.23/24', rxPackets: 42, rxBytes: 5120, rxDropped: 0, txPackets: 40, txBytes: 4321, txDropped: 1, spoofDropped: 0, blocked: 120 },
+  { vmId: 5, vm: 'pt', index: 0, link: 'passt/4242', lladdr: 'fe:e1:bb:d5:00:00', switch: null, local: false, address: '10.96.0.5/24', rxPackets: 0, rxBytes: 0, rxDropped: 0, txPackets: 0, txBytes: 0, txDropped: 0, spoofDropped: 0, blocked: 0, kind: 'passt', forwards: ['tcp 8080>80', 'udp 53>53'] },
   { vmId: 3, vm: 'lab', index: 2, link: 'vmd3i2', lladdr: 'fe:e1:bb:d3:00:03', switch: null, local: false, address: null, rxPackets: 7, rxBytes: 512, rxDropped: 0, txPackets: 0, txBytes: 0, txDropped: 0, spoofDropped: 0, blocked: 0 },
 ];
 
 t.test('cells and layout', async (t) => {
-  t.same(linkCells(LINKS_FIXTURE[1]!), ['web', '1', 'vmd1i1', 'fe:e1:bb:d2:00:01', '(local)', '100.64.1.5/31', '1234567', '1.5G', '3', '998877', '88.1M', '0', '17', '4']);
-  t.same(linkCells(LINKS_FIXTURE[3]!).slice(4, 6), ['-', '-'], 'no switch, no address');
-  t.equal(formatLinks([]), 'VM IF LINK LLADDR SWITCH ADDRESS RX-PKTS RX-BYTES RX-DROP TX-PKTS TX-BYTES TX-DROP SPOOFED BLOCKED\n', 'header only');
+  t.same(linkCells(LINKS_FIXTURE[3]!), ['pt', '0', 'passt/4242', 'fe:e1:bb:d5:00:00', '(passt)', '10.96.0.5/24', 'tcp 8080>80,udp 53>53', '-', '-', '-', '-', '-', '-', '-', '-'], 'passt: forwards, no counters');
+  t.same(linkCells(LINKS_FIXTURE[1]!), ['web', '1', 'vmd1i1', 'fe:e1:bb:d2:00:01', '(local)', '100.64.1.5/31', '-', '1234567', '1.5G', '3', '998877', '88.1M', '0', '17', '4']);
+  t.same(linkCells(LINKS_FIXTURE[4]!).slice(4, 7), ['-', '-', '-'], 'no switch, no address, no forwards');
+  t.equal(formatLinks([]), 'VM IF LINK LLADDR SWITCH ADDRESS FORWARDS RX-PKTS RX-BYTES RX-DROP TX-PKTS TX-BYTES TX-DROP SPOOFED BLOCKED\n', 'header only');
   const lines = formatLinks(LINKS_FIXTURE).split('\n');
-  t.equal(lines.length, 6, 'header, four rows, final newline');
+  t.equal(lines.length, 7, 'header, five rows, final newline');
   t.ok(lines.every((l) => !l.endsWith(' ')), 'no trailing blanks');
-  t.same(lines.slice(1, 5).map((l) => l.split(/\s+/)[2]), ['vmd1i0', 'vmd1i1', 'vmd3i2', 'vmd12i0'], 'ordered by VM id, then NIC');
+  t.same(lines.slice(1, 6).map((l) => l.split(/\s+/)[2]), ['vmd1i0', 'vmd1i1', 'vmd3i2', 'passt/4242', 'vmd12i0'], 'ordered by VM id, then NIC');
   const header = lines[0]!;
-  for (const l of lines.slice(1, 5)) t.equal(l.length, header.length, 'columns line up (right-aligned last column)');
+  for (const l of lines.slice(1, 6)) t.equal(l.length, header.length, 'columns line up (right-aligned last column)');
 });
 
 t.test('golden file', async (t) => {

@@ -70,11 +70,17 @@ t.test('rdomain namespaces: vmd-rdomainN for the system vmd, a per-state-dir suf
   t.throws(() => rdomainNetnsFor(256, DEFAULT_STATE_DIR), { code: 'ERR_INVALID' });
 });
 
-t.test('without root: user-mode NICs with their forwards, switches and local interfaces refused', async (t) => {
+t.test('without root: passt NICs (slirp without passt) with their forwards, switches and local interfaces refused', async (t) => {
   const { dir, db } = stateOf(t);
   const c = config('switch "lan" {\n interface br0\n}\nvm "u" {\n interface {\n forward tcp 8080 to 80\n }\n interface lladdr 52:54:00:00:00:07\n}\n' +
     'vm "s" {\n interface switch "lan"\n}\nvm "l" {\n local interface\n}\n');
   const net = new Network(c, db, dir, false);
+  // share/setup installs passt: a rootless vmd prefers it, in qemu style.
+  const withPasst = await net.vmUp(5, c.vms[0]!);
+  t.match(withPasst.nics[0], { kind: 'passt', passt: { dev: null, address: '10.0.2.15/24' }, forwards: [{ proto: 'tcp', hostPort: 8080, guestPort: 80 }] });
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent';
+  t.teardown(() => { process.env.PATH = path; });
   const up = await net.vmUp(5, c.vms[0]!);
   t.same(up.fds, [], 'no taps');
   t.equal(up.nics.length, 2);

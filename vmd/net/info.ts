@@ -44,6 +44,7 @@ export async function linksInfoOf(net: NetworkView, filter: (vmId: number, vm: s
       txPackets: st?.txPackets ?? 0, txBytes: st?.txBytes ?? 0, txDropped: st?.txDropped ?? 0,
       spoofDropped: fw.macSpoof.packets + fw.ipSpoof.packets + fw.guard.packets,
       blocked: fw.vlan.packets + fw.rules.reduce((n, r, i) => n + (l.rules[i]!.action === 'block' ? r.packets : 0), 0),
+      forwards: l.forwards.map((f) => `${f.proto} ${f.hostPort}>${f.guestPort}`),
     });
   }
   return out;

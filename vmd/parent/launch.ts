@@ -17,6 +17,8 @@ import type { Parent } from './context.js';
 import { diskHoldersCheck } from './disk-holders.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
 import type { Entry, RestartCount } from './registry.js';
+import { passtForwardsCheck, passtQemuNic, passtsStart } from './passt.js';
+import { passtStopAll } from '../net/passt-run.js';
 
 const RESTART_WINDOW_MS = 6000;
 const RESTART_LIMIT = 3;
@@ -111,6 +113,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
   let child: ChildProcess | null = null;
   let netUp = false;
   try {
+    passtStopAll(runDir);
     rmSync(runDir, { recursive: true, force: true });
     const images = await imagesOpen(vm, fsIdentityOf(uid), fds, { root: p.env.root, qemu: p.env.qemuIdentity, runDir });
     // QEMU's image locks would refuse a file another guest writes, or one it reads that this guest would write.
@@ -125,8 +128,10 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     const net = await p.network.vmUp(e.record.id, vm);
     netUp = true;
     for (const fd of net.fds) fds.own(fd);
-    const nics: QemuNic[] = net.nics.map((n) => (n.kind === 'tap'
+    passtForwardsCheck(p, e, net.nics);
+    const nics: QemuNic[] = net.nics.map((n, i) => (n.kind === 'tap'
       ? { kind: 'tap', fd: fds.pass(n.hostFd), mac: n.mac }
+      : n.kind === 'passt' ? passtQemuNic(runDir, i, n.mac)
       : { kind: 'user', mac: n.mac, forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })) }));
     const spec = qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root });
     // A received guest starts paused, waiting for its state (vmm hands QEMU the stream with migrate-incoming).
@@ -140,6 +145,8 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     e.runtime = rt;
     e.stopRequested = false;
     launching.add(e);
+    // After the record: a crash from here on leaves a run directory the next vmd's sweep clears of passt.
+    await passtsStart(p, e, net.nics, runDir);
     child = await qemuSpawn(p, vm, argv, runDir, logFd, fds.passed);
     const pid = child.pid!;
     // QEMU refusing its argv or an image exits at once: that exit, with QEMU's message, ends the start.
@@ -214,6 +221,7 @@ async function qemuSpawn(p: Parent, vm: VmConfig, argv: string[], runDir: string
 /** Removes what a guest's run left: its run directory, runtime record, captures and links. */
 export function runtimeCleanup(p: Parent, e: Entry): void {
   if (e.runtime !== null) {
+    passtStopAll(e.runtime.runDir);
     rmSync(e.runtime.runDir, { recursive: true, force: true });
     p.db.runtimeDelete(e.record.id);
   }

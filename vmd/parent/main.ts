@@ -20,6 +20,7 @@ import { guestExited, guestsReconcile } from './lifecycle.js';
 import { VmRegistry } from './registry.js';
 import { Roles } from './roles.js';
 import { StaggerQueue } from './stagger.js';
+import { passtSweep } from './passt.js';
 
 export type { ParentOptions } from './context.js';
 
@@ -137,6 +138,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   roles.startVmm();
   await roles.vmmReady;
   await guestsReconcile(p);
+  passtSweep(p);
   db.trimEvents();
   await p.network.sync();
   warningsRefresh(p);

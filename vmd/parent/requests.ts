@@ -9,6 +9,7 @@ import { configLoadFile, configReload, configReset } from './config.js';
 import type { Parent } from './context.js';
 import { vmStart } from './launch.js';
 import { untilStarted } from './lifecycle.js';
+import { passtLinksInfo } from './passt.js';
 import type { Entry } from './registry.js';
 import { vmFromOptions } from './vm-config.js';
 
@@ -124,7 +125,8 @@ export function logVerboseRequest(p: Parent, who: Asker, req: Req<'log.verbose.r
 
 /** `vmctl links [NAME]`. */
 export async function vmLinksRequest(p: Parent, who: Asker, req: Req<'vm.links.request'>): Promise<void> {
-  const links = await p.network.linksInfo((id, name) => req.target === undefined || String(id) === req.target || name === req.target);
+  const filter = (id: number, name: string): boolean => req.target === undefined || String(id) === req.target || name === req.target;
+  const links = [...await p.network.linksInfo(filter), ...await passtLinksInfo(p, filter)];
   respond(p, who.peer, { type: 'vm.links.response', id: req.id, links });
 }
 

@@ -2,7 +2,7 @@
 // Pure functions with OpenBSD's defaults and checks (vm_instance, vm_register), so they are tested without a daemon.
 
 import {
-  DEFAULT_MEMORY, MAX_DISKS, MAX_NICS,
+  DEFAULT_MEMORY, MAX_DISKS, MAX_NICS, PASST_NAT_ADDRESS,
   type DiskBus, type DiskConfig, type DiskFormat, type InstanceFlag, type InterfaceConfig, type VmConfig,
 } from '../../share/config.js';
 import { diskFormatAs, fsIdentityOf } from '../user-files.js';
@@ -72,6 +72,7 @@ export function vmFromOptions(
       lladdr: null, locked: false, rdomain: null, up: true,
       forwards: i === 0 ? (o.forwards ?? []).map((f) => ({ ...f, location })) : [],
       rules: [], location,
+      ...(n?.kind === 'passt' ? { passt: { dev: null, address: n.style === 'nat' ? PASST_NAT_ADDRESS : null } } : {}),
     });
   }
   if ((o.disks?.length ?? 0) > MAX_DISKS) throw new VmdError('ERR_INVALID', `vm "${name}": too many disks`);
@@ -116,6 +117,7 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
       forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })),
       rules: n.rules.map((r) => ({ action: r.action, direction: r.direction, quick: r.quick, protos: r.protos, from: r.from, to: r.to, text: r.text })),
       ...(n.allow === undefined || n.allow.length === 0 ? {} : { allow: [...n.allow] }),
+      ...(n.passt == null ? {} : { passt: { dev: n.passt.dev, address: n.passt.address } }),
     })),
     owner: vm.owner === null ? null : { uid: vm.owner.uid, gid: vm.owner.gid },
   };
@@ -136,6 +138,7 @@ export function vmFromStream(name: string, c: StreamConfig): VmConfig {
       forwards: n.forwards.map((f) => ({ ...f, location })),
       rules: n.rules.map((r) => ({ ...r, location })),
       ...(n.allow === undefined ? {} : { allow: n.allow }),
+      ...(n.passt === undefined ? {} : { passt: n.passt }),
     location })),
     owner: c.owner === null ? null : { uid: c.owner.uid, gid: c.owner.gid, user: null, group: null },
     allowInstance: null, sev: false, seves: false, accel: null, location,
