@@ -9,7 +9,7 @@ export const COMMAND_USAGE = {
   firewall: 'id [if]',
   load: 'filename',
   links: '[id]',
-  log: '[brief | verbose]',
+  log: 'brief | verbose | id',
   pause: 'id',
   receive: 'name',
   send: 'id',

@@ -89,7 +89,7 @@ t.test('usage output and exit status', async (t) => {
   t.equal(usageOf('show'), 'usage:\tvmctl [-v] show [id]\n');
   t.equal(usageOf('reload'), 'usage:\tvmctl [-v] reload \n');
   t.equal(usageOf('reset'), 'usage:\tvmctl [-v] reset [all | switches | vms]\n');
-  t.equal(usageOf('log'), 'usage:\tvmctl [-v] log [brief | verbose]\n');
+  t.equal(usageOf('log'), 'usage:\tvmctl [-v] log brief | verbose | id\n');
   t.equal(usageOf('wait'), 'usage:\tvmctl [-v] wait id\n');
   t.match(usageOf('start'), /^usage:\tvmctl \[-v\] start \[-cL\] \[-B device\] \[-b path\] \[-d disk\] \[-i count\]\n\t\t\[-m size\] \[-n switch\] \[-r path\] \[-t name\]\n/);
   t.same(await run(['reload', 'x']), { code: 1, stdout: '', stderr: usageOf('reload') });
@@ -98,7 +98,8 @@ t.test('usage output and exit status', async (t) => {
   t.same(await run(['stop', '-x', 'web']), { code: 1, stdout: '', stderr: usageOf('stop') });
   t.same(await run(['star']), { code: 1, stdout: '', stderr: usageOf('start') });
   t.same(await run(['start', '-m']), { code: 1, stdout: '', stderr: usageOf('start') });
-  t.same(await run(['log', 'loud']), { code: 1, stdout: '', stderr: usageOf('log') });
+  t.same(await run(['log']), { code: 1, stdout: '', stderr: usageOf('log') });
+  t.same(await run(['log', 'brief', 'web']), { code: 1, stdout: '', stderr: usageOf('log') });
   t.same(await run(['reset', 'everything']), { code: 1, stdout: '', stderr: usageOf('reset') });
   t.same(await run(['pause']), { code: 1, stdout: '', stderr: usageOf('pause') });
   t.same(await run(['wait', 'a', 'b']), { code: 1, stdout: '', stderr: usageOf('wait') });

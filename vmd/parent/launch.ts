@@ -2,7 +2,7 @@
 // QEMU runs detached as the unprivileged user with the images and taps as inherited descriptors.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_MEMORY, type VmConfig } from '../../share/config.js';
 import { errnoMessage } from '../../share/errno.js';
@@ -15,6 +15,7 @@ import type { QemuNic, QemuSpec } from '../qemu-spec.js';
 import { fsIdentityOf } from '../user-files.js';
 import type { Parent } from './context.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
+import { qemuLogOpen, qemuLogPath } from './qemu-log.js';
 import type { Entry, RestartCount } from './registry.js';
 
 const RESTART_WINDOW_MS = 6000;
@@ -79,9 +80,14 @@ export interface StartRequest {
 export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartRequest): Promise<void> {
   if (e.runtime !== null || e.state === 'starting') throw new VmdError('ERR_VM_RUNNING', `vm "${e.record.name}": already running`);
   const vm = e.record.config;
-  e.restarts = restartCount(e.restarts, opts.restart === true, Date.now(), e.record.id);
-  startCheck(p, e);
+  try {
+    e.restarts = restartCount(e.restarts, opts.restart === true, Date.now(), e.record.id);
+    startCheck(p, e);
+  } catch (err) {
+    throw startFailed(e, toVmdError(err));
+  }
   p.vms.setState(e, 'starting');
+  e.failure = null;
   const fds = new Descriptors();
   const runDir = join(p.env.runRoot, String(e.record.id));
   let child: ChildProcess | null = null;
@@ -92,7 +98,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
     chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
-    const logFd = fds.own(openSync(join(runDir, 'qemu.log'), 'w', 0o640));
+    const logFd = fds.own(qemuLogOpen(p.env.stateDir, e.record.id));
     const accel = await p.accelFor(vm);
     // The guest's links exist before QEMU does: taps reach it as inherited fds like the images.
     const net = await p.network.vmUp(e.record.id, vm);
@@ -127,15 +133,22 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     p.vms.setState(e, res.state === 'paused' ? 'paused' : 'running');
     logInfo(`started ${vm.name} (vm ${e.record.id}) successfully, tty ${rt.consoleSocket}`);
   } catch (err) {
-    throw await startUndo(p, e, child, netUp, runDir, err);
+    throw startFailed(e, await startUndo(p, e, child, netUp, runDir, err));
   } finally {
     fds.closeAll();
   }
 }
 
+/** Keeps why a start failed for `vmctl status` until the next start, and logs it: a queued start has nobody else to tell. */
+function startFailed(e: Entry, err: VmdError): VmdError {
+  e.failure = err.message;
+  logWarn(`vm "${e.record.name}": start failed: ${err.message}`);
+  return err;
+}
+
 /** Undoes a failed start (QEMU, links, run directory, runtime record) and says why, in QEMU's words when it has some. */
 async function startUndo(p: Parent, e: Entry, child: ChildProcess | null, netUp: boolean, runDir: string, err: unknown): Promise<VmdError> {
-  const tail = e.runtime !== null ? qemuLogTail(join(runDir, 'qemu.log')) : '';
+  const tail = e.runtime !== null ? qemuLogTail(qemuLogPath(p.env.stateDir, e.record.id)) : '';
   if (child?.pid !== undefined) {
     try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
   }

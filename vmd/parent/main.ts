@@ -15,6 +15,8 @@ import { Network } from '../network.js';
 import { configLoad, configRegister, configReload, formatDiag } from './config.js';
 import type { Parent, ParentEnv, ParentOptions } from './context.js';
 import { parentDispatchControl, parentDispatchVmm } from './dispatch.js';
+import { qemuLogRemove } from './qemu-log.js';
+import { directoriesCheck } from './reach.js';
 import { vmStart } from './launch.js';
 import { guestExited, guestsReconcile } from './lifecycle.js';
 import { VmRegistry } from './registry.js';
@@ -73,6 +75,12 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     return 1;
   }
   mkdirSync(env.runRoot, { recursive: true, mode: 0o755 });
+  try {
+    directoriesCheck(env, vmdUser());
+  } catch (err) {
+    logWarn(toVmdError(err).message);
+    return 1;
+  }
   const db = new StateDb(env.stateDir);
   let exitResolve!: (code: number) => void;
   const exited = new Promise<number>((r) => { exitResolve = r; });
@@ -92,6 +100,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     roles.control.send({ type: 'control.status', vms: list, warnings });
     return true;
   });
+  vms.removed = (id) => qemuLogRemove(env.stateDir, id);
   const accel = accelChooser(() => p);
   const p: Parent = {
     env, config: loaded.config, db, vms, roles,
@@ -100,7 +109,8 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     stagger: new StaggerQueue({
       vms,
       settings: () => p.config.global.staggered,
-      start: (e) => vmStart(p, e, env.selfUid, {}).catch((err: unknown) => logWarn(`vm "${e.record.name}": ${toVmdError(err).message}`)),
+      // vmStart logs its own failures.
+      start: (e) => vmStart(p, e, env.selfUid, {}).catch(() => undefined),
       stopped: () => p.shuttingDown,
     }),
     transfers: new Set(),
