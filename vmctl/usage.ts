@@ -7,6 +7,7 @@ export const COMMAND_USAGE = {
   console: '[-t seconds] id',
   create: '[-b base | -i disk] [-s size] disk',
   firewall: 'id [if]',
+  help: '[command]',
   load: 'filename',
   links: '[id]',
   log: 'brief | verbose | id',
@@ -24,3 +25,6 @@ export const COMMAND_USAGE = {
   stop: '[-fw] [id | -a]',
   wait: 'id',
 } as const;
+
+/** The global usage line, exactly OpenBSD's. */
+export const GLOBAL_USAGE = 'usage:\tvmctl [-v] command [arg ...]\n';
