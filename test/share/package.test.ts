@@ -51,7 +51,7 @@ t.test('installed into a fresh Debian root', async (t) => {
   t.teardown(async () => { await root?.unmount(); });
   root = await debianRoot();
   const dir = root.dir;
-  const inRoot = (...argv: string[]) => execa('chroot', [dir, ...argv], { reject: false, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' } });
+  const inRoot = (...argv: string[]) => execa('chroot', [dir, ...argv], { reject: false, extendEnv: false, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' } });
   copyFileSync(deb, join(dir, 'tmp', 'vmd.deb'));
   const install = await inRoot('dpkg', '-i', '/tmp/vmd.deb');
   t.equal(install.exitCode, 0, `dpkg -i: ${install.stdout}\n${install.stderr}`);

@@ -1,0 +1,77 @@
+// Logs an operator reads: a detached vmd's lines reach syslog (facility daemon, program vmd), and a failed start
+// shows in `vmctl status` while `vmctl log VM` shows what QEMU said.
+import t from 'tap';
+import { execa } from 'execa';
+import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { vmdEntry } from '../../share/paths.js';
+import { VmdHarness, pidsMatching } from '../lib/vmd-harness.js';
+
+// A syslog daemon's socket, as python3 (share/setup installs it) can bind one: Node cannot receive unix datagrams.
+const LISTENER = `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("ready", flush=True)
+while True:
+    print(s.recv(65536).decode(errors="replace"), flush=True)
+`;
+
+t.test('a detached vmd logs to syslog: facility daemon, program vmd, a failed start with its reason', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-syslog-'));
+  chmodSync(dir, 0o755);
+  const netns = `vmdlog-${process.pid}`;
+  const sock = join(dir, 'log.sock');
+  writeFileSync(join(dir, 'fw.bin'), 'not a firmware image\n');
+  writeFileSync(join(dir, 'vm.conf'), `vm "broken" {\n memory 64M\n boot "${dir}/fw.bin"\n}\n`);
+  const listener = execa('python3', ['-c', LISTENER, sock], { reject: false, buffer: false });
+  let received = '';
+  t.teardown(async () => {
+    for (const pid of pidsMatching(dir)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    listener.kill('SIGKILL');
+    await listener;
+    await execa('ip', ['netns', 'del', netns], { reject: false });
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await new Promise<void>((resolve) => listener.stdout!.on('data', (d: Buffer) => { received += d.toString(); if (received.includes('ready')) resolve(); }));
+  await execa('ip', ['netns', 'add', netns]);
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', VMD_SOCKET: join(dir, 'vmd.sock'), VMD_STATE_DIR: join(dir, 'state'), VMD_NFT_DIR: join(dir, 'nft.d'), VMD_SYSLOG_SOCKET: sock };
+  const start = await execa('ip', ['netns', 'exec', netns, '/usr/bin/env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), vmdEntry, '-f', join(dir, 'vm.conf')], {
+    reject: false, extendEnv: false, env, cwd: dir, timeout: 60_000,
+  });
+  t.equal(start.exitCode, 0, `vmd detached: ${start.stderr}`);
+  const deadline = Date.now() + 60_000;
+  while (!/start failed/.test(received) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  // <28>: daemon (3) * 8 + warning (4); the RFC 3164 header, then the program and the daemon's pid.
+  t.match(received, /<28>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ vmd\[\d+\]: vm "broken": start failed: vm "broken": \S/);
+  const daemon = pidsMatching(dir).find((pid) => pid !== listener.pid);
+  t.ok(daemon !== undefined, 'the daemon runs detached');
+  process.kill(daemon!, 'SIGTERM');
+  const end = Date.now() + 30_000;
+  while (!/exiting; guests keep running/.test(received) && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+  t.match(received, /<30>.* vmd\[\d+\]: exiting; guests keep running/, 'info is <30>');
+});
+
+t.test('a failed start shows in status until the next start, and vmctl log shows what QEMU said', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  writeFileSync(join(h.dir, 'fw.bin'), 'not a firmware image\n');
+  writeFileSync(h.configPath, `vm "broken" {\n disable\n memory 64M\n boot "${h.dir}/fw.bin"\n}\n`);
+  t.equal((await h.vmctl(['reload'])).exitCode, 0);
+  const start = await h.vmctl(['start', 'broken']);
+  t.equal(start.exitCode, 1, 'the start fails');
+  const status = await h.vmctl(['status', 'broken']);
+  t.match(status.stdout, / failed broken\n/, 'STATE failed');
+  // The reason's wording (QMP's or QEMU's own) is the start error's; here only that it is kept and shown.
+  t.match(status.stdout, /^start failed: vm "broken": \S/m, 'the reason under the table');
+  const json = JSON.parse((await h.vmctl(['--json', 'status', 'broken'])).stdout) as { vms: Array<{ failure?: string }> };
+  t.match(json.vms[0]?.failure, /^vm "broken": \S/);
+  const log = await h.vmctl(['log', 'broken']);
+  t.equal(log.exitCode, 0, log.stderr);
+  t.match(log.stdout, /^qemu(-system-x86_64)?: could not load PC BIOS/m, "QEMU's own line, kept after the failed start");
+  t.match(h.daemonLog, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} vmd: vm "broken": start failed: /m, '-d lines carry a timestamp');
+  // A VM given as id works too; a VM nobody knows is an error.
+  t.match((await h.vmctl(['log', '1'])).stdout, /could not load PC BIOS/);
+  t.equal((await h.vmctl(['log', 'nosuchvm'])).exitCode, 1);
+});
