@@ -18,15 +18,18 @@ export function packageDeps(): string[] {
   return fields.flatMap((l) => l.replace(/^[A-Za-z]+:/, '').split(',')).map((d) => d.trim().split(/[\s(]/)[0]!).filter((d) => d !== '');
 }
 
+/** Beyond the package's dependencies: systemd, so the unit is verified by the root's own systemd-analyze. */
+const EXTRA = ['systemd'];
+
 /** The cached base root, made now if missing (a few minutes, once); a half-made one is never left under its name. */
 export async function debianBase(): Promise<string> {
   // Named after what it holds, so a changed Depends line makes a new root instead of reusing a stale one.
-  const base = join(CACHE_DIR, `${SUITE}-${createHash('sha256').update(packageDeps().sort().join(',')).digest('hex').slice(0, 12)}`);
+  const base = join(CACHE_DIR, `${SUITE}-${createHash('sha256').update([...packageDeps(), ...EXTRA].sort().join(',')).digest('hex').slice(0, 12)}`);
   if (existsSync(join(base, '.complete'))) return base;
   mkdirSync(CACHE_DIR, { recursive: true });
   const tmp = mkdtempSync(join(CACHE_DIR, `.${SUITE}-`));
   try {
-    await execa('debootstrap', ['--variant=minbase', `--include=${packageDeps().join(',')}`, SUITE, tmp, 'http://deb.debian.org/debian'], {
+    await execa('debootstrap', ['--variant=minbase', `--include=${[...packageDeps(), ...EXTRA].join(',')}`, SUITE, tmp, 'http://deb.debian.org/debian'], {
       timeout: 1_800_000,
     });
     await execa('touch', [join(tmp, '.complete')]);

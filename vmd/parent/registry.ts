@@ -205,7 +205,7 @@ export class VmRegistry {
 
   /** The listing, in id order, filtered as `vmctl status [-r] [NAME]` asks. */
   list(target?: string, runningOnly = false): VmInfo[] {
-    // One look at /etc/passwd and /etc/group per listing, not one per VM.
+    // One name-service view per listing; its answers are cached, so owners shared by many VMs are looked up once.
     const users = systemUserDb();
     return [...this.entries.values()]
       .filter((e) => target === undefined || String(e.record.id) === target || e.record.name === target)
