@@ -72,7 +72,7 @@ try {
   place('vmd.service', 'usr/lib/systemd/system/vmd.service');
   place('vmd.tmpfiles', 'usr/lib/tmpfiles.d/vmd.conf');
   place('vmd.logrotate', 'etc/logrotate.d/vmd');
-  cpSync(join(root, 'share', 'examples', 'vm.conf'), join(stage, 'etc', 'vm.conf.example'));
+  place('vm.conf.example', 'etc/vm.conf.example');
   mkdirSync(join(stage, 'usr', 'share', 'doc', 'vmd'), { recursive: true });
   cpSync(join(root, 'README.md'), join(stage, 'usr', 'share', 'doc', 'vmd', 'README.md'));
 
