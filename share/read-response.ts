@@ -147,6 +147,13 @@ export function readResponse(msg: unknown): ControlResponse {
       if (!lines.every((l) => typeof l === 'string')) throw new ProtocolError('reply: field "lines" must be a list of strings');
       return { type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'), lines: lines as string[] };
     }
+    case 'vm.inspect.response': {
+      if (!isObj(msg.config)) throw new ProtocolError('reply: field "config" must be an object');
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
+        text: str(msg, 'text', 1_000_000, 'reply'), config: msg.config,
+      };
+    }
     case 'ok.response':
       return { type: msg.type, id };
     case 'error': {

@@ -8,6 +8,7 @@ export const COMMAND_USAGE = {
   create: '[-b base | -i disk] [-s size] disk',
   firewall: 'id [if]',
   help: '[command]',
+  inspect: 'id',
   load: 'filename',
   links: '[id]',
   log: 'brief | verbose | id',

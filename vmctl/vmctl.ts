@@ -17,6 +17,7 @@ export const COMMANDS: readonly CommandSpec[] = (
     ['create', () => import('./create.js').then((m) => m.createCommand)],
     ['firewall', () => import('./firewall.js').then((m) => m.firewallCommand)],
     ['help', () => import('./help-command.js').then((m) => m.helpCommand)],
+    ['inspect', () => import('./inspect.js').then((m) => m.inspectCommand)],
     ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],
     ['log', () => import('./log.js').then((m) => m.logCommand)],
@@ -104,13 +105,15 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const help = await import('./help.js');
   if (global === undefined || global.rest.length === 0) {
     if (json) io.stdout.write(help.jsonError('ERR_USAGE', 'no command given'));
-    io.stderr.write(`${USAGE}commands:\n${help.commandList()}`);
+    // OpenBSD's usage byte for byte; the command list is `vmctl help`'s.
+    io.stderr.write(USAGE);
     return 1;
   }
   const [word, ...args] = global.rest as [string, ...string[]];
   const found = resolveCommand(word);
   if ('error' in found) {
-    const near = help.suggestCommand(word);
+    // Only for a word that names nothing: an ambiguous prefix already names its candidates' start.
+    const near = found.error.startsWith('unknown') ? help.suggestCommand(word) : undefined;
     const hint = near === undefined ? undefined : `did you mean "${near}"?`;
     if (json) io.stdout.write(help.jsonError('ERR_USAGE', found.error, hint));
     io.stderr.write(`${found.error}\n${hint === undefined ? '' : `vmctl: ${hint}\n`}${USAGE}`);

@@ -65,7 +65,7 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('f'), 'firewall');
   t.equal(name('rec'), 'receive');
   t.equal(name('se'), 'send');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'help', 'inspect', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('send and receive arguments', async (t) => {
@@ -312,4 +312,21 @@ t.test('the other commands', async (t) => {
   t.equal(parseReset(['VMS']), 'vms');
   t.equal(parseReset(['switches']), 'switches');
   t.throws(() => parseReset(['vm']), UsageError, 'no abbreviation for reset modes');
+});
+
+t.test('help, -h, did you mean, and --json for the errors vmctl finds itself', async (t) => {
+  const help = await run(['help']);
+  t.equal(help.code, 0);
+  t.match(help.stdout, /^usage:\tvmctl \[-v\] command \[arg \.\.\.\]\ncommands:\n\tcapture\t/);
+  for (const c of COMMANDS) t.match(help.stdout, new RegExp(`\\n\\t${c.name}\\t`), `${c.name} listed`);
+  t.same(await run(['help', 'stop']), { code: 0, stdout: 'usage:\tvmctl [-v] stop [-fw] [id | -a]\n', stderr: '' });
+  t.same(await run(['stop', '-h']), { code: 0, stdout: 'usage:\tvmctl [-v] stop [-fw] [id | -a]\n', stderr: '' });
+  t.same(await run(['stauts']), { code: 1, stdout: '', stderr: `unknown argument: stauts\nvmctl: did you mean "status"?\n${USAGE}` });
+  const typo = await run(['--json', 'stauts']);
+  t.same(JSON.parse(typo.stdout), { type: 'error', id: 0, error: { code: 'ERR_USAGE', message: 'unknown argument: stauts', hint: 'did you mean "status"?' } });
+  const usage = await run(['--json', 'stop', '-x']);
+  t.equal(JSON.parse(usage.stdout).error.code, 'ERR_USAGE');
+  const conn = await run(['--json', 'status']);
+  t.equal(conn.code, 1);
+  t.equal(JSON.parse(conn.stdout).error.code, 'ERR_CONNECT');
 });

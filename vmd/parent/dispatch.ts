@@ -6,7 +6,7 @@ import { VmdError } from '../../share/errors.js';
 import type { ControlToParent, VmmToParent } from '../../share/ipc.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
-import { vmQemuLogRequest } from './inspect.js';
+import { vmInspectRequest, vmQemuLogRequest } from './inspect.js';
 import { guestExited, guestsAdoptAgain } from './lifecycle.js';
 import {
   configRequest, logVerboseRequest, respond, respondError, vmFirewallRequest, vmLinksRequest, vmPauseRequest,
@@ -67,6 +67,8 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmFirewallRequest(p, who, req);
     case 'vm.log.request':
       return vmQemuLogRequest(p, who, req);
+    case 'vm.inspect.request':
+      return vmInspectRequest(p, who, req);
     case 'vm.console.request':
     case 'vm.capture.request':
     case 'vm.send.request':
