@@ -18,13 +18,20 @@ export function vmQemuLogRequest(p: Parent, who: Asker, req: Req<'vm.log.request
   respond(p, who.peer, { type: 'vm.log.response', id: req.id, vmId: e.record.id, name: e.record.name, lines: qemuLogLines(p.env.stateDir, e.record.id) });
 }
 
-/** Who owns the VM as vm.conf would say it: its block's owner, or for VMs made at run time the user who made them. */
+/** Who owns the VM as vm.conf would say it, by name where the name service knows it: its block's owner, or for VMs
+ * made at run time the user who made them. */
 function ownerOf(e: Entry): Owner | null {
-  const vm = e.record.config;
-  if (vm.owner !== null || e.record.origin === 'config') return vm.owner;
+  const { config: vm, origin, ownerUid, ownerGid } = e.record;
+  const o: Owner | null = vm.owner ?? (origin === 'config' ? null : { uid: ownerUid, gid: ownerGid, user: null, group: null });
+  if (o === null) return null;
   const users = systemUserDb();
-  const { ownerUid: uid, ownerGid: gid } = e.record;
-  return { uid, gid, user: users.getpwuid(uid)?.name ?? null, group: gid === null ? null : users.getgrgid(gid)?.name ?? null };
+  // `:group` alone (uid 0, no user) stays a group owner.
+  const userless = o.user === null && o.uid === 0 && (o.group !== null || o.gid !== null) && vm.owner !== null;
+  return {
+    ...o,
+    user: o.user ?? (userless ? null : users.getpwuid(o.uid)?.name ?? null),
+    group: o.group ?? (o.gid === null ? null : users.getgrgid(o.gid)?.name ?? null),
+  };
 }
 
 /** `vmctl inspect VM`: the configuration it runs with, instances and command-line VMs included, as vm.conf text. */
