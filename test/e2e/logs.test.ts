@@ -75,3 +75,30 @@ t.test('a failed start shows in status until the next start, and vmctl log shows
   t.match((await h.vmctl(['log', '1'])).stdout, /could not load PC BIOS/);
   t.equal((await h.vmctl(['log', 'nosuchvm'])).exitCode, 1);
 });
+
+t.test('a state directory the unprivileged user cannot reach fails vmd at start, naming it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-reach-'));
+  // 0700 root: _vmd cannot search it, so QEMU could never create its sockets below.
+  chmodSync(dir, 0o700);
+  const netns = `vmdreach-${process.pid}`;
+  t.teardown(async () => {
+    await execa('ip', ['netns', 'del', netns], { reject: false });
+    rmSync(dir, { recursive: true, force: true });
+  });
+  writeFileSync(join(dir, 'vm.conf'), '# empty\n');
+  await execa('ip', ['netns', 'add', netns]);
+  const state = join(dir, 'state');
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', VMD_SOCKET: join(tmpdir(), `vmd-reach-${process.pid}.sock`), VMD_STATE_DIR: state, VMD_NFT_DIR: join(dir, 'nft.d') };
+  const r = await execa('ip', ['netns', 'exec', netns, '/usr/bin/env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), vmdEntry, '-d', '-f', join(dir, 'vm.conf')], {
+    reject: false, extendEnv: false, env, timeout: 30_000,
+  });
+  t.equal(r.exitCode, 1, 'vmd exits');
+  t.match(r.stderr, new RegExp(`vmd: state directory ${state}: _vmd cannot reach ${state}/run \\(EACCES\\)`));
+  t.match(r.stderr, /vmd: hint: .*chmod o\+x/);
+  const missing = await execa('ip', ['netns', 'exec', netns, '/usr/bin/env', '-i', ...Object.entries({ ...env, VMD_STATE_DIR: join(tmpdir(), `vmd-reach-ok-${process.pid}`), VMD_SOCKET: '/nonexistent-dir/vmd.sock' }).map(([k, v]) => `${k}=${v}`), vmdEntry, '-d', '-f', join(dir, 'vm.conf')], {
+    reject: false, extendEnv: false, env, timeout: 30_000,
+  });
+  rmSync(join(tmpdir(), `vmd-reach-ok-${process.pid}`), { recursive: true, force: true });
+  t.equal(missing.exitCode, 1);
+  t.match(missing.stderr, /vmd: socket directory \/nonexistent-dir: ENOENT/);
+});

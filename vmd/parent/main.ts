@@ -78,7 +78,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   try {
     directoriesCheck(env, vmdUser());
   } catch (err) {
-    logWarn(toVmdError(err).message);
+    const ve = toVmdError(err);
+    logWarn(ve.message);
+    if (ve.hint !== undefined) logWarn(`hint: ${ve.hint}`);
     return 1;
   }
   const db = new StateDb(env.stateDir);
