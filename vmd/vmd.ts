@@ -23,7 +23,8 @@ async function main(): Promise<number> {
   }
   // Loaded only here: the child roles have no use for the grammar and should not carry it in memory.
   if (options.configTest) return (await import('./configtest.js')).configTest(options);
-  if (options.role === null && options.debug && !detachedChild) process.env[LOG_TARGET_ENV] = 'stderr';
+  // Under -d stderr, unless the service manager's unit asked for syslog (vmd.service does: journald stamps stderr itself).
+  if (options.role === null && options.debug && !detachedChild && process.env[LOG_TARGET_ENV] !== 'syslog') process.env[LOG_TARGET_ENV] = 'stderr';
   logInit(options.role, options.verbose);
   if (options.role === 'vmm') {
     (await import('./vmm.js')).vmmMain();
@@ -57,6 +58,7 @@ async function main(): Promise<number> {
     macros: options.macros,
     verbose: options.verbose,
     onReady: () => {
+      notifyReady();
       if (detachedChild && process.send !== undefined) {
         process.send({ type: 'ready' });
         process.disconnect();
@@ -90,6 +92,19 @@ async function daemonise(argv: string[]): Promise<number> {
       process.stderr.write(`vmd: daemon exited during start-up (status ${code ?? 'signal'}); its reasons went to syslog (${syslogSocket()}, program vmd) or ${logPath}\n`);
       resolve(1);
     });
+  });
+}
+
+/** systemd's readiness protocol (Type=notify): READY=1 to NOTIFY_SOCKET once the control socket accepts connections. */
+function notifyReady(): void {
+  const socket = process.env.NOTIFY_SOCKET;
+  if (socket === undefined || socket === '') return;
+  void import('./native.js').then(({ dgramSend }) => {
+    try {
+      dgramSend(socket, Buffer.from(`READY=1\nMAINPID=${process.pid}\n`));
+    } catch (err) {
+      logWarn(`notify ${socket}: ${(err as Error).message}`);
+    }
   });
 }
 

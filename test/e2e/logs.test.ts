@@ -102,3 +102,43 @@ t.test('a state directory the unprivileged user cannot reach fails vmd at start,
   t.equal(missing.exitCode, 1);
   t.match(missing.stderr, /vmd: socket directory \/nonexistent-dir: ENOENT/);
 });
+
+t.test('under a service manager: READY=1 on NOTIFY_SOCKET once it listens, lines to syslog when the unit asks', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-notify-'));
+  chmodSync(dir, 0o755);
+  const netns = `vmdnotify-${process.pid}`;
+  const notify = join(dir, 'notify.sock');
+  const sock = join(dir, 'log.sock');
+  writeFileSync(join(dir, 'vm.conf'), '# empty\n');
+  const listeners = [notify, sock].map((p) => execa('python3', ['-c', LISTENER, p], { reject: false, buffer: false }));
+  const got = ['', ''];
+  await Promise.all(listeners.map((l, i) => new Promise<void>((resolve) => l.stdout!.on('data', (d: Buffer) => {
+    got[i] += d.toString();
+    if (got[i]!.includes('ready')) resolve();
+  }))));
+  await execa('ip', ['netns', 'add', netns]);
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin', VMD_SOCKET: join(dir, 'vmd.sock'), VMD_STATE_DIR: join(dir, 'state'),
+    VMD_NFT_DIR: join(dir, 'nft.d'), VMD_SYSLOG_SOCKET: sock, VMD_LOG_TARGET: 'syslog', NOTIFY_SOCKET: notify,
+  };
+  const d = execa('ip', ['netns', 'exec', netns, '/usr/bin/env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), vmdEntry, '-d', '-f', join(dir, 'vm.conf')], {
+    reject: false, extendEnv: false, env, all: true,
+  });
+  t.teardown(async () => {
+    d.kill('SIGKILL');
+    for (const pid of pidsMatching(dir)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    for (const l of listeners) l.kill('SIGKILL');
+    await Promise.allSettled([d, ...listeners]);
+    await execa('ip', ['netns', 'del', netns], { reject: false });
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const deadline = Date.now() + 30_000;
+  while (!got[0]!.includes('READY=1') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.match(got[0], /READY=1\nMAINPID=\d+/, 'readiness reached the service manager');
+  d.kill('SIGTERM');
+  await d;
+  const end = Date.now() + 10_000;
+  while (!got[1]!.includes('exiting') && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+  t.match(got[1], /<30>.* vmd\[\d+\]: exiting; guests keep running/, 'its lines went to syslog, not stderr');
+  t.notMatch(d.all ?? '', /exiting/, 'nothing on stderr');
+});

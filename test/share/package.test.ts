@@ -40,6 +40,9 @@ t.test('the package lists the commands, man pages, unit, completion and both nat
 t.test('the unit keeps guests across stop and restart, waits for the network and reloads with SIGHUP', async (t) => {
   const unit = readFileSync(join(packageRoot, 'share', 'package', 'vmd.service'), 'utf8');
   t.match(unit, /^KillMode=process$/m);
+  // Notify, not forking: systemd must know which of vmd's processes stop and reload signal.
+  t.match(unit, /^Type=notify$/m);
+  t.match(unit, /^ExecStart=\/usr\/sbin\/vmd -d$/m);
   t.match(unit, /^After=network-online\.target/m);
   t.match(unit, /^Wants=network-online\.target$/m);
   t.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);

@@ -1,9 +1,11 @@
-// dgramSend(path, buffer): one datagram to a unix datagram socket such as /dev/log, which Node cannot send to.
+// dgramSend(path, buffer): one datagram to a unix datagram socket such as /dev/log or systemd's NOTIFY_SOCKET,
+// which Node cannot send to.
 // syslog(3) is not used: it would log under the process's own name and facility setup, and block when syslog stalls.
 
 #include "vmd_native.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -30,6 +32,12 @@ napi_value dgram_send(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "dgramSend: path is empty or too long for a unix socket");
     return NULL;
   }
+  // `@name` is a socket in the abstract namespace, as systemd's NOTIFY_SOCKET may be: a leading NUL, no terminator.
+  socklen_t addrlen = sizeof addr;
+  if (addr.sun_path[0] == '@') {
+    addr.sun_path[0] = '\0';
+    addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  }
   void *data = NULL;
   size_t size = 0;
   bool is_buffer = false;
@@ -44,7 +52,7 @@ napi_value dgram_send(napi_env env, napi_callback_info info) {
     throw_errno(env, errno, "socket", NULL);
     return NULL;
   }
-  ssize_t sent = sendto(fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&addr, sizeof addr);
+  ssize_t sent = sendto(fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&addr, addrlen);
   int err = errno;
   close(fd);
   if (sent < 0) {
