@@ -91,7 +91,7 @@ const NSS_TTL_MS = 5_000;
 /**
  * The host's users and groups through the name service switch (`getent`, glibc's NSS client), so users from
  * LDAP or SSSD can own VMs: /etc/passwd and /etc/group hold only the local ones. Answers are cached for a few
- * seconds; every lookup is by key, as getpwnam(3) is, never an enumeration (directories often refuse those).
+ * seconds (unknown keys are asked again each time); every lookup is by key, as getpwnam(3) is, never an enumeration (directories often refuse those).
  */
 export class NssUserDb extends UserDb {
   readonly #cache = new Map<string, { at: number; lines: string[] }>();
@@ -107,7 +107,8 @@ export class NssUserDb extends UserDb {
     // `--` first: a name from vm.conf that starts with '-' is a key, not an option.
     const out = this.getent([db, '--', key]);
     const lines = out === null ? [] : out.split('\n').filter((l) => l.length > 0);
-    this.#cache.set(k, { at: Date.now(), lines });
+    // Only answers are kept: a user or group made a moment ago (useradd, then vmctl reload) is found at once.
+    if (lines.length > 0) this.#cache.set(k, { at: Date.now(), lines });
     return lines;
   }
 

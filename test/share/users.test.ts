@@ -59,6 +59,10 @@ t.test('the host lookups go through the name service by key, never by enumeratio
   const before = asked.length;
   db.getpwnam('ldapuser');
   t.equal(asked.length, before, 'answers are cached');
+  // A name unknown a moment ago (useradd since) is asked again, not remembered as missing.
+  db.getpwnam('newuser');
+  answers['passwd -- newuser'] = 'newuser:*:70002:70002::/:/bin/sh\n';
+  t.equal(db.getpwnam('newuser')?.uid, 70002, 'a missing key is not cached');
   t.ok(asked.every((a) => a.length === 3), 'every call names one key');
 });
 
