@@ -22,7 +22,7 @@ export interface ParseOptions {
   readonly macros?: Readonly<Record<string, string>>;
   /** Directory relative paths (include, disk, boot, initrd) resolve against; default process.cwd(). */
   readonly cwd?: string;
-  /** User and group databases for owner names; default the host's /etc/passwd and /etc/group. */
+  /** User and group databases for owner names; default the host's name service (NSS). */
   readonly users?: UserDb;
 }
 

@@ -29,6 +29,8 @@ export const ERROR_CODES = [
   'ERR_INTERRUPTED',
   'ERR_STREAM',          // a send/receive stream that is not one, too new, or truncated
   'ERR_INTERNAL',
+  'ERR_USAGE',           // vmctl: bad command line (its usage is printed)
+  'ERR_CONNECT',         // vmctl: the control socket cannot be reached
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

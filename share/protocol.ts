@@ -38,6 +38,8 @@ export interface VmInfo {
   readonly started: string | null;
   /** Where the VM was defined: the config file, `vmctl start`, `vmctl load`, or as an instance. */
   readonly origin: 'config' | 'adhoc' | 'load' | 'instance';
+  /** Why the last start failed; present while the VM is stopped after that failure, until its next start. */
+  readonly failure?: string;
 }
 
 /** One row of `vmctl links`: a running guest's NIC as a host link, with the host side's counters. */
@@ -181,11 +183,17 @@ export interface SendRequest extends Base { readonly type: 'vm.send.request'; re
 /** `config` is the stream's header, read by the client; after the `ready` reply the client sends the stream's body. */
 export interface ReceiveRequest extends Base { readonly type: 'vm.receive.request'; readonly target: string; readonly config: StreamConfig }
 
+/** `vmctl log VM`: the VM's QEMU log, kept in the state directory across starts. */
+export interface QemuLogRequest extends Base { readonly type: 'vm.log.request'; readonly target: string }
+/** `vmctl inspect VM`: its effective configuration, as vm.conf text and as the model. */
+export interface InspectRequest extends Base { readonly type: 'vm.inspect.request'; readonly target: string }
+
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
-  | SendRequest | ReceiveRequest;
+  | SendRequest | ReceiveRequest
+  | QemuLogRequest | InspectRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -205,21 +213,30 @@ export interface CaptureResponse {
 export interface SendResponse { readonly type: 'vm.send.response'; readonly id: number; readonly vmId: number; readonly name: string }
 /** `ready`: send the body now; `done`: the guest runs. */
 export interface ReceiveResponse { readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo }
+export interface QemuLogResponse { readonly type: 'vm.log.response'; readonly id: number; readonly vmId: number; readonly name: string; readonly lines: readonly string[] }
+/** `text` is vm.conf that `vmd -n` accepts; `config` the same as share/config.ts's VmConfig (for --json readers). */
+export interface InspectResponse {
+  readonly type: 'vm.inspect.response'; readonly id: number; readonly vmId: number; readonly name: string;
+  readonly text: string; readonly config: Readonly<Record<string, unknown>>;
+}
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse;
+  | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse
+  | QemuLogResponse | InspectResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
- * list links, and see the firewall of and capture on their own VMs' links (the parent checks ownership, as for console).
+ * list links, and see the firewall of and capture on their own VMs' links and their QEMU logs and configurations (the parent checks
+ * ownership, as for console).
  */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
   'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request', 'vm.capture.request',
+  'vm.log.request', 'vm.inspect.request',
 ]);
 
 /** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */

@@ -123,6 +123,8 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
     keys: ['level'],
     read: (o, b) => ({ ...b, type: 'log.verbose.request', level: int(o, 'level', 0, 3, 'log.verbose.request') }),
   },
+  'vm.inspect.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.inspect.request', target: target(o, 'vm.inspect.request') }) },
+  'vm.log.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.log.request', target: target(o, 'vm.log.request') }) },
   'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
   'vm.receive.request': {
     keys: ['target', 'config'],

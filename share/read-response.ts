@@ -27,6 +27,7 @@ function readVmInfo(v: unknown): VmInfo {
     state: oneOf(v, 'state', VM_STATES, w),
     started: nullableStr('started'),
     origin: oneOf(v, 'origin', ['config', 'adhoc', 'load', 'instance'] as const, w),
+    ...(v.failure === undefined ? {} : { failure: str(v, 'failure', 4096, w) }),
   };
 }
 
@@ -160,6 +161,18 @@ export function readResponse(msg: unknown): ControlResponse {
       };
     case 'vm.receive.response':
       return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm) };
+    case 'vm.log.response': {
+      const lines = array(msg, 'lines', 100_000, 'reply') ?? [];
+      if (!lines.every((l) => typeof l === 'string')) throw new ProtocolError('reply: field "lines" must be a list of strings');
+      return { type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'), lines: lines as string[] };
+    }
+    case 'vm.inspect.response': {
+      if (!isObj(msg.config)) throw new ProtocolError('reply: field "config" must be an object');
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
+        text: str(msg, 'text', 1_000_000, 'reply'), config: msg.config,
+      };
+    }
     case 'ok.response':
       return { type: msg.type, id };
     case 'error': {

@@ -1,5 +1,5 @@
 // `vmctl capture [-w file] [-c count] [-s snaplen] id [if] [expression]`: packets on a VM's link, captured by vmd on the host.
-// vmd streams pcap; vmctl writes it to FILE as the calling user (`-w -`: stdout) or prints one summary line per packet.
+// vmd streams pcap; vmctl writes it to FILE as the calling user (`-w -`: stdout) or prints tcpdump's line per packet.
 
 import { createWriteStream } from 'node:fs';
 import type { Socket } from 'node:net';
@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { MAX_CAPTURE_INTERFACE, MAX_SNAPLEN, MAX_STRING } from '../share/protocol.js';
 import { formatTimestamp, PcapError, PcapStreamReader, packetSummary, summaryLine, type PcapRecord } from '../share/pcap.js';
+import { summarizerStart, tcpdumpPath } from './capture-summary.js';
 import { getopt, parseVmid, printJson, strtonum, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, sysMessage, UsageError } from './errors.js';
 import { COMMAND_USAGE } from './usage.js';
@@ -103,6 +104,8 @@ function writeHeld(out: Writable, socket: Socket, chunk: Buffer | string): void 
 /** Relays the capture until the stream ends (count, VM stopped, vmd gone) or a signal ends it here; resolves with the exit status. */
 function relay(ctx: Context, socket: Socket, remainder: Buffer, out: Writable | null): Promise<number> {
   const reader = new PcapStreamReader();
+  const tcpdump = out === null && !ctx.json ? tcpdumpPath(ctx.env) : null;
+  const summarizer = tcpdump === null ? null : summarizerStart(tcpdump, ctx.stdout);
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'];
   return new Promise((done) => {
     let finished = false;
@@ -121,11 +124,13 @@ function relay(ctx: Context, socket: Socket, remainder: Buffer, out: Writable | 
         done(failed === undefined ? 0 : 1);
       };
       if (out !== null && out !== ctx.stdout) out.end(report);
+      else if (summarizer !== null) void summarizer.end().then(() => ctx.stdout.write('', report));
       else ctx.stdout.write('', report);
     };
     const onSignal = (): void => finish();
     const onData = (chunk: Buffer): void => {
       if (out !== null) writeHeld(out, socket, chunk);
+      if (summarizer !== null) writeHeld(summarizer.stdin, socket, chunk);
       let records: PcapRecord[];
       try {
         records = reader.push(chunk);
@@ -135,7 +140,7 @@ function relay(ctx: Context, socket: Socket, remainder: Buffer, out: Writable | 
         finish();
         return;
       }
-      if (out !== null) return;
+      if (out !== null || summarizer !== null) return;
       const linktype = reader.header?.linktype ?? 1;
       const text = records.map((r) => (ctx.json ? JSON.stringify(packetJson(r, linktype)) : summaryLine(r, linktype))).join('\n');
       if (text !== '') writeHeld(ctx.stdout, socket, `${text}\n`);

@@ -57,7 +57,7 @@ export class ControlClient {
       const socket = netConnect({ path });
       const onError = (err: NodeJS.ErrnoException): void => {
         socket.destroy();
-        reject(new CliError(`connect: ${path}: ${strerror(err.code)}`));
+        reject(new CliError(`connect: ${path}: ${strerror(err.code)}`, 'ERR_CONNECT'));
       };
       socket.once('error', onError);
       socket.once('connect', () => {

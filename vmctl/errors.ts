@@ -6,9 +6,9 @@ import { strerror } from '../share/errno.js';
 
 export { strerror };
 
-/** A failure to report as `vmctl: <message>` and exit 1. */
+/** A failure to report as `vmctl: <message>` and exit 1; `code` is what --json prints. */
 export class CliError extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly code: ErrorCode = 'ERR_INVALID') {
     super(message);
     this.name = 'CliError';
   }

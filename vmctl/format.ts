@@ -51,7 +51,8 @@ export function statusRow(vm: VmInfo): string {
     running && vm.curmem !== null ? fmtScaled(vm.curmem) : '-',
     running ? ttyText(vm.tty) : '-',
     ownerText(vm.owner),
-    stateText(vm.state),
+    // Ours: a VM stopped because its last start failed says so until the next start.
+    vm.failure !== undefined && vm.state === 'stopped' ? 'failed' : stateText(vm.state),
     vm.name,
   ]);
 }
@@ -75,5 +76,8 @@ export function formatStatus(
     found++;
     if (options.ref === undefined || vmMatches(vm, options.ref)) lines.push(statusRow(vm));
   }
+  // Asked about one VM, the reason of a failed start follows the table.
+  const named = options.ref === undefined ? [] : vms.filter((vm) => vmMatches(vm, options.ref!) && vm.failure !== undefined && vm.state === 'stopped');
+  for (const vm of named) lines.push(`start failed: ${vm.failure}`);
   return { text: `${lines.join('\n')}\n`, found };
 }

@@ -7,9 +7,11 @@ export const COMMAND_USAGE = {
   console: '[-t seconds] id',
   create: '[-b base | -i disk] [-s size] disk',
   firewall: 'id [if]',
+  help: '[command]',
+  inspect: 'id',
   load: 'filename',
   links: '[id]',
-  log: '[brief | verbose]',
+  log: 'brief | verbose | id',
   pause: 'id',
   receive: 'name',
   send: 'id',
@@ -25,3 +27,6 @@ export const COMMAND_USAGE = {
   stop: '[-fw] [id | -a]',
   wait: 'id',
 } as const;
+
+/** The global usage line, exactly OpenBSD's. */
+export const GLOBAL_USAGE = 'usage:\tvmctl [-v] command [arg ...]\n';

@@ -6,16 +6,18 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { socketPath } from '../share/paths.js';
 import type { CommandSpec, Context } from './command.js';
-import { COMMAND_USAGE } from './usage.js';
-import { UsageError } from './errors.js';
+import { COMMAND_USAGE, GLOBAL_USAGE } from './usage.js';
+import { CliError, UsageError } from './errors.js';
 
-/** The command table in OpenBSD's order (which decides nothing but the order of the checks); no `create` yet. */
+/** The command table in alphabetical order (which decides nothing but the order of the checks). */
 export const COMMANDS: readonly CommandSpec[] = (
   [
     ['capture', () => import('./capture.js').then((m) => m.captureCommand)],
     ['console', () => import('./console.js').then((m) => m.consoleCommand)],
     ['create', () => import('./create.js').then((m) => m.createCommand)],
     ['firewall', () => import('./firewall.js').then((m) => m.firewallCommand)],
+    ['help', () => import('./help-command.js').then((m) => m.helpCommand)],
+    ['inspect', () => import('./inspect.js').then((m) => m.inspectCommand)],
     ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],
     ['log', () => import('./log.js').then((m) => m.logCommand)],
@@ -39,7 +41,7 @@ export const COMMANDS: readonly CommandSpec[] = (
 }));
 
 /** The global usage line, exactly OpenBSD's. */
-export const USAGE = 'usage:\tvmctl [-v] command [arg ...]\n';
+export const USAGE = GLOBAL_USAGE;
 
 /** A command's usage line, as ctl_usage() prints it (`usage:\tvmctl [-v] NAME USAGE`, trailing space and all). */
 export function commandUsage(spec: CommandSpec): string {
@@ -100,15 +102,27 @@ export interface Io {
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const { json, rest } = extractJson(argv);
   const global = parseGlobal(rest);
+  const help = await import('./help.js');
   if (global === undefined || global.rest.length === 0) {
+    if (json) io.stdout.write(help.jsonError('ERR_USAGE', 'no command given'));
+    // OpenBSD's usage byte for byte; the command list is `vmctl help`'s.
     io.stderr.write(USAGE);
     return 1;
   }
   const [word, ...args] = global.rest as [string, ...string[]];
   const found = resolveCommand(word);
   if ('error' in found) {
-    io.stderr.write(`${found.error}\n${USAGE}`);
+    // Only for a word that names nothing: an ambiguous prefix already names its candidates' start.
+    const near = found.error.startsWith('unknown') ? help.suggestCommand(word) : undefined;
+    const hint = near === undefined ? undefined : `did you mean "${near}"?`;
+    if (json) io.stdout.write(help.jsonError('ERR_USAGE', found.error, hint));
+    io.stderr.write(`${found.error}\n${hint === undefined ? '' : `vmctl: ${hint}\n`}${USAGE}`);
     return 1;
+  }
+  // `-h` before any other operand asks for the command's usage, not for its running.
+  if (args[0] === '-h') {
+    io.stdout.write(commandUsage(found.command));
+    return 0;
   }
   const ctx: Context = {
     json,
@@ -124,8 +138,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   try {
     return await found.command.run(args, ctx);
   } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    if (json) io.stdout.write(help.jsonError(err instanceof UsageError ? 'ERR_USAGE' : err instanceof CliError ? err.code : 'ERR_INTERNAL', message));
     if (err instanceof UsageError) io.stderr.write(commandUsage(found.command));
-    else io.stderr.write(`vmctl: ${err instanceof Error ? err.message : String(err)}\n`);
+    else io.stderr.write(`vmctl: ${message}\n`);
     return 1;
   }
 }

@@ -2,9 +2,10 @@
 // Only the parent opens it; migrations are the numbered SQL files in vmd/migrations, tracked by PRAGMA user_version.
 
 import Database from 'better-sqlite3';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../share/config.js';
+import { VmdError } from '../share/errors.js';
 import { packageRoot } from '../share/paths.js';
 import type { VmInfo, VmState } from '../share/protocol.js';
 
@@ -52,10 +53,25 @@ interface RuntimeRow {
   console_socket: string; started_at: string | null; restarts: number; last_start_ms: number | null; boot_once: string | null;
 }
 
-/** Apply the numbered migrations newer than the database's user_version, each in a transaction. */
-export function migrate(db: Database.Database, dir = MIGRATIONS_DIR): number {
+/**
+ * Apply the numbered migrations newer than the database's user_version, each in a transaction. A database migrated
+ * by a newer vmd is refused (this one would misread it); an existing one is first copied to `vmd.db.vN` (VACUUM INTO:
+ * a consistent copy while WAL is on), so a failed or regretted upgrade can be undone by hand.
+ */
+export function migrate(db: Database.Database, dir = MIGRATIONS_DIR, backupPath?: (version: number) => string): number {
   const files = readdirSync(dir).filter((f) => /^\d{4}-.*\.sql$/.test(f)).sort();
   let version = db.pragma('user_version', { simple: true }) as number;
+  const latest = files.length === 0 ? 0 : Number(files.at(-1)!.slice(0, 4));
+  if (version > latest) {
+    throw new VmdError('ERR_CONFIG', `state database ${db.name}: schema version ${version} is newer than this vmd's ${latest}`, {
+      hint: `run the vmd that wrote it, or restore an older copy (${db.name}.vN) made before its migration`,
+    });
+  }
+  if (version > 0 && version < latest && backupPath !== undefined) {
+    const copy = backupPath(version);
+    rmSync(copy, { force: true });
+    db.prepare('VACUUM INTO ?').run(copy);
+  }
   for (const file of files) {
     const n = Number(file.slice(0, 4));
     if (n <= version) continue;
@@ -80,7 +96,7 @@ export class StateDb {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
-    migrate(this.db);
+    migrate(this.db, MIGRATIONS_DIR, (v) => join(stateDir, `vmd.db.v${v}`));
     this.stmts = {
       vms: this.db.prepare<[], VmRow>('SELECT id, name, origin, config, owner_uid, owner_gid FROM vm ORDER BY id'),
       idOf: this.db.prepare<[string], { id: number }>('SELECT id FROM vm_id WHERE name = ?'),

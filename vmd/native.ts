@@ -38,6 +38,7 @@ interface NativeAddon {
   tunOpen(name: string, options: TunOptions): TunHandle;
   closeFd(fd: number): void;
   openAs(path: string, flags: number, uid: number, gid: number, groups: readonly number[]): number;
+  dgramSend(path: string, data: Buffer): void;
 }
 
 /** The filesystem identity a file is opened with: a requester's uid, primary gid and supplementary groups. */
@@ -111,4 +112,9 @@ export function openAs(path: string, flags: number, who: FsIdentity): number {
 /** Makes this process undumpable: not traceable, its /proc memory closed to its own user (QEMU's, for the roles). */
 export function processUndumpable(): void {
   native().undumpable();
+}
+
+/** One datagram to a unix datagram socket (syslog's /dev/log); throws EAGAIN rather than wait for a stalled reader. */
+export function dgramSend(path: string, data: Buffer): void {
+  native().dgramSend(path, data);
 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env -S node --max-semi-space-size=1 --max-opt=1 --optimize-for-size
 // The vmd executable: parses vmd(8)'s flags, then runs the config test, the daemon, or (re-executed) a child role.
-// Without -d the daemon detaches and logs to the state directory; with -d it stays in the foreground on stderr.
+// Without -d the daemon detaches and logs to syslog; with -d it stays in the foreground, timestamped lines on stderr.
 // The shebang's Node flags (PARENT_NODE_FLAGS in proc.ts; the roles get theirs at fork) keep the daemon's RSS low.
 
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseVmdArgs } from './args.js';
-import { logInit, logWarn } from './log.js';
+import { LOG_TARGET_ENV, logInit, logWarn, syslogSocket } from './log.js';
 import { PARENT_NODE_FLAGS } from './proc.js';
 import { stateDir } from '../share/paths.js';
 
@@ -23,6 +23,8 @@ async function main(): Promise<number> {
   }
   // Loaded only here: the child roles have no use for the grammar and should not carry it in memory.
   if (options.configTest) return (await import('./configtest.js')).configTest(options);
+  // Under -d stderr, unless the service manager's unit asked for syslog (vmd.service does: journald stamps stderr itself).
+  if (options.role === null && options.debug && !detachedChild && process.env[LOG_TARGET_ENV] !== 'syslog') process.env[LOG_TARGET_ENV] = 'stderr';
   logInit(options.role, options.verbose);
   if (options.role === 'vmm') {
     (await import('./vmm.js')).vmmMain();
@@ -56,6 +58,7 @@ async function main(): Promise<number> {
     macros: options.macros,
     verbose: options.verbose,
     onReady: () => {
+      notifyReady();
       if (detachedChild && process.send !== undefined) {
         process.send({ type: 'ready' });
         process.disconnect();
@@ -64,7 +67,10 @@ async function main(): Promise<number> {
   });
 }
 
-/** Start the daemon detached with its output in `<state>/vmd.log`; return once it listens (0) or failed (1). */
+/**
+ * Start the daemon detached, logging to syslog (its stray output, a crash's stack, to `<state>/vmd.log`);
+ * return once it listens (0) or failed (1).
+ */
 async function daemonise(argv: string[]): Promise<number> {
   const dir = stateDir();
   mkdirSync(dir, { recursive: true, mode: 0o755 });
@@ -74,6 +80,7 @@ async function daemonise(argv: string[]): Promise<number> {
     detached: true,
     // The invoker's cwd is kept: relative paths in vm.conf resolve against it, as under -d (vmd.8 says so).
     stdio: ['ignore', log, log, 'ipc'],
+    env: { ...process.env, [LOG_TARGET_ENV]: 'syslog' },
   });
   return new Promise<number>((resolve) => {
     child.once('message', () => {
@@ -82,9 +89,22 @@ async function daemonise(argv: string[]): Promise<number> {
       resolve(0);
     });
     child.once('exit', (code) => {
-      process.stderr.write(`vmd: daemon exited during start-up (status ${code ?? 'signal'}); see ${logPath}\n`);
+      process.stderr.write(`vmd: daemon exited during start-up (status ${code ?? 'signal'}); its reasons went to syslog (${syslogSocket()}, program vmd) or ${logPath}\n`);
       resolve(1);
     });
+  });
+}
+
+/** systemd's readiness protocol (Type=notify): READY=1 to NOTIFY_SOCKET once the control socket accepts connections. */
+function notifyReady(): void {
+  const socket = process.env.NOTIFY_SOCKET;
+  if (socket === undefined || socket === '') return;
+  void import('./native.js').then(({ dgramSend }) => {
+    try {
+      dgramSend(socket, Buffer.from(`READY=1\nMAINPID=${process.pid}\n`));
+    } catch (err) {
+      logWarn(`notify ${socket}: ${(err as Error).message}`);
+    }
   });
 }
 

@@ -34,7 +34,7 @@ t.test('a start QEMU refuses prints QEMU\'s reason through vmctl and in the log,
   t.match(r.stderr, /vmctl: vm "locked": qemu: vd0: Failed to get "write" lock/, 'QEMU\'s message, with the device it concerns');
   t.notMatch(r.stderr, /qmp|ENOENT|killed/, 'not the symptoms of the QMP socket QEMU never made');
   t.ok(Date.now() - began < 8000, `answered once QEMU exited, not after the QMP timeout (${Date.now() - began} ms)`);
-  t.match(h.daemonLog, /vm "locked": failed to start: qemu: vd0: Failed to get "write" lock/, 'the log says it too');
+  t.match(h.daemonLog, /vm "locked": start failed: qemu: vd0: Failed to get "write" lock/, 'the log says it too');
   t.notMatch(h.daemonLog, /vm "locked".*terminated/, 'the start owns the exit: no second report of it');
   t.notMatch((await h.vmctl(['status'])).stdout, / locked$/m, 'nothing is left of it');
 });

@@ -117,6 +117,8 @@ const VALID: Record<RequestType, Msg[]> = {
   ],
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
   'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
+  'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
+  'vm.inspect.request': [req('vm.inspect.request', { target: 'web' })],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {

@@ -1,6 +1,6 @@
 // Tests for share/users: passwd/group parsing and lookups, as getpwnam(3)/getgrnam(3) would answer.
 import t from 'tap';
-import { UserDb, getpwnam, getgrnam, getpwuid, systemUserDb } from '../../share/users.js';
+import { NssUserDb, UserDb, getpwnam, getgrnam, getpwuid, systemUserDb } from '../../share/users.js';
 
 const passwd = [
   '# comment',
@@ -33,6 +33,42 @@ t.test('the host databases', async (t) => {
   t.equal(getpwnam('root')?.uid, 0);
   t.equal(getpwuid(0)?.name, 'root');
   t.equal(getgrnam('root')?.gid, 0);
-  t.equal(systemUserDb(), systemUserDb(), 'cached while the files are unchanged');
+  t.equal(systemUserDb(), systemUserDb(), 'one name-service view per process');
   t.equal(UserDb.load('/nonexistent/passwd', '/nonexistent/group').getpwnam('root'), null);
+});
+
+t.test('the host lookups go through the name service by key, never by enumeration', async (t) => {
+  // A directory user: known to NSS (as LDAP or SSSD would answer), absent from /etc/passwd.
+  const asked: string[][] = [];
+  const answers: Record<string, string> = {
+    'passwd -- ldapuser': 'ldapuser:*:70001:70001:LDAP User:/home/ldapuser:/bin/sh\n',
+    'passwd -- 70001': 'ldapuser:*:70001:70001:LDAP User:/home/ldapuser:/bin/sh\n',
+    'group -- vmusers': 'vmusers:*:70100:ldapuser\n',
+    'initgroups -- ldapuser': 'ldapuser              70001 70100\n',
+    // getent reads a numeric key as an id: the entry's name differs, so getpwnam("0") is no one.
+    'passwd -- 0': 'root:x:0:0:root:/root:/bin/bash\n',
+  };
+  const db = new NssUserDb((args) => { asked.push([...args]); return answers[args.join(' ')] ?? null; });
+  t.equal(db.getpwnam('ldapuser')?.uid, 70001);
+  t.equal(db.getpwuid(70001)?.name, 'ldapuser');
+  t.same(db.getgrnam('vmusers'), { name: 'vmusers', gid: 70100, members: ['ldapuser'] });
+  t.same(db.memberGids('ldapuser'), [70100], 'supplementary groups from initgroups, primary left out');
+  t.equal(db.getpwnam('0'), null, 'a numeric name is not a uid');
+  t.equal(db.getpwnam('-x'), null);
+  t.ok(asked.some((a) => a.join(' ') === 'passwd -- -x'), 'a name starting with - is passed after --');
+  const before = asked.length;
+  db.getpwnam('ldapuser');
+  t.equal(asked.length, before, 'answers are cached');
+  // A name unknown a moment ago (useradd since) is asked again, not remembered as missing.
+  db.getpwnam('newuser');
+  answers['passwd -- newuser'] = 'newuser:*:70002:70002::/:/bin/sh\n';
+  t.equal(db.getpwnam('newuser')?.uid, 70002, 'a missing key is not cached');
+  t.ok(asked.every((a) => a.length === 3), 'every call names one key');
+});
+
+t.test('the real getent answers for the host', async (t) => {
+  const db = new NssUserDb();
+  t.equal(db.getpwnam('root')?.uid, 0);
+  t.equal(db.getgrgid(0)?.name, 'root');
+  t.equal(db.getpwnam('no-such-user-vmd-test'), null);
 });

@@ -65,7 +65,7 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('f'), 'firewall');
   t.equal(name('rec'), 'receive');
   t.equal(name('se'), 'send');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'help', 'inspect', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('send and receive arguments', async (t) => {
@@ -89,7 +89,7 @@ t.test('usage output and exit status', async (t) => {
   t.equal(usageOf('show'), 'usage:\tvmctl [-v] show [id]\n');
   t.equal(usageOf('reload'), 'usage:\tvmctl [-v] reload \n');
   t.equal(usageOf('reset'), 'usage:\tvmctl [-v] reset [all | switches | vms]\n');
-  t.equal(usageOf('log'), 'usage:\tvmctl [-v] log [brief | verbose]\n');
+  t.equal(usageOf('log'), 'usage:\tvmctl [-v] log brief | verbose | id\n');
   t.equal(usageOf('wait'), 'usage:\tvmctl [-v] wait id\n');
   t.match(usageOf('start'), /^usage:\tvmctl \[-v\] start \[-cL\] \[-B device\] \[-b path\] \[-d disk\] \[-i count\]\n\t\t\[-m size\] \[-n switch\] \[-r path\] \[-t name\]\n/);
   t.same(await run(['reload', 'x']), { code: 1, stdout: '', stderr: usageOf('reload') });
@@ -98,7 +98,8 @@ t.test('usage output and exit status', async (t) => {
   t.same(await run(['stop', '-x', 'web']), { code: 1, stdout: '', stderr: usageOf('stop') });
   t.same(await run(['star']), { code: 1, stdout: '', stderr: usageOf('start') });
   t.same(await run(['start', '-m']), { code: 1, stdout: '', stderr: usageOf('start') });
-  t.same(await run(['log', 'loud']), { code: 1, stdout: '', stderr: usageOf('log') });
+  t.same(await run(['log']), { code: 1, stdout: '', stderr: usageOf('log') });
+  t.same(await run(['log', 'brief', 'web']), { code: 1, stdout: '', stderr: usageOf('log') });
   t.same(await run(['reset', 'everything']), { code: 1, stdout: '', stderr: usageOf('reset') });
   t.same(await run(['pause']), { code: 1, stdout: '', stderr: usageOf('pause') });
   t.same(await run(['wait', 'a', 'b']), { code: 1, stdout: '', stderr: usageOf('wait') });
@@ -315,4 +316,21 @@ t.test('the other commands', async (t) => {
   t.equal(parseReset(['VMS']), 'vms');
   t.equal(parseReset(['switches']), 'switches');
   t.throws(() => parseReset(['vm']), UsageError, 'no abbreviation for reset modes');
+});
+
+t.test('help, -h, did you mean, and --json for the errors vmctl finds itself', async (t) => {
+  const help = await run(['help']);
+  t.equal(help.code, 0);
+  t.match(help.stdout, /^usage:\tvmctl \[-v\] command \[arg \.\.\.\]\ncommands:\n\tcapture\t/);
+  for (const c of COMMANDS) t.match(help.stdout, new RegExp(`\\n\\t${c.name}\\t`), `${c.name} listed`);
+  t.same(await run(['help', 'stop']), { code: 0, stdout: 'usage:\tvmctl [-v] stop [-fw] [id | -a]\n', stderr: '' });
+  t.same(await run(['stop', '-h']), { code: 0, stdout: 'usage:\tvmctl [-v] stop [-fw] [id | -a]\n', stderr: '' });
+  t.same(await run(['stauts']), { code: 1, stdout: '', stderr: `unknown argument: stauts\nvmctl: did you mean "status"?\n${USAGE}` });
+  const typo = await run(['--json', 'stauts']);
+  t.same(JSON.parse(typo.stdout), { type: 'error', id: 0, error: { code: 'ERR_USAGE', message: 'unknown argument: stauts', hint: 'did you mean "status"?' } });
+  const usage = await run(['--json', 'stop', '-x']);
+  t.equal(JSON.parse(usage.stdout).error.code, 'ERR_USAGE');
+  const conn = await run(['--json', 'status']);
+  t.equal(conn.code, 1);
+  t.equal(JSON.parse(conn.stdout).error.code, 'ERR_CONNECT');
 });

@@ -3,7 +3,7 @@
 
 import t from 'tap';
 import Database from 'better-sqlite3';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { migrate, StateDb, type VmRecord } from '../../vmd/db.js';
@@ -33,6 +33,33 @@ t.test('migrations are numbered files applied once, tracked by user_version', as
   t.equal(migrate(db, extra), 99);
   t.same(db.prepare('SELECT count(*) AS n FROM probe').get(), { n: 0 });
   db.close();
+});
+
+t.test('a database a newer vmd migrated is refused, and an older one is copied before its migration', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-db-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const files = readdirSync(join(packageRoot, 'vmd', 'migrations')).filter((f) => f.endsWith('.sql')).sort();
+  const latest = Number(files.at(-1)!.slice(0, 4));
+  // An older vmd's database: only the first migration applied, one VM recorded.
+  const old = new Database(join(dir, 'vmd.db'));
+  old.exec(readFileSync(join(packageRoot, 'vmd', 'migrations', files[0]!), 'utf8'));
+  old.pragma('user_version = 1');
+  old.prepare("INSERT INTO vm_id (name, id) VALUES ('kept', 1)").run();
+  old.close();
+  const db = new StateDb(dir);
+  db.close();
+  const copy = new Database(join(dir, 'vmd.db.v1'), { readonly: true });
+  t.equal(copy.pragma('user_version', { simple: true }), 1, 'the copy is the database as it was');
+  t.same(copy.prepare('SELECT name FROM vm_id').all(), [{ name: 'kept' }]);
+  copy.close();
+  // A newer vmd's database: refused, untouched.
+  const newer = new Database(join(dir, 'vmd.db'));
+  newer.pragma(`user_version = ${latest + 1}`);
+  newer.close();
+  t.throws(() => new StateDb(dir), { code: 'ERR_CONFIG', message: new RegExp(`vmd\\.db: schema version ${latest + 1} is newer than this vmd's ${latest}`) });
+  const after = new Database(join(dir, 'vmd.db'), { readonly: true });
+  t.equal(after.pragma('user_version', { simple: true }), latest + 1, 'left as it was');
+  after.close();
 });
 
 t.test('ids are stable per name across removal and reopen; runtime survives a restart', async (t) => {

@@ -15,12 +15,13 @@ const distVmd = join(packageRoot, 'dist', 'vmd');
 const FLAGS = ['d', 'D', 'f', 'n', 'v'];
 const SIGNALS = ['SIGHUP', 'SIGTERM', 'SIGINT'];
 const ENVIRONMENT = ['VMD_SOCKET', 'VMD_STATE_DIR', 'VMD_USER', 'VMD_STOP_TIMEOUT'];
-const RUN_FILES = ['qmp.sock', 'console', 'qemu.log'];
+const RUN_FILES = ['qmp.sock', 'console'];
 const FILES = [
   DEFAULT_CONFIG,
   DEFAULT_SOCKET,
   `${DEFAULT_STATE_DIR}/vmd.db`,
   `${DEFAULT_STATE_DIR}/vmd.log`,
+  `${DEFAULT_STATE_DIR}/log/id/qemu.log`,
   ...RUN_FILES.map((f) => `${DEFAULT_STATE_DIR}/run/id/${f}`),
 ];
 const SECTIONS = ['NAME', 'SYNOPSIS', 'DESCRIPTION', 'OPTIONS', 'SIGNALS', 'ENVIRONMENT', 'FILES', 'CONTROL PROTOCOL', 'SEE ALSO',
@@ -135,7 +136,7 @@ t.test('every file is documented under FILES', async (t) => {
   for (const f of FILES) t.ok(files.includes(f.toLowerCase()), f);
   // The names the page gives are the names the daemon uses.
   const literals = scanDaemon(/['"]([\w.-]+\.(?:sock|log|db)|console|run)['"]/g);
-  for (const f of [...RUN_FILES, 'vmd.db', 'vmd.log', 'run']) t.ok(literals.has(f), `dist/vmd uses "${f}"`);
+  for (const f of [...RUN_FILES, 'vmd.db', 'vmd.log', 'qemu.log', 'run']) t.ok(literals.has(f), `dist/vmd uses "${f}"`);
 });
 
 t.test('SEE ALSO', async (t) => {

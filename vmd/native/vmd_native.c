@@ -316,6 +316,7 @@ NAPI_MODULE_INIT() {
     {"peerCred", NULL, peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
     {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"dgramSend", NULL, dgram_send, NULL, NULL, NULL, napi_enumerable, NULL},
     {"openAs", NULL, open_as, NULL, NULL, NULL, napi_enumerable, NULL},
     {"undumpable", NULL, undumpable, NULL, NULL, NULL, napi_enumerable, NULL},
   };

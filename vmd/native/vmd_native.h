@@ -27,4 +27,7 @@ bool get_integer(napi_env env, napi_value value, const char *what, double min, d
 // openAs(path, flags, uid, gid, groups) -> fd, opened with those filesystem credentials (open_as.c).
 napi_value open_as(napi_env env, napi_callback_info info);
 
+// dgramSend(path, buffer): one datagram to a unix datagram socket, never blocking (dgram.c).
+napi_value dgram_send(napi_env env, napi_callback_info info);
+
 #endif

@@ -6,6 +6,7 @@ import { VmdError } from '../../share/errors.js';
 import type { ControlToParent, VmmToParent } from '../../share/ipc.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
+import { vmInspectRequest, vmQemuLogRequest } from './inspect.js';
 import { guestExited, guestsAdoptAgain } from './lifecycle.js';
 import {
   configRequest, logVerboseRequest, respond, respondError, vmFirewallRequest, vmLinksRequest, vmPauseRequest,
@@ -64,6 +65,10 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmLinksRequest(p, who, req);
     case 'vm.firewall.request':
       return vmFirewallRequest(p, who, req);
+    case 'vm.log.request':
+      return vmQemuLogRequest(p, who, req);
+    case 'vm.inspect.request':
+      return vmInspectRequest(p, who, req);
     case 'vm.console.request':
     case 'vm.capture.request':
     case 'vm.send.request':

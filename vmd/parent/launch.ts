@@ -2,7 +2,7 @@
 // QEMU runs detached as the unprivileged user with the images and taps as inherited descriptors.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_MEMORY, type VmConfig } from '../../share/config.js';
 import { errnoMessage } from '../../share/errno.js';
@@ -16,6 +16,7 @@ import { fsIdentityOf } from '../user-files.js';
 import type { Parent } from './context.js';
 import { diskHoldersCheck } from './disk-holders.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
+import { qemuLogOpen, qemuLogPath } from './qemu-log.js';
 import type { Entry, RestartCount } from './registry.js';
 import { passtForwardsCheck, passtQemuNic, passtsStart } from './passt.js';
 import { passtStopAll } from '../net/passt-run.js';
@@ -105,9 +106,14 @@ export interface StartRequest {
 export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartRequest): Promise<void> {
   if (e.runtime !== null || e.state === 'starting') throw new VmdError('ERR_VM_RUNNING', `vm "${e.record.name}": already running`);
   const vm = e.record.config;
-  e.restarts = restartCount(e.restarts, opts.restart === true, Date.now(), e.record.id);
-  startCheck(p, e);
+  try {
+    e.restarts = restartCount(e.restarts, opts.restart === true, Date.now(), e.record.id);
+    startCheck(p, e);
+  } catch (err) {
+    throw startFailed(e, toVmdError(err));
+  }
   p.vms.setState(e, 'starting');
+  e.failure = null;
   const fds = new Descriptors();
   const runDir = join(p.env.runRoot, String(e.record.id));
   let child: ChildProcess | null = null;
@@ -122,7 +128,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
     chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
-    const logFd = fds.own(openSync(join(runDir, 'qemu.log'), 'w', 0o640));
+    const logFd = fds.own(qemuLogOpen(p.env.stateDir, e.record.id));
     const accel = await p.accelFor(vm);
     // The guest's links exist before QEMU does: taps reach it as inherited fds like the images.
     const net = await p.network.vmUp(e.record.id, vm);
@@ -171,19 +177,25 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     p.vms.setState(e, res.state === 'paused' ? 'paused' : 'running');
     logInfo(`started ${vm.name} (vm ${e.record.id}) successfully, tty ${rt.consoleSocket}`);
   } catch (err) {
-    const ve = await startUndo(p, e, child, netUp, runDir, err);
+    const ve = startFailed(e, await startUndo(p, e, child, netUp, runDir, err));
     launching.delete(e);
-    logWarn(`vm "${vm.name}": failed to start: ${ve.message.replace(`vm "${vm.name}": `, '')}`);
-    logged.add(ve);
     throw ve;
   } finally {
     fds.closeAll();
   }
 }
 
+/** Keeps why a start failed for `vmctl status` until the next start, and logs it: a queued start has nobody else to tell. */
+function startFailed(e: Entry, err: VmdError): VmdError {
+  e.failure = err.message;
+  logWarn(`vm "${e.record.name}": start failed: ${err.message.replace(`vm "${e.record.name}": `, '')}`);
+  logged.add(err);
+  return err;
+}
+
 /** Undoes a failed start (QEMU, links, run directory, runtime record) and says why, in QEMU's words when it has some. */
 async function startUndo(p: Parent, e: Entry, child: ChildProcess | null, netUp: boolean, runDir: string, err: unknown): Promise<VmdError> {
-  const tail = e.runtime !== null ? qemuLogTail(join(runDir, 'qemu.log')) : '';
+  const tail = e.runtime !== null ? qemuLogTail(qemuLogPath(p.env.stateDir, e.record.id)) : '';
   if (child?.pid !== undefined) {
     try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
   }

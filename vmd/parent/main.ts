@@ -16,6 +16,8 @@ import { configLoad, configRegister, configReload, formatDiag } from './config.j
 import type { Parent, ParentEnv, ParentOptions } from './context.js';
 import { parentDispatchControl, parentDispatchVmm } from './dispatch.js';
 import { startFailureLogged, vmStart } from './launch.js';
+import { qemuLogRemove } from './qemu-log.js';
+import { directoriesCheck } from './reach.js';
 import { guestExited, guestsReconcile } from './lifecycle.js';
 import { VmRegistry } from './registry.js';
 import { Roles } from './roles.js';
@@ -74,6 +76,14 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     return 1;
   }
   mkdirSync(env.runRoot, { recursive: true, mode: 0o755 });
+  try {
+    directoriesCheck(env, vmdUser());
+  } catch (err) {
+    const ve = toVmdError(err);
+    logWarn(ve.message);
+    if (ve.hint !== undefined) logWarn(`hint: ${ve.hint}`);
+    return 1;
+  }
   const db = new StateDb(env.stateDir);
   let exitResolve!: (code: number) => void;
   const exited = new Promise<number>((r) => { exitResolve = r; });
@@ -93,6 +103,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     roles.control.send({ type: 'control.status', vms: list, warnings });
     return true;
   });
+  vms.removed = (id) => qemuLogRemove(env.stateDir, id);
   const accel = accelChooser(() => p);
   const p: Parent = {
     env, config: loaded.config, db, vms, roles,

@@ -30,6 +30,7 @@ export class Entry {
   stopRequested = false;
   waiters: Array<{ peer: number; reqId: number; kind: 'stop' | 'wait' }> = [];
   restarts: RestartCount = { quick: 0, lastStartMs: null };
+  #failure: string | null = null;
 
   constructor(record: VmRecord, private readonly changed: () => void) {
     this.#record = record;
@@ -44,6 +45,9 @@ export class Entry {
     this.changed();
   }
   get state(): VmState { return this.#state; }
+  /** Why the last start failed, until the next start: `vmctl status` shows it. */
+  get failure(): string | null { return this.#failure; }
+  set failure(v: string | null) { this.#failure = v; this.changed(); }
   /** For VmRegistry.setState only: every other move goes through it. */
   moveState(v: VmState): void { this.#state = v; this.changed(); }
 }
@@ -97,6 +101,8 @@ export class VmRegistry {
   warnings: string[] = [];
   #published: string | null = null;
   #scheduled = false;
+  /** Called after a VM is forgotten, for what it kept outside SQLite (QEMU's logs). */
+  removed: (id: number) => void = () => undefined;
 
   constructor(private readonly db: StateDb, private readonly sendStatus: (vms: VmInfo[], warnings: string[]) => boolean) {
     this.entries = new EntryMap(() => this.changed());
@@ -144,6 +150,7 @@ export class VmRegistry {
   remove(id: number): void {
     this.db.vmDelete(id);
     this.entries.delete(id);
+    this.removed(id);
   }
 
   /**
@@ -192,12 +199,13 @@ export class VmRegistry {
       state: e.state,
       started: running ? rt!.startedAt : null,
       origin: e.record.origin,
+      ...(e.failure !== null && e.runtime === null ? { failure: e.failure } : {}),
     };
   }
 
   /** The listing, in id order, filtered as `vmctl status [-r] [NAME]` asks. */
   list(target?: string, runningOnly = false): VmInfo[] {
-    // One look at /etc/passwd and /etc/group per listing, not one per VM.
+    // One name-service view per listing; its answers are cached, so owners shared by many VMs are looked up once.
     const users = systemUserDb();
     return [...this.entries.values()]
       .filter((e) => target === undefined || String(e.record.id) === target || e.record.name === target)

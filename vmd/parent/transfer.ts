@@ -3,7 +3,6 @@
 
 import type { Socket } from 'node:net';
 import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { VmdError, toVmdError } from '../../share/errors.js';
 import type { ControlToParent } from '../../share/ipc.js';
 import type { ControlRequest } from '../../share/protocol.js';
@@ -11,6 +10,7 @@ import { encodeStreamHeader } from '../../share/stream.js';
 import { logInfo, logWarn } from '../log.js';
 import type { Parent } from './context.js';
 import { qemuLogTail, vmStart } from './launch.js';
+import { qemuLogPath } from './qemu-log.js';
 import { isOurQemu } from './lifecycle.js';
 import type { Entry } from './registry.js';
 import { socketReject } from './sockets.js';
@@ -98,7 +98,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
 async function receiveUndo(p: Parent, e: Entry, error: VmdError | null): Promise<VmdError> {
   const id = e.record.id;
   const name = e.record.name;
-  const tail = e.runtime === null ? '' : qemuLogTail(join(e.runtime.runDir, 'qemu.log'));
+  const tail = e.runtime === null ? '' : qemuLogTail(qemuLogPath(p.env.stateDir, e.record.id));
   const pid = e.runtime?.pid ?? null;
   e.stopRequested = true;
   if (pid !== null) {
