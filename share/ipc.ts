@@ -5,7 +5,7 @@ import { isErrorCode, type VmdErrorData } from './errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './frame.js';
 import {
   MAX_STRING, ProtocolError, UNPRIVILEGED_REQUESTS, VM_STATES,
-  type ControlRequest, type ControlResponse, type RequestType, type VmInfo, type VmState,
+  type ControlRequest, type ControlResponse, type RequestType, type VmEvent, type VmInfo, type VmState,
 } from './protocol.js';
 import { readRequest } from './read-request.js';
 import { int, isObj, oneOf, onlyKeys, optStr, type Obj } from './read.js';
@@ -76,12 +76,14 @@ export type ParentToControl =
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
   /** The status listing control answers from (vmd/status.ts): every VM in id order, curmem null; sent on each change. */
   | { readonly type: 'control.status'; readonly vms: readonly VmInfo[]; readonly warnings: readonly string[] }
+  /** A lifecycle event for control to hand its `vmctl events` subscribers (vmd/control/events.ts). */
+  | { readonly type: 'control.event'; readonly event: VmEvent }
   | { readonly type: 'log.verbose'; readonly level: number };
 
 // ---- parent -> roles: the parent is trusted, so a role checks only the type ----
 
 const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
-const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'log.verbose']);
+const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'control.event', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && set.has((msg as { type: string }).type);

@@ -17,6 +17,24 @@ export type VmState = 'running' | 'stopped' | 'paused' | 'waiting' | 'stopping' 
 /** Every VmState, for readers that check one. */
 export const VM_STATES: readonly VmState[] = ['running', 'stopped', 'paused', 'waiting', 'stopping', 'starting'];
 
+/** What `vmctl events` reports, as `virsh event --loop` names lifecycle events, plus links, transfers and reloads. */
+export const VM_EVENT_KINDS = [
+  'started', 'stopped', 'rebooted', 'paused', 'unpaused', 'start-failed', 'sent', 'received', 'reloaded', 'link-up', 'link-down',
+] as const;
+
+/** One event (reader and line form in share/events.ts); `vmId` and `vm` are null for the daemon's own (`reloaded`). */
+export interface VmEvent {
+  /** ISO time the parent saw it happen. */
+  readonly time: string;
+  readonly event: typeof VM_EVENT_KINDS[number];
+  readonly vmId: number | null;
+  readonly vm: string | null;
+  /** Why: QEMU's shutdown cause for `stopped`, the error for `start-failed`. */
+  readonly reason?: string;
+  /** The host link of `link-up` and `link-down`. */
+  readonly link?: string;
+}
+
 /** One row of `vmctl status`; the same object `--json` prints. */
 export interface VmInfo {
   readonly id: number;
@@ -168,11 +186,14 @@ export interface SendRequest extends Base { readonly type: 'vm.send.request'; re
 /** `config` is the stream's header, read by the client; after the `ready` reply the client sends the stream's body. */
 export interface ReceiveRequest extends Base { readonly type: 'vm.receive.request'; readonly target: string; readonly config: StreamConfig }
 
+/** `vmctl events [id]`: after the response, the connection carries one vm.event frame per event until it closes. */
+export interface EventsRequest extends Base { readonly type: 'vm.events.request'; readonly target?: string }
+
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
-  | SendRequest | ReceiveRequest;
+  | SendRequest | ReceiveRequest | EventsRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -192,21 +213,27 @@ export interface CaptureResponse {
 export interface SendResponse { readonly type: 'vm.send.response'; readonly id: number; readonly vmId: number; readonly name: string }
 /** `ready`: send the body now; `done`: the guest runs. */
 export interface ReceiveResponse { readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo }
+export interface EventsResponse { readonly type: 'vm.events.response'; readonly id: number }
+/** One event of an events subscription; `id` is the subscribing request's. */
+export interface EventMessage { readonly type: 'vm.event'; readonly id: number; readonly event: VmEvent }
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse;
+  | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse
+  | EventsResponse | EventMessage;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
- * list links, and see the firewall of and capture on their own VMs' links (the parent checks ownership, as for console).
+ * list links, and see the firewall of and capture on their own VMs' links (the parent checks ownership, as for console);
+ * everyone may follow events, which show what `status` shows every user (OpenBSD: status has no per-owner filter).
  */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
   'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request', 'vm.capture.request',
+  'vm.events.request',
 ]);
 
 /** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */

@@ -133,6 +133,13 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
       return { ...b, type: 'vm.links.request', ...(t === undefined ? {} : { target: t }) };
     },
   },
+  'vm.events.request': {
+    keys: ['target'],
+    read: (o, b) => {
+      const t = optStr(o, 'target', MAX_NAME, 'vm.events.request');
+      return { ...b, type: 'vm.events.request', ...(t === undefined ? {} : { target: t }) };
+    },
+  },
   'vm.firewall.request': {
     keys: ['target', 'index'],
     read: (o, b) => {

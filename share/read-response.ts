@@ -2,6 +2,7 @@
 // listings are ignored (a newer vmd may add columns), but every field used is checked for type and bounds.
 
 import { isErrorCode } from './errors.js';
+import { readVmEvent } from './events.js';
 import {
   MAX_NAME, MAX_PATH, ProtocolError, VM_STATES,
   type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo, type VmInfo,
@@ -142,7 +143,10 @@ export function readResponse(msg: unknown): ControlResponse {
     case 'vm.receive.response':
       return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm) };
     case 'ok.response':
+    case 'vm.events.response':
       return { type: msg.type, id };
+    case 'vm.event':
+      return { type: msg.type, id, event: readVmEvent(msg.event) };
     case 'error': {
       const e = msg.error;
       if (!isObj(e) || !isErrorCode(e.code) || typeof e.message !== 'string') throw new ProtocolError('reply: bad error');

@@ -6,6 +6,7 @@ export const COMMAND_USAGE = {
   capture: '[-w file] [-c count] [-s snaplen] id [if] [expression]',
   console: '[-t seconds] id',
   create: '[-b base | -i disk] [-s size] disk',
+  events: '[id]',
   firewall: 'id [if]',
   load: 'filename',
   links: '[id]',

@@ -15,6 +15,7 @@ export const COMMANDS: readonly CommandSpec[] = (
     ['capture', () => import('./capture.js').then((m) => m.captureCommand)],
     ['console', () => import('./console.js').then((m) => m.consoleCommand)],
     ['create', () => import('./create.js').then((m) => m.createCommand)],
+    ['events', () => import('./events.js').then((m) => m.eventsCommand)],
     ['firewall', () => import('./firewall.js').then((m) => m.firewallCommand)],
     ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],

@@ -117,6 +117,7 @@ const VALID: Record<RequestType, Msg[]> = {
   ],
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
   'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
+  'vm.events.request': [req('vm.events.request'), req('vm.events.request', { target: 'web' }), req('vm.events.request', { target: '3' })],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {
@@ -467,6 +468,8 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
     { type: 'vm.receive.response', id: 12, phase: 'done', vm: vmInfo },
     { type: 'ok.response', id: 8 },
+    { type: 'vm.events.response', id: 8 },
+    { type: 'vm.event', id: 8, event: { time: '2026-12-07T02:40:00.123Z', event: 'stopped', vmId: 3, vm: 'web', reason: 'host-qmp-quit' } },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'vm "x": not found' } },
     { type: 'error', id: 0, error: { code: 'ERR_PERMISSION', message: 'denied', hint: 'ask root' } },
   ];

@@ -111,6 +111,7 @@ export async function configReload(p: Parent): Promise<void> {
   configRegister(p, p.config, 'config');
   p.stagger.queueEnabled(p.config);
   logInfo(`configuration reloaded from ${file}`);
+  p.events.vm(null, 'reloaded');
   if (failed.length > 0) throw new VmdError('ERR_INTERNAL', failed.join('; '), { hint: 'the previous rules stay in force; see vmd\'s log' });
 }
 

@@ -64,6 +64,8 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmLinksRequest(p, who, req);
     case 'vm.firewall.request':
       return vmFirewallRequest(p, who, req);
+    case 'vm.events.request':
+      throw new VmdError('ERR_PROTOCOL', `${req.type}: answered by control`);
     case 'vm.console.request':
     case 'vm.capture.request':
     case 'vm.send.request':

@@ -15,6 +15,7 @@ import { Network } from '../network.js';
 import { configLoad, configRegister, configReload, formatDiag } from './config.js';
 import type { Parent, ParentEnv, ParentOptions } from './context.js';
 import { parentDispatchControl, parentDispatchVmm } from './dispatch.js';
+import { ParentEvents } from './events.js';
 import { vmStart } from './launch.js';
 import { guestExited, guestsReconcile } from './lifecycle.js';
 import { VmRegistry } from './registry.js';
@@ -95,6 +96,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   const accel = accelChooser(() => p);
   const p: Parent = {
     env, config: loaded.config, db, vms, roles,
+    events: new ParentEvents((msg) => roles.control?.send(msg)),
     network: new Network(loaded.config, db, env.stateDir, env.root),
     captures: new Captures(),
     stagger: new StaggerQueue({
@@ -126,6 +128,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     configReload(p).catch((err: unknown) => logWarn(`reload: ${toVmdError(err).message}`));
   });
 
+  vms.onMove = (e, from, to) => p.events.moved(e, from, to);
   vms.load();
   // Probe once, in the background, so the first start does not wait for it.
   if (p.config.global.accel === 'auto') void accel.auto();

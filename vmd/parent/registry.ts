@@ -96,6 +96,8 @@ export class VmRegistry {
   /** Warnings shown under `vmctl status` (another firewall dropping forwarded traffic). */
   warnings: string[] = [];
   #published: string | null = null;
+  /** Told of every state move made (`vmctl events` reports pauses and resumes from here). */
+  onMove: ((e: Entry, from: VmState, to: VmState) => void) | null = null;
   #scheduled = false;
 
   constructor(private readonly db: StateDb, private readonly sendStatus: (vms: VmInfo[], warnings: string[]) => boolean) {
@@ -161,6 +163,7 @@ export class VmRegistry {
       e.runtime = { ...rt, state: to as RuntimeState };
     }
     e.moveState(to);
+    if (from !== to) this.onMove?.(e, from, to);
   }
 
   /** setState for moves reported by others (vmm's events): an illegal one is logged, not thrown. */
