@@ -2,8 +2,9 @@
 // They print OpenBSD's diagnostics at OpenBSD's lines; a failing action throws YyError like yacc's YYERROR.
 // Global statements live here; switch, vm and interface blocks have a module each.
 
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import type { Accel, AgentxConfig, Config, Owner, Prefix4, Prefix6, StaggeredStart, SwitchConfig, VmConfig } from '../share/config.js';
+import type { Accel, AgentxConfig, Config, MetricsListen, Owner, Prefix4, Prefix6, StaggeredStart, SwitchConfig, VmConfig } from '../share/config.js';
 import { DEFAULT_LOCAL_PREFIX } from '../share/config.js';
 import { ACCELS, ActionBase } from './action-base.js';
 import type { PartialBlock, Statement, SwitchOpt, VmOpt } from './ast.js';
@@ -29,6 +30,7 @@ export class Builder extends ActionBase {
   private agentx: AgentxConfig | null = null;
   private accel: Accel = 'auto';
   private qemu: string | null = null;
+  private metrics: MetricsListen | null = null;
   private vm: VmDraft | null = null;
   private sw: SwitchDraft | null = null;
 
@@ -84,6 +86,9 @@ export class Builder extends ActionBase {
         this.accel = v as Accel;
         return;
       }
+      case 'metrics':
+        this.metrics = metricsOf(this, s, la);
+        return;
       case 'qemu':
         this.qemu = resolve(this.options.cwd, this.concat(s.path));
         return;
@@ -161,11 +166,20 @@ export class Builder extends ActionBase {
       global: {
         localPrefix: this.localPrefix, localInet6: this.localInet6, localInet6Prefix: this.localInet6Prefix,
         socketOwner: this.socketOwner, staggered: this.staggered, agentx: this.agentx, accel: this.accel,
-        qemu: this.qemu,
+        qemu: this.qemu, metrics: this.metrics,
       },
       switches: this.switches,
       vms: this.vms,
       files: this.stream.files,
     };
   }
+}
+
+/** `metrics [address ADDR] port N`: an IP address (a name would be resolved at each reload) and a TCP port. */
+function metricsOf(b: ActionBase, s: Statement & { kind: 'metrics' }, la: number): MetricsListen {
+  const address = s.address === null ? '127.0.0.1' : b.text(s.address);
+  if (isIP(address) === 0) b.fail(s.address!, `invalid metrics address: ${address}`, la);
+  const port = Number(b.text(s.port));
+  if (!Number.isInteger(port) || port < 1 || port > 65535) b.fail(s.port, `invalid metrics port: ${port}`, la);
+  return { address, port };
 }

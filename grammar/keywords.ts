@@ -12,11 +12,11 @@ export const KEYWORDS: readonly string[] = [
 /**
  * Words that start or structure an extension option; the grammar recognises them only where an extension
  * expects them (elsewhere they are plain strings, so OpenBSD configs using them as names keep working).
- * Order matters: grammar/tokens.ts gives them the token codes n-z 0-7 used by grammar/vm.conf.peggy.
+ * Order matters: grammar/tokens.ts gives them the token codes n-z 0-8 used by grammar/vm.conf.peggy.
  */
 export const EXTENSION_STRUCTURAL_WORDS: readonly string[] = [
   'accel', 'qemu', 'cpus', 'initrd', 'cmdline', 'address', 'dhcp', 'nat', 'vxlan', 'remote', 'dev',
-  'port', 'forward', 'to', 'pass', 'block', 'in', 'out', 'quick', 'proto', 'from',
+  'port', 'forward', 'to', 'pass', 'block', 'in', 'out', 'quick', 'proto', 'from', 'metrics',
 ];
 
 /** Words of vmd's extensions; recognised only where they are expected, so OpenBSD configs keep working. */

@@ -22,6 +22,8 @@ export async function vmmDispatchParent(vmm: Vmm, msg: ParentToVmm, handle: Sock
       return vmmConfigure(vmm, msg);
     case 'log.verbose':
       return logSetVerbose(msg.level);
+    case 'vmm.metrics.data':
+      return vmm.metrics?.parentAnswered(msg);
     case 'vm.adopt':
       return reply(vmm, msg.req, 'ERR_QEMU', () => guestAdopt(vmm, msg.guest));
     case 'vm.stop':
@@ -53,10 +55,11 @@ async function reply(vmm: Vmm, req: number, code: ErrorCode, run: () => Promise<
   vmm.send(state === undefined ? { type: 'vm.result', req, error: null } : { type: 'vm.result', req, error: null, state });
 }
 
-/** The parent's settings for vmm: log level and the graceful stop's timeout. */
+/** The parent's settings for vmm: log level, the graceful stop's timeout and the metrics endpoint. */
 function vmmConfigure(vmm: Vmm, msg: Msg<'vmm.config'>): void {
   logSetVerbose(msg.verbose);
   vmm.stopTimeoutMs = msg.stopTimeoutMs;
+  vmm.metrics?.configure(msg.metrics);
 }
 
 function consoleFromParent(vmm: Vmm, msg: Msg<'vm.console.attach'>, handle: Socket | undefined): void {
