@@ -4,7 +4,7 @@
 
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import type { Accel, AgentxConfig, Config, MetricsListen, Owner, Prefix4, Prefix6, StaggeredStart, SwitchConfig, VmConfig } from '../share/config.js';
+import type { Accel, Config, MetricsListen, Owner, Prefix4, Prefix6, StaggeredStart, SwitchConfig, VmConfig } from '../share/config.js';
 import { DEFAULT_LOCAL_PREFIX } from '../share/config.js';
 import { ACCELS, ActionBase } from './action-base.js';
 import type { PartialBlock, Statement, SwitchOpt, VmOpt } from './ast.js';
@@ -12,11 +12,6 @@ import { type SwitchDraft, switchBegin, switchEnd, switchOption } from './switch
 import { CODE_NL } from './tokens.js';
 import { parsePrefix4, parsePrefix6 } from './values.js';
 import { type VmDraft, vmBegin, vmEnd, vmOption } from './vm-actions.js';
-
-const AGENTX_CONTEXT_MAX = 32;
-// sizeof(sun_path) on Linux, minus the terminator.
-const AGENTX_PATH_MAX = 107;
-const AGENTX_MASTER_PATH = '/var/agentx/master';
 
 /** Runs the actions statement by statement and accumulates the model and the diagnostics. */
 export class Builder extends ActionBase {
@@ -27,7 +22,6 @@ export class Builder extends ActionBase {
   private localInet6Prefix: Prefix6 | null = null;
   private socketOwner: Owner | null = null;
   private staggered: StaggeredStart | null = null;
-  private agentx: AgentxConfig | null = null;
   private accel: Accel = 'auto';
   private qemu: string | null = null;
   private metrics: MetricsListen | null = null;
@@ -70,8 +64,8 @@ export class Builder extends ActionBase {
         return;
       }
       case 'agentx':
-        this.agentx = this.agentxOf(s);
-        return;
+        // OpenBSD's AgentX subagent (VM-MIB) is not implemented: refused by name rather than ignored.
+        this.fail(s.start, 'agentx is not supported: use metrics for Prometheus instead', la);
       case 'staggered': {
         const parallel = Number(this.text(s.parallel));
         const delay = Number(this.text(s.delay));
@@ -103,23 +97,6 @@ export class Builder extends ActionBase {
         this.vmEnd(s.close);
         return;
     }
-  }
-
-  private agentxOf(s: Statement & { kind: 'agentx' }): AgentxConfig {
-    let context: string | null = null;
-    let path = '';
-    for (const o of s.opts) {
-      const v = this.text(o.value);
-      if (o.kind === 'context') {
-        if (v.length > AGENTX_CONTEXT_MAX) this.fail(o.value, 'agentx context too large', o.end);
-        context = v;
-      } else {
-        if (v.length > AGENTX_PATH_MAX) this.fail(o.value, 'agentx path too large', o.end);
-        if (!v.startsWith('/')) this.fail(o.value, 'agentx path is not absolute', o.end);
-        path = v;
-      }
-    }
-    return { context, path: path === '' ? AGENTX_MASTER_PATH : path };
   }
 
   /** A block with a syntax error at `errPos`: run the actions yacc ran before it detected the error. */
@@ -165,7 +142,7 @@ export class Builder extends ActionBase {
     return {
       global: {
         localPrefix: this.localPrefix, localInet6: this.localInet6, localInet6Prefix: this.localInet6Prefix,
-        socketOwner: this.socketOwner, staggered: this.staggered, agentx: this.agentx, accel: this.accel,
+        socketOwner: this.socketOwner, staggered: this.staggered, accel: this.accel,
         qemu: this.qemu, metrics: this.metrics,
       },
       switches: this.switches,
