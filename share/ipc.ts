@@ -32,6 +32,8 @@ export type ParentToVmm =
   | { readonly type: 'vm.stop'; readonly req: number; readonly vmId: number; readonly force: boolean }
   | { readonly type: 'vm.pause'; readonly req: number; readonly vmId: number }
   | { readonly type: 'vm.unpause'; readonly req: number; readonly vmId: number }
+  /** A snapshot of a running guest over QMP (vmd/vmm/snapshot.ts): RAM and every disk, or revert to or delete one. */
+  | { readonly type: 'vm.snapshot'; readonly req: number; readonly vmId: number; readonly op: 'create' | 'revert' | 'delete'; readonly name: string }
   /** Carries the client socket as the IPC handle; vmm answers the client itself from here on. */
   | { readonly type: 'vm.console.attach'; readonly vmId: number; readonly name: string; readonly reqId: number; readonly remainder: string }
   | { readonly type: 'vm.forget'; readonly vmId: number }
@@ -88,7 +90,7 @@ export type ParentToControl =
 
 // ---- parent -> roles: the parent is trusted, so a role checks only the type ----
 
-const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
+const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
 const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'control.event', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {

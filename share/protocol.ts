@@ -189,11 +189,16 @@ export interface ReceiveRequest extends Base { readonly type: 'vm.receive.reques
 /** `vmctl events [id]`: after the response, the connection carries one vm.event frame per event until it closes. */
 export interface EventsRequest extends Base { readonly type: 'vm.events.request'; readonly target?: string }
 
+/** `vmctl snapshot`: take (`create`), list, revert to or delete a snapshot of every disk of a VM (qcow2 only). */
+export interface SnapshotRequest extends Base {
+  readonly type: 'vm.snapshot.request'; readonly target: string; readonly op: 'create' | 'list' | 'revert' | 'delete'; readonly name?: string;
+}
+
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
-  | SendRequest | ReceiveRequest | EventsRequest;
+  | SendRequest | ReceiveRequest | EventsRequest | SnapshotRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -213,6 +218,20 @@ export interface CaptureResponse {
 export interface SendResponse { readonly type: 'vm.send.response'; readonly id: number; readonly vmId: number; readonly name: string }
 /** `ready`: send the body now; `done`: the guest runs. */
 export interface ReceiveResponse { readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo }
+/** One snapshot of one disk, as qemu-img lists it. */
+export interface SnapshotInfo {
+  readonly disk: string;
+  readonly name: string;
+  /** Bytes of saved RAM and device state; 0 for a disk-only snapshot (taken while the VM was stopped). */
+  readonly vmStateBytes: number;
+  /** ISO time it was taken. */
+  readonly date: string;
+}
+/** `name`: the snapshot acted on (empty for a listing); `snapshots`: the VM's snapshots after the operation. */
+export interface SnapshotResponse {
+  readonly type: 'vm.snapshot.response'; readonly id: number; readonly vmId: number; readonly vm: string;
+  readonly op: SnapshotRequest['op']; readonly name: string; readonly snapshots: readonly SnapshotInfo[];
+}
 export interface EventsResponse { readonly type: 'vm.events.response'; readonly id: number }
 /** One event of an events subscription; `id` is the subscribing request's. */
 export interface EventMessage { readonly type: 'vm.event'; readonly id: number; readonly event: VmEvent }
@@ -223,17 +242,17 @@ export interface ErrorResponse { readonly type: 'error'; readonly id: number; re
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
   | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse
-  | EventsResponse | EventMessage;
+  | EventsResponse | EventMessage | SnapshotResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
  * list links, and see the firewall of and capture on their own VMs' links (the parent checks ownership, as for console);
- * everyone may follow events, which show what `status` shows every user (OpenBSD: status has no per-owner filter).
+ * VM owners may snapshot their VMs (the parent checks, and qemu-img runs as the requester); everyone may follow events, which show what `status` shows every user (OpenBSD: status has no per-owner filter).
  */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
   'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request', 'vm.capture.request',
-  'vm.events.request',
+  'vm.events.request', 'vm.snapshot.request',
 ]);
 
 /** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */

@@ -14,6 +14,7 @@ export const COMMAND_USAGE = {
   pause: 'id',
   receive: 'name',
   send: 'id',
+  snapshot: '[-l | -r name | -d name] id [name]',
   unpause: 'id',
   reload: '',
   reset: '[all | switches | vms]',

@@ -26,6 +26,7 @@ export const COMMANDS: readonly CommandSpec[] = (
     ['reset', () => import('./reset.js').then((m) => m.resetCommand)],
     ['send', () => import('./send.js').then((m) => m.sendCommand)],
     ['show', () => import('./status.js').then((m) => m.showCommand)],
+    ['snapshot', () => import('./snapshot.js').then((m) => m.snapshotCommand)],
     ['start', () => import('./start.js').then((m) => m.startCommand)],
     ['status', () => import('./status.js').then((m) => m.statusCommand)],
     ['stop', () => import('./stop.js').then((m) => m.stopCommand)],

@@ -117,6 +117,11 @@ const VALID: Record<RequestType, Msg[]> = {
   ],
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
   'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
+  'vm.snapshot.request': [
+    req('vm.snapshot.request', { target: 'web', op: 'create' }), req('vm.snapshot.request', { target: 'web', op: 'create', name: 'before-upgrade' }),
+    req('vm.snapshot.request', { target: '3', op: 'list' }), req('vm.snapshot.request', { target: 'web', op: 'revert', name: 'a.b:c_1' }),
+    req('vm.snapshot.request', { target: 'web', op: 'delete', name: 'x' }),
+  ],
   'vm.events.request': [req('vm.events.request'), req('vm.events.request', { target: 'web' }), req('vm.events.request', { target: '3' })],
 };
 
@@ -145,6 +150,15 @@ t.test('who may send what', async (t) => {
   // OpenBSD's control.c never let non-root users send or receive (neither was in its list).
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.send.request'), 'send is root only');
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.receive.request'), 'receive is root only');
+});
+
+t.test('snapshot requests: a name qemu-img could take for an option is refused; revert and delete need one', async (t) => {
+  for (const name of ['-l', 'a,b', 'a b', '', 'x'.repeat(128), '../x']) {
+    refuses(t, req('vm.snapshot.request', { target: 'web', op: 'create', name }), 'ERR_PROTOCOL', `name ${JSON.stringify(name)}`, /"name"/);
+  }
+  refuses(t, req('vm.snapshot.request', { target: 'web', op: 'revert' }), 'ERR_PROTOCOL', 'revert without a name', /required to revert/);
+  refuses(t, req('vm.snapshot.request', { target: 'web', op: 'delete' }), 'ERR_PROTOCOL', 'delete without a name', /required to delete/);
+  refuses(t, req('vm.snapshot.request', { target: 'web', op: 'rollback' }), 'ERR_PROTOCOL', 'unknown op', /"op"/);
 });
 
 t.test('firewall requests: bad interface numbers', async (t) => {

@@ -66,7 +66,7 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('rec'), 'receive');
   t.equal(name('se'), 'send');
   t.equal(name('e'), 'events');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('send and receive arguments', async (t) => {

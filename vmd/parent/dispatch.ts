@@ -13,6 +13,7 @@ import {
   vmStartRequest, vmStopRequest, vmWaitRequest, type Asker,
 } from './requests.js';
 import { captureRequest, consoleRequest } from './sockets.js';
+import { vmSnapshotRequest } from './snapshot.js';
 import { streamRequest } from './transfer.js';
 
 /** Messages from control. */
@@ -65,6 +66,8 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmLinksRequest(p, who, req);
     case 'vm.firewall.request':
       return vmFirewallRequest(p, who, req);
+    case 'vm.snapshot.request':
+      return vmSnapshotRequest(p, who, req);
     case 'vm.events.request':
       throw new VmdError('ERR_PROTOCOL', `${req.type}: answered by control`);
     case 'vm.console.request':
