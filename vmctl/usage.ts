@@ -8,6 +8,7 @@ export const COMMAND_USAGE = {
   create: '[-b base | -i disk] [-s size] disk',
   events: '[id]',
   firewall: 'id [if]',
+  grow: '-s size disk',
   load: 'filename',
   links: '[id]',
   log: '[brief | verbose]',

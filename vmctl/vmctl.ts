@@ -17,6 +17,7 @@ export const COMMANDS: readonly CommandSpec[] = (
     ['create', () => import('./create.js').then((m) => m.createCommand)],
     ['events', () => import('./events.js').then((m) => m.eventsCommand)],
     ['firewall', () => import('./firewall.js').then((m) => m.firewallCommand)],
+    ['grow', () => import('./grow.js').then((m) => m.growCommand)],
     ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],
     ['log', () => import('./log.js').then((m) => m.logCommand)],

@@ -66,7 +66,8 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('rec'), 'receive');
   t.equal(name('se'), 'send');
   t.equal(name('e'), 'events');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.equal(name('g'), 'grow');
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'grow', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('send and receive arguments', async (t) => {
