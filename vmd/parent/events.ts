@@ -3,6 +3,8 @@
 
 import type { VmEvent, VmState } from '../../share/protocol.js';
 import type { ParentToControl } from '../../share/ipc.js';
+import { MAX_EVENT_REASON } from '../../share/events.js';
+import { logWarn } from '../log.js';
 import { linkName } from '../net/addr.js';
 import type { NicPlan } from '../network.js';
 import type { Entry } from './registry.js';
@@ -21,10 +23,16 @@ export class ParentEvents {
 
   /** An event of VM `e` (or of the daemon, `e` null). */
   vm(e: Entry | null, event: VmEvent['event'], detail: { reason?: string; link?: string } = {}): void {
-    this.send({
-      type: 'control.event',
-      event: { time: new Date().toISOString(), event, vmId: e?.record.id ?? null, vm: e?.record.name ?? null, ...detail },
-    });
+    const reason = detail.reason === undefined ? {} : { reason: detail.reason.slice(0, MAX_EVENT_REASON) };
+    try {
+      this.send({
+        type: 'control.event',
+        event: { time: new Date().toISOString(), event, vmId: e?.record.id ?? null, vm: e?.record.name ?? null, ...detail, ...reason },
+      });
+    } catch (err) {
+      // Reported from the middle of starts and stops: an event that cannot go out must not undo what happened.
+      logWarn(`events: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** A state move of the registry: pauses and resumes, whoever caused them (vmctl, QMP, the guest). */
@@ -37,6 +45,7 @@ export class ParentEvents {
   linksUp(e: Entry, nics: readonly NicPlan[]): void {
     const names: string[] = [];
     e.record.config.interfaces.forEach((nic, i) => {
+      // vmUp made these links under the same names, so linkName cannot refuse them here.
       if (nics[i]?.kind === 'tap') names.push(linkName(e.record.id, nic.index));
     });
     if (names.length === 0) return;
