@@ -2,8 +2,9 @@
 // They print OpenBSD's diagnostics at OpenBSD's lines; a failing action throws YyError like yacc's YYERROR.
 // Global statements live here; switch, vm and interface blocks have a module each.
 
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import type { Accel, AgentxConfig, Config, Owner, Prefix4, Prefix6, StaggeredStart, SwitchConfig, VmConfig } from '../share/config.js';
+import type { Accel, Config, MetricsListen, Owner, Prefix4, Prefix6, StaggeredStart, SwitchConfig, VmConfig } from '../share/config.js';
 import { DEFAULT_LOCAL_PREFIX } from '../share/config.js';
 import { ACCELS, ActionBase } from './action-base.js';
 import type { PartialBlock, Statement, SwitchOpt, VmOpt } from './ast.js';
@@ -11,11 +12,6 @@ import { type SwitchDraft, switchBegin, switchEnd, switchOption } from './switch
 import { CODE_NL } from './tokens.js';
 import { parsePrefix4, parsePrefix6 } from './values.js';
 import { type VmDraft, vmBegin, vmEnd, vmOption } from './vm-actions.js';
-
-const AGENTX_CONTEXT_MAX = 32;
-// sizeof(sun_path) on Linux, minus the terminator.
-const AGENTX_PATH_MAX = 107;
-const AGENTX_MASTER_PATH = '/var/agentx/master';
 
 /** Runs the actions statement by statement and accumulates the model and the diagnostics. */
 export class Builder extends ActionBase {
@@ -26,9 +22,9 @@ export class Builder extends ActionBase {
   private localInet6Prefix: Prefix6 | null = null;
   private socketOwner: Owner | null = null;
   private staggered: StaggeredStart | null = null;
-  private agentx: AgentxConfig | null = null;
   private accel: Accel = 'auto';
   private qemu: string | null = null;
+  private metrics: MetricsListen | null = null;
   private vm: VmDraft | null = null;
   private sw: SwitchDraft | null = null;
 
@@ -68,8 +64,8 @@ export class Builder extends ActionBase {
         return;
       }
       case 'agentx':
-        this.agentx = this.agentxOf(s);
-        return;
+        // OpenBSD's AgentX subagent (VM-MIB) is not implemented: refused by name rather than ignored.
+        this.fail(s.start, 'agentx is not supported: use metrics for Prometheus instead', la);
       case 'staggered': {
         const parallel = Number(this.text(s.parallel));
         const delay = Number(this.text(s.delay));
@@ -84,6 +80,9 @@ export class Builder extends ActionBase {
         this.accel = v as Accel;
         return;
       }
+      case 'metrics':
+        this.metrics = metricsOf(this, s, la);
+        return;
       case 'qemu':
         this.qemu = resolve(this.options.cwd, this.concat(s.path));
         return;
@@ -98,23 +97,6 @@ export class Builder extends ActionBase {
         this.vmEnd(s.close);
         return;
     }
-  }
-
-  private agentxOf(s: Statement & { kind: 'agentx' }): AgentxConfig {
-    let context: string | null = null;
-    let path = '';
-    for (const o of s.opts) {
-      const v = this.text(o.value);
-      if (o.kind === 'context') {
-        if (v.length > AGENTX_CONTEXT_MAX) this.fail(o.value, 'agentx context too large', o.end);
-        context = v;
-      } else {
-        if (v.length > AGENTX_PATH_MAX) this.fail(o.value, 'agentx path too large', o.end);
-        if (!v.startsWith('/')) this.fail(o.value, 'agentx path is not absolute', o.end);
-        path = v;
-      }
-    }
-    return { context, path: path === '' ? AGENTX_MASTER_PATH : path };
   }
 
   /** A block with a syntax error at `errPos`: run the actions yacc ran before it detected the error. */
@@ -160,12 +142,21 @@ export class Builder extends ActionBase {
     return {
       global: {
         localPrefix: this.localPrefix, localInet6: this.localInet6, localInet6Prefix: this.localInet6Prefix,
-        socketOwner: this.socketOwner, staggered: this.staggered, agentx: this.agentx, accel: this.accel,
-        qemu: this.qemu,
+        socketOwner: this.socketOwner, staggered: this.staggered, accel: this.accel,
+        qemu: this.qemu, metrics: this.metrics,
       },
       switches: this.switches,
       vms: this.vms,
       files: this.stream.files,
     };
   }
+}
+
+/** `metrics [address ADDR] port N`: an IP address (a name would be resolved at each reload) and a TCP port. */
+function metricsOf(b: ActionBase, s: Statement & { kind: 'metrics' }, la: number): MetricsListen {
+  const address = s.address === null ? '127.0.0.1' : b.text(s.address);
+  if (isIP(address) === 0) b.fail(s.address!, `invalid metrics address: ${address}`, la);
+  const port = Number(b.text(s.port));
+  if (!Number.isInteger(port) || port < 1 || port > 65535) b.fail(s.port, `invalid metrics port: ${port}`, la);
+  return { address, port };
 }

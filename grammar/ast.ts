@@ -89,6 +89,7 @@ export type Statement = Span & (
   | { kind: 'socketOwner'; owner: OwnerNode }
   | { kind: 'agentx'; opts: readonly (Span & { kind: 'context' | 'path'; value: Tok })[] }
   | { kind: 'staggered'; parallel: Tok; delay: Tok }
+  | { kind: 'metrics'; address: Tok | null; port: Tok }
   | { kind: 'accel'; value: Tok }
   | { kind: 'qemu'; path: Toks }
 ) | SwitchNode | VmNode;

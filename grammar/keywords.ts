@@ -18,7 +18,7 @@ export const KEYWORDS: readonly string[] = [
 export const EXTENSION_STRUCTURAL_WORDS: readonly string[] = [
   'accel', 'qemu', 'cpus', 'initrd', 'cmdline', 'address', 'dhcp', 'nat', 'vxlan', 'remote', 'dev',
   'port', 'forward', 'to', 'pass', 'block', 'in', 'out', 'quick', 'proto', 'from', 'machine', 'bus',
-  'passt',
+  'passt', 'metrics',
 ];
 
 /** Words of vmd's extensions; recognised only where they are expected, so OpenBSD configs keep working. */

@@ -206,9 +206,11 @@ export interface StaggeredStart {
   readonly delay: number;
 }
 
-export interface AgentxConfig {
-  readonly context: string | null;
-  readonly path: string;
+/** `metrics [address ADDR] port N`: where vmm serves the Prometheus text exposition. */
+export interface MetricsListen {
+  /** An IPv4 or IPv6 address; 127.0.0.1 when not given. */
+  readonly address: string;
+  readonly port: number;
 }
 
 export interface GlobalConfig {
@@ -220,7 +222,8 @@ export interface GlobalConfig {
   readonly socketOwner: Owner | null;
   /** null = default (parallel = online cores, delay 30 s). */
   readonly staggered: StaggeredStart | null;
-  readonly agentx: AgentxConfig | null;
+  /** null: no metrics endpoint. */
+  readonly metrics: MetricsListen | null;
   readonly accel: Accel;
   /** `qemu PATH`: the QEMU binary; null = qemu-system-x86_64 from PATH. */
   readonly qemu: string | null;

@@ -1,11 +1,12 @@
 // Messages between vmd's own processes (parent <-> vmm, parent <-> control), declared once, with their readers.
 // Root reads what the unprivileged roles send field by field; a malformed message is fatal for the role that sent it.
 
+import type { MetricsListen } from './config.js';
 import { isErrorCode, type VmdErrorData } from './errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './frame.js';
 import {
   MAX_STRING, ProtocolError, UNPRIVILEGED_REQUESTS, VM_STATES,
-  type ControlRequest, type ControlResponse, type RequestType, type VmInfo, type VmState,
+  type ControlRequest, type ControlResponse, type FirewallInfo, type LinkInfo, type RequestType, type VmEvent, type VmInfo, type VmState,
 } from './protocol.js';
 import { readRequest } from './read-request.js';
 import { int, isObj, oneOf, onlyKeys, optStr, type Obj } from './read.js';
@@ -23,11 +24,16 @@ export interface GuestHandle {
 
 // ---- parent -> vmm ----
 export type ParentToVmm =
-  | { readonly type: 'vmm.config'; readonly verbose: number; readonly stopTimeoutMs: number }
+  /** Sent again after a reload: `metrics` is where vmm serves the metrics endpoint (vmd/vmm/metrics.ts), or null. */
+  | { readonly type: 'vmm.config'; readonly verbose: number; readonly stopTimeoutMs: number; readonly metrics: MetricsListen | null }
+  /** The parent's part of a metrics scrape, answering vmm.metrics.request `req`. */
+  | { readonly type: 'vmm.metrics.data'; readonly req: number; readonly vms: readonly VmInfo[]; readonly links: readonly LinkInfo[]; readonly firewall: readonly FirewallInfo[] }
   | { readonly type: 'vm.adopt'; readonly req: number; readonly guest: GuestHandle }
   | { readonly type: 'vm.stop'; readonly req: number; readonly vmId: number; readonly force: boolean }
   | { readonly type: 'vm.pause'; readonly req: number; readonly vmId: number }
   | { readonly type: 'vm.unpause'; readonly req: number; readonly vmId: number }
+  /** A snapshot of a running guest over QMP (vmd/vmm/snapshot.ts): RAM and every disk, or revert to or delete one. */
+  | { readonly type: 'vm.snapshot'; readonly req: number; readonly vmId: number; readonly op: 'create' | 'revert' | 'delete'; readonly name: string }
   /** Carries the client socket as the IPC handle; vmm answers the client itself from here on. */
   | { readonly type: 'vm.console.attach'; readonly vmId: number; readonly name: string; readonly reqId: number; readonly remainder: string }
   | { readonly type: 'vm.forget'; readonly vmId: number }
@@ -52,7 +58,9 @@ export type VmmToParent =
   | { readonly type: 'vm.result'; readonly req: number; readonly error: VmdErrorData | null; readonly state?: VmState }
   /** The guest's QEMU is gone; reason from QMP's SHUTDOWN event when there was one. */
   | { readonly type: 'vm.exited'; readonly vmId: number; readonly pid: number; readonly reason: string }
-  | { readonly type: 'vm.state'; readonly vmId: number; readonly state: VmState };
+  | { readonly type: 'vm.state'; readonly vmId: number; readonly state: VmState }
+  /** A metrics scrape needs the parent's part (VMs, links, firewall counters): answered with vmm.metrics.data. */
+  | { readonly type: 'vmm.metrics.request'; readonly req: number };
 
 // ---- control -> parent ----
 export type ControlToParent =
@@ -76,12 +84,14 @@ export type ParentToControl =
   | { readonly type: 'control.response'; readonly peer: number; readonly response: ControlResponse; readonly close: boolean }
   /** The status listing control answers from (vmd/status.ts): every VM in id order, curmem null; sent on each change. */
   | { readonly type: 'control.status'; readonly vms: readonly VmInfo[]; readonly warnings: readonly string[] }
+  /** A lifecycle event for control to hand its `vmctl events` subscribers (vmd/control/events.ts). */
+  | { readonly type: 'control.event'; readonly event: VmEvent }
   | { readonly type: 'log.verbose'; readonly level: number };
 
 // ---- parent -> roles: the parent is trusted, so a role checks only the type ----
 
-const PARENT_TO_VMM = new Set(['vmm.config', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
-const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'log.verbose']);
+const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
+const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'control.event', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && set.has((msg as { type: string }).type);
@@ -166,6 +176,7 @@ const VMM_READERS: MessageReaders<VmmToParent> = {
     },
   },
   'vm.state': { keys: ['vmId', 'state'], read: (o, w) => ({ type: 'vm.state', vmId: vmId(o, w), state: oneOf(o, 'state', VM_STATES, w) }) },
+  'vmm.metrics.request': { keys: ['req'], read: (o, w) => ({ type: 'vmm.metrics.request', req: int(o, 'req', 1, MAX_COUNTER, w) }) },
 };
 
 /** Who a forwarded request is from, as control learnt it from the kernel. */

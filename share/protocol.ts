@@ -17,6 +17,24 @@ export type VmState = 'running' | 'stopped' | 'paused' | 'waiting' | 'stopping' 
 /** Every VmState, for readers that check one. */
 export const VM_STATES: readonly VmState[] = ['running', 'stopped', 'paused', 'waiting', 'stopping', 'starting'];
 
+/** What `vmctl events` reports, as `virsh event --loop` names lifecycle events, plus links, transfers and reloads. */
+export const VM_EVENT_KINDS = [
+  'started', 'stopped', 'rebooted', 'paused', 'unpaused', 'start-failed', 'sent', 'received', 'reloaded', 'link-up', 'link-down',
+] as const;
+
+/** One event (reader and line form in share/events.ts); `vmId` and `vm` are null for the daemon's own (`reloaded`). */
+export interface VmEvent {
+  /** ISO time the parent saw it happen. */
+  readonly time: string;
+  readonly event: typeof VM_EVENT_KINDS[number];
+  readonly vmId: number | null;
+  readonly vm: string | null;
+  /** Why: QEMU's shutdown cause for `stopped`, the error for `start-failed`. */
+  readonly reason?: string;
+  /** The host link of `link-up` and `link-down`. */
+  readonly link?: string;
+}
+
 /** One row of `vmctl status`; the same object `--json` prints. */
 export interface VmInfo {
   readonly id: number;
@@ -188,12 +206,20 @@ export interface QemuLogRequest extends Base { readonly type: 'vm.log.request'; 
 /** `vmctl inspect VM`: its effective configuration, as vm.conf text and as the model. */
 export interface InspectRequest extends Base { readonly type: 'vm.inspect.request'; readonly target: string }
 
+/** `vmctl events [id]`: after the response, the connection carries one vm.event frame per event until it closes. */
+export interface EventsRequest extends Base { readonly type: 'vm.events.request'; readonly target?: string }
+
+/** `vmctl snapshot`: take (`create`), list, revert to or delete a snapshot of every disk of a VM (qcow2 only). */
+export interface SnapshotRequest extends Base {
+  readonly type: 'vm.snapshot.request'; readonly target: string; readonly op: 'create' | 'list' | 'revert' | 'delete'; readonly name?: string;
+}
+
 /** Everything a client may send. */
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
   | SendRequest | ReceiveRequest
-  | QemuLogRequest | InspectRequest;
+  | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -219,6 +245,23 @@ export interface InspectResponse {
   readonly type: 'vm.inspect.response'; readonly id: number; readonly vmId: number; readonly name: string;
   readonly text: string; readonly config: Readonly<Record<string, unknown>>;
 }
+/** One snapshot of one disk, as qemu-img lists it. */
+export interface SnapshotInfo {
+  readonly disk: string;
+  readonly name: string;
+  /** Bytes of saved RAM and device state; 0 for a disk-only snapshot (taken while the VM was stopped). */
+  readonly vmStateBytes: number;
+  /** ISO time it was taken. */
+  readonly date: string;
+}
+/** `name`: the snapshot acted on (empty for a listing); `snapshots`: the VM's snapshots after the operation. */
+export interface SnapshotResponse {
+  readonly type: 'vm.snapshot.response'; readonly id: number; readonly vmId: number; readonly vm: string;
+  readonly op: SnapshotRequest['op']; readonly name: string; readonly snapshots: readonly SnapshotInfo[];
+}
+export interface EventsResponse { readonly type: 'vm.events.response'; readonly id: number }
+/** One event of an events subscription; `id` is the subscribing request's. */
+export interface EventMessage { readonly type: 'vm.event'; readonly id: number; readonly event: VmEvent }
 export interface OkResponse { readonly type: 'ok.response'; readonly id: number }
 export interface ErrorResponse { readonly type: 'error'; readonly id: number; readonly error: VmdErrorData }
 
@@ -226,17 +269,18 @@ export interface ErrorResponse { readonly type: 'error'; readonly id: number; re
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
   | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse
-  | QemuLogResponse | InspectResponse;
+  | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
  * list links, and see the firewall of and capture on their own VMs' links and their QEMU logs and configurations (the parent checks
- * ownership, as for console).
+ * ownership, as for console); VM owners may snapshot their VMs (the parent checks, and qemu-img runs as the requester);
+ * everyone may follow events, which show what `status` shows every user (OpenBSD: status has no per-owner filter).
  */
 export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>([
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
   'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request', 'vm.capture.request',
-  'vm.log.request', 'vm.inspect.request',
+  'vm.log.request', 'vm.inspect.request', 'vm.events.request', 'vm.snapshot.request',
 ]);
 
 /** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */

@@ -83,6 +83,9 @@ export function readStartOptions(v: unknown): StartOptions {
 
 type Reader = (o: Obj, base: Base) => ControlRequest;
 
+const MAX_SNAPSHOT_NAME = 127;
+const SNAPSHOT_NAME_RE = /^[A-Za-z0-9_.:][A-Za-z0-9_.:-]*$/;
+
 const target = (o: Obj, what: string): string => str(o, 'target', MAX_NAME, what);
 
 /** One reader per request type. */
@@ -143,6 +146,25 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
     read: (o, b) => {
       const t = optStr(o, 'target', MAX_NAME, 'vm.links.request');
       return { ...b, type: 'vm.links.request', ...(t === undefined ? {} : { target: t }) };
+    },
+  },
+  'vm.snapshot.request': {
+    keys: ['target', 'op', 'name'],
+    read: (o, b) => {
+      const w = 'vm.snapshot.request';
+      const op = oneOf(o, 'op', ['create', 'list', 'revert', 'delete'] as const, w);
+      const name = optStr(o, 'name', MAX_SNAPSHOT_NAME, w);
+      // A name travels to qemu-img as one argument: one that looks like an option or holds a comma is refused.
+      if (name !== undefined && !SNAPSHOT_NAME_RE.test(name)) throw new ProtocolError(`${w}: field "name" must be letters, digits, '.', '_', ':' and '-', not starting with '-'`);
+      if ((op === 'revert' || op === 'delete') && name === undefined) throw new ProtocolError(`${w}: field "name" is required to ${op}`);
+      return { ...b, type: w, target: target(o, w), op, ...(name === undefined ? {} : { name }) };
+    },
+  },
+  'vm.events.request': {
+    keys: ['target'],
+    read: (o, b) => {
+      const t = optStr(o, 'target', MAX_NAME, 'vm.events.request');
+      return { ...b, type: 'vm.events.request', ...(t === undefined ? {} : { target: t }) };
     },
   },
   'vm.firewall.request': {

@@ -2,6 +2,7 @@
 // listings are ignored (a newer vmd may add columns), but every field used is checked for type and bounds.
 
 import { isErrorCode } from './errors.js';
+import { readVmEvent } from './events.js';
 import {
   MAX_NAME, MAX_PATH, ProtocolError, VM_STATES,
   type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo, type VmInfo,
@@ -174,7 +175,22 @@ export function readResponse(msg: unknown): ControlResponse {
       };
     }
     case 'ok.response':
+    case 'vm.events.response':
       return { type: msg.type, id };
+    case 'vm.snapshot.response': {
+      const list = array(msg, 'snapshots', 100_000, 'reply') ?? [];
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), vm: str(msg, 'vm', MAX_NAME, 'reply'),
+        op: oneOf(msg, 'op', ['create', 'list', 'revert', 'delete'] as const, 'reply'),
+        name: typeof msg.name === 'string' ? msg.name : '',
+        snapshots: list.map((s) => {
+          if (!isObj(s)) throw new ProtocolError('reply: snapshots entries must be objects');
+          return { disk: str(s, 'disk', MAX_PATH, 'reply'), name: str(s, 'name', 1024, 'reply'), vmStateBytes: int(s, 'vmStateBytes', 0, 2 ** 53 - 1, 'reply'), date: str(s, 'date', 64, 'reply') };
+        }),
+      };
+    }
+    case 'vm.event':
+      return { type: msg.type, id, event: readVmEvent(msg.event) };
     case 'error': {
       const e = msg.error;
       if (!isObj(e) || !isErrorCode(e.code) || typeof e.message !== 'string') throw new ProtocolError('reply: bad error');

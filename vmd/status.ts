@@ -68,6 +68,11 @@ export class StatusSnapshot {
     return this.vms !== null;
   }
 
+  /** Whether a VM of that id or name is in the listing (`vmctl events NAME` of an unknown VM is refused). */
+  has(target: string): boolean {
+    return this.vms?.some((v) => statusMatches(v, { target })) ?? false;
+  }
+
   /** A new snapshot from the parent: VMs in id order, CURMEM left for control to read. */
   update(vms: readonly VmInfo[], warnings: readonly string[]): void {
     this.vms = vms;

@@ -207,14 +207,7 @@ async function backingOf(
 export async function qemuImgHeader(fd: number, format: DiskFormat, who: FsIdentity): Promise<ImageHeader> {
   // -U: a running guest's image holds QEMU's write lock; reading the header needs none.
   const info = ['qemu-img', 'info', '-U', '-f', format, '--output=json', '/proc/self/fd/3'];
-  const euid = process.geteuid?.() ?? 0;
-  // PRIV: a root daemon drops to the requester for qemu-img; root's own requests (vm.conf, autostart) stay root.
-  const argv = euid === 0 && who.uid !== 0
-    ? ['setpriv', `--reuid=${who.uid}`, `--regid=${who.gid}`,
-      ...(who.groups.length > 0 ? [`--groups=${who.groups.join(',')}`] : ['--clear-groups']),
-      '--no-new-privs', '--inh-caps=-all', '--', ...info]
-    : info;
-  const r = await runWithFd(argv, fd);
+  const r = await runWithFd(asRequester(info, who), fd);
   if (r.exitCode !== 0) {
     const first = r.stderr.split('\n').find((l) => l.trim().length > 0);
     const why = first?.replace(/^qemu-img: (\/proc\/self\/fd\/3: )?/, '') ?? `exit ${r.exitCode}`;
@@ -223,12 +216,23 @@ export async function qemuImgHeader(fd: number, format: DiskFormat, who: FsIdent
   return readImageInfo(r.stdout);
 }
 
-// Runs argv with fd as its fd 3, output bounded to 1 MiB and time to 10 s (execa cannot map an arbitrary fd to 3).
-function runWithFd(argv: readonly string[], fd: number): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
+/** argv run as the requester (setpriv: its uid, gid and groups, no new privileges) when vmd is root and they are not. */
+export function asRequester(argv: readonly string[], who: FsIdentity): string[] {
+  const euid = process.geteuid?.() ?? 0;
+  // PRIV: a root daemon drops to the requester for qemu-img; root's own requests (vm.conf, autostart) stay root.
+  return euid === 0 && who.uid !== 0
+    ? ['setpriv', `--reuid=${who.uid}`, `--regid=${who.gid}`,
+      ...(who.groups.length > 0 ? [`--groups=${who.groups.join(',')}`] : ['--clear-groups']),
+      '--no-new-privs', '--inh-caps=-all', '--', ...argv]
+    : [...argv];
+}
+
+/** Runs argv with fd as its fd 3, output bounded to 1 MiB and time to `timeoutMs` (execa cannot map an arbitrary fd to 3). */
+export function runWithFd(argv: readonly string[], fd: number, timeoutMs = 10_000): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe', fd], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' },
-      cwd: '/', timeout: 10_000, killSignal: 'SIGKILL',
+      cwd: '/', timeout: timeoutMs, killSignal: 'SIGKILL',
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];

@@ -10,6 +10,7 @@ import { isParentToVmm, type ParentToVmm, type VmmToParent } from '../share/ipc.
 import { logWarn } from './log.js';
 import { roleMain } from './proc.js';
 import { vmmDispatchParent } from './vmm/dispatch.js';
+import { MetricsServer } from './vmm/metrics.js';
 import { guestsRelease, guestsWatchPids, vmmCreate } from './vmm/guests.js';
 
 /** Runs the vmm role until the parent goes away; guests keep running when it does. */
@@ -23,6 +24,7 @@ export function vmmMain(): void {
     },
     () => guestsRelease(vmm),
   );
+  vmm.metrics = new MetricsServer(vmm);
   guestsWatchPids(vmm);
   send({ type: 'vmm.ready' });
 }

@@ -119,6 +119,12 @@ const VALID: Record<RequestType, Msg[]> = {
   'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
   'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
   'vm.inspect.request': [req('vm.inspect.request', { target: 'web' })],
+  'vm.snapshot.request': [
+    req('vm.snapshot.request', { target: 'web', op: 'create' }), req('vm.snapshot.request', { target: 'web', op: 'create', name: 'before-upgrade' }),
+    req('vm.snapshot.request', { target: '3', op: 'list' }), req('vm.snapshot.request', { target: 'web', op: 'revert', name: 'a.b:c_1' }),
+    req('vm.snapshot.request', { target: 'web', op: 'delete', name: 'x' }),
+  ],
+  'vm.events.request': [req('vm.events.request'), req('vm.events.request', { target: 'web' }), req('vm.events.request', { target: '3' })],
 };
 
 t.test('every request type is accepted in its valid shapes, unchanged', async (t) => {
@@ -146,6 +152,15 @@ t.test('who may send what', async (t) => {
   // OpenBSD's control.c never let non-root users send or receive (neither was in its list).
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.send.request'), 'send is root only');
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.receive.request'), 'receive is root only');
+});
+
+t.test('snapshot requests: a name qemu-img could take for an option is refused; revert and delete need one', async (t) => {
+  for (const name of ['-l', 'a,b', 'a b', '', 'x'.repeat(128), '../x']) {
+    refuses(t, req('vm.snapshot.request', { target: 'web', op: 'create', name }), 'ERR_PROTOCOL', `name ${JSON.stringify(name)}`, /"name"/);
+  }
+  refuses(t, req('vm.snapshot.request', { target: 'web', op: 'revert' }), 'ERR_PROTOCOL', 'revert without a name', /required to revert/);
+  refuses(t, req('vm.snapshot.request', { target: 'web', op: 'delete' }), 'ERR_PROTOCOL', 'delete without a name', /required to delete/);
+  refuses(t, req('vm.snapshot.request', { target: 'web', op: 'rollback' }), 'ERR_PROTOCOL', 'unknown op', /"op"/);
 });
 
 t.test('firewall requests: bad interface numbers', async (t) => {
@@ -469,6 +484,8 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
     { type: 'vm.receive.response', id: 12, phase: 'done', vm: vmInfo },
     { type: 'ok.response', id: 8 },
+    { type: 'vm.events.response', id: 8 },
+    { type: 'vm.event', id: 8, event: { time: '2026-12-07T02:40:00.123Z', event: 'stopped', vmId: 3, vm: 'web', reason: 'host-qmp-quit' } },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'vm "x": not found' } },
     { type: 'error', id: 0, error: { code: 'ERR_PERMISSION', message: 'denied', hint: 'ask root' } },
   ];

@@ -65,7 +65,9 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('f'), 'firewall');
   t.equal(name('rec'), 'receive');
   t.equal(name('se'), 'send');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'firewall', 'help', 'inspect', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.equal(name('e'), 'events');
+  t.equal(name('g'), 'grow');
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('send and receive arguments', async (t) => {

@@ -9,6 +9,7 @@ import { readRequest, requestIdOf } from '../../share/read-request.js';
 import { logDebug, logSetVerbose, logWarn } from '../log.js';
 import type { Handle } from '../proc.js';
 import { StatusSnapshot } from '../status.js';
+import { EventHub } from './events.js';
 import { ControlLimits, limitMessage, type ControlLimitSettings, type LimitVerdict } from './limits.js';
 
 const MAX_PENDING_PER_CONNECTION = 32;
@@ -35,6 +36,7 @@ export class ControlServer {
   readonly #limits: ControlLimits;
   readonly #refusalLogged = new Map<string, number>();
   readonly #sweep: NodeJS.Timeout;
+  readonly #events = new EventHub((peer, reqId, message) => this.#dropSubscriber(peer, reqId, message));
   #ready = false;
 
   constructor(settings: ControlLimitSettings, private readonly send: (m: ControlToParent, h?: Handle) => void) {
@@ -59,6 +61,8 @@ export class ControlServer {
         return this.#answered(msg.peer, msg.response, msg.close);
       case 'control.status':
         return this.#status.update(msg.vms, msg.warnings);
+      case 'control.event':
+        return this.#events.publish(msg.event);
       case 'log.verbose':
         return logSetVerbose(msg.level);
     }
@@ -153,6 +157,7 @@ export class ControlServer {
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       this.#limits.remove(peer);
+      this.#events.unsubscribe(peer);
       if (this.#connections.delete(peer)) this.send({ type: 'control.closed', peer });
     });
     reader.on('held', (bytes) => {
@@ -184,6 +189,7 @@ export class ControlServer {
     }
     this.#limits.requestStarted(conn.peer);
     if (this.#handOver(conn, request)) return;
+    if (request.type === 'vm.events.request') return this.#subscribe(conn, request.id, request.target);
     if (request.type === 'vm.status.request' && this.#status.ready) {
       // Answered here from the parent's latest snapshot: no round trip through two more processes.
       const req = request;
@@ -193,6 +199,26 @@ export class ControlServer {
     }
     conn.pending++;
     this.send({ type: 'control.request', peer: conn.peer, uid: conn.uid, gid: conn.gid, request });
+  }
+
+  /**
+   * `vmctl events`: the connection follows events from now on; it stays "in flight" for the limits, so it has no
+   * deadline, but it still counts against its user's connections and is evicted first for root when busy ones are.
+   */
+  #subscribe(conn: Connection, id: number, target: string | undefined): void {
+    if (target !== undefined && this.#status.ready && !this.#status.has(target)) {
+      this.#reply(conn, { type: 'error', id, error: { code: 'ERR_VM_NOT_FOUND', message: `vm "${target}": not found` } }, true);
+      return;
+    }
+    this.#reply(conn, { type: 'vm.events.response', id }, false);
+    this.#events.subscribe(conn.peer, conn.socket, id, target);
+  }
+
+  #dropSubscriber(peer: number, reqId: number, message: string): void {
+    const conn = this.#connections.get(peer);
+    if (conn === undefined) return;
+    logWarn(`connection ${peer} of uid ${conn.uid}: ${message}`);
+    this.#refuse(conn, reqId, 'ERR_PROTOCOL', message);
   }
 
   /**

@@ -7,6 +7,7 @@ import { parseConfigFile, type Diagnostic } from '../../grammar/parse.js';
 import type { VmRecord } from '../db.js';
 import { logInfo, logWarn } from '../log.js';
 import type { Parent } from './context.js';
+import { vmmConfigSend } from './metrics.js';
 import { inherit } from './vm-config.js';
 
 export function configLoad(file: string, macros: Readonly<Record<string, string>>) {
@@ -106,11 +107,13 @@ export async function configReload(p: Parent): Promise<void> {
   p.stagger.clear();
   configUnregisterStopped(p);
   p.config = res.config;
+  vmmConfigSend(p);
   await p.network.configure(p.config);
   const failed = await reloadRules(p, p.config);
   configRegister(p, p.config, 'config');
   p.stagger.queueEnabled(p.config);
   logInfo(`configuration reloaded from ${file}`);
+  p.events.vm(null, 'reloaded');
   if (failed.length > 0) throw new VmdError('ERR_INTERNAL', failed.join('; '), { hint: 'the previous rules stay in force; see vmd\'s log' });
 }
 

@@ -5,6 +5,7 @@ import type { Config } from '../../share/config.js';
 import type { Captures } from '../capture.js';
 import type { StateDb } from '../db.js';
 import type { Network } from '../network.js';
+import type { ParentEvents } from './events.js';
 import type { VmRegistry } from './registry.js';
 import type { Roles } from './roles.js';
 import type { ParentEnv } from './env.js';
@@ -21,6 +22,8 @@ export interface Parent {
   readonly network: Network;
   readonly captures: Captures;
   readonly vms: VmRegistry;
+  /** `vmctl events`: what happens, reported to control. */
+  readonly events: ParentEvents;
   readonly roles: Roles;
   readonly stagger: StaggerQueue;
   /** VMs whose state is being sent or received: one transfer per VM at a time. */

@@ -8,11 +8,13 @@ import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
 import { vmInspectRequest, vmQemuLogRequest } from './inspect.js';
 import { guestExited, guestsAdoptAgain } from './lifecycle.js';
+import { metricsAnswer, vmmConfigSend } from './metrics.js';
 import {
   configRequest, logVerboseRequest, respond, respondError, vmFirewallRequest, vmLinksRequest, vmPauseRequest,
   vmStartRequest, vmStopRequest, vmWaitRequest, type Asker,
 } from './requests.js';
 import { captureRequest, consoleRequest } from './sockets.js';
+import { vmSnapshotRequest } from './snapshot.js';
 import { streamRequest } from './transfer.js';
 
 /** Messages from control. */
@@ -69,6 +71,10 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmQemuLogRequest(p, who, req);
     case 'vm.inspect.request':
       return vmInspectRequest(p, who, req);
+    case 'vm.snapshot.request':
+      return vmSnapshotRequest(p, who, req);
+    case 'vm.events.request':
+      throw new VmdError('ERR_PROTOCOL', `${req.type}: answered by control`);
     case 'vm.console.request':
     case 'vm.capture.request':
     case 'vm.send.request':
@@ -81,7 +87,7 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
 export function parentDispatchVmm(p: Parent, msg: VmmToParent, generation: number): void {
   switch (msg.type) {
     case 'vmm.ready':
-      p.roles.vmm?.send({ type: 'vmm.config', verbose: p.env.options.verbose, stopTimeoutMs: stopTimeoutMs() });
+      vmmConfigSend(p);
       p.roles.vmmStarted();
       // At daemon start the reconciliation does this, after it has told live guests from dead ones.
       if (generation > 1) guestsAdoptAgain(p);
@@ -97,11 +103,8 @@ export function parentDispatchVmm(p: Parent, msg: VmmToParent, generation: numbe
       if (e !== undefined && e.runtime !== null && (msg.state === 'running' || msg.state === 'paused')) p.vms.trySetState(e, msg.state);
       return;
     }
+    case 'vmm.metrics.request':
+      void metricsAnswer(p, msg.req);
+      return;
   }
-}
-
-/** How long vmm waits for a guest's ACPI power-down before killing it (VMD_STOP_TIMEOUT seconds, default 30). */
-function stopTimeoutMs(): number {
-  const env = Number(process.env.VMD_STOP_TIMEOUT);
-  return Number.isFinite(env) && env > 0 ? env * 1000 : 30_000;
 }

@@ -133,6 +133,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     // The guest's links exist before QEMU does: taps reach it as inherited fds like the images.
     const net = await p.network.vmUp(e.record.id, vm);
     netUp = true;
+    p.events.linksUp(e, net.nics);
     for (const fd of net.fds) fds.own(fd);
     passtForwardsCheck(p, e, net.nics);
     const nics: QemuNic[] = net.nics.map((n, i) => (n.kind === 'tap'
@@ -176,9 +177,11 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     launching.delete(e);
     p.vms.setState(e, res.state === 'paused' ? 'paused' : 'running');
     logInfo(`started ${vm.name} (vm ${e.record.id}) successfully, tty ${rt.consoleSocket}`);
+    if (opts.incoming !== true) p.events.vm(e, 'started', opts.restart === true ? { reason: 'reboot' } : {});
   } catch (err) {
     const ve = startFailed(e, await startUndo(p, e, child, netUp, runDir, err));
     launching.delete(e);
+    p.events.vm(e, 'start-failed', { reason: ve.message });
     throw ve;
   } finally {
     fds.closeAll();
@@ -240,6 +243,7 @@ export function runtimeCleanup(p: Parent, e: Entry): void {
   e.runtime = null;
   // Before the links go: a capture on a vanished tap would end anyway, but not as promptly.
   p.captures.stopVm(e.record.id);
+  p.events.linksDown(e);
   p.network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));
 }
 

@@ -73,6 +73,7 @@ export function guestExited(p: Parent, vmId: number, pid: number, reason: string
   runtimeCleanup(p, e);
   p.vms.setState(e, 'stopped');
   p.db.event(vmId, 'exit', reason);
+  p.events.vm(e, reboot ? 'rebooted' : 'stopped', { reason });
   logInfo(`vm "${e.record.name}" (vm ${vmId}) ${reboot ? 'rebooted' : `terminated: ${reason}`}`);
   if (!reboot) {
     guestStopped(p, e);
@@ -111,6 +112,7 @@ export async function guestsReconcile(p: Parent): Promise<void> {
       logInfo(`vm "${e.record.name}": recorded pid ${rt.pid ?? '-'} is gone, cleaning up`);
       runtimeCleanup(p, e);
       p.db.event(e.record.id, 'exit', 'gone-while-vmd-was-down');
+      p.events.vm(e, 'stopped', { reason: 'gone-while-vmd-was-down' });
       guestStopped(p, e);
     }
   }

@@ -18,6 +18,7 @@ import { parentDispatchControl, parentDispatchVmm } from './dispatch.js';
 import { startFailureLogged, vmStart } from './launch.js';
 import { qemuLogRemove } from './qemu-log.js';
 import { directoriesCheck } from './reach.js';
+import { ParentEvents } from './events.js';
 import { guestExited, guestsReconcile } from './lifecycle.js';
 import { VmRegistry } from './registry.js';
 import { Roles } from './roles.js';
@@ -107,6 +108,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   const accel = accelChooser(() => p);
   const p: Parent = {
     env, config: loaded.config, db, vms, roles,
+    events: new ParentEvents((msg) => roles.control?.send(msg)),
     network: new Network(loaded.config, db, env.stateDir, env.root),
     captures: new Captures(),
     stagger: new StaggerQueue({
@@ -140,6 +142,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     configReload(p).catch((err: unknown) => logWarn(`reload: ${toVmdError(err).message}`));
   });
 
+  vms.onMove = (e, from, to) => p.events.moved(e, from, to);
   vms.load();
   // Probe once, in the background, so the first start does not wait for it.
   if (p.config.global.accel === 'auto') void accel.auto();

@@ -100,6 +100,8 @@ export class VmRegistry {
   /** Warnings shown under `vmctl status` (another firewall dropping forwarded traffic). */
   warnings: string[] = [];
   #published: string | null = null;
+  /** Told of every state move made (`vmctl events` reports pauses and resumes from here). */
+  onMove: ((e: Entry, from: VmState, to: VmState) => void) | null = null;
   #scheduled = false;
   /** Called after a VM is forgotten, for what it kept outside SQLite (QEMU's logs). */
   removed: (id: number) => void = () => undefined;
@@ -168,6 +170,7 @@ export class VmRegistry {
       e.runtime = { ...rt, state: to as RuntimeState };
     }
     e.moveState(to);
+    if (from !== to) this.onMove?.(e, from, to);
   }
 
   /** setState for moves reported by others (vmm's events): an illegal one is logged, not thrown. */

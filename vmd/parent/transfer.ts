@@ -47,7 +47,10 @@ function sendStart(p: Parent, who: { uid: number; gid: number }, req: Extract<Co
     type: 'vm.send', req: r, vmId: e.record.id, header,
     response: { type: 'vm.send.response', id: req.id, vmId: e.record.id, name: e.record.name },
   }), { timeoutMs: TRANSFER_TIMEOUT_MS, handle: socket, forVm: e.record.id }).then(
-    () => logInfo(`vm "${e.record.name}" (vm ${e.record.id}) sent`),
+    () => {
+      logInfo(`vm "${e.record.name}" (vm ${e.record.id}) sent`);
+      p.events.vm(e, 'sent');
+    },
     (err: unknown) => logWarn(`vm "${e.record.name}": send failed, the guest stays: ${toVmdError(err).message}`),
   ).finally(() => p.transfers.delete(e.record.id));
 }
@@ -83,6 +86,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   if (error === null && e.runtime !== null) {
     p.vms.setState(e, 'running');
     p.db.event(id, 'receive', `from "${req.config.name}"`);
+    p.events.vm(e, 'received');
     logInfo(`received ${vm.name} (vm ${id}) successfully, tty ${e.runtime.consoleSocket}`);
     // A reply that reaches the client through vmm: control's listing goes first, as before any reply.
     p.vms.flush();

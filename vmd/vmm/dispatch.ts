@@ -12,6 +12,7 @@ import { guestFinish, guestRunning, type Guest, type Vmm } from './guests.js';
 import { guestAdopt, guestPause, guestStop } from './lifecycle.js';
 import { guestReceive } from './receive.js';
 import { guestSend } from './send.js';
+import { guestSnapshot } from './snapshot.js';
 
 type Msg<T extends ParentToVmm['type']> = Extract<ParentToVmm, { type: T }>;
 
@@ -22,6 +23,8 @@ export async function vmmDispatchParent(vmm: Vmm, msg: ParentToVmm, handle: Sock
       return vmmConfigure(vmm, msg);
     case 'log.verbose':
       return logSetVerbose(msg.level);
+    case 'vmm.metrics.data':
+      return vmm.metrics?.parentAnswered(msg);
     case 'vm.adopt':
       return reply(vmm, msg.req, 'ERR_QEMU', () => guestAdopt(vmm, msg.guest));
     case 'vm.stop':
@@ -29,6 +32,8 @@ export async function vmmDispatchParent(vmm: Vmm, msg: ParentToVmm, handle: Sock
     case 'vm.pause':
     case 'vm.unpause':
       return reply(vmm, msg.req, 'ERR_QEMU', () => guestPause(guestRunning(vmm, msg.vmId), msg.type === 'vm.pause'));
+    case 'vm.snapshot':
+      return reply(vmm, msg.req, 'ERR_QEMU', () => guestSnapshot(guestRunning(vmm, msg.vmId), msg.op, msg.name));
     case 'vm.console.attach':
       return consoleFromParent(vmm, msg, handle);
     case 'vm.forget':
@@ -53,10 +58,11 @@ async function reply(vmm: Vmm, req: number, code: ErrorCode, run: () => Promise<
   vmm.send(state === undefined ? { type: 'vm.result', req, error: null } : { type: 'vm.result', req, error: null, state });
 }
 
-/** The parent's settings for vmm: log level and the graceful stop's timeout. */
+/** The parent's settings for vmm: log level, the graceful stop's timeout and the metrics endpoint. */
 function vmmConfigure(vmm: Vmm, msg: Msg<'vmm.config'>): void {
   logSetVerbose(msg.verbose);
   vmm.stopTimeoutMs = msg.stopTimeoutMs;
+  vmm.metrics?.configure(msg.metrics);
 }
 
 function consoleFromParent(vmm: Vmm, msg: Msg<'vm.console.attach'>, handle: Socket | undefined): void {

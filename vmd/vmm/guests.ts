@@ -3,7 +3,8 @@
 
 import type { Socket } from 'node:net';
 import { VmdError } from '../../share/errors.js';
-import type { GuestHandle, VmmToParent } from '../../share/ipc.js';
+import type { MetricsListen } from '../../share/config.js';
+import type { GuestHandle, ParentToVmm, VmmToParent } from '../../share/ipc.js';
 import type { VmState } from '../../share/protocol.js';
 import { logDebug } from '../log.js';
 import { pidAlive } from '../pid.js';
@@ -49,11 +50,20 @@ export interface Vmm {
   stopTimeoutMs: number;
   /** Sends a message to the parent. */
   readonly send: (msg: VmmToParent) => void;
+  /** The metrics endpoint (vmd/vmm/metrics.ts), set once the role runs. */
+  metrics: MetricsPort | null;
+}
+
+/** What the rest of vmm tells the metrics endpoint: where to listen, and the parent's answers. */
+export interface MetricsPort {
+  configure(listen: MetricsListen | null): void;
+  parentAnswered(msg: Extract<ParentToVmm, { type: 'vmm.metrics.data' }>): void;
+  close(): void;
 }
 
 /** The vmm role's state before the parent has configured it. */
 export function vmmCreate(send: (msg: VmmToParent) => void): Vmm {
-  return { guests: new Map(), receivers: new Map(), stopTimeoutMs: 30_000, send };
+  return { guests: new Map(), receivers: new Map(), stopTimeoutMs: 30_000, send, metrics: null };
 }
 
 /** The guest of a VM that is running now, or ERR_VM_NOT_RUNNING. */
@@ -113,6 +123,7 @@ export function guestsWatchPids(vmm: Vmm): NodeJS.Timeout {
 
 /** When vmm ends: closes only its connections; leaving the guests running is the point. */
 export function guestsRelease(vmm: Vmm): void {
+  vmm.metrics?.close();
   for (const g of vmm.guests.values()) {
     g.qmp?.close();
     g.console?.destroy();

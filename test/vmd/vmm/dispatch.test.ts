@@ -45,7 +45,7 @@ t.test('requests about a VM vmm does not run are answered ERR_VM_NOT_RUNNING', a
 
 t.test('vmm.config sets the graceful stop timeout; vm.forget of an unknown VM says nothing', async (t) => {
   const { vmm, sent } = vmmCollecting();
-  await vmmDispatchParent(vmm, { type: 'vmm.config', verbose: 0, stopTimeoutMs: 1234 }, undefined);
+  await vmmDispatchParent(vmm, { type: 'vmm.config', verbose: 0, stopTimeoutMs: 1234, metrics: null }, undefined);
   t.equal(vmm.stopTimeoutMs, 1234);
   await vmmDispatchParent(vmm, { type: 'vm.forget', vmId: 5 }, undefined);
   t.same(sent, []);
