@@ -3,6 +3,7 @@
 
 import { firewallBench } from './firewall.bench.js';
 import { fleetBench } from './fleet.bench.js';
+import { netBench } from './net.bench.js';
 import { parseBench } from './parse.bench.js';
 import { sendBench } from './send.bench.js';
 import { startBench } from './start.bench.js';
@@ -24,7 +25,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench, firewallBench, sendBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, fleetBench, firewallBench, sendBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);
