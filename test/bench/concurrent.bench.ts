@@ -56,6 +56,8 @@ export const concurrentBench: BenchSection = {
         { name: `${N} such starts sent at once, until the last answer`, value: all, unit: 'ms' },
         { name: `${N} at once / one (absolute +${(all - single).toFixed(0)} ms)`, value: all / single, unit: 'x', target: TARGET_RATIO },
       ];
+    } catch (err) {
+      throw new Error(`${err instanceof Error ? err.message : String(err)}; vmd's log: ${h.daemonLog.trim().split('\n').slice(-4).join(' | ')}`, { cause: err });
     } finally {
       await h.teardown();
     }
