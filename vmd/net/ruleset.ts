@@ -13,6 +13,15 @@ import type { NftModel } from './nft-model.js';
 import { foreignForwardDrop, nftApply, nftCounters, nftIncludeProblem, sysctlSet } from './nft-apply.js';
 import { localnetInterfaces, type NetPlan } from './nft-plan.js';
 
+/** An apply waiting for the one in progress, with what its callers asked for so far. */
+interface Queued {
+  readonly spaces: Set<string | null>;
+  readonly strict: Set<string | null>;
+  planFor: (ns: string | null) => NetPlan;
+  groups: readonly string[];
+  run: Promise<void>;
+}
+
 /** Applies plans namespace by namespace and remembers, between runs, what the next replace must keep or reset. */
 export class Rulesets {
   private warnedForward = false;
@@ -27,6 +36,8 @@ export class Rulesets {
   /** Per namespace: the interfaces route_localnet was set on, and whether br_netfilter's switches are on. */
   private readonly localnet = new Map<string | null, Set<string>>();
   private readonly bridgeNf = new Set<string | null>();
+  /** The apply not started yet, which later callers join (see apply). */
+  private queued: Queued | null = null;
   /** The apply in progress: applies run one at a time (see apply). */
   private running: Promise<void> = Promise.resolve();
 
@@ -43,10 +54,23 @@ export class Rulesets {
   apply(spaces: Iterable<string | null>, planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
     // One at a time, each plan made when its turn comes: two starts at once (a staggered batch) each computed a
     // plan, awaited, then loaded it, so the start that loaded last removed the other's links and forwards.
-    const spaceList = [...spaces];
-    const run = this.running.then(() => this.applyNow(spaceList, planFor, groups, strict));
-    this.running = run.catch(() => undefined);
-    return run;
+    // Callers that come while an apply runs join the one queued after it: twenty starts at once cost two nft runs,
+    // not twenty in a row (each plan holds every link there is when it is made).
+    if (this.queued !== null) {
+      for (const ns of spaces) this.queued.spaces.add(ns);
+      for (const ns of strict) this.queued.strict.add(ns);
+      this.queued.planFor = planFor;
+      this.queued.groups = groups;
+      return this.queued.run;
+    }
+    const q: Queued = { spaces: new Set(spaces), strict: new Set(strict), planFor, groups, run: Promise.resolve() };
+    q.run = this.running.then(() => {
+      this.queued = null;
+      return this.applyNow([...q.spaces], q.planFor, q.groups, q.strict);
+    });
+    this.queued = q;
+    this.running = q.run.catch(() => undefined);
+    return q.run;
   }
 
   /** vmd forgets what it loaded in a namespace (removed, or its tables flushed): the next apply there replaces all. */
