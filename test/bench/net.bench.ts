@@ -19,7 +19,7 @@ export const netBench: BenchSection = {
     try {
       spawnSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
       const child = fileURLToPath(new URL('./net-child.js', import.meta.url));
-      const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, child], { encoding: 'utf8', timeout: 600_000, maxBuffer: 1 << 20 });
+      const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, child], { encoding: 'utf8', timeout: 1_800_000, maxBuffer: 1 << 20 });
       if (r.status !== 0) throw new Error(`net-child exited ${r.status}: ${r.stderr.trim().split('\n').slice(-3).join('; ')}`);
       const rows = JSON.parse(r.stdout) as Array<{ links: number; up: number; down: number; cpu: number }>;
       const out: Measurement[] = [{ name: 'machine load average (1 min) at the start, for reading the numbers', value: loadavg()[0]!, unit: '' }];
