@@ -127,7 +127,10 @@ export class Network {
       if (o.kind !== 'netns' || inUse.has(o.name)) continue;
       // Only an empty namespace goes; one holding anything else (a user's link, a process) is kept and recorded.
       const r = await netnsRemove(o.name).catch(() => ({ removed: false, users: [] as string[] }));
-      if (r.removed || !(await netnsExists(o.name))) this.db.ownedRemove(o);
+      if (r.removed || !(await netnsExists(o.name))) {
+        this.db.ownedRemove(o);
+        this.rulesets.forget(o.name);
+      }
       else logWarn(`namespace ${o.name}: kept, still used by ${r.users.join(', ')}`);
     }
   }
@@ -393,7 +396,11 @@ export class Network {
     if (!this.root) return;
     if (switches) await this.switchesPrune(true);
     if (this.links.size === 0) {
-      for (const o of this.db.ownedList().filter((x) => x.kind === 'netns')) await nftFlush(o.name).catch(() => undefined);
+      for (const o of this.db.ownedList().filter((x) => x.kind === 'netns')) {
+        this.rulesets.forget(o.name);
+        await nftFlush(o.name).catch(() => undefined);
+      }
+      this.rulesets.forget(null);
       await nftFlush(null).catch(() => undefined);
     }
   }

@@ -1,12 +1,14 @@
 // `npm run bench`: runs every benchmark section in order and prints one line per measurement.
 // Sections live in *.bench.ts files next to this one; add yours to SECTIONS. `bench.js NAME…` runs only those.
 
+import { concurrentBench } from './concurrent.bench.js';
 import { firewallBench } from './firewall.bench.js';
 import { fleetBench } from './fleet.bench.js';
 import { netBench } from './net.bench.js';
 import { parseBench } from './parse.bench.js';
 import { sendBench } from './send.bench.js';
 import { startBench } from './start.bench.js';
+import { throughputBench } from './throughput.bench.js';
 
 /** One number a section measured; with `target`, the line says whether it is within it (ok) or not (MISS). */
 export interface Measurement {
@@ -25,7 +27,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, fleetBench, firewallBench, sendBench, netBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, concurrentBench, fleetBench, firewallBench, sendBench, throughputBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);

@@ -1,91 +1,40 @@
-// Throughput of one TCP stream from the host into a guest, through passt, through a local interface (tap, the
-// host's routing) and through QEMU's user-mode NAT (slirp), all in one run: guests under TCG, so compare rows.
+// Benchmark of the network part of a guest's start and stop (tap, bridge port, rules, fixed lease) with 1 to
+// 1,000 links already there: Network.vmUp/vmDown timed in a namespace of the bench's own (net-child.ts).
 
-import { execa } from 'execa';
-import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
+import { spawnSync } from 'node:child_process';
+import { loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import type { BenchSection, Measurement } from './bench.js';
-import { median } from './daemon-lib.js';
 
-const MB = 16;
-const ROUNDS = 3;
-const SINK_PORT = 9000;
-
-const vm = (name: string, iface: string): string =>
-  `vm "${name}" {\n  disable\n  memory 256M\n  boot "${guestKernel}"\n  initrd "${guestInitrd}"\n` +
-  `  cmdline "console=ttyS0 quiet panic=-1 vmd.hostname=${name}"\n  ${iface}\n}\n`;
-
-const config =
-  vm('passt', `passt interface { nat\n forward tcp 9101 to ${SINK_PORT} }`) +
-  vm('tap', 'local interface') +
-  vm('slirp', `interface { forward tcp 9103 to ${SINK_PORT} }`);
-
-/**
- * A sink in the guest: each connection is read to its end, then answered `sunk` (busybox nc runs the script per
- * connection), so the host times the whole stream into the guest, not just its own socket buffer.
- */
-const SINK = `printf '#!/bin/sh\\ncat >/dev/null\\necho sunk\\n' >/tmp/sink; chmod +x /tmp/sink; (nc -ll -p ${SINK_PORT} -e /tmp/sink &); echo sink-$((6*7))\n`;
-
-/** Sends MB megabytes from inside the namespace to host:port; resolves with MB/s once the guest says `sunk`. */
-async function streamOnce(netns: string, host: string, port: number): Promise<number> {
-  const r = await execa('ip', ['netns', 'exec', netns, process.execPath, '-e', `
-    const s = require('net').connect(${port}, ${JSON.stringify(host)});
-    const chunk = Buffer.alloc(1 << 20, 120); let sent = 0; const t0 = process.hrtime.bigint();
-    const pump = () => { while (sent < ${MB}) { sent++; if (!s.write(chunk)) return s.once('drain', pump); } s.end(); };
-    s.on('connect', pump);
-    s.on('data', (d) => { if (String(d).includes('sunk')) { console.log(Number(process.hrtime.bigint() - t0) / 1e6); process.exit(0); } });
-    s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
-    setTimeout(() => { console.log('timeout'); process.exit(1); }, 120000);`], { reject: false, timeout: 130_000 });
-  const ms = Number(r.stdout.trim());
-  if (!Number.isFinite(ms)) throw new Error(`stream to ${host}:${port}: ${r.stdout}${r.stderr}`);
-  return MB / (ms / 1000);
-}
-
-/** streamOnce, tried again after a pause when a connection fails (the guest's nc re-listens between connections). */
-async function streamRetried(netns: string, host: string, port: number): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await streamOnce(netns, host, port);
-    } catch (err) {
-      if (attempt === 3) throw err;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-}
+/** Issue target: the network part of a start, and flat from 1 to 1,000 existing links. */
+const TARGET_MS = 10;
+const TARGET_FLAT = 1.5;
 
 export const netBench: BenchSection = {
   name: 'net',
-  async run(): Promise<readonly Measurement[]> {
-    const h = await VmdHarness.start({ config });
+  async run(): Promise<Measurement[]> {
+    if (process.getuid?.() !== 0) throw new Error('needs root (taps, bridges, nftables in a namespace of its own)');
+    const ns = `vmdb-net-${process.pid}`;
+    spawnSync('ip', ['netns', 'add', ns]);
     try {
-      // passt needs an outward interface with a default route, as any host it runs on has.
-      await execa('ip', ['-n', h.netns, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up0p']);
-      await execa('ip', ['-n', h.netns, 'link', 'set', 'up0p', 'up']);
-      await execa('ip', ['-n', h.netns, 'address', 'add', '10.98.0.5/24', 'dev', 'up0']);
-      await execa('ip', ['-n', h.netns, 'link', 'set', 'up0', 'up']);
-      await execa('ip', ['-n', h.netns, 'route', 'add', 'default', 'via', '10.98.0.1']);
-      for (const n of ['passt', 'tap', 'slirp']) {
-        const r = await h.vmctl(['start', n]);
-        if (r.exitCode !== 0) throw new Error(`start ${n}: ${r.stderr}`);
+      spawnSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      const child = fileURLToPath(new URL('./net-child.js', import.meta.url));
+      const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, child], { encoding: 'utf8', timeout: 1_800_000, maxBuffer: 1 << 20 });
+      if (r.status !== 0) throw new Error(`net-child exited ${r.status}: ${r.stderr.trim().split('\n').slice(-3).join('; ')}`);
+      const rows = JSON.parse(r.stdout) as Array<{ links: number; up: number; down: number; cpu: number }>;
+      const out: Measurement[] = [{ name: 'machine load average (1 min) at the start, for reading the numbers', value: loadavg()[0]!, unit: '' }];
+      for (const row of rows) {
+        out.push({ name: `vmUp of a guest with one NIC on a dhcp switch, ${row.links} links there (median)`, value: row.up, unit: 'ms', target: TARGET_MS });
+        out.push({ name: `vmDown of it, ${row.links} links there (median)`, value: row.down, unit: 'ms', target: TARGET_MS });
+        out.push({ name: `CPU time of one vmUp + vmDown, vmd and its ip/nft processes, ${row.links} links there (mean)`, value: row.cpu, unit: 'ms' });
       }
-      for (const n of ['passt', 'tap', 'slirp']) await h.waitState(n, 'running', 60_000);
-      for (const n of ['passt', 'tap', 'slirp']) await h.console(n, SINK, /sink-42/, 120);
-      const lease = await h.console('tap', '\n', /vmd-guest: lease eth0 (100\.64\.\d+\.\d+)\//, 60);
-      const tapAddr = /vmd-guest: lease eth0 (100\.64\.\d+\.\d+)\//.exec(lease)![1]!;
-      const paths: Array<[string, string, number]> = [
-        ['passt (qemu style, forward from loopback)', '127.0.0.1', 9101],
-        ['local interface (tap, routed)', tapAddr, SINK_PORT],
-        ['QEMU user-mode (slirp, forward from loopback)', '127.0.0.1', 9103],
-      ];
-      const out: Measurement[] = [];
-      for (const [name, host, port] of paths) {
-        const rates: number[] = [];
-        for (let i = 0; i < ROUNDS; i++) rates.push(await streamRetried(h.netns, host, port));
-        out.push({ name: `host→guest TCP, ${MB} MB, ${name} (median)`, value: Math.round(median(rates) * 10) / 10, unit: 'MB/s' });
-      }
+      const first = rows[0]!;
+      const last = rows.at(-1)!;
+      out.push({ name: `vmUp with ${last.links} links / with ${first.links} (absolute +${(last.up - first.up).toFixed(2)} ms)`, value: last.up / first.up, unit: 'x', target: TARGET_FLAT });
+      out.push({ name: `CPU of up + down with ${last.links} links / with ${first.links} (absolute +${(last.cpu - first.cpu).toFixed(2)} ms)`, value: last.cpu / first.cpu, unit: 'x', target: TARGET_FLAT });
       return out;
     } finally {
-      for (const n of ['passt', 'tap', 'slirp']) await h.vmctl(['stop', '-f', '-w', n]).catch(() => undefined);
-      await h.teardown();
+      spawnSync('ip', ['netns', 'del', ns]);
     }
   },
 };

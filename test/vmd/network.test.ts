@@ -306,7 +306,7 @@ t.test('two guests started at once both keep their links and forwards in nftable
   }
 });
 
-t.test('rulesets are applied one at a time, each planned when its turn comes', {
+t.test('rulesets are applied one at a time, each planned when its turn comes; callers meanwhile share one', {
   skip: inNetns === undefined && 'needs root',
 }, async (t) => {
   const { Rulesets } = await import('../../vmd/net/ruleset.js');
@@ -314,9 +314,16 @@ t.test('rulesets are applied one at a time, each planned when its turn comes', {
   const events: string[] = [];
   const empty = { switches: [], links: [], forwards: [], masquerade: [], masquerade6: [] };
   const planner = (name: string) => () => { events.push(`plan ${name}`); return empty; };
-  const first = rulesets.apply([null], planner('first'), [], new Set()).then(() => { events.push('first loaded'); });
-  const second = rulesets.apply([null], planner('second'), [], new Set()).then(() => { events.push('second loaded'); });
-  await Promise.all([first, second]);
-  t.same(events, ['plan first', 'first loaded', 'plan second', 'second loaded'],
-    'the second plan is made after the first is loaded, so it sees every link the first start added');
+  const later: Promise<void>[] = [];
+  // While the first is being loaded, two more come: they wait for it, then one plan made after it serves both.
+  const first = rulesets.apply([null], () => {
+    events.push('plan first');
+    later.push(rulesets.apply([null], planner('second'), [], new Set()).then(() => { events.push('second loaded'); }));
+    later.push(rulesets.apply([null], planner('third'), [], new Set()).then(() => { events.push('third loaded'); }));
+    return empty;
+  }, [], new Set()).then(() => { events.push('first loaded'); });
+  await first;
+  await Promise.all(later);
+  t.same(events, ['plan first', 'first loaded', 'plan third', 'second loaded', 'third loaded'],
+    'the later plan is made after the first is loaded, so it sees every link the first start added, and made once');
 });

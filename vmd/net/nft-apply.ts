@@ -77,15 +77,16 @@ interface NftJson {
 }
 
 // Packet and byte counts by comment (`vm 'web' if0 mac-spoof`, `vm 'web' forward tcp/8080`), summed over vmd's tables.
-export async function nftCounters(netns: string | null): Promise<Map<string, { packets: number; bytes: number }>> {
+// `what` narrows the listing (`['chain', 'inet', 'vmd', 'postrouting']`) where only some chains matter.
+export async function nftCounters(netns: string | null, what: readonly string[] = ['ruleset']): Promise<Map<string, { packets: number; bytes: number }>> {
   const counters = new Map<string, { packets: number; bytes: number }>();
   const addTo = (comment: string, packets: unknown, bytes: unknown): void => {
     const c = counters.get(comment) ?? { packets: 0, bytes: 0 };
     counters.set(comment, { packets: c.packets + Number(packets ?? 0), bytes: c.bytes + Number(bytes ?? 0) });
   };
   const ours = (o: Record<string, unknown>): boolean => NFT_TABLES.some(([f, n]) => f === o.family && n === o.table);
-  // One listing of the whole ruleset (one exec) rather than one per table: this runs before every replace.
-  const json = JSON.parse(await run(netns, ['nft', '-j', 'list', 'ruleset'])) as NftJson;
+  // One listing of the whole ruleset (one exec) rather than one per table: this runs before every full replace.
+  const json = JSON.parse(await run(netns, ['nft', '-j', 'list', ...what])) as NftJson;
   for (const entry of json.nftables ?? []) {
     const obj = entry.counter;
     if (obj !== undefined && ours(obj)) addTo(String(obj.comment ?? obj.name), obj.packets, obj.bytes);

@@ -7,9 +7,10 @@ import {
 } from './fw-state.js';
 import { checkPlan, type CheckedLink, type CheckedPlan } from './nft-check.js';
 import { forwardComment, localnetInterfaces, network6, q, uniqSorted, type NetPlan } from './nft-plan.js';
+import { tableLines, type NftFamily, type NftItem, type NftModel } from './nft-model.js';
 
 // The families vmd owns a `vmd` table in; nothing else in nftables is ever touched.
-export const NFT_TABLES: readonly (readonly [family: 'inet' | 'bridge' | 'arp', name: 'vmd'])[] = [
+export const NFT_TABLES: readonly (readonly [family: NftFamily, name: 'vmd'])[] = [
   ['inet', 'vmd'],
   ['bridge', 'vmd'],
   ['arp', 'vmd'],
@@ -20,43 +21,28 @@ export function resetTables(): string[] {
   return NFT_TABLES.flatMap(([family, name]) => [`table ${family} ${name}`, `delete table ${family} ${name}`]);
 }
 
+/** The declarations of one table, in the order they are written. */
 class Block {
-  readonly lines: string[] = [];
-  constructor(readonly indent: string) {}
-  add(...lines: string[]): this {
-    for (const l of lines) this.lines.push(l === '' ? '' : `${this.indent}${l}`);
+  readonly items: NftItem[] = [];
+  add(item: NftItem): this {
+    this.items.push(item);
     return this;
   }
 }
 
-function elements(items: readonly string[]): string {
-  return `elements = { ${items.join(', ')} }`;
-}
-
-/** A named set or verdict map; an empty one has no elements line (nft refuses `elements = { }`). */
+/** A named set or verdict map. */
 function setDecl(b: Block, kind: 'set' | 'map', name: string, type: string, items: readonly string[], flags?: string): void {
-  b.add(`${kind} ${name} {`, `\ttype ${type}`);
-  if (flags !== undefined) b.add(`\tflags ${flags}`);
-  if (items.length > 0) b.add(`\t${elements(items)}`);
-  b.add('}', '');
+  b.add({ kind, name, type, flags: flags ?? null, elements: items });
 }
 
 function counterDecl(b: Block, name: string, comment: string, seed?: CounterSeed): void {
   const s = seed?.get(comment);
   if (s !== undefined) seed!.delete(comment);
-  b.add(`counter ${name} {`, ...(s === undefined ? [] : [`\tpackets ${s.packets} bytes ${s.bytes}`]), `\tcomment ${q(comment)}`, '}', '');
+  b.add({ kind: 'counter', name, comment, seed: s ?? null });
 }
 
 function chain(b: Block, name: string, hook: string | null, rules: readonly string[]): void {
-  b.add(`chain ${name} {`);
-  if (hook !== null) b.add(`\t${hook}`);
-  for (const r of rules) b.add(`\t${r}`);
-  b.add('}', '');
-}
-
-function table(family: string, body: Block): string[] {
-  while (body.lines.at(-1) === '') body.lines.pop();
-  return [`table ${family} vmd {`, ...body.lines, '}'];
+  b.add({ kind: 'chain', name, hook, rules });
 }
 
 /** The firewall of some links in one table: verdict maps by direction, base chains, a chain per link and direction. */
@@ -119,8 +105,8 @@ function guardRules(l: CheckedLink): string[] {
 }
 
 // inet vmd: groups, NAT, forwards, locking of routed (local) links, their firewall and the bridges' state marks.
-function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined): string[] {
-  const inet = new Block('\t');
+function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined): NftItem[] {
+  const inet = new Block();
   for (const [g, members] of p.groups) setDecl(inet, 'set', `group_${g}`, 'ifname', uniqSorted(members).map(q));
   const routed = p.links.filter((l) => l.bridge === null && locks(l));
   for (const l of routed) lockCounters(inet, l, seed);
@@ -164,15 +150,15 @@ function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined)
   }
   if (fwBridged.length > 0) for (const c of inetBridgeStateChains()) chain(inet, c.name, c.hook, c.rules);
   if (fwRouted.length > 0) firewallSection(inet, 'inet', fwRouted, seed);
-  if (p.include !== null) inet.add(`include ${q(p.include)}`);
-  return table('inet', inet);
+  if (p.include !== null) inet.add({ kind: 'include', name: p.include });
+  return inet.items;
 }
 
 // arp vmd: routed links' ARP never reaches a bridge, so their sender fields are checked here.
-function arpTable(p: CheckedPlan, seed: CounterSeed | undefined): string[] {
+function arpTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   const routed = p.links.filter((l) => l.bridge === null && (l.lockMac || l.lockIp !== null));
   if (routed.length === 0) return [];
-  const arp = new Block('\t');
+  const arp = new Block();
   for (const l of routed) lockCounters(arp, l, seed, true);
   setDecl(arp, 'map', 'links', 'ifname : verdict', routed.map((l) => `${q(l.name)} : jump ${l.chain}`));
   chain(arp, 'input', 'type filter hook input priority filter; policy accept;', ['iifname vmap @links']);
@@ -182,7 +168,7 @@ function arpTable(p: CheckedPlan, seed: CounterSeed | undefined): string[] {
     if (l.lockIp !== null) rules.push(`arp saddr ip != { 0.0.0.0, ${l.lockIp} } counter name "ip_${l.name}" drop`);
     chain(arp, l.chain, null, rules);
   }
-  return table('arp', arp);
+  return arp.items;
 }
 
 /** The lock chain of a bridged link: what it may send, checked before the bridge decides anything. */
@@ -208,11 +194,11 @@ function bridgeLockRules(l: CheckedLink): string[] {
 }
 
 // bridge vmd: locking of bridged links and their firewall (stateless here: the state comes marked from inet).
-function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): string[] {
+function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   const bridged = p.links.filter((l) => l.bridge !== null && locks(l));
   const fwBridged = p.links.filter((l) => l.bridge !== null && l.rules.length > 0);
   if (bridged.length === 0 && fwBridged.length === 0) return [];
-  const br = new Block('\t');
+  const br = new Block();
   for (const l of bridged) lockCounters(br, l, seed);
   if (bridged.length > 0) {
     setDecl(br, 'map', 'links', 'ifname : verdict', bridged.map((l) => `${q(l.name)} : jump ${l.chain}`));
@@ -220,7 +206,34 @@ function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): string[] {
   }
   if (fwBridged.length > 0) firewallSection(br, 'bridge', fwBridged, seed);
   for (const l of bridged) chain(br, l.chain, null, bridgeLockRules(l));
-  return table('bridge', br);
+  return br.items;
+}
+
+/**
+ * vmd's tables for a plan as declarations: `inet` whenever the plan holds anything, `arp` and `bridge` only when
+ * they have something to declare. Counters found in `seed` (by comment) start from those values; the map is consumed.
+ */
+export function nftModel(plan: NetPlan, seed?: CounterSeed): NftModel {
+  const p = checkPlan(plan);
+  const model = new Map<NftFamily, readonly NftItem[]>();
+  const empty = p.switches.length === 0 && p.links.length === 0 && p.forwards.length === 0 && p.masq.length === 0 && p.include === null;
+  if (empty) return model;
+  model.set('inet', inetTable(p, plan, seed));
+  const arp = arpTable(p, seed);
+  if (arp.length > 0) model.set('arp', arp);
+  const bridge = bridgeTable(p, seed);
+  if (bridge.length > 0) model.set('bridge', bridge);
+  return model;
+}
+
+/** The script that atomically replaces vmd's tables (and only them) with a model's. */
+export function modelScript(model: NftModel): string {
+  const out = ['# generated by vmd: its own tables only; each run replaces them atomically', ...resetTables()];
+  for (const family of ['inet', 'arp', 'bridge'] as const) {
+    const items = model.get(family);
+    if (items !== undefined) out.push(...tableLines(family, items));
+  }
+  return `${out.join('\n')}\n`;
 }
 
 /**
@@ -229,9 +242,5 @@ function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): string[] {
  * reset them; the map is consumed.
  */
 export function nftScript(plan: NetPlan, seed?: CounterSeed): string {
-  const p = checkPlan(plan);
-  const out = ['# generated by vmd: its own tables only; each run replaces them atomically', ...resetTables()];
-  const empty = p.switches.length === 0 && p.links.length === 0 && p.forwards.length === 0 && p.masq.length === 0 && p.include === null;
-  if (!empty) out.push(...inetTable(p, plan, seed), ...arpTable(p, seed), ...bridgeTable(p, seed));
-  return `${out.join('\n')}\n`;
+  return modelScript(nftModel(plan, seed));
 }

@@ -7,9 +7,20 @@ import { execa } from 'execa';
 import { nftIncludeDir } from '../../share/paths.js';
 import { logInfo, logWarn } from '../log.js';
 import type { CounterSeed } from './firewall.js';
-import { nftScript } from './nft.js';
+import { modelScript, nftModel, nftScript } from './nft.js';
+import { deltaSeedChains, nftDelta } from './nft-delta.js';
+import type { NftModel } from './nft-model.js';
 import { foreignForwardDrop, nftApply, nftCounters, nftIncludeProblem, sysctlSet } from './nft-apply.js';
 import { localnetInterfaces, type NetPlan } from './nft-plan.js';
+
+/** An apply waiting for the one in progress, with what its callers asked for so far. */
+interface Queued {
+  readonly spaces: Set<string | null>;
+  readonly strict: Set<string | null>;
+  planFor: (ns: string | null) => NetPlan;
+  groups: readonly string[];
+  run: Promise<void>;
+}
 
 /** Applies plans namespace by namespace and remembers, between runs, what the next replace must keep or reset. */
 export class Rulesets {
@@ -20,6 +31,13 @@ export class Rulesets {
   private readonly counterResets = new Set<string>();
   /** The last include problem warned about, per namespace, so a broken user file is logged once, not at every change. */
   private readonly includeWarned = new Map<string | null, string>();
+  /** Per namespace: vmd's tables as last loaded there, from which the next change is computed (nft-delta.ts). */
+  private readonly applied = new Map<string | null, NftModel>();
+  /** Per namespace: the interfaces route_localnet was set on, and whether br_netfilter's switches are on. */
+  private readonly localnet = new Map<string | null, Set<string>>();
+  private readonly bridgeNf = new Set<string | null>();
+  /** The apply not started yet, which later callers join (see apply). */
+  private queued: Queued | null = null;
   /** The apply in progress: applies run one at a time (see apply). */
   private running: Promise<void> = Promise.resolve();
 
@@ -36,43 +54,117 @@ export class Rulesets {
   apply(spaces: Iterable<string | null>, planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
     // One at a time, each plan made when its turn comes: two starts at once (a staggered batch) each computed a
     // plan, awaited, then loaded it, so the start that loaded last removed the other's links and forwards.
-    const spaceList = [...spaces];
-    const run = this.running.then(() => this.applyNow(spaceList, planFor, groups, strict));
-    this.running = run.catch(() => undefined);
-    return run;
+    // Callers that come while an apply runs join the one queued after it: twenty starts at once cost two nft runs,
+    // not twenty in a row (each plan holds every link there is when it is made).
+    if (this.queued !== null) {
+      for (const ns of spaces) this.queued.spaces.add(ns);
+      for (const ns of strict) this.queued.strict.add(ns);
+      this.queued.planFor = planFor;
+      this.queued.groups = groups;
+      return this.queued.run;
+    }
+    const q: Queued = { spaces: new Set(spaces), strict: new Set(strict), planFor, groups, run: Promise.resolve() };
+    q.run = this.running.then(() => {
+      this.queued = null;
+      return this.applyNow([...q.spaces], q.planFor, q.groups, q.strict);
+    });
+    this.queued = q;
+    this.running = q.run.catch(() => undefined);
+    return q.run;
+  }
+
+  /** vmd forgets what it loaded in a namespace (removed, or its tables flushed): the next apply there replaces all. */
+  forget(ns: string | null): void {
+    this.applied.delete(ns);
+    this.localnet.delete(ns);
+    this.bridgeNf.delete(ns);
   }
 
   // PRIV: loads nftables rulesets into vmd's own tables and sets the sysctls they need.
   private async applyNow(spaces: readonly (string | null)[], planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
     let failure: unknown = null;
+    let replaced = false;
     for (const ns of spaces) {
       const plan = planFor(ns);
       try {
-        // Forwards from 127.0.0.1 need the guest-side interface to accept loopback sources (HOST-FACTS §4).
-        for (const ifname of localnetInterfaces(plan)) await sysctlSet(`net.ipv4.conf.${ifname}.route_localnet`, '1', ns);
-        if (plan.links.some((l) => l.bridge !== null && (l.rules?.length ?? 0) > 0)) await bridgeNetfilter(ns);
-        // A replace would reset every counter: carry them over, except those of new runs and new rules.
-        let seed: CounterSeed | undefined;
-        if (this.hadCounters.get(ns) !== false) {
-          seed = await nftCounters(ns).catch(() => undefined);
-          for (const key of seed?.keys() ?? []) if ([...this.counterResets].some((p) => key.startsWith(p))) seed!.delete(key);
-        }
-        await nftApply(nftScript(await this.withInclude(plan, ns, groups), seed), ns);
-        this.hadCounters.set(ns, plan.links.some((l) => l.lockMac || l.lockIp !== null || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0);
+        await this.prepare(plan, ns);
+        const withInclude = await this.withInclude(plan, ns, groups);
+        if (withInclude.include == null && await this.applyDelta(plan, ns)) continue;
+        await this.applyFull(withInclude, ns);
+        replaced = true;
       } catch (err) {
+        this.forget(ns);
         logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}`);
         if (strict.has(ns) && failure === null) failure = err;
       }
     }
     this.counterResets.clear();
     if (failure !== null) throw failure;
-    if (!this.warnedForward) {
+    if (replaced && !this.warnedForward) {
       const w = await foreignForwardDrop(null).catch(() => null);
       if (w !== null) {
         logWarn(w);
         this.warnedForward = true;
       }
     }
+  }
+
+  /** The sysctls the rules depend on, set once for each interface (a new tap of the same name is a new interface). */
+  private async prepare(plan: NetPlan, ns: string | null): Promise<void> {
+    // Forwards from 127.0.0.1 need the guest-side interface to accept loopback sources (HOST-FACTS §4).
+    const done = this.localnet.get(ns) ?? new Set<string>();
+    const wanted = localnetInterfaces(plan);
+    for (const ifname of wanted) if (!done.has(ifname)) await sysctlSet(`net.ipv4.conf.${ifname}.route_localnet`, '1', ns);
+    this.localnet.set(ns, new Set(wanted));
+    if (!this.bridgeNf.has(ns) && plan.links.some((l) => l.bridge !== null && (l.rules?.length ?? 0) > 0)) {
+      await bridgeNetfilter(ns);
+      this.bridgeNf.add(ns);
+    }
+  }
+
+  /**
+   * Only what changed since the last load, in one nft run whose cost does not grow with the number of links;
+   * false when a full replace must do it (nothing loaded yet, a declaration that changed type, nft refused).
+   */
+  private async applyDelta(plan: NetPlan, ns: string | null): Promise<boolean> {
+    const old = this.applied.get(ns);
+    if (old === undefined) return false;
+    const next = nftModel(plan);
+    const seeds = new Map<string, CounterSeed>();
+    for (const { family, chain } of deltaSeedChains(old, next)) {
+      const seed = await nftCounters(ns, ['chain', family, 'vmd', chain]).catch(() => undefined);
+      if (seed === undefined) return false;
+      for (const key of seed.keys()) if ([...this.counterResets].some((p) => key.startsWith(p))) seed.delete(key);
+      seeds.set(`${family} ${chain}`, seed);
+    }
+    const script = nftDelta(old, next, seeds);
+    if (script === null) return false;
+    if (script !== '') {
+      try {
+        await nftApply(script, ns);
+      } catch (err) {
+        logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}; replacing vmd's tables whole`);
+        return false;
+      }
+    }
+    this.applied.set(ns, next);
+    this.hadCounters.set(ns, hasCounters(plan));
+    return true;
+  }
+
+  /** vmd's tables replaced whole and atomically, counters carried over except those of new runs and new rules. */
+  private async applyFull(plan: NetPlan, ns: string | null): Promise<void> {
+    let seed: CounterSeed | undefined;
+    if (this.hadCounters.get(ns) !== false) {
+      seed = await nftCounters(ns).catch(() => undefined);
+      for (const key of seed?.keys() ?? []) if ([...this.counterResets].some((p) => key.startsWith(p))) seed!.delete(key);
+    }
+    const model = nftModel(plan, seed);
+    this.applied.delete(ns);
+    await nftApply(modelScript(model), ns);
+    this.hadCounters.set(ns, hasCounters(plan));
+    // A user's included file can add anything to the table: only a replace knows what it holds afterwards.
+    if (plan.include == null) this.applied.set(ns, model);
   }
 
   /**
@@ -126,4 +218,9 @@ async function bridgeNetfilter(netns: string | null): Promise<void> {
     const previous = await sysctlSet(key, '1', netns);
     if (previous !== '1') logInfo(`enabled ${key}${netns === null ? '' : ` in ${netns}`}: bridged guests have filter rules`);
   }
+}
+
+/** Whether a plan's tables hold counters worth carrying over a replace. */
+function hasCounters(plan: NetPlan): boolean {
+  return plan.links.some((l) => l.lockMac || l.lockIp !== null || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0;
 }
