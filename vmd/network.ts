@@ -78,12 +78,13 @@ export class Network {
       const netns = this.nsOf(sw, null);
       try {
         if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
-        const mtu = sw.vxlan === null ? undefined : await vxlanMtu(sw.vxlan, netns);
+        // The tunnel's socket and underlay device are the host's, also for a switch in an rdomain.
+        const mtu = sw.vxlan === null ? undefined : await vxlanMtu(sw.vxlan, null);
         const { created } = await bridgeEnsure({ name: sw.interface, netns, mac: bridgeMac(sw.interface), up: sw.up, address: sw.address, ...(mtu === undefined ? {} : { mtu }) });
         if (created) this.db.ownedAdd({ kind: 'bridge', name: sw.interface, netns });
         if (sw.vxlan !== null) {
           const name = vxlanPortName(sw.vxlan.id);
-          await vxlanEnsure({ ...sw.vxlan, name, bridge: sw.interface, netns, ...(mtu === undefined ? {} : { mtu }) });
+          await vxlanEnsure({ ...sw.vxlan, name, bridge: sw.interface, netns, underlayNetns: null, ...(mtu === undefined ? {} : { mtu }) });
           this.db.ownedAdd({ kind: 'vxlan', name, netns });
         }
         // Kept across a vmd restart: re-adopted guests keep their fixed leases (vmReadopt rewrites the hosts file).
@@ -254,7 +255,7 @@ export class Network {
       lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
       groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null,
       fixed: sw === undefined || nic.local ? null : this.fixedLease(sw, vmId, nic.index, mac, readopt),
-      local6: local === null ? null : this.local6Of(local), allow: nic.allow ?? [],
+      local6: local === null ? null : this.local6Of(local), allow: nic.allow ?? [], spanned: sw?.vxlan !== null && sw?.vxlan !== undefined,
     };
   }
 

@@ -109,7 +109,8 @@ export async function vxlanEnsure(spec: VxlanSpec): Promise<{ created: boolean }
     ['link', 'set', 'dev', spec.name, 'master', spec.bridge],
     ['link', 'set', 'dev', spec.name, 'up'],
   ]);
-  await vxlanRemotesSync(spec.name, spec.netns, spec.remotes);
+  // The group's own all-zeros entry is the kernel's (the default destination): only a remote list is synced.
+  if (spec.group === null) await vxlanRemotesSync(spec.name, spec.netns, spec.remotes);
   return { created };
 }
 
