@@ -10,7 +10,7 @@ import { VmdError } from '../share/errors.js';
 import type { FirewallInfo, LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
-import { linkAlias, linkName, localAddr4, localAddr6, rdomainNetns, stableMac } from './net/addr.js';
+import { linkAlias, linkName, localAddr4, localAddr6, localHostMac, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance } from './net/dnsmasq.js';
 import { linkConfigure, netnsEnsure, netnsExists, netnsRemove, tapCreate } from './net/links.js';
 import { bridgeEnsure, bridgeRemove } from './net/bridges.js';
@@ -180,7 +180,7 @@ export class Network {
         fds.push(tap.fd);
         made.push(name);
         await linkConfigure({
-          name, netns, alias: linkAlias(vmId, nic.index, vm.name), master: sw?.interface ?? null, up: nic.up,
+          name, netns, alias: linkAlias(vmId, nic.index, vm.name), master: sw?.interface ?? null, up: nic.up, ...(local === null ? {} : { mac: localHostMac(mac) }),
           address: local === null ? null : [`${local.host}/31`, ...(local6 ? [`${local6.host}/96`] : [])],
         });
         this.links.set(name, state);

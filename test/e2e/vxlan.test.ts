@@ -49,6 +49,18 @@ function capture(h: VmdHarness, args: string[]): { proc: ResultPromise; listenin
   return { proc, listening, stderr: () => stderr };
 }
 
+let checks = 0;
+
+/**
+ * Whether a shell command succeeds in a guest. The console echoes what is typed, so the verdict is one the shell
+ * computes (`$((n+1))`), never text that also appears in the command line itself.
+ */
+async function guestOk(h: VmdHarness, vm: string, cmd: string): Promise<boolean> {
+  const n = ++checks * 1000;
+  const out = await h.console(vm, `${cmd} >/dev/null 2>&1 && echo CHECK-$((${n}+1)) || echo CHECK-$((${n}+2))\n`, new RegExp(`CHECK-(${n + 1}|${n + 2})\\b`), 40);
+  return new RegExp(`CHECK-${n + 1}\\b`).test(out);
+}
+
 const leaseRe = /vmd-guest: lease eth0 (10\.81\.0\.\d+)\/24/;
 
 t.test('a switch over three hosts: one DHCP server, a full mesh of pings, a host leaving, nothing left', async (t) => {
@@ -96,31 +108,28 @@ t.test('a switch over three hosts: one DHCP server, a full mesh of pings, a host
   for (const i of [1, 2]) {
     t.same(pidsMatching('dnsmasq').filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(hosts[i]!.stateDir)), [], `host ${i} serves no DHCP`);
   }
-  const mtu = await hosts[1]!.console('g1', 'printf \'#!/bin/sh\\necho GOT-MTU=$mtu\\n\' > /tmp/m; chmod +x /tmp/m; udhcpc -i eth0 -n -q -O mtu -s /tmp/m\n', /GOT-MTU=\d*/, 30);
+  const mtu = await hosts[1]!.console('g1', 'printf \'#!/bin/sh\\necho GOT-MTU=$mtu\\n\' > /tmp/m; chmod +x /tmp/m; udhcpc -i eth0 -n -q -O mtu -s /tmp/m\n', /GOT-MTU=\d+/, 30);
   t.match(mtu, /GOT-MTU=1450/, 'DHCP tells a guest on another host the switch\'s MTU');
 
   for (const [i, h] of hosts.entries()) {
     for (const [j, ip] of ips.entries()) {
       if (i === j) continue;
-      const out = await h.console(`g${i}`, `ping -c 2 -W 3 ${ip} >/dev/null && echo PING-${j}-OK || echo PING-${j}-FAIL\n`, new RegExp(`PING-${j}-(OK|FAIL)`), 30);
-      t.match(out, `PING-${j}-OK`, `g${i} on host ${i} pings g${j} on host ${j}`);
+      t.ok(await guestOk(h, `g${i}`, `ping -c 2 -W 3 ${ip}`), `g${i} on host ${i} pings g${j} on host ${j}`);
     }
   }
 
   // Capture works on a spanned switch as on any: host 1 sees g0's pings arrive on g1's link.
   const cap = capture(hosts[1]!, ['-c', '2', 'g1', '0', 'icmp']);
   await cap.listening;
-  await hosts[0]!.console('g0', `ping -c 4 ${ips[1]} >/dev/null; echo PINGED\n`, /PINGED/, 30);
+  t.ok(await guestOk(hosts[0]!, 'g0', `ping -c 4 ${ips[1]}`), 'g0 pings g1 while host 1 captures');
   const capped = await cap.proc;
   t.equal(capped.exitCode, 0, cap.stderr());
   t.match(String(capped.stdout), `IP ${ips[0]} > ${ips[1]}: ICMP echo request`, 'the captured echo requests come from g0 on host 0');
 
   // locked lladdr holds on the remote hosts' links: g2 with another MAC reaches no one, its own MAC again does.
-  const spoof = await hosts[2]!.console('g2', `ip link set eth0 address 52:54:00:66:66:66; ping -c 2 -W 2 ${ips[0]} >/dev/null && echo SPOOF-PASSED || echo SPOOF-BLOCKED\n`, /SPOOF-(PASSED|BLOCKED)/, 30);
-  t.match(spoof, 'SPOOF-BLOCKED', 'a foreign source MAC is dropped on host 2');
+  t.notOk(await guestOk(hosts[2]!, 'g2', `ip link set eth0 address 52:54:00:66:66:66 && ping -c 2 -W 2 ${ips[0]}`), 'a foreign source MAC is dropped on host 2');
   const mac = (JSON.parse((await hosts[2]!.vmctl(['links', '--json'])).stdout) as { links: Array<{ lladdr: string }> }).links[0]!.lladdr;
-  const back = await hosts[2]!.console('g2', `ip link set eth0 address ${mac}; ping -c 2 -W 3 ${ips[0]} >/dev/null && echo BACK-OK || echo BACK-FAIL\n`, /BACK-(OK|FAIL)/, 30);
-  t.match(back, 'BACK-OK', 'its own MAC passes again');
+  t.ok(await guestOk(hosts[2]!, 'g2', `ip link set eth0 address ${mac} && ping -c 2 -W 3 ${ips[0]}`), 'its own MAC passes again');
 
   // Host 2 leaves: its guest stops, its vmd goes, its namespace with it. The other two keep their segment, and
   // a reload on each drops host 2 from the head-end replication list.
@@ -134,10 +143,8 @@ t.test('a switch over three hosts: one DHCP server, a full mesh of pings, a host
     t.same(await fdbRemotes(hosts[i]!), [underlayAddr(1 - i)], `host ${i}: the FDB follows the reload`);
   }
   t.equal((await hosts[0]!.vmctl(['status', 'g0'])).stdout.includes('running'), true, 'g0 still runs');
-  const after = await hosts[0]!.console('g0', `ping -c 3 -W 3 ${ips[1]} >/dev/null && echo AFTER-OK || echo AFTER-FAIL\n`, /AFTER-(OK|FAIL)/, 30);
-  t.match(after, 'AFTER-OK', 'g0 and g1 still reach each other');
-  const renew = await hosts[1]!.console('g1', 'udhcpc -i eth0 -n -q -s /tmp/m && echo RENEW-OK\n', /RENEW-OK|No lease/, 30);
-  t.match(renew, 'RENEW-OK', 'host 1\'s guest still gets answers from host 0\'s DHCP server');
+  t.ok(await guestOk(hosts[0]!, 'g0', `ping -c 3 -W 3 ${ips[1]}`), 'g0 and g1 still reach each other');
+  t.ok(await guestOk(hosts[1]!, 'g1', 'udhcpc -i eth0 -n -q -t 5 -T 1 -s /tmp/m'), 'host 1\'s guest still gets answers from host 0\'s DHCP server');
 
   for (const [i, h] of hosts.slice(0, 2).entries()) {
     t.equal((await h.vmctl(['stop', '-w', `g${i}`], { timeoutMs: 60_000 })).exitCode, 0, `g${i} stops`);
