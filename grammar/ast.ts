@@ -20,7 +20,7 @@ export type SwitchOpt = Span & (
   | { kind: 'enable' | 'disable' | 'locked' | 'up' | 'down' | 'dhcp' | 'nat' }
   | { kind: 'group' | 'interface'; value: Toks }
   | { kind: 'rdomain' | 'address'; value: Tok }
-  | { kind: 'vxlan'; id: Tok; remote: Tok; local: Tok | null; dev: Tok | null; port: Tok | null }
+  | { kind: 'vxlan'; id: Tok; remotes: Toks; group: Tok | null; local: Tok | null; dev: Tok | null; port: Tok | null }
 );
 
 export interface RuleTo {

@@ -87,15 +87,38 @@ function switchVxlan(a: ActionBase, sw: SwitchDraft, o: SwitchOpt & { kind: 'vxl
   const idText = a.text(o.id);
   const id = strtonum(idText, 0, 16777215);
   if (typeof id !== 'number') a.fail(o.id, `invalid vxlan id: ${idText}`, la);
-  const remote = a.hostAddress(o.remote, la);
+  const remotes = vxlanRemotes(a, o, la);
+  const group = o.group === null ? null : a.hostAddress(o.group, la);
+  if (group !== null && !isMulticast(group)) a.fail(o.group!, `invalid vxlan group: ${group}`, la);
   const local = o.local === null ? null : a.hostAddress(o.local, la);
   let dev: string | null = null;
   if (o.dev !== null) {
     dev = a.text(o.dev);
     if (ifNameError(dev) !== null) a.fail(o.dev, `invalid vxlan device: ${dev}`, la);
   }
+  // The kernel sends to a multicast group only through a named underlay device.
+  if (group !== null && dev === null) a.fail(o.group!, `vxlan group ${group} needs dev`, la);
   const port = o.port === null ? VXLAN_DEFAULT_PORT : a.port(o.port, la);
-  return { id, remote, local, dev, port };
+  return { id, remotes, group, local, dev, port };
+}
+
+/** The unicast peers: each a host address, none twice, none multicast (that is `group`'s job). */
+function vxlanRemotes(a: ActionBase, o: SwitchOpt & { kind: 'vxlan' }, la: number): string[] {
+  const out: string[] = [];
+  for (const t of o.remotes) {
+    const r = a.hostAddress(t, la);
+    if (isMulticast(r)) a.fail(t, `invalid vxlan remote: ${r} is multicast, use group`, la);
+    if (out.includes(r)) a.fail(t, `vxlan remote ${r} specified more than once`, la);
+    out.push(r);
+  }
+  return out;
+}
+
+/** 224.0.0.0/4 or ff00::/8. */
+function isMulticast(addr: string): boolean {
+  if (addr.includes(':')) return /^ff/i.test(addr);
+  const first = Number(addr.split('.')[0]);
+  return first >= 224 && first <= 239;
 }
 
 /** The closing brace: a switch needs its interface; returns the registered switch. */

@@ -72,7 +72,10 @@ export function switchConfigText(sw: SwitchConfig): string {
   if (sw.dhcp) lines.push('dhcp');
   if (sw.nat) lines.push('nat');
   const x = sw.vxlan;
-  if (x !== null) lines.push(`vxlan ${x.id} remote ${x.remote}${x.local === null ? '' : ` local ${x.local}`}${x.dev === null ? '' : ` dev ${x.dev}`} port ${x.port}`);
+  if (x !== null) {
+    const peers = x.group !== null ? `group ${x.group}` : x.remotes.length === 1 ? `remote ${x.remotes[0]!}` : `remote { ${x.remotes.join(', ')} }`;
+    lines.push(`vxlan ${x.id} ${peers}${x.local === null ? '' : ` local ${x.local}`}${x.dev === null ? '' : ` dev ${x.dev}`} port ${x.port}`);
+  }
   return [`switch ${confString(sw.name)} {`, ...lines.map((l) => `\t${l}`), '}', ''].join('\n');
 }
 

@@ -163,9 +163,13 @@ export interface VmConfig {
   readonly location: SourceLocation;
 }
 
+/** `vxlan ID remote ADDR|{ ADDR … }` or `vxlan ID group MADDR`: exactly one of remotes (non-empty) and group is set. */
 export interface VxlanConfig {
   readonly id: number;
-  readonly remote: string;
+  /** Unicast peers; with more than one, broadcasts are copied to each (head-end replication). */
+  readonly remotes: readonly string[];
+  /** A multicast group the peers join instead of a list. */
+  readonly group: string | null;
   readonly local: string | null;
   readonly dev: string | null;
   readonly port: number;

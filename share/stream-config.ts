@@ -39,6 +39,11 @@ export interface StreamRule {
 export interface StreamConfig {
   /** The name the guest had; the receiver gives it a new one. */
   readonly name: string;
+  /**
+   * The VM id the guest had: its local-interface addresses and fixed leases derive from it, so the receiver keeps
+   * it when it is free there. Absent in streams of older senders.
+   */
+  readonly id?: number;
   readonly memory: number;
   readonly cpus: number;
   readonly boot: string | null;
@@ -177,7 +182,7 @@ const MIB = 1024 * 1024;
 /** Decodes an untrusted configuration from a stream; throws StreamError naming the field. */
 export function readStreamConfig(v: unknown): StreamConfig {
   if (!isObj(v)) bad('must be an object');
-  keys(v, ['name', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'machine', 'interfaces', 'owner'], 'configuration');
+  keys(v, ['name', 'id', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'machine', 'interfaces', 'owner'], 'configuration');
   if (v.machine !== undefined && !(MACHINES as readonly unknown[]).includes(v.machine)) bad(`machine must be one of ${MACHINES.join(', ')}`);
   const memory = intIn(v.memory, MIB, 128 * 1024 * MIB, 'memory');
   if (memory % MIB !== 0) bad('memory must be a whole number of megabytes');
@@ -194,6 +199,7 @@ export function readStreamConfig(v: unknown): StreamConfig {
   }
   return {
     name: nameOf(v.name, 'name', vmNameError),
+    ...(v.id === undefined ? {} : { id: intIn(v.id, 1, 2 ** 31 - 1, 'id') }),
     memory,
     cpus: intIn(v.cpus, 1, 255, 'cpus'),
     boot: pathOrNull(v.boot, 'boot'),

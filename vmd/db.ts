@@ -150,6 +150,20 @@ export class StateDb {
     this.stmts.unclaim.run(name, id);
   }
 
+  /**
+   * Gives `name` the id `id` if no VM record holds it (a received guest keeps the id it had, and with it its
+   * local addresses); a name that had the id before loses it, and `name`'s own earlier id is free for later names
+   * (the one exception to ids never being reused by another name: the guest moved away). False when taken.
+   */
+  vmClaimIdAs(name: string, id: number): boolean {
+    return this.db.transaction(() => {
+      if (this.db.prepare('SELECT 1 FROM vm WHERE id = ?').get(id) !== undefined) return false;
+      this.db.prepare('DELETE FROM vm_id WHERE id = ? OR name = ?').run(id, name);
+      this.stmts.claim.run(name, id);
+      return true;
+    })();
+  }
+
   vmPut(rec: VmRecord): void {
     this.stmts.upsertVm.run({
       id: rec.id, name: rec.name, origin: rec.origin, config: JSON.stringify(rec.config),

@@ -10,10 +10,11 @@ import { VmdError } from '../share/errors.js';
 import type { FirewallInfo, LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
-import { linkAlias, linkName, localAddr4, localAddr6, rdomainNetns, stableMac } from './net/addr.js';
+import { linkAlias, linkName, localAddr4, localAddr6, localHostMac, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance } from './net/dnsmasq.js';
 import { linkConfigure, netnsEnsure, netnsExists, netnsRemove, tapCreate } from './net/links.js';
-import { bridgeEnsure, bridgeRemove, vxlanEnsure } from './net/bridges.js';
+import { bridgeEnsure, bridgeRemove } from './net/bridges.js';
+import { vxlanEnsure, vxlanMtu, vxlanPortName } from './net/vxlan.js';
 import { linkComment } from './net/firewall.js';
 import { foreignForwardDrop, nftFlush, sysctlSet } from './net/nft-apply.js';
 import { forwardConflict, type NetPlan } from './net/nft-plan.js';
@@ -80,15 +81,17 @@ export class Network {
       const netns = this.nsOf(sw, null);
       try {
         if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
-        const { created } = await bridgeEnsure({ name: sw.interface, netns, mac: bridgeMac(sw.interface), up: sw.up, address: sw.address, ...(sw.vxlan ? { mtu: 1450 } : {}) });
+        // The tunnel's socket and underlay device are the host's, also for a switch in an rdomain.
+        const mtu = sw.vxlan === null ? undefined : await vxlanMtu(sw.vxlan, null);
+        const { created } = await bridgeEnsure({ name: sw.interface, netns, mac: bridgeMac(sw.interface), up: sw.up, address: sw.address, ...(mtu === undefined ? {} : { mtu }) });
         if (created) this.db.ownedAdd({ kind: 'bridge', name: sw.interface, netns });
         if (sw.vxlan !== null) {
-          const name = `vx${sw.vxlan.id}`.slice(0, 15);
-          await vxlanEnsure({ name, bridge: sw.interface, id: sw.vxlan.id, remote: sw.vxlan.remote, local: sw.vxlan.local, dev: sw.vxlan.dev, port: sw.vxlan.port, netns });
+          const name = vxlanPortName(sw.vxlan.id);
+          await vxlanEnsure({ ...sw.vxlan, name, bridge: sw.interface, netns, underlayNetns: null, ...(mtu === undefined ? {} : { mtu }) });
           this.db.ownedAdd({ kind: 'vxlan', name, netns });
         }
         // Kept across a vmd restart: re-adopted guests keep their fixed leases (vmReadopt rewrites the hosts file).
-        if (sw.dhcp && sw.address !== null) await this.switchDhcp.start({ ...sw, address: sw.address }, netns, this.links.values());
+        if (sw.dhcp && sw.address !== null) await this.switchDhcp.start({ ...sw, address: sw.address }, netns, this.links.values(), mtu);
         if (sw.nat || sw.address !== null) await this.forwarding(netns);
         logInfo(`switch "${sw.name}" on ${sw.interface}${netns === null ? '' : ` in ${netns}`}: up`);
       } catch (err) {
@@ -106,7 +109,7 @@ export class Network {
     await this.switchDhcp.prune((name) => !all && this.switchByName(name) !== undefined);
     for (const o of this.db.ownedList()) {
       if (o.kind === 'netns') continue;
-      const sw = this.config.switches.find((s) => s.enabled && (s.interface === o.name || `vx${s.vxlan?.id}` === o.name));
+      const sw = this.config.switches.find((s) => s.enabled && (s.interface === o.name || (s.vxlan !== null && vxlanPortName(s.vxlan.id) === o.name)));
       const key = sw === undefined ? '' : `${sw.interface}@${this.nsOf(sw, null) ?? ''}`;
       if (!all && wanted.has(key)) continue;
       await bridgeRemove(o.name, o.netns).catch((err: unknown) => logWarn(`${o.kind} ${o.name}: ${err instanceof Error ? err.message : String(err)}`));
@@ -189,7 +192,7 @@ export class Network {
         fds.push(tap.fd);
         made.push(name);
         await linkConfigure({
-          name, netns, alias: linkAlias(vmId, nic.index, vm.name), master: sw?.interface ?? null, up: nic.up,
+          name, netns, alias: linkAlias(vmId, nic.index, vm.name), master: sw?.interface ?? null, up: nic.up, ...(local === null ? {} : { mac: localHostMac(mac) }),
           address: local === null ? null : [`${local.host}/31`, ...(local6 ? [`${local6.host}/96`] : [])],
         });
         this.links.set(name, state);
@@ -264,7 +267,7 @@ export class Network {
       lockMac: nic.locked || (sw?.locked ?? false), forwards: nic.forwards,
       groups: [nic.group, sw?.group].filter((g): g is string => g !== null && g !== undefined), rules: nic.rules, dhcp: null,
       fixed: sw === undefined || nic.local ? null : this.fixedLease(sw, vmId, nic.index, mac, readopt),
-      local6: local === null ? null : this.local6Of(local), allow: nic.allow ?? [],
+      local6: local === null ? null : this.local6Of(local), allow: nic.allow ?? [], spanned: sw?.vxlan !== null && sw?.vxlan !== undefined,
     };
   }
 

@@ -109,12 +109,12 @@ t.test('switch blocks', async (t) => {
   const s = ok('switch "up" {\n interface br0\n group "uplink"\n locked lladdr\n rdomain 4\n down\n address 10.1.0.1/24\n dhcp\n nat\n vxlan 42 remote 192.0.2.1 local 192.0.2.2 dev eth0 port 4790\n}\nswitch "off" {\n interface veb1\n disable\n}\nswitch "b" { interface bridge0 }\n').switches;
   t.same(s[0], {
     name: 'up', id: 1, interface: 'br0', enabled: true, up: false, group: 'uplink', locked: true, rdomain: 4,
-    address: '10.1.0.1/24', dhcp: true, nat: true, vxlan: { id: 42, remote: '192.0.2.1', local: '192.0.2.2', dev: 'eth0', port: 4790 },
+    address: '10.1.0.1/24', dhcp: true, nat: true, vxlan: { id: 42, remotes: ['192.0.2.1'], group: null, local: '192.0.2.2', dev: 'eth0', port: 4790 },
     location: { file: 'vm.conf', line: 1 },
   });
   t.equal(s[1]!.enabled, false);
   t.equal(s[2]!.id, 2, 'ids count enabled switches');
-  t.same(ok('switch "v" { interface br0\n vxlan 1 remote 2001:db8::1\n}\n').switches[0]!.vxlan, { id: 1, remote: '2001:db8::1', local: null, dev: null, port: 4789 });
+  t.same(ok('switch "v" { interface br0\n vxlan 1 remote 2001:db8::1\n}\n').switches[0]!.vxlan, { id: 1, remotes: ['2001:db8::1'], group: null, local: null, dev: null, port: 4789 });
   t.equal(errorsOf('switch "x" {\n up\n}\n'), 'vmd: vm.conf:3: switch "x" is missing interface name');
   t.equal(errorsOf('switch "x" {\n interface bridge0\n add vether0\n}\n'), 'vmd: vm.conf:3: syntax error');
   t.equal(errorsOf('switch "s" { interface br0\n group "g1"\n}\n'), 'vmd: vm.conf:2: invalid group name: g1');
@@ -128,6 +128,15 @@ t.test('switch blocks', async (t) => {
   t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 remote nowhere\n}\n'), 'vmd: vm.conf:2: invalid address: nowhere');
   t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 remote 1.2.3.4 port 0\n}\n'), 'vmd: vm.conf:2: invalid port: 0');
   t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 remote 1.2.3.4 dev "a b"\n}\n'), 'vmd: vm.conf:2: invalid vxlan device: a b');
+  t.same(ok('switch "v" { interface br0\n vxlan 9 remote { 10.0.0.2, 10.0.0.3\n 10.0.0.4 } local 10.0.0.1\n}\n').switches[0]!.vxlan,
+    { id: 9, remotes: ['10.0.0.2', '10.0.0.3', '10.0.0.4'], group: null, local: '10.0.0.1', dev: null, port: 4789 }, 'a list of remotes');
+  t.same(ok('switch "v" { interface br0\n vxlan 9 group 239.1.1.9 dev eth0\n}\n').switches[0]!.vxlan,
+    { id: 9, remotes: [], group: '239.1.1.9', local: null, dev: 'eth0', port: 4789 }, 'a multicast group');
+  t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 group 239.1.1.1\n}\n'), 'vmd: vm.conf:2: vxlan group 239.1.1.1 needs dev');
+  t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 group 10.1.1.1 dev eth0\n}\n'), 'vmd: vm.conf:2: invalid vxlan group: 10.1.1.1');
+  t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 remote 239.1.1.1\n}\n'), 'vmd: vm.conf:2: invalid vxlan remote: 239.1.1.1 is multicast, use group');
+  t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 remote { 10.0.0.2 10.0.0.2 }\n}\n'), 'vmd: vm.conf:2: vxlan remote 10.0.0.2 specified more than once');
+  t.equal(errorsOf('switch "s" { interface br0\n vxlan 1 remote { }\n}\n'), 'vmd: vm.conf:2: syntax error', 'an empty list');
   t.equal(errorsOf(`switch "${'s'.repeat(64)}" { interface br0 }\n`), `vmd: vm.conf:1: switch name too long: ${'s'.repeat(64)}`);
   t.equal(errorsOf('switch "s" { interface br0 up }\n'), 'vmd: vm.conf:1: syntax error', 'one option per line after the first pair');
   t.equal(parse('switch "s" {\n interface br0\n disable\n}\n').out, 'vmd: vm.conf:4: switch "s" skipped (disabled)');

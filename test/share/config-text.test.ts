@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfigText, formatDiagnostic } from '../../grammar/parse.js';
-import { confString, inspectText } from '../../share/config-text.js';
+import { confString, inspectText, switchConfigText } from '../../share/config-text.js';
 import type { Config, VmConfig } from '../../share/config.js';
 import { users } from '../grammar/helpers.js';
 
@@ -96,4 +96,12 @@ t.test('the switches a VM names come along, the others do not', async (t) => {
 
 t.test('strings are quoted as the lexer reads them', async (t) => {
   t.equal(confString('a "b" \\c'), '"a \\"b\\" \\\\c"');
+});
+
+t.test('a spanned switch is written back in each form it has', async (t) => {
+  for (const peers of ['remote 192.0.2.2', 'remote { 192.0.2.2, 192.0.2.3 }', 'group 239.1.1.1 dev eth0']) {
+    const config = parsed(`switch "span" {\n\tinterface vmdtxt9\n\tvxlan 42 ${peers}\n}\n`);
+    const text = switchConfigText(config.switches[0]!);
+    t.same(located(parsed(text).switches[0]), located(config.switches[0]), peers);
+  }
 });

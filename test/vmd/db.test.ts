@@ -90,3 +90,19 @@ t.test('ids are stable per name across removal and reopen; runtime survives a re
   t.equal(db.vmClaimId('c'), 3, 'ids are never reused by another name');
   db.close();
 });
+
+t.test('a received guest keeps its id when no VM record holds it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-db-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const db = new StateDb(dir);
+  t.teardown(() => db.close());
+  const a = db.vmClaimId('a');
+  db.vmPut({ id: a, name: 'a', origin: 'adhoc', config: vmConfig('a'), ownerUid: 0, ownerGid: null });
+  t.equal(db.vmClaimIdAs('moved', a), false, 'an id a VM holds is refused');
+  t.equal(db.vmClaimIdAs('moved', 7), true, 'a never used id is given');
+  t.equal(db.vmClaimId('moved'), 7, 'and stays the name\'s');
+  db.vmDelete(a);
+  t.equal(db.vmClaimIdAs('moved', a), true, 'an id whose VM is gone is given too');
+  t.equal(db.vmClaimId('moved'), a, 'the name has its new id');
+  t.not(db.vmClaimId('a'), a, 'the old holder\'s name gets another one');
+});

@@ -55,6 +55,17 @@ export function stableMac(id: number, name: string, index: number): string {
   return ['fe', 'e1', 'bb', h[0]!, h[1]!, ((h[2]! & 0xf0) | (index & 0x0f))].map((b) => (typeof b === 'string' ? b : b.toString(16).padStart(2, '0'))).join(':');
 }
 
+/**
+ * The host side's MAC on a local link, from the guest's: the same on every host, so a guest that moved (receive)
+ * still reaches its gateway through the neighbour entry it had. `fe:e1:ba` and the guest's last three bytes,
+ * or `fe:e1:b9` when the guest itself uses the first.
+ */
+export function localHostMac(guestMac: string): string {
+  const tail = guestMac.toLowerCase().split(':').slice(3).join(':');
+  const mac = `fe:e1:ba:${tail}`;
+  return mac === guestMac.toLowerCase() ? `fe:e1:b9:${tail}` : mac;
+}
+
 /** Dotted quad → unsigned 32-bit number; throws ERR_INVALID on anything else. */
 export function parseIPv4(text: string): number {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);

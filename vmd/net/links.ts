@@ -7,7 +7,7 @@ import { closeFd, tunOpen, type TunHandle } from '../native.js';
 import { VmdError } from '../../share/errors.js';
 import type { LinkCounters } from '../../share/protocol.js';
 import {
-  addressList, checkCidr, checkLinkName, checkMtu, checkNetnsName, exactAddresses, ip, ipMessage, ipRaw, isOwnedLink, showLinks, where,
+  addressList, checkCidr, checkLinkName, checkMac, checkMtu, checkNetnsName, exactAddresses, ip, ipMessage, ipRaw, isOwnedLink, showLinks, where,
 } from './ip.js';
 
 // ---- namespaces (rdomains) ----
@@ -141,6 +141,8 @@ export interface LinkConfig {
   /** Host side address(es) of a local link, CIDR (`100.64.1.2/31`, an inet6 /96); the link's global addresses become exactly these. */
   readonly address: string | readonly string[] | null;
   readonly mtu?: number;
+  /** The host side's lladdr; a tap gets a random one otherwise. */
+  readonly mac?: string;
 }
 
 /** Alias, mtu, bridge port, host addresses and up/down of a link, in one ip(8) process when the words allow. */
@@ -150,6 +152,7 @@ export async function linkConfigure(config: LinkConfig): Promise<void> {
   if (config.netns !== null) checkNetnsName(config.netns);
   if (config.master !== null) checkLinkName(config.master, 'bridge');
   checkMtu(config.mtu, what);
+  if (config.mac !== undefined) checkMac(config.mac, what);
   if (config.alias.length === 0 || config.alias.length > 255 || /[\0\n]/.test(config.alias)) {
     throw new VmdError('ERR_INVALID', `${what}: invalid alias ${JSON.stringify(config.alias.slice(0, 64))}`);
   }
@@ -158,6 +161,7 @@ export async function linkConfigure(config: LinkConfig): Promise<void> {
   await ip(config.netns, what, [
     ['link', 'set', 'dev', config.name, 'alias', config.alias],
     ...(config.mtu === undefined ? [] : [['link', 'set', 'dev', config.name, 'mtu', String(config.mtu)]]),
+    ...(config.mac === undefined ? [] : [['link', 'set', 'dev', config.name, 'address', config.mac]]),
     ['link', 'set', 'dev', config.name, ...(config.master === null ? ['nomaster'] : ['master', config.master])],
     ...exactAddresses(config.name, addresses),
     ['link', 'set', 'dev', config.name, config.up ? 'up' : 'down'],

@@ -31,6 +31,8 @@ export interface LinkState {
   readonly local6?: { readonly host: string; readonly guest: string } | null;
   /** `allow dhcp`, `allow router` of the interface block. */
   readonly allow?: readonly InterfaceAllow[];
+  /** On a switch with `vxlan`: its DHCP server may be another host's, guarded all the same. */
+  readonly spanned?: boolean;
 }
 
 /**
@@ -43,11 +45,12 @@ export function lockedIpOf(l: Pick<LinkState, 'local' | 'lockMac' | 'fixed' | 'a
 }
 
 /**
- * What a guest may not offer on a link where vmd serves DHCP (a `dhcp` switch, a local interface): DHCP replies
- * unless `allow dhcp`, router advertisements and redirects unless `allow router`. Null on other links.
+ * What a guest may not offer on a link where vmd serves DHCP (a `dhcp` switch, a local interface, a switch spanning
+ * hosts, whose server may be on another one): DHCP replies unless `allow dhcp`, router advertisements and
+ * redirects unless `allow router`. Null on other links.
  */
-export function guardOf(l: Pick<LinkState, 'local' | 'fixed' | 'allow'>): { dhcp: boolean; router: boolean } | null {
-  if (l.local === null && !l.fixed) return null;
+export function guardOf(l: Pick<LinkState, 'local' | 'fixed' | 'allow' | 'spanned'>): { dhcp: boolean; router: boolean } | null {
+  if (l.local === null && !l.fixed && l.spanned !== true) return null;
   const g = { dhcp: !l.allow?.includes('dhcp'), router: !l.allow?.includes('router') };
   return g.dhcp || g.router ? g : null;
 }

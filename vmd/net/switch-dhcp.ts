@@ -14,16 +14,16 @@ export class SwitchDhcp {
 
   constructor(private readonly dir: string) {}
 
-  /** Start the switch's dnsmasq unless it runs; its hosts file is written first when vmd has none yet. */
+  /** Start the switch's dnsmasq unless it runs (`mtu`: a spanned switch's, told to guests); hosts file first if none yet. */
   // PRIV: dnsmasq binds the DHCP port on the switch's bridge (it drops to nobody itself).
-  async start(sw: SwitchConfig & { readonly address: string }, netns: string | null, links: Iterable<LinkState>): Promise<void> {
+  async start(sw: SwitchConfig & { readonly address: string }, netns: string | null, links: Iterable<LinkState>, mtu?: number): Promise<void> {
     if (this.instances.has(sw.name)) return;
     const hostsFile = this.hostsFileOf(sw.name);
     if (readHostsFile(hostsFile).size === 0) this.hostsWrite(sw.name, links);
     const inst = await DnsmasqInstance.start({
       name: `switch-${sw.name}`, kind: 'switch', interface: sw.interface, address: sw.address, hostsFile,
       leaseFile: join(this.dir, `switch-${sw.name}.leases`), pidFile: join(this.dir, `switch-${sw.name}.pid`),
-      logFile: join(this.dir, `switch-${sw.name}.log`), ...(sw.vxlan ? { mtu: 1450 } : {}),
+      logFile: join(this.dir, `switch-${sw.name}.log`), ...(mtu === undefined ? {} : { mtu }),
     }, { netns });
     this.instances.set(sw.name, inst);
   }

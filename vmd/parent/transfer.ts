@@ -15,6 +15,7 @@ import { isOurQemu } from './lifecycle.js';
 import type { Entry } from './registry.js';
 import { socketReject } from './sockets.js';
 import { vmPermittedGet } from './requests.js';
+import { receiveIdClaim } from './receive-id.js';
 import { streamConfigOf, vmFromStream } from './vm-config.js';
 
 /** A transfer waits for bytes from a pipe, maybe over ssh: bounded only against a vmm that never answers. */
@@ -62,7 +63,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   }
   if (/^\d+$/.test(req.target)) throw new VmdError('ERR_INVALID', `vm name "${req.target}": invalid VM name`);
   const vm = vmFromStream(req.target, req.config);
-  const e = p.vms.add({ id: p.db.vmClaimId(vm.name), name: vm.name, origin: 'adhoc', config: vm, ownerUid: vm.owner?.uid ?? uid, ownerGid: vm.owner?.gid ?? null });
+  const e = p.vms.add({ id: receiveIdClaim(p, vm, req.config.id), name: vm.name, origin: 'adhoc', config: vm, ownerUid: vm.owner?.uid ?? uid, ownerGid: vm.owner?.gid ?? null });
   const id = e.record.id;
   p.transfers.add(id);
   try {

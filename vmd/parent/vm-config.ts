@@ -106,6 +106,7 @@ export function vmFromOptions(
 export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
   return {
     name: vm.name,
+    id,
     memory: vm.memory ?? DEFAULT_MEMORY,
     cpus: vm.cpus ?? 1,
     boot: vm.boot, initrd: vm.initrd, cmdline: vm.cmdline, cdrom: vm.cdrom,

@@ -4,7 +4,7 @@
 import t from 'tap';
 import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
 import {
-  formatIPv6, linkAlias, linkName, localAddr4, localAddr6, parseIPv4, parseIPv6, rdomainNetns, stableMac,
+  formatIPv6, linkAlias, linkName, localAddr4, localAddr6, localHostMac, parseIPv4, parseIPv6, rdomainNetns, stableMac,
 } from '../../../vmd/net/addr.js';
 
 t.test('link names fit IFNAMSIZ and aliases follow OpenBSD', async (t) => {
@@ -20,6 +20,12 @@ t.test('link names fit IFNAMSIZ and aliases follow OpenBSD', async (t) => {
   t.equal(rdomainNetns(0), 'vmd-rdomain0');
   t.equal(rdomainNetns(7), 'vmd-rdomain7');
   t.throws(() => rdomainNetns(256), { code: 'ERR_INVALID' });
+});
+
+t.test('localHostMac: the host side of a local link follows the guest MAC, never equals it', async (t) => {
+  t.equal(localHostMac('fe:e1:bb:12:34:50'), 'fe:e1:ba:12:34:50');
+  t.equal(localHostMac('52:54:00:AB:CD:EF'), 'fe:e1:ba:ab:cd:ef', 'any guest MAC');
+  t.equal(localHostMac('fe:e1:ba:01:02:03'), 'fe:e1:b9:01:02:03', 'a guest that took the host prefix');
 });
 
 t.test('stableMac: locally administered, fe:e1:bb prefix, stable per VM and NIC', async (t) => {

@@ -6,7 +6,8 @@ import { execa, type ResultPromise } from 'execa';
 import { closeFd } from '../../../vmd/native.js';
 import { VmdError } from '../../../share/errors.js';
 import { linkConfigure, linkStats, netnsEnsure, netnsExists, netnsRemove, tapCreate } from '../../../vmd/net/links.js';
-import { bridgeEnsure, bridgeOwned, bridgeRemove, linkRemove, ownedBridges, vxlanEnsure } from '../../../vmd/net/bridges.js';
+import { bridgeEnsure, bridgeOwned, bridgeRemove, linkRemove, ownedBridges } from '../../../vmd/net/bridges.js';
+import { vxlanEnsure, vxlanRemotes } from '../../../vmd/net/vxlan.js';
 import { OWNED_BRIDGE_ALIAS_PREFIX } from '../../../vmd/net/ip.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -214,9 +215,9 @@ t.test('as root, in namespaces of this test', { skip: !isRoot && 'needs root (ne
     // the tunnel made on the underlay side and moved there.
     await bridgeEnsure({ name: 'brv', netns: ua, mac: '02:76:6d:64:0a:01', up: true, address: null, mtu: 1450 });
     await bridgeEnsure({ name: 'brv', netns: bb, mac: '02:76:6d:64:0b:01', up: true, address: null, mtu: 1450 });
-    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remote: '10.96.0.2', local: '10.96.0.1', dev: 'ul0', port: 4789, netns: ua }), { created: true });
-    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remote: '10.96.0.1', local: '10.96.0.2', dev: 'ul0', port: 4789, netns: bb, underlayNetns: ub }), { created: true });
-    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remote: '10.96.0.2', local: '10.96.0.1', dev: 'ul0', port: 4789, netns: ua }), { created: false }, 'kept when unchanged');
+    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remotes: ['10.96.0.2'], group: null, local: '10.96.0.1', dev: 'ul0', port: 4789, netns: ua }), { created: true });
+    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remotes: ['10.96.0.1'], group: null, local: '10.96.0.2', dev: 'ul0', port: 4789, netns: bb, underlayNetns: ub }), { created: true });
+    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remotes: ['10.96.0.2'], group: null, local: '10.96.0.1', dev: 'ul0', port: 4789, netns: ua }), { created: false }, 'kept when unchanged');
     // Endpoints: a veth from each bridge into an endpoint namespace.
     for (const [sw, ep, addr] of [[ua, ea, '10.95.0.21/24'], [bb, eb, '10.95.0.22/24']] as const) {
       await sh(['-n', sw, 'link', 'add', 'name', 'vep', 'mtu', '1450', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ep]);
@@ -231,9 +232,12 @@ t.test('as root, in namespaces of this test', { skip: !isRoot && 'needs root (ne
     t.equal(sa?.master, 'brv');
     t.same((await ownedBridges(bb)).sort(), ['brv', 'vx0'], 'the bridge and the port are vmd\'s');
 
-    // Changing the remote replaces the port; a name taken by another kind of link is refused.
-    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remote: '10.96.0.9', local: '10.96.0.1', dev: 'ul0', port: 4789, netns: ua }), { created: true }, 'replaced');
-    await rejectsWith(t, vxlanEnsure({ name: 'vep', bridge: 'brv', id: 42, remote: '10.96.0.2', local: null, dev: 'ul0', port: 4789, netns: ua }),
+    // Changing the remote keeps the port and rewrites its FDB; changing the local address replaces it; a name
+    // taken by another kind of link is refused.
+    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remotes: ['10.96.0.9'], group: null, local: '10.96.0.1', dev: 'ul0', port: 4789, netns: ua }), { created: false }, 'kept');
+    t.same(await vxlanRemotes('vx0', ua), ['10.96.0.9'], 'the new remote replaced the old one');
+    t.same(await vxlanEnsure({ name: 'vx0', bridge: 'brv', id: 42, remotes: ['10.96.0.9'], group: null, local: '10.96.0.3', dev: 'ul0', port: 4789, netns: ua }), { created: true }, 'replaced');
+    await rejectsWith(t, vxlanEnsure({ name: 'vep', bridge: 'brv', id: 42, remotes: ['10.96.0.2'], group: null, local: null, dev: 'ul0', port: 4789, netns: ua }),
       'ERR_INTERNAL', /^vxlan vep in netns .*: exists and is not vmd's vxlan \(veth\)$/, 'not a vxlan');
     t.same(await bridgeRemove('vx0', ua), { removed: true }, 'a vmd VXLAN port is removed like its bridge');
     t.same(await linkRemove('vx0', ua), { removed: false }, 'already gone');

@@ -5,7 +5,7 @@ import t from 'tap';
 import { parseConfigText } from '../../../grammar/parse.js';
 import { guardOf, linkLocalOf, lockedIpOf, type LinkState } from '../../../vmd/net/plan.js';
 
-type Binding = Pick<LinkState, 'local' | 'lockMac' | 'fixed' | 'allow'>;
+type Binding = Pick<LinkState, 'local' | 'lockMac' | 'fixed' | 'allow' | 'spanned'>;
 const onSwitch = (over: Partial<Binding> = {}): Binding => ({ local: null, lockMac: false, fixed: '10.0.0.7', allow: [], ...over });
 
 t.test('where vmd gave the address, the link is bound to it and guarded', async (t) => {
@@ -16,6 +16,9 @@ t.test('where vmd gave the address, the link is bound to it and guarded', async 
   t.same(guardOf(local), { dhcp: true, router: true });
   t.equal(lockedIpOf(onSwitch({ fixed: null })), null, 'a switch without dhcp binds nothing');
   t.equal(guardOf(onSwitch({ fixed: null })), null, 'and guards nothing');
+  t.same(guardOf(onSwitch({ fixed: null, spanned: true })), { dhcp: true, router: true }, 'unless it spans hosts: the server may be on another');
+  t.same(guardOf(onSwitch({ fixed: null, spanned: true, allow: ['dhcp'] })), { dhcp: false, router: true }, 'allow dhcp lifts that too');
+  t.equal(lockedIpOf(onSwitch({ fixed: null, spanned: true })), null, 'and no address is bound there');
 });
 
 t.test('allow dhcp and allow router lift what they name', async (t) => {
