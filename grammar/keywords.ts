@@ -12,11 +12,13 @@ export const KEYWORDS: readonly string[] = [
 /**
  * Words that start or structure an extension option; the grammar recognises them only where an extension
  * expects them (elsewhere they are plain strings, so OpenBSD configs using them as names keep working).
- * Order matters: grammar/tokens.ts gives them the token codes n-z 0-7 used by grammar/vm.conf.peggy.
+ * Order matters: grammar/tokens.ts gives them the token codes n-z 0-9 used by grammar/vm.conf.peggy.
  */
 export const EXTENSION_STRUCTURAL_WORDS: readonly string[] = [
   'accel', 'qemu', 'cpus', 'initrd', 'cmdline', 'address', 'dhcp', 'nat', 'vxlan', 'remote', 'dev',
   'port', 'forward', 'to', 'pass', 'block', 'in', 'out', 'quick', 'proto', 'from',
+  // Real operating systems: `firmware bios|uefi [secure-boot]` and the `cloud-init { … }` block.
+  'firmware', 'cloud-init',
 ];
 
 /** Words of vmd's extensions; recognised only where they are expected, so OpenBSD configs keep working. */
@@ -24,4 +26,6 @@ export const EXTENSION_WORDS: readonly string[] = [
   ...EXTENSION_STRUCTURAL_WORDS,
   // Values checked by the extensions' actions: accelerators, rule protocols and addresses.
   'auto', 'kvm', 'tcg', 'tcp', 'udp', 'icmp', 'icmp6', 'any', 'router',
+  // Firmware kinds and the cloud-init block's settings.
+  'bios', 'uefi', 'secure-boot', 'hostname', 'user', 'ssh-key', 'user-data',
 ];

@@ -10,6 +10,19 @@ export interface SourceLocation {
 export type Accel = 'auto' | 'kvm' | 'tcg';
 export type DiskFormat = 'raw' | 'qcow2';
 export type BootDevice = 'cdrom' | 'disk' | 'net';
+/** `firmware bios|uefi`: SeaBIOS, or OVMF with a per-VM variable store. */
+export type FirmwareKind = 'bios' | 'uefi';
+
+/** `cloud-init { … }`: what vmd writes into the guest's NoCloud seed (share/cloud-init.ts). */
+export interface CloudInitConfig {
+  /** null = the VM's name. */
+  readonly hostname: string | null;
+  /** The default user cloud-init creates (sudo, no password), with the keys; null = the image's default user. */
+  readonly user: string | null;
+  readonly sshKeys: readonly string[];
+  /** `user-data PATH`: the user's own user-data file, used as written instead of the generated one; absolute. */
+  readonly userData: string | null;
+}
 
 /** `owner user[:group]`, `:group` or a uid, resolved against the host's passwd/group at parse time. */
 export interface Owner {
@@ -123,6 +136,12 @@ export interface VmConfig {
   readonly sev: boolean;
   readonly seves: boolean;
   readonly accel: Accel | null;
+  /** `firmware`: absent or null = bios (QEMU's SeaBIOS, or the `boot` firmware image). */
+  readonly firmware?: FirmwareKind | null;
+  /** `firmware uefi secure-boot`: OVMF's Secure Boot build with Microsoft's keys enrolled. */
+  readonly secureBoot?: boolean;
+  /** `cloud-init { … }`: a NoCloud seed attached read-only; absent or null = none. */
+  readonly cloudInit?: CloudInitConfig | null;
   readonly location: SourceLocation;
 }
 

@@ -6,13 +6,14 @@ import {
   MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError,
   type Base, type ControlRequest, type RequestType, type StartNet, type StartOptions,
 } from './protocol.js';
+import { OS_START_KEYS, readOsStartOptions } from './read-os-options.js';
 import { array, bool, int, isObj, oneOf, onlyKeys, optInt, optStr, path, str, type Obj } from './read.js';
 
 /** `vmctl start` options: paths absolute, lists bounded, every key known. */
 export function readStartOptions(v: unknown): StartOptions {
   const what = 'vm.start.request options';
   if (!isObj(v)) throw new ProtocolError(`${what}: must be an object`);
-  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'instanceOf', 'forwards'], what);
+  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'instanceOf', 'forwards', ...OS_START_KEYS], what);
   const out: { -readonly [K in keyof StartOptions]: StartOptions[K] } = {};
   const memory = optInt(v, 'memory', 1, 2 ** 53 - 1, what);
   if (memory !== undefined) out.memory = memory;
@@ -68,6 +69,7 @@ export function readStartOptions(v: unknown): StartOptions {
       };
     });
   }
+  readOsStartOptions(v, out, what);
   return out;
 }
 

@@ -46,6 +46,12 @@ export interface StreamConfig {
   readonly disks: readonly { readonly path: string; readonly format: 'raw' | 'qcow2' }[];
   readonly interfaces: readonly StreamNic[];
   readonly owner: { readonly uid: number; readonly gid: number | null } | null;
+  /**
+   * `firmware uefi [secure-boot]`: the receiver needs the same pflash devices to load the state. Absent = bios, so
+   * older streams stay readable. The variable store itself does not travel: the received guest gets a fresh one.
+   */
+  readonly firmware?: 'uefi';
+  readonly secureBoot?: true;
 }
 
 type Obj = Record<string, unknown>;
@@ -163,7 +169,9 @@ const MIB = 1024 * 1024;
 /** Decodes an untrusted configuration from a stream; throws StreamError naming the field. */
 export function readStreamConfig(v: unknown): StreamConfig {
   if (!isObj(v)) bad('must be an object');
-  keys(v, ['name', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'interfaces', 'owner'], 'configuration');
+  keys(v, ['name', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'interfaces', 'owner', 'firmware', 'secureBoot'], 'configuration');
+  if (v.firmware !== undefined && v.firmware !== 'uefi') bad('firmware must be uefi or absent');
+  if (v.secureBoot !== undefined && (v.secureBoot !== true || v.firmware !== 'uefi')) bad('secureBoot must be true with firmware uefi, or absent');
   const memory = intIn(v.memory, MIB, 128 * 1024 * MIB, 'memory');
   if (memory % MIB !== 0) bad('memory must be a whole number of megabytes');
   let cmdline: string | null = null;
@@ -193,5 +201,7 @@ export function readStreamConfig(v: unknown): StreamConfig {
     }),
     interfaces: list(v.interfaces, 4, 'interfaces').map(nic),
     owner,
+    ...(v.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
+    ...(v.secureBoot === true ? { secureBoot: true as const } : {}),
   };
 }

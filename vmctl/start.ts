@@ -8,6 +8,7 @@ import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import { attachConsole } from './console.js';
 import { getopt, parseVmid, printJson, reportError, strtonum, VM_NAME_MAX, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, sysMessage, UsageError } from './errors.js';
+import { OS_START_OPTIONS, osFlagsEmpty, osStartOptions, readOsStartOption, type OsFlags } from './start-os.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** vmd.h limits vmctl enforces before asking: disks and NICs per VM, PATH_MAX. */
@@ -105,7 +106,7 @@ export function validVmName(name: string): boolean {
 /** The options of `vmctl start`: OpenBSD's getopt string `b:B:cd:i:Lm:n:r:t:` plus our long options. */
 const START_OPTIONS = [
   '-b <path>', '-B <device>', '-c', '-d <disk>', '-i <count>', '-L', '-m <size>', '-n <switch>', '-r <path>', '-t <name>',
-  '--initrd <path>', '--cmdline <string>', '--forward <spec>',
+  '--initrd <path>', '--cmdline <string>', '--forward <spec>', ...OS_START_OPTIONS,
 ] as const;
 
 /** The options seen so far: getopt's events fill it in one at a time, in the order they were typed. */
@@ -122,6 +123,7 @@ interface StartFlags {
   readonly nets: StartNet[];
   readonly disks: string[];
   readonly forwards: StartForward[];
+  readonly os: OsFlags;
 }
 
 /** -b, -r and --initrd resolve their path the same way; only the message on failure differs. */
@@ -198,7 +200,7 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       flags.forwards.push(parseForward(v));
       break;
     default:
-      throw new UsageError();
+      if (!readOsStartOption(flags.os, name, v, env.cwd)) throw new UsageError();
   }
 }
 
@@ -237,7 +239,7 @@ function buildStartOptions(flags: StartFlags, nnics: number): StartOptions {
   if (flags.bootDevice !== undefined) options.bootDevice = flags.bootDevice;
   if (flags.instanceOf !== undefined) options.instanceOf = flags.instanceOf;
   if (flags.forwards.length > 0) options.forwards = flags.forwards;
-  return options;
+  return { ...options, ...osStartOptions(flags.os) };
 }
 
 /** ctl_start() and vm_start(): every check and message in OpenBSD's order; throws CliError or UsageError. */
@@ -245,7 +247,7 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
   const { events, operands } = getopt(args, START_OPTIONS);
   const flags: StartFlags = {
     boot: undefined, bootDevice: undefined, cdrom: undefined, memory: undefined, nifs: undefined, instanceOf: undefined,
-    initrd: undefined, cmdline: undefined, console: false, nets: [], disks: [], forwards: [],
+    initrd: undefined, cmdline: undefined, console: false, nets: [], disks: [], forwards: [], os: osFlagsEmpty(),
   };
   for (const { name, value } of events) readStartOption(flags, name, value ?? '', env);
   if (operands.length !== 1) throw new UsageError();

@@ -19,7 +19,8 @@ export const COMMAND_USAGE = {
   show: '[id]',
   start: '[-cL] [-B device] [-b path] [-d disk] [-i count]\n'
     + '\t\t[-m size] [-n switch] [-r path] [-t name]\n'
-    + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport] id | name',
+    + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport]\n'
+    + '\t\t[--firmware bios | uefi] [--secure-boot] [--user name] [--ssh-key file] id | name',
   status: '[-r] [id]',
   stop: '[-fw] [id | -a]',
   wait: 'id',

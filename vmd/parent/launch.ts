@@ -13,8 +13,10 @@ import { logInfo, logWarn } from '../log.js';
 import { qemuArgv } from '../qemu-argv.js';
 import type { QemuNic, QemuSpec } from '../qemu-spec.js';
 import { fsIdentityOf } from '../user-files.js';
+import { seedOpen } from './cloud-init.js';
 import type { Parent } from './context.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
+import { nvramOpen } from './nvram.js';
 import type { Entry, RestartCount } from './registry.js';
 
 const RESTART_WINDOW_MS = 6000;
@@ -89,6 +91,8 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
   try {
     rmSync(runDir, { recursive: true, force: true });
     const images = await imagesOpen(vm, fsIdentityOf(uid), fds, { root: p.env.root, qemu: p.env.qemuIdentity, runDir });
+    const uefi = nvramOpen(p.env.stateDir, e.record.id, vm, fds);
+    const seed = await seedOpen({ stateDir: p.env.stateDir, global: p.config.global, root: p.env.root }, e.record.id, vm, fsIdentityOf(uid), fds);
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
     chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
@@ -101,7 +105,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     const nics: QemuNic[] = net.nics.map((n) => (n.kind === 'tap'
       ? { kind: 'tap', fd: fds.pass(n.hostFd), mac: n.mac }
       : { kind: 'user', mac: n.mac, forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })) }));
-    const spec = qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root });
+    const spec = { ...qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root }), uefi, seed };
     // A received guest starts paused, waiting for its state (vmm hands QEMU the stream with migrate-incoming).
     const argv = qemuArgv(opts.incoming ? { ...spec, incoming: 'defer', paused: true } : spec);
     const rt: VmRuntime = {

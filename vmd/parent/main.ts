@@ -15,8 +15,10 @@ import { Network } from '../network.js';
 import { configLoad, configRegister, configReload, formatDiag } from './config.js';
 import type { Parent, ParentEnv, ParentOptions } from './context.js';
 import { parentDispatchControl, parentDispatchVmm } from './dispatch.js';
+import { seedRemove } from './cloud-init.js';
 import { vmStart } from './launch.js';
 import { guestExited, guestsReconcile } from './lifecycle.js';
+import { nvramRemove } from './nvram.js';
 import { VmRegistry } from './registry.js';
 import { Roles } from './roles.js';
 import { StaggerQueue } from './stagger.js';
@@ -91,6 +93,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (roles.control === null) return false;
     roles.control.send({ type: 'control.status', vms: list, warnings });
     return true;
+  }, (id) => {
+    nvramRemove(env.stateDir, id);
+    seedRemove(env.stateDir, id);
   });
   const accel = accelChooser(() => p);
   const p: Parent = {

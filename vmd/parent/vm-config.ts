@@ -11,6 +11,7 @@ import { NAME_MAX, switchNameError, vmNameError } from '../../share/names.js';
 import type { StartOptions } from '../../share/protocol.js';
 import type { StreamConfig } from '../../share/stream.js';
 import { stableMac } from '../net/addr.js';
+import { osFromOptions, osInherit, osOptionsGiven } from './vm-os.js';
 
 /** The names vm.conf accepts (share/names.ts), with vmctl's wording for the two ways a name goes wrong. */
 function vmNameCheck(name: string): void {
@@ -51,6 +52,7 @@ export function vmFromOptions(
         [o.interfaces !== undefined || (o.nets?.length ?? 0) > 0 || (o.forwards?.length ?? 0) > 0, 'interface', 'interfaces'],
         [o.boot !== undefined || o.initrd !== undefined || o.cmdline !== undefined, 'boot', 'boot image'],
         [o.cdrom !== undefined, 'cdrom', 'cdrom'],
+        [osOptionsGiven(o), 'boot', 'firmware or cloud-init'],
       ];
       for (const [given, flag, what] of overrides) {
         if (given && !allow.flags.includes(flag)) {
@@ -85,7 +87,7 @@ export function vmFromOptions(
     boot: o.boot ?? null, initrd: o.initrd ?? null, cmdline: o.cmdline ?? null,
     bootDevice: o.bootDevice ?? null, cdrom: o.cdrom ?? null,
     disks, interfaces, owner: { uid, gid: null, user: null, group: null }, allowInstance: null,
-    sev: false, seves: false, accel: null, location,
+    sev: false, seves: false, accel: null, ...osFromOptions(o), location,
   };
   const vm = parent === null ? { ...own, memory: own.memory ?? DEFAULT_MEMORY } : inherit(parent, own);
   if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
@@ -112,6 +114,8 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
       ...(n.allow === undefined || n.allow.length === 0 ? {} : { allow: [...n.allow] }),
     })),
     owner: vm.owner === null ? null : { uid: vm.owner.uid, gid: vm.owner.gid },
+    ...(vm.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
+    ...(vm.firmware === 'uefi' && vm.secureBoot === true ? { secureBoot: true as const } : {}),
   };
 }
 
@@ -132,6 +136,8 @@ export function vmFromStream(name: string, c: StreamConfig): VmConfig {
     location })),
     owner: c.owner === null ? null : { uid: c.owner.uid, gid: c.owner.gid, user: null, group: null },
     allowInstance: null, sev: false, seves: false, accel: null, location,
+    ...(c.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
+    ...(c.secureBoot === true ? { secureBoot: true } : {}),
   };
 }
 
@@ -154,5 +160,6 @@ export function inherit(parent: VmConfig | null, child: VmConfig): VmConfig {
     interfaces: child.interfaces.length > 0 ? child.interfaces : parent.interfaces,
     owner: child.owner ?? parent.owner,
     accel: child.accel ?? parent.accel,
+    ...osInherit(parent, child),
   };
 }
