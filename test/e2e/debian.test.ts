@@ -1,0 +1,129 @@
+// End to end with a real operating system: the Debian 12 disk share/guest/debian builds, booted by a real vmd.
+// SeaBIOS with cloud-init on a DHCP switch, then UEFI keeping a boot entry across a stop and start. Few boots: TCG is slow.
+
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { packageRoot, vmctlEntry } from '../../share/paths.js';
+import { VmdHarness } from '../lib/vmd-harness.js';
+
+/** The cached disk; the builder prints its path, building it first when the cache has none (a few minutes). */
+const baseDisk = execFileSync(join(packageRoot, 'share', 'guest', 'debian'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+
+/** A throwaway overlay on the shared base, so the cached disk is never written. */
+async function overlay(h: VmdHarness, name: string): Promise<string> {
+  const path = join(h.dir, `${name}.qcow2`);
+  await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', baseDisk, '-F', 'qcow2', path]);
+  return path;
+}
+
+/** Replaces the daemon's vm.conf and reloads it: VMs appear (and start) or are removed with their files. */
+async function reconfigure(h: VmdHarness, text: string): Promise<void> {
+  writeFileSync(h.configPath, text);
+  const r = await h.vmctl(['reload']);
+  if (r.exitCode !== 0) throw new Error(`reload failed: ${r.stderr}`);
+}
+
+/** Logs in as root on the serial console (the image's test password) and leaves a shell prompt. */
+async function consoleLogin(h: VmdHarness, name: string, timeoutSec: number): Promise<void> {
+  await h.console(name, '\n', /login: $/m, timeoutSec);
+  await h.console(name, 'root\n', /Password: ?$/m, 30);
+  await h.console(name, 'vmd\n', /root@[\w-]+:~# $/m, 60);
+}
+
+/** Runs a shell command on the console and returns what it printed between two markers. */
+async function consoleRun(h: VmdHarness, name: string, cmd: string, timeoutSec = 60): Promise<string> {
+  const out = await h.console(name, `echo BEGIN-$((40+2)); ${cmd}; echo END-$((40+2))\n`, /BEGIN-42[\s\S]*END-42/, timeoutSec);
+  const m = /BEGIN-42\r?\n([\s\S]*?)END-42/.exec(out.slice(out.lastIndexOf('BEGIN-42')));
+  return m === null ? '' : m[1]!;
+}
+
+/** Collects console output in the background until the VM's console goes away (its QEMU exits). */
+function consoleTap(h: VmdHarness, name: string): { readonly done: Promise<string> } {
+  const p = execa(process.execPath, [vmctlEntry, 'console', '-t', '120', name], {
+    env: h.env, extendEnv: false, reject: false, stdin: 'pipe', timeout: 150_000,
+  });
+  return { done: p.then((r) => String(r.stdout)) };
+}
+
+t.before(() => {
+  if (!existsSync(baseDisk)) throw new Error(`debian test disk missing: ${baseDisk}`);
+});
+
+t.test('SeaBIOS: login prompt, a lease from a vmd switch, cloud-init hostname and key over ssh, clean systemd stop', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  // nat needs a way out: a dummy default route in the test namespace stands for the host's uplink.
+  for (const args of [['link', 'add', 'up0', 'type', 'dummy'], ['addr', 'add', '10.203.0.1/24', 'dev', 'up0'], ['link', 'set', 'up0', 'up'],
+    ['route', 'add', 'default', 'via', '10.203.0.2']]) await execa('ip', ['-n', h.netns, ...args]);
+  const key = join(h.dir, 'id_ed25519');
+  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'vmd-test', '-f', key]);
+  const pub = readFileSync(`${key}.pub`, 'utf8').trim();
+  const disk = await overlay(h, 'bios');
+  await reconfigure(h, `switch "lan" {\n  interface vmdtdeb0\n  address 10.81.0.1/24\n  dhcp\n  nat\n}\n` +
+    `vm "deb" {\n  memory 512M\n  disk "${disk}"\n  interface {\n    switch "lan"\n    forward tcp 2222 to 22\n  }\n` +
+    `  cloud-init {\n    hostname "web-1"\n    user "alice"\n    ssh-key "${pub}"\n  }\n}\n`);
+  await h.waitState('deb', 'running', 60_000);
+  const id = Number((await h.waitState('deb', 'running', 1000)).trim().split(/\s+/)[0]);
+
+  const boot = await h.console('deb', '\n', /web-1 login: $/m, 300);
+  t.match(boot, /SeaBIOS/, 'booted through SeaBIOS');
+  t.match(boot, /web-1 login:/, 'a getty on the serial console, under the hostname cloud-init set');
+
+  const fixed = `10.81.0.${2 + 4 * (id - 1)}`;
+  const links = await h.vmctl(['links']);
+  t.match(links.stdout, new RegExp(`\\bdeb\\s+0\\s+vmd${id}i0\\s+\\S+\\s+lan\\s+${fixed.replace(/\./g, '\\.')}/24`), 'the guest holds the switch\'s lease');
+
+  // sshd may come up a little after the getty: bounded retries.
+  let ssh = { stdout: '', stderr: '', exitCode: 1 as number | undefined };
+  for (let i = 0; i < 30 && ssh.exitCode !== 0; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 3000));
+    const r = await execa('ip', ['netns', 'exec', h.netns, 'ssh', '-i', key, '-p', '2222', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no',
+      '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=5', 'alice@127.0.0.1', 'hostname'], { reject: false, timeout: 30_000 });
+    ssh = { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode };
+  }
+  t.equal(ssh.exitCode, 0, `ssh as the cloud-init user with the vm.conf key: ${ssh.stderr}`);
+  t.equal(ssh.stdout.trim(), 'web-1', 'the hostname from vm.conf');
+  t.ok(existsSync(join(h.stateDir, 'cloud-init', `${id}.iso`)), 'the seed is kept in the state directory');
+
+  const tap = consoleTap(h, 'deb');
+  await new Promise((r) => setTimeout(r, 1000));
+  const stopped = await h.vmctl(['stop', '-w', 'deb'], { timeoutMs: 120_000 });
+  t.equal(stopped.exitCode, 0, stopped.stderr);
+  const shutdown = await tap.done;
+  t.match(shutdown, /(Stopped|Finished) .*|Reached target .*Power-Off/, 'systemd stops its units');
+  t.match(shutdown, /reboot: Power down/, 'and powers off by itself');
+  t.match(h.daemonLog, /vm "deb" \(vm \d+\) terminated: guest-shutdown/, 'the guest shut down (ACPI), not killed');
+
+  await reconfigure(h, '# empty\n');
+  t.notOk(existsSync(join(h.stateDir, 'cloud-init', `${id}.iso`)), 'the seed goes with the VM');
+});
+
+t.test('UEFI: a boot entry written by efibootmgr in the guest survives a stop and start; the store goes with the VM', async (t) => {
+  const h = await VmdHarness.start();
+  t.teardown(() => h.teardown());
+  const disk = await overlay(h, 'uefi');
+  await reconfigure(h, `vm "efi" {\n  memory 512M\n  firmware uefi\n  disk "${disk}"\n}\n`);
+  await h.waitState('efi', 'running', 60_000);
+  const id = Number((await h.waitState('efi', 'running', 1000)).trim().split(/\s+/)[0]);
+  const store = join(h.stateDir, 'nvram', `${id}.fd`);
+
+  await consoleLogin(h, 'efi', 300);
+  const made = await consoleRun(h, 'efi', "efibootmgr -q -c -d /dev/vda -p 1 -L vmd-test-entry -l '\\EFI\\BOOT\\BOOTX64.EFI' && efibootmgr");
+  t.match(made, /vmd-test-entry/, 'efibootmgr wrote the entry');
+  t.ok(existsSync(store), 'the VM has its own variable store');
+
+  const stopped = await h.vmctl(['stop', '-w', 'efi'], { timeoutMs: 120_000 });
+  t.equal(stopped.exitCode, 0, stopped.stderr);
+  const started = await h.vmctl(['start', 'efi']);
+  t.equal(started.exitCode, 0, started.stderr);
+  await consoleLogin(h, 'efi', 300);
+  const listed = await consoleRun(h, 'efi', 'efibootmgr');
+  t.match(listed, /vmd-test-entry/, 'the entry is still there after a stop and start');
+  await h.vmctl(['stop', '-f', '-w', 'efi']);
+
+  await reconfigure(h, '# empty\n');
+  t.notOk(existsSync(store), 'the variable store goes with the VM');
+});
