@@ -28,15 +28,22 @@ async function reconfigure(h: VmdHarness, text: string): Promise<void> {
 
 /** Logs in as root on the serial console (the image's test password) and leaves a shell prompt. */
 async function consoleLogin(h: VmdHarness, name: string, timeoutSec: number): Promise<void> {
-  await h.console(name, '\n', /login: $/m, timeoutSec);
-  await h.console(name, 'root\n', /Password: ?$/m, 30);
-  await h.console(name, 'vmd\n', /root@[\w-]+:~# $/m, 60);
+  // One boot's ring buffer shows each of these once: every wait is for something the previous input caused.
+  await h.console(name, '\n', /login:/, timeoutSec);
+  await h.console(name, 'root\n', /Password:/, 30);
+  await h.console(name, 'vmd\n', /root@[\w-]+:~# /, 60);
 }
 
-/** Runs a shell command on the console and returns what it printed between two markers. */
+let runs = 0;
+
+/**
+ * Runs a shell command on the console and returns what it printed between two markers. The markers are new for
+ * every run and only the shell's arithmetic writes them, so neither the echoed command nor an earlier run matches.
+ */
 async function consoleRun(h: VmdHarness, name: string, cmd: string, timeoutSec = 60): Promise<string> {
-  const out = await h.console(name, `echo BEGIN-$((40+2)); ${cmd}; echo END-$((40+2))\n`, /BEGIN-42[\s\S]*END-42/, timeoutSec);
-  const m = /BEGIN-42\r?\n([\s\S]*?)END-42/.exec(out.slice(out.lastIndexOf('BEGIN-42')));
+  const n = 1000 + runs++;
+  const out = await h.console(name, `echo BEGIN-$((${n}+0)); ${cmd}; echo END-$((${n}+0))\n`, new RegExp(`BEGIN-${n}[\\s\\S]*END-${n}`), timeoutSec);
+  const m = new RegExp(`BEGIN-${n}\\r?\\n([\\s\\S]*?)END-${n}`).exec(out);
   return m === null ? '' : m[1]!;
 }
 
@@ -68,7 +75,7 @@ t.test('SeaBIOS: login prompt, a lease from a vmd switch, cloud-init hostname an
   await h.waitState('deb', 'running', 60_000);
   const id = Number((await h.waitState('deb', 'running', 1000)).trim().split(/\s+/)[0]);
 
-  const boot = await h.console('deb', '\n', /web-1 login: $/m, 300);
+  const boot = await h.console('deb', '\n', /web-1 login:/, 300);
   t.match(boot, /SeaBIOS/, 'booted through SeaBIOS');
   t.match(boot, /web-1 login:/, 'a getty on the serial console, under the hostname cloud-init set');
 
@@ -93,7 +100,7 @@ t.test('SeaBIOS: login prompt, a lease from a vmd switch, cloud-init hostname an
   const stopped = await h.vmctl(['stop', '-w', 'deb'], { timeoutMs: 120_000 });
   t.equal(stopped.exitCode, 0, stopped.stderr);
   const shutdown = await tap.done;
-  t.match(shutdown, /(Stopped|Finished) .*|Reached target .*Power-Off/, 'systemd stops its units');
+  t.match(shutdown, /Reached target .*Power[- ]Off/i, 'systemd stops its units and reaches power-off');
   t.match(shutdown, /reboot: Power down/, 'and powers off by itself');
   t.match(h.daemonLog, /vm "deb" \(vm \d+\) terminated: guest-shutdown/, 'the guest shut down (ACPI), not killed');
 
