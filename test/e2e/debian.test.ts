@@ -62,9 +62,10 @@ t.before(() => {
 t.test('SeaBIOS: login prompt, a lease from a vmd switch, cloud-init hostname and key over ssh, clean systemd stop', async (t) => {
   const h = await VmdHarness.start();
   t.teardown(() => h.teardown());
-  // nat needs a way out: a dummy default route in the test namespace stands for the host's uplink.
-  for (const args of [['link', 'add', 'up0', 'type', 'dummy'], ['addr', 'add', '10.203.0.1/24', 'dev', 'up0'], ['link', 'set', 'up0', 'up'],
-    ['route', 'add', 'default', 'via', '10.203.0.2']]) await execa('ip', ['-n', h.netns, ...args]);
+  // nat needs a way out: a veth pair with a default route inside the test namespace stands for the host's uplink.
+  for (const args of [['link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up1'], ['addr', 'add', '10.203.0.1/24', 'dev', 'up0'],
+    ['addr', 'add', '10.203.0.2/24', 'dev', 'up1'], ['link', 'set', 'up0', 'up'], ['link', 'set', 'up1', 'up'],
+    ['route', 'add', 'default', 'via', '10.203.0.2', 'dev', 'up0']]) await execa('ip', ['-n', h.netns, ...args]);
   const key = join(h.dir, 'id_ed25519');
   await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'vmd-test', '-f', key]);
   const pub = readFileSync(`${key}.pub`, 'utf8').trim();
@@ -75,8 +76,9 @@ t.test('SeaBIOS: login prompt, a lease from a vmd switch, cloud-init hostname an
   await h.waitState('deb', 'running', 60_000);
   const id = Number((await h.waitState('deb', 'running', 1000)).trim().split(/\s+/)[0]);
 
-  const boot = await h.console('deb', '\n', /web-1 login:/, 300);
-  t.match(boot, /SeaBIOS/, 'booted through SeaBIOS');
+  const boot = await h.console('deb', '\n', /web-1 login:/, 600);
+  t.match(boot, /EXTLINUX|SYSLINUX/, 'booted through SeaBIOS and extlinux');
+  t.notMatch(boot, /EDK II|BdsDxe/, 'not through UEFI');
   t.match(boot, /web-1 login:/, 'a getty on the serial console, under the hostname cloud-init set');
 
   const fixed = `10.81.0.${2 + 4 * (id - 1)}`;
@@ -117,7 +119,7 @@ t.test('UEFI: a boot entry written by efibootmgr in the guest survives a stop an
   const id = Number((await h.waitState('efi', 'running', 1000)).trim().split(/\s+/)[0]);
   const store = join(h.stateDir, 'nvram', `${id}.fd`);
 
-  await consoleLogin(h, 'efi', 300);
+  await consoleLogin(h, 'efi', 600);
   const made = await consoleRun(h, 'efi', "efibootmgr -q -c -d /dev/vda -p 1 -L vmd-test-entry -l '\\EFI\\BOOT\\BOOTX64.EFI' && efibootmgr");
   t.match(made, /vmd-test-entry/, 'efibootmgr wrote the entry');
   t.ok(existsSync(store), 'the VM has its own variable store');
@@ -126,7 +128,7 @@ t.test('UEFI: a boot entry written by efibootmgr in the guest survives a stop an
   t.equal(stopped.exitCode, 0, stopped.stderr);
   const started = await h.vmctl(['start', 'efi']);
   t.equal(started.exitCode, 0, started.stderr);
-  await consoleLogin(h, 'efi', 300);
+  await consoleLogin(h, 'efi', 600);
   const listed = await consoleRun(h, 'efi', 'efibootmgr');
   t.match(listed, /vmd-test-entry/, 'the entry is still there after a stop and start');
   await h.vmctl(['stop', '-f', '-w', 'efi']);
