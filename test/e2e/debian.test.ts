@@ -28,12 +28,21 @@ async function reconfigure(h: VmdHarness, text: string): Promise<void> {
   if (r.exitCode !== 0) throw new Error(`reload failed: ${r.stderr}`);
 }
 
+/** Types `text` on the console once (a short attach in pipe mode). */
+async function typeOnce(h: VmdHarness, name: string, text: string): Promise<void> {
+  const r = await h.vmctl(['console', '-t', '1', name], { input: text });
+  if (r.exitCode !== 0) throw new Error(`console failed: ${r.stderr}`);
+}
+
 /** Logs in as root on the serial console (the image's test password) and leaves a shell prompt. */
 async function consoleLogin(h: VmdHarness, name: string, timeoutSec: number): Promise<void> {
   // One boot's ring buffer shows each of these once: every wait is for something the previous input caused.
+  // h.console sends its input at every attach, so the name and the password are typed once, then waited on.
   await h.console(name, '\n', /login:/, timeoutSec);
-  await h.console(name, 'root\n', /Password:/, 30);
-  await h.console(name, 'vmd\n', /root@[\w-]+:~# /, 60);
+  await typeOnce(h, name, 'root\n');
+  await h.console(name, '', /Password:/, 60);
+  await typeOnce(h, name, 'vmd\n');
+  await h.console(name, '', /root@[\w-]+:~# /, 120);
 }
 
 let runs = 0;
@@ -44,7 +53,8 @@ let runs = 0;
  */
 async function consoleRun(h: VmdHarness, name: string, cmd: string, timeoutSec = 60): Promise<string> {
   const n = 1000 + runs++;
-  const out = await h.console(name, `echo BEGIN-$((${n}+0)); ${cmd}; echo END-$((${n}+0))\n`, new RegExp(`BEGIN-${n}[\\s\\S]*END-${n}`), timeoutSec);
+  await typeOnce(h, name, `echo BEGIN-$((${n}+0)); ${cmd}; echo END-$((${n}+0))\n`);
+  const out = await h.console(name, '', new RegExp(`BEGIN-${n}[\\s\\S]*END-${n}`), timeoutSec);
   const m = new RegExp(`BEGIN-${n}\\r?\\n([\\s\\S]*?)END-${n}`).exec(out);
   return m === null ? '' : m[1]!;
 }
