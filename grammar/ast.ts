@@ -60,6 +60,8 @@ export type VmOpt = Span & (
   | { kind: 'memory'; value: Tok; number: boolean }
   | { kind: 'owner'; owner: OwnerNode }
   | { kind: 'allow'; flags: readonly InstanceFlagNode[] }
+  | { kind: 'firmware'; value: Tok; flags: Toks }
+  | { kind: 'cloudInit'; items: readonly { readonly key: Tok; readonly value: Toks }[] }
 );
 
 export interface SwitchNode extends Span {

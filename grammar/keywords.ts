@@ -19,6 +19,8 @@ export const EXTENSION_STRUCTURAL_WORDS: readonly string[] = [
   'accel', 'qemu', 'cpus', 'initrd', 'cmdline', 'address', 'dhcp', 'nat', 'vxlan', 'remote', 'dev',
   'port', 'forward', 'to', 'pass', 'block', 'in', 'out', 'quick', 'proto', 'from', 'machine', 'bus',
   'passt', 'metrics',
+  // Real operating systems: `firmware bios|uefi [secure-boot]` and the `cloud-init { … }` block.
+  'firmware', 'cloud-init',
 ];
 
 /** Words of vmd's extensions; recognised only where they are expected, so OpenBSD configs keep working. */
@@ -28,4 +30,6 @@ export const EXTENSION_WORDS: readonly string[] = [
   'auto', 'kvm', 'tcg', 'tcp', 'udp', 'icmp', 'icmp6', 'any', 'router',
   // Machine types and disk buses.
   'q35', 'pc', 'microvm', 'virtio', 'scsi', 'sata', 'ide', 'nvme',
+  // Firmware kinds and the cloud-init block's settings.
+  'bios', 'uefi', 'secure-boot', 'hostname', 'user', 'ssh-key', 'user-data',
 ];

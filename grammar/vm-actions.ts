@@ -13,12 +13,13 @@ import { resolve } from 'node:path';
 import { ACCELS, type ActionBase, NAME_MAX, PATH_MAX } from './action-base.js';
 import type { Toks, VmOpt } from './ast.js';
 import { type IfaceDraft, vmInterface } from './interface-actions.js';
+import { type OsDraft, osFields, vmCloudInit, vmFirmware } from './os-actions.js';
 import { strtonum } from './values.js';
 
 const MAX_CPUS = 64;
 
 /** A vm while its block is being read. */
-export interface VmDraft {
+export interface VmDraft extends OsDraft {
   name: string;
   instanceOf: string | null;
   enabled: boolean;
@@ -58,6 +59,7 @@ export function vmBegin(a: ActionBase, nameToks: Toks, instance: Toks | null, he
     name, instanceOf, enabled: true, memory: null, cpus: null, boot: null, initrd: null, cmdline: null,
     bootDevice: null, cdrom: null, disks: [], nics: [], nifs: null, owner: null, allow: null,
     sev: false, seves: false, accel: null, machine: null, diskAt: [], machineAt: nameToks[0]! - 1,
+    firmware: null, secureBoot: false, cloudInit: null,
     location: a.location(nameToks[0]! - 1),
   };
 }
@@ -152,6 +154,8 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
       vm.cmdline = cmdline;
       return;
     }
+    case 'firmware': vmFirmware(a, vm, o); return;
+    case 'cloudInit': vmCloudInit(a, vm, o); return;
   }
 }
 
@@ -173,7 +177,7 @@ export function vmEnd(a: ActionBase, vm: VmDraft, close: number): VmConfig {
     name: vm.name, instanceOf: vm.instanceOf, enabled: vm.enabled, memory: vm.memory, cpus: vm.cpus,
     boot: vm.boot, initrd: vm.initrd, cmdline: vm.cmdline, bootDevice: vm.bootDevice, cdrom: vm.cdrom,
     disks: vm.disks, interfaces: nics, owner: vm.owner, allowInstance: allow, sev: vm.sev, seves: vm.seves,
-    accel: vm.accel, ...(vm.machine === null ? {} : { machine: vm.machine }), location: vm.location,
+    accel: vm.accel, ...(vm.machine === null ? {} : { machine: vm.machine }), ...osFields(vm), location: vm.location,
   };
 }
 

@@ -27,6 +27,19 @@ export const MACHINE_BUSES: Readonly<Record<Machine, readonly DiskBus[]>> = {
   pc: ['virtio', 'scsi', 'sata', 'ide', 'nvme'],
   microvm: ['virtio', 'scsi'],
 };
+/** `firmware bios|uefi`: SeaBIOS, or OVMF with a per-VM variable store. */
+export type FirmwareKind = 'bios' | 'uefi';
+
+/** `cloud-init { … }`: what vmd writes into the guest's NoCloud seed (share/cloud-init.ts). */
+export interface CloudInitConfig {
+  /** null = the VM's name. */
+  readonly hostname: string | null;
+  /** The default user cloud-init creates (sudo, no password), with the keys; null = the image's default user. */
+  readonly user: string | null;
+  readonly sshKeys: readonly string[];
+  /** `user-data PATH`: the user's own user-data file, used as written instead of the generated one; absolute. */
+  readonly userData: string | null;
+}
 
 /** `owner user[:group]`, `:group` or a uid, resolved against the host's passwd/group at parse time. */
 export interface Owner {
@@ -160,6 +173,12 @@ export interface VmConfig {
   readonly accel: Accel | null;
   /** `machine …`; absent or null = q35 (configs stored before machines existed have none). */
   readonly machine?: Machine | null;
+  /** `firmware`: absent or null = bios (QEMU's SeaBIOS, or the `boot` firmware image). */
+  readonly firmware?: FirmwareKind | null;
+  /** `firmware uefi secure-boot`: OVMF's Secure Boot build with Microsoft's keys enrolled. */
+  readonly secureBoot?: boolean;
+  /** `cloud-init { … }`: a NoCloud seed attached read-only; absent or null = none. */
+  readonly cloudInit?: CloudInitConfig | null;
   readonly location: SourceLocation;
 }
 

@@ -163,6 +163,11 @@ export interface StartOptions {
   readonly machine?: Machine;
   readonly instanceOf?: string;
   readonly forwards?: readonly StartForward[];
+  /** `--firmware`, `--secure-boot` (implies uefi). */
+  readonly firmware?: 'bios' | 'uefi';
+  readonly secureBoot?: boolean;
+  /** `--user`, `--ssh-key FILE` (vmctl sends the key, read as the caller): a cloud-init seed for the VM. */
+  readonly cloudInit?: { readonly hostname?: string; readonly user?: string; readonly sshKeys?: readonly string[] };
 }
 
 export interface Base {

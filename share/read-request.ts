@@ -7,6 +7,7 @@ import {
   type Base, type ControlRequest, type RequestType, type StartNet, type StartOptions,
 } from './protocol.js';
 import { DISK_BUSES, MACHINES } from './config.js';
+import { OS_START_KEYS, readOsStartOptions } from './read-os-options.js';
 import { array, bool, int, isObj, oneOf, onlyKeys, optInt, optStr, path, str, type Obj } from './read.js';
 
 /** A `vmctl start` disk: `[bus:][raw:|qcow2:]/absolute/path`. */
@@ -16,7 +17,7 @@ export const DISK_SPEC_RE = new RegExp(`^(?:(${DISK_BUSES.join('|')}):)?(?:(raw|
 export function readStartOptions(v: unknown): StartOptions {
   const what = 'vm.start.request options';
   if (!isObj(v)) throw new ProtocolError(`${what}: must be an object`);
-  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'machine', 'instanceOf', 'forwards'], what);
+  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'machine', 'instanceOf', 'forwards', ...OS_START_KEYS], what);
   const out: { -readonly [K in keyof StartOptions]: StartOptions[K] } = {};
   const memory = optInt(v, 'memory', 1, 2 ** 53 - 1, what);
   if (memory !== undefined) out.memory = memory;
@@ -78,6 +79,7 @@ export function readStartOptions(v: unknown): StartOptions {
       };
     });
   }
+  readOsStartOptions(v, out, what);
   return out;
 }
 

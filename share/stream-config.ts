@@ -55,6 +55,12 @@ export interface StreamConfig {
   readonly machine?: Machine;
   readonly interfaces: readonly StreamNic[];
   readonly owner: { readonly uid: number; readonly gid: number | null } | null;
+  /**
+   * `firmware uefi [secure-boot]`: the receiver needs the same pflash devices to load the state. Absent = bios, so
+   * older streams stay readable. The variable store itself does not travel: the received guest gets a fresh one.
+   */
+  readonly firmware?: 'uefi';
+  readonly secureBoot?: true;
 }
 
 type Obj = Record<string, unknown>;
@@ -182,8 +188,10 @@ const MIB = 1024 * 1024;
 /** Decodes an untrusted configuration from a stream; throws StreamError naming the field. */
 export function readStreamConfig(v: unknown): StreamConfig {
   if (!isObj(v)) bad('must be an object');
-  keys(v, ['name', 'id', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'machine', 'interfaces', 'owner'], 'configuration');
+  keys(v, ['name', 'id', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'machine', 'interfaces', 'owner', 'firmware', 'secureBoot'], 'configuration');
   if (v.machine !== undefined && !(MACHINES as readonly unknown[]).includes(v.machine)) bad(`machine must be one of ${MACHINES.join(', ')}`);
+  if (v.firmware !== undefined && v.firmware !== 'uefi') bad('firmware must be uefi or absent');
+  if (v.secureBoot !== undefined && (v.secureBoot !== true || v.firmware !== 'uefi')) bad('secureBoot must be true with firmware uefi, or absent');
   const memory = intIn(v.memory, MIB, 128 * 1024 * MIB, 'memory');
   if (memory % MIB !== 0) bad('memory must be a whole number of megabytes');
   let cmdline: string | null = null;
@@ -217,5 +225,7 @@ export function readStreamConfig(v: unknown): StreamConfig {
     ...(v.machine === undefined ? {} : { machine: v.machine as Machine }),
     interfaces: list(v.interfaces, 4, 'interfaces').map(nic),
     owner,
+    ...(v.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
+    ...(v.secureBoot === true ? { secureBoot: true as const } : {}),
   };
 }

@@ -9,6 +9,7 @@ import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import { attachConsole } from './console.js';
 import { getopt, parseVmid, printJson, reportError, strtonum, VM_NAME_MAX, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, sysMessage, UsageError } from './errors.js';
+import { OS_START_OPTIONS, osFlagsEmpty, osStartOptions, readOsStartOption, type OsFlags } from './start-os.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** vmd.h limits vmctl enforces before asking: disks and NICs per VM, PATH_MAX. */
@@ -109,7 +110,7 @@ export function validVmName(name: string): boolean {
 /** The options of `vmctl start`: OpenBSD's getopt string `b:B:cd:i:Lm:n:r:t:` plus our long options. */
 const START_OPTIONS = [
   '-b <path>', '-B <device>', '-c', '-d <disk>', '-i <count>', '-L', '-m <size>', '-n <switch>', '-r <path>', '-t <name>',
-  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--machine <type>', '--passt <style>',
+  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--machine <type>', '--passt <style>', ...OS_START_OPTIONS,
 ] as const;
 
 /** The options seen so far: getopt's events fill it in one at a time, in the order they were typed. */
@@ -127,6 +128,7 @@ interface StartFlags {
   readonly nets: StartNet[];
   readonly disks: string[];
   readonly forwards: StartForward[];
+  readonly os: OsFlags;
 }
 
 /** -b, -r and --initrd resolve their path the same way; only the message on failure differs. */
@@ -213,7 +215,7 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       flags.nets.push({ kind: 'passt', style: v });
       break;
     default:
-      throw new UsageError();
+      if (!readOsStartOption(flags.os, name, v, env.cwd)) throw new UsageError();
   }
 }
 
@@ -249,7 +251,7 @@ function buildStartOptions(flags: StartFlags, nnics: number): StartOptions {
   if (flags.machine !== undefined) options.machine = flags.machine;
   if (flags.instanceOf !== undefined) options.instanceOf = flags.instanceOf;
   if (flags.forwards.length > 0) options.forwards = flags.forwards;
-  return options;
+  return { ...options, ...osStartOptions(flags.os) };
 }
 
 /** ctl_start() and vm_start(): every check and message in OpenBSD's order; throws CliError or UsageError. */
@@ -257,7 +259,7 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
   const { events, operands } = getopt(args, START_OPTIONS);
   const flags: StartFlags = {
     boot: undefined, bootDevice: undefined, cdrom: undefined, memory: undefined, nifs: undefined, instanceOf: undefined,
-    initrd: undefined, cmdline: undefined, machine: undefined, console: false, nets: [], disks: [], forwards: [],
+    initrd: undefined, cmdline: undefined, machine: undefined, console: false, nets: [], disks: [], forwards: [], os: osFlagsEmpty(),
   };
   for (const { name, value } of events) readStartOption(flags, name, value ?? '', env);
   if (operands.length !== 1) throw new UsageError();

@@ -25,7 +25,8 @@ export const COMMAND_USAGE = {
   start: '[-cL] [-B device] [-b path] [-d disk] [-i count]\n'
     + '\t\t[-m size] [-n switch] [-r path] [-t name]\n'
     + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport]\n'
-    + '\t\t[--machine type] [--passt real | nat] id | name',
+    + '\t\t[--machine type] [--passt real | nat] [--firmware bios | uefi]\n'
+    + '\t\t[--secure-boot] [--user name] [--ssh-key file] id | name',
   status: '[-r] [id]',
   stop: '[-fw] [id | -a]',
   wait: 'id',

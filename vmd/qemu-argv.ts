@@ -29,6 +29,8 @@ import { MAX_DISKS, MAX_MEMORY, MAX_NAME_LEN, MAX_NICS, MIN_MEMORY } from '../sh
 import { VmdError } from '../share/errors.js';
 import { CONTROL_CHARS } from '../share/names.js';
 import { machineLayoutError, nicDevice, opts, pushCdromArgs, pushDiskArgs, type AddFd } from './qemu-disks.js';
+import { firmwareMachineOptions, firmwareSpecError, pushFirmwareArgs } from './qemu-firmware.js';
+import { pushSeedArgs } from './qemu-seed.js';
 import type { QemuFile, QemuForward, QemuMachine, QemuSpec } from './qemu-spec.js';
 
 
@@ -48,7 +50,9 @@ export function qemuArgv(spec: QemuSpec): string[] {
   pushBootFileArgs(argv, spec);
   // Descriptors first, then the drives that name their sets. Sets are numbered in argv order from 1.
   const addFd = createFdSets(argv, spec.id);
+  pushFirmwareArgs(argv, spec, addFd);
   pushDiskArgs(argv, spec, addFd);
+  pushSeedArgs(argv, spec, addFd);
   pushCdromArgs(argv, spec, addFd);
   pushNicArgs(argv, spec, machine);
   if (spec.incoming) argv.push('-incoming', spec.incoming);
@@ -61,7 +65,7 @@ function pushMachineArgs(argv: string[], spec: QemuSpec, machine: QemuMachine): 
   argv.push('-name', opts([`guest=${spec.name}`, `process=vmd-${spec.id}-${spec.name}`]));
   // No default devices (NIC with iPXE, VGA, floppy, cdrom, serial) and no /etc/qemu config: every device is ours.
   argv.push('-nodefaults', '-no-user-config');
-  argv.push('-machine', machine, '-accel', spec.accel);
+  argv.push('-machine', opts([machine, ...firmwareMachineOptions(spec)]), '-accel', spec.accel);
   // KVM: expose the host CPU. TCG: QEMU's default model, the one boot times were measured with.
   if (spec.accel === 'kvm') argv.push('-cpu', 'host');
   argv.push('-m', String(spec.memory / MIB), '-smp', String(spec.cpus));
@@ -145,6 +149,10 @@ function validate(spec: QemuSpec): void {
   checkSockets(spec);
   const fds = trackDescriptors(spec);
   checkBootFiles(spec, fds);
+  if (spec.uefi) for (const [what, fd] of [['uefi code', spec.uefi.code], ['uefi vars', spec.uefi.vars]] as const) fds.checkFd(what, fd);
+  if (spec.seed !== undefined && spec.seed !== null) fds.checkFd('seed', spec.seed);
+  const firmwareError = firmwareSpecError(spec);
+  if (firmwareError !== null) fail(spec, firmwareError);
   checkDisks(spec, fds);
   checkNics(spec, fds);
   checkBootDevice(spec);

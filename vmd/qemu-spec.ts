@@ -28,6 +28,16 @@ export interface QemuDisk {
   readonly backing?: readonly QemuBacking[];
 }
 
+/**
+ * UEFI firmware on pflash: the code O_RDONLY, the guest's own variable store O_RDWR (a per-VM copy of the
+ * template, kept by the parent). Secure Boot needs the SMM build of the code, which needs q35 with SMM on.
+ */
+export interface QemuUefi {
+  readonly code: number;
+  readonly vars: number;
+  readonly secureBoot: boolean;
+}
+
 /** The ISO image, opened O_RDONLY by the parent. */
 export interface QemuCdrom {
   readonly fd: number;
@@ -66,6 +76,10 @@ export interface QemuSpec {
   readonly cmdline?: string | null;
   /** Firmware instead of QEMU's SeaBIOS (OpenBSD's BIOS image, qboot, …). */
   readonly firmware?: QemuFile | null;
+  /** The cloud-init seed ISO (O_RDONLY), attached read-only after the disks. */
+  readonly seed?: number | null;
+  /** UEFI on pflash instead of SeaBIOS; excludes `firmware`. */
+  readonly uefi?: QemuUefi | null;
   /** BIOS boot device; with -no-reboot every boot is a fresh QEMU, so "once" (`vmctl start -B`) is the lifecycle's choice. */
   readonly bootDevice?: BootDevice | null;
   readonly cdrom?: QemuCdrom | null;

@@ -14,7 +14,7 @@ import { openAs, type FsIdentity } from './native.js';
 export type { FsIdentity };
 
 /** What a file is to the guest; it names the file in messages: `vm "x": disk base /p: permission denied`. */
-export type FileRole = 'disk' | 'disk base' | 'cdrom' | 'kernel' | 'initrd';
+export type FileRole = 'disk' | 'disk base' | 'cdrom' | 'kernel' | 'initrd' | 'user-data';
 
 /** Whom a file is opened for and how its failures read. */
 export interface FileRequest {

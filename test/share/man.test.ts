@@ -42,7 +42,7 @@ function mdocKeywords(source: string): Set<string> {
       }
       if (!KEYWORD_MACROS.has(macro)) continue;
       const word = arg.replace(/\\&/g, '');
-      if (/^[A-Za-z0-9_]+$/.test(word)) words.add(word);
+      if (/^[A-Za-z0-9_][A-Za-z0-9_-]*$/.test(word)) words.add(word);
     }
   }
   return words;

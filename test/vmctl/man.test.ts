@@ -31,7 +31,7 @@ function wordsAfter(lines: string[][], macro: string): Set<string> {
 /** The flags a usage line names: each letter of `-cL`, `-B`, and long options such as `--forward`. */
 function usageFlags(usage: string): string[] {
   const flags: string[] = [];
-  for (const m of usage.matchAll(/(?<![\w-])-(-?[A-Za-z][\w]*)/g)) {
+  for (const m of usage.matchAll(/(?<![\w-])-(-?[A-Za-z][\w-]*)/g)) {
     const f = m[1] as string;
     if (f.startsWith('-')) flags.push(f);
     else flags.push(...f.split(''));

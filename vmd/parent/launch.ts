@@ -13,10 +13,12 @@ import { logInfo, logWarn } from '../log.js';
 import { qemuArgv } from '../qemu-argv.js';
 import type { QemuNic, QemuSpec } from '../qemu-spec.js';
 import { fsIdentityOf } from '../user-files.js';
+import { seedOpen } from './cloud-init.js';
 import type { Parent } from './context.js';
 import { diskHoldersCheck } from './disk-holders.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
 import { qemuLogOpen, qemuLogPath } from './qemu-log.js';
+import { nvramOpen } from './nvram.js';
 import type { Entry, RestartCount } from './registry.js';
 import { passtForwardsCheck, passtQemuNic, passtsStart } from './passt.js';
 import { passtStopAll } from '../net/passt-run.js';
@@ -125,6 +127,8 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     // QEMU's image locks would refuse a file another guest writes, or one it reads that this guest would write.
     diskHoldersCheck(vm.name, images.layers, [...p.vms.entries.values()]
       .filter((o) => o !== e && o.runtime?.pid != null).map((o) => ({ name: o.record.name, pid: o.runtime!.pid! })));
+    const uefi = nvramOpen(p.env.stateDir, e.record.id, vm, fds);
+    const seed = await seedOpen({ stateDir: p.env.stateDir, global: p.config.global, root: p.env.root }, e.record.id, vm, fsIdentityOf(uid), fds);
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
     chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
@@ -140,7 +144,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
       ? { kind: 'tap', fd: fds.pass(n.hostFd), mac: n.mac }
       : n.kind === 'passt' ? passtQemuNic(runDir, i, n.mac)
       : { kind: 'user', mac: n.mac, forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })) }));
-    const spec = qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root });
+    const spec = { ...qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root }), uefi, seed };
     // A received guest starts paused, waiting for its state (vmm hands QEMU the stream with migrate-incoming).
     const argv = qemuArgv(opts.incoming ? { ...spec, incoming: 'defer', paused: true } : spec);
     const rt: VmRuntime = {

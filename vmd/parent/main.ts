@@ -19,7 +19,9 @@ import { startFailureLogged, vmStart } from './launch.js';
 import { qemuLogRemove } from './qemu-log.js';
 import { directoriesCheck } from './reach.js';
 import { ParentEvents } from './events.js';
+import { seedRemove } from './cloud-init.js';
 import { guestExited, guestsReconcile } from './lifecycle.js';
+import { nvramRemove } from './nvram.js';
 import { VmRegistry } from './registry.js';
 import { Roles } from './roles.js';
 import { StaggerQueue } from './stagger.js';
@@ -103,6 +105,9 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     if (roles.control === null) return false;
     roles.control.send({ type: 'control.status', vms: list, warnings });
     return true;
+  }, (id) => {
+    nvramRemove(env.stateDir, id);
+    seedRemove(env.stateDir, id);
   });
   vms.removed = (id) => qemuLogRemove(env.stateDir, id);
   const accel = accelChooser(() => p);

@@ -106,7 +106,12 @@ export class VmRegistry {
   /** Called after a VM is forgotten, for what it kept outside SQLite (QEMU's logs). */
   removed: (id: number) => void = () => undefined;
 
-  constructor(private readonly db: StateDb, private readonly sendStatus: (vms: VmInfo[], warnings: string[]) => boolean) {
+  /** `forget` removes what a VM keeps outside SQLite (its UEFI variables, its cloud-init seed) when it is removed. */
+  constructor(
+    private readonly db: StateDb,
+    private readonly sendStatus: (vms: VmInfo[], warnings: string[]) => boolean,
+    private readonly forget: (id: number) => void = () => undefined,
+  ) {
     this.entries = new EntryMap(() => this.changed());
   }
 
@@ -148,11 +153,12 @@ export class VmRegistry {
     return e;
   }
 
-  /** Forgets a VM: its record and entry. */
+  /** Forgets a VM: its record, its entry and its files. */
   remove(id: number): void {
     this.db.vmDelete(id);
     this.entries.delete(id);
     this.removed(id);
+    this.forget(id);
   }
 
   /**

@@ -12,6 +12,7 @@ import type { StartOptions } from '../../share/protocol.js';
 import { DISK_SPEC_RE } from '../../share/read-request.js';
 import type { StreamConfig } from '../../share/stream.js';
 import { stableMac } from '../net/addr.js';
+import { osFromOptions, osInherit, osOptionsGiven } from './vm-os.js';
 
 /** The names vm.conf accepts (share/names.ts), with vmctl's wording for the two ways a name goes wrong. */
 function vmNameCheck(name: string): void {
@@ -54,6 +55,7 @@ export function vmFromOptions(
         [o.cdrom !== undefined, 'cdrom', 'cdrom'],
         // The machine decides how the instance boots and which devices it has: part of `allow instance boot`.
         [o.machine !== undefined, 'boot', 'machine'],
+        [osOptionsGiven(o), 'boot', 'firmware or cloud-init'],
       ];
       for (const [given, flag, what] of overrides) {
         if (given && !allow.flags.includes(flag)) {
@@ -91,7 +93,7 @@ export function vmFromOptions(
     // -B is a one-time boot device (vmStartRequest passes it to this start only), never part of the VM.
     bootDevice: null, cdrom: o.cdrom ?? null,
     disks, interfaces, owner: { uid, gid: null, user: null, group: null }, allowInstance: null,
-    sev: false, seves: false, accel: null, ...(o.machine === undefined ? {} : { machine: o.machine }), location,
+    sev: false, seves: false, accel: null, ...(o.machine === undefined ? {} : { machine: o.machine }), ...osFromOptions(o), location,
   };
   const vm = parent === null ? { ...own, memory: own.memory ?? DEFAULT_MEMORY } : inherit(parent, own);
   if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
@@ -121,6 +123,8 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
       ...(n.passt == null ? {} : { passt: { dev: n.passt.dev, address: n.passt.address } }),
     })),
     owner: vm.owner === null ? null : { uid: vm.owner.uid, gid: vm.owner.gid },
+    ...(vm.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
+    ...(vm.firmware === 'uefi' && vm.secureBoot === true ? { secureBoot: true as const } : {}),
   };
 }
 
@@ -143,6 +147,8 @@ export function vmFromStream(name: string, c: StreamConfig): VmConfig {
     location })),
     owner: c.owner === null ? null : { uid: c.owner.uid, gid: c.owner.gid, user: null, group: null },
     allowInstance: null, sev: false, seves: false, accel: null, location,
+    ...(c.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
+    ...(c.secureBoot === true ? { secureBoot: true } : {}),
   };
 }
 
@@ -166,5 +172,6 @@ export function inherit(parent: VmConfig | null, child: VmConfig): VmConfig {
     owner: child.owner ?? parent.owner,
     accel: child.accel ?? parent.accel,
     machine: child.machine ?? parent.machine ?? null,
+    ...osInherit(parent, child),
   };
 }
