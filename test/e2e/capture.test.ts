@@ -2,13 +2,14 @@
 // at once, clear errors; and no tcpdump left once vmctl is killed, the VM stops, or vmd itself is killed (rdomain too).
 
 import t from 'tap';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { chownSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { vmctlEntry } from '../../share/paths.js';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { rdomainNetnsFor } from '../../vmd/network.js';
 import { ensureUsers } from '../lib/users.js';
+import { capture } from '../lib/capture.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const vm = (name: string, iface: string): string =>
@@ -44,21 +45,6 @@ async function noTcpdumpWithin(namespaces: ReadonlySet<number>, ms: number): Pro
 }
 
 /** `vmctl capture ARGS` in the background; resolves `listening` once vmd said the capture runs. */
-function capture(h: VmdHarness, args: string[]): { proc: ResultPromise; listening: Promise<void>; stderr: () => string } {
-  const proc = execa('/usr/bin/env', [process.execPath, vmctlEntry, 'capture', ...args], {
-    env: h.env, extendEnv: false, reject: false, cwd: h.dir, stdin: 'ignore', timeout: 120_000,
-  });
-  let stderr = '';
-  const listening = new Promise<void>((resolve, reject) => {
-    proc.stderr?.on('data', (c: Buffer) => {
-      stderr += c.toString();
-      if (/listening on /.test(stderr)) resolve();
-    });
-    void proc.then(() => reject(new Error(`vmctl capture ended before listening: ${stderr}`)));
-  });
-  return { proc, listening, stderr: () => stderr };
-}
-
 /** B pings `ip` `n` times from its console and returns once ping is done. */
 async function ping(h: VmdHarness, from: string, ip: string, n: number, tag: number): Promise<string> {
   return h.console(from, `ping -c ${n} -i 0.2 -W 2 ${ip}; echo done-$((${tag}+1))\n`, new RegExp(`done-${tag + 1}`), 40);

@@ -17,7 +17,7 @@ t.test('inspect an instance and a command-line VM; the text passes vmd -n', asyn
 
   const inst = await h.vmctl(['start', '-t', 'base', '-m', '128M', 'child']);
   t.equal(inst.exitCode, 0, `instance start: ${inst.stderr}`);
-  const cli = await h.vmctl(['start', '-b', guestKernel, '--initrd', guestInitrd, '-m', '64M', 'cli']);
+  const cli = await h.vmctl(['start', '-b', guestKernel, '--initrd', guestInitrd, '-m', '160M', 'cli']);
   t.equal(cli.exitCode, 0, `command-line start: ${cli.stderr}`);
 
   const child = await h.vmctl(['inspect', 'child']);
@@ -30,7 +30,7 @@ t.test('inspect an instance and a command-line VM; the text passes vmd -n', asyn
 
   const made = await h.vmctl(['inspect', 'cli']);
   t.equal(made.exitCode, 0, made.stderr);
-  t.match(made.stdout, /\n\tmemory 64M\n/);
+  t.match(made.stdout, /\n\tmemory 160M\n/);
   t.match(made.stdout, /\n\towner root\n/, 'the user who made it owns it');
 
   for (const [name, text] of [['child', child.stdout], ['cli', made.stdout]] as const) {

@@ -3,6 +3,7 @@
 // addresses and the local link's host address; the block rule counts each refused connection.
 
 import t from 'tap';
+import { httpGet } from '../lib/netns.js';
 import { execa } from 'execa';
 import type { FirewallResponse } from '../../share/protocol.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
@@ -21,16 +22,6 @@ const config =
 
 /** An address of the host's own that no guest link carries, as an uplink's would be. */
 const HOST_ADDR = '192.0.2.1';
-
-/** A TCP connection from inside a namespace: the HTTP body the server sends, or 'FAIL'. */
-async function tcp(ns: string, host: string, port: number): Promise<string> {
-  const r = await execa('ip', ['netns', 'exec', ns, process.execPath, '-e',
-    `const s = require('net').connect(${port}, ${JSON.stringify(host)}); s.setTimeout(3000, () => { console.log('FAIL'); process.exit(0); });
-     s.on('connect', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n')); let d = ''; s.on('data', (c) => { d += c; });
-     s.on('end', () => { console.log(d.split('\\r\\n\\r\\n')[1] ?? d); process.exit(0); }); s.on('error', () => { console.log('FAIL'); process.exit(0); });`,
-  ], { reject: false, timeout: 15_000, all: true });
-  return String(r.all ?? '').trim();
-}
 
 t.test('forwards and block in: the host is refused like anyone else, and counted', async (t) => {
   const h = await VmdHarness.start({ config });
@@ -56,7 +47,7 @@ t.test('forwards and block in: the host is refused like anyone else, and counted
   for (const [name, port, addrs] of cases) {
     await t.test(`vm ${name}: forward ${port} and block in`, async (t) => {
       const before = await blockCount(name);
-      for (const a of addrs) t.equal(await tcp(h.netns, a, port), 'FAIL', `${a}:${port} from the host is refused`);
+      for (const a of addrs) t.equal(await httpGet(h.netns, a, port), 'FAIL', `${a}:${port} from the host is refused`);
       const after = await blockCount(name);
       t.ok(after >= before + addrs.length, `block in counted every attempt (${before} → ${after})`);
     });
@@ -68,7 +59,7 @@ t.test('forwards and block in: the host is refused like anyone else, and counted
   ];
   for (const [name, port, addrs] of passes) {
     await t.test(`vm ${name}: block in, pass in tcp/80: the forward still works from the host`, async (t) => {
-      for (const a of addrs) t.equal(await tcp(h.netns, a, port), name, `${a}:${port} from the host gets the page`);
+      for (const a of addrs) t.equal(await httpGet(h.netns, a, port), name, `${a}:${port} from the host gets the page`);
     });
   }
 });

@@ -4,7 +4,7 @@
 
 import t from 'tap';
 import { execa } from 'execa';
-import { addNetns, ip, request, server, stopServers } from '../lib/netns.js';
+import { addNetns, httpGet, ip, request, server, stopServers } from '../lib/netns.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const vm = (name: string, iface: string): string =>
@@ -17,16 +17,6 @@ const config =
   vm('clash-host', 'passt interface { forward tcp 22 }') +
   vm('clash-vm', 'passt interface { forward tcp 8080 to 80 }') +
   vm('clash-local', 'local interface { forward tcp 8081 to 80 }');
-
-/** An HTTP GET from inside a namespace: the body, or 'FAIL'. */
-async function http(ns: string, host: string, port: number): Promise<string> {
-  const r = await execa('ip', ['netns', 'exec', ns, process.execPath, '-e',
-    `const s = require('net').connect(${port}, ${JSON.stringify(host)}); s.setTimeout(3000, () => { console.log('FAIL'); process.exit(0); });
-     s.on('connect', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n')); let d = ''; s.on('data', (c) => { d += c; });
-     s.on('end', () => { console.log(d.split('\\r\\n\\r\\n')[1] ?? d); process.exit(0); }); s.on('error', () => { console.log('FAIL'); process.exit(0); });`,
-  ], { reject: false, timeout: 15_000, all: true });
-  return String(r.all ?? '').trim();
-}
 
 /** A console line that connects from the guest and prints the reply; busybox nc need not exit, so it is backgrounded. */
 const guestConnect = (host: string, port: number, n: number): string =>
@@ -65,7 +55,7 @@ t.test('passt interfaces: real-addr and qemu style, forwards, clashes, no orphan
     t.match(lease, /vmd-guest: lease eth0 10\.96\.0\.5\/24/, "DHCP gives the guest the host's address");
     const route = await h.console('real', 'ip route; echo done-$((6*7))\n', /done-42/, 30);
     t.match(route, /default via 10\.96\.0\.1 dev eth0/, "and the host's router");
-    t.equal(await http(out, '10.96.0.5', 8080), 'real', 'outside → 10.96.0.5:8080 reaches the guest\'s port 80');
+    t.equal(await httpGet(out, '10.96.0.5', 8080), 'real', 'outside → 10.96.0.5:8080 reaches the guest\'s port 80');
     t.equal(await request(out, 'tcp', '10.96.0.5', 22), 'host 10.96.0.1', "outside → 10.96.0.5:22 still reaches the host's listener");
     const nc = await h.console('real', guestConnect('10.96.0.1', 9000, 7), /done-49/, 30);
     t.match(nc, /outside 10\.96\.0\.5/, "the guest's own connection arrives outside from 10.96.0.5");
@@ -79,7 +69,7 @@ t.test('passt interfaces: real-addr and qemu style, forwards, clashes, no orphan
     t.match(gw, /host 127\.0\.0\.1/, "10.0.2.2 is the host (its listener sees loopback)");
     const nc = await h.console('qemu', guestConnect('10.96.0.1', 9000, 7), /done-49/, 30);
     t.match(nc, /outside 10\.96\.0\.5/, 'it reaches the outside, leaving as the host');
-    t.equal(await http(h.netns, '127.0.0.1', 8081), 'qemu', "the forward works from the host's loopback");
+    t.equal(await httpGet(h.netns, '127.0.0.1', 8081), 'qemu', "the forward works from the host's loopback");
   });
 
   await t.test('a forward that clashes fails the start naming both sides', async (t) => {

@@ -85,3 +85,13 @@ export async function addNetns(...names: string[]): Promise<void> {
     await ip(n, 'link', 'set', 'lo', 'up');
   }
 }
+
+/** A `GET /` over HTTP/1.0 from inside a namespace: the body, or "FAIL" (no connection, or none within 3 s). */
+export async function httpGet(netns: string, host: string, port: number): Promise<string> {
+  const r = await execa('ip', ['netns', 'exec', netns, process.execPath, '-e',
+    `const s = require('net').connect(${port}, ${JSON.stringify(host)}); s.setTimeout(3000, () => { console.log('FAIL'); process.exit(0); });
+     s.on('connect', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n')); let d = ''; s.on('data', (c) => { d += c; });
+     s.on('end', () => { console.log(d.split('\\r\\n\\r\\n')[1] ?? d); process.exit(0); }); s.on('error', () => { console.log('FAIL'); process.exit(0); });`,
+  ], { reject: false, timeout: 15_000, all: true });
+  return String(r.all ?? '').trim();
+}

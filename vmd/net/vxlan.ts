@@ -6,22 +6,11 @@ import { VmdError } from '../../share/errors.js';
 import type { VxlanConfig } from '../../share/config.js';
 import { checkLinkName, checkMtu, checkNetnsName, ip, ipMessage, isOwnedLink, nsArgs, OWNED_BRIDGE_ALIAS_PREFIX, showLink, where } from './ip.js';
 
-/** A VXLAN port on a switch: the tunnel to the other hosts' switches of the same id. */
-export interface VxlanSpec {
+/** A VXLAN port on a switch: the tunnel to the other hosts' switches of the same id (VNI 0 to 2^24-1, UDP port). */
+export interface VxlanSpec extends VxlanConfig {
   readonly name: string;
   /** The bridge it is a port of, in `netns`. */
   readonly bridge: string;
-  /** VNI, 0 to 2^24-1. */
-  readonly id: number;
-  /** Unicast peers; every broadcast, unknown unicast and multicast frame is copied to each of them. */
-  readonly remotes: readonly string[];
-  /** A multicast group instead of `remotes` (needs `dev`). */
-  readonly group: string | null;
-  readonly local: string | null;
-  /** The underlay device (in `underlayNetns`). */
-  readonly dev: string | null;
-  /** UDP port, 4789 is IANA's. */
-  readonly port: number;
   /** Where the bridge and the port live. */
   readonly netns: string | null;
   /** Where the tunnel's UDP socket and underlay device live, if not `netns` (an rdomain switch over the host's NIC). */
