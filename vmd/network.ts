@@ -18,7 +18,8 @@ import { vxlanEnsure, vxlanMtu, vxlanPortName } from './net/vxlan.js';
 import { linkComment } from './net/firewall.js';
 import { foreignForwardDrop, nftFlush, sysctlSet } from './net/nft-apply.js';
 import { forwardConflict, type NetPlan } from './net/nft-plan.js';
-import { bridgeMac, forwardSwitchCheck, netPlanOf, sameRules, type LinkState } from './net/plan.js';
+import { bridgeMac, netPlanOf, sameRules, type LinkState } from './net/plan.js';
+import { nicKindOf } from './net/nic-kind.js';
 import { firewallInfoOf, linksInfoOf, type NetworkView } from './net/info.js';
 import { Rulesets } from './net/ruleset.js';
 import { inet6PrefixOf } from './net/inet6.js';
@@ -156,30 +157,15 @@ export class Network {
       for (const nic of vm.interfaces) {
         const mac = nic.lladdr ?? stableMac(vmId, vm.name, nic.index);
         const sw = nic.switch === null ? undefined : this.switchByName(nic.switch);
-        // passt needs no root: vm.conf's passt interfaces, and a rootless vmd's plain NICs when it is installed.
-        if (nic.passt != null || (!this.root && nic.switch === null && !nic.local && passtInstalled())) {
+        const kind = nicKindOf(vm.name, nic, sw, this.root, passtInstalled);
+        if (kind === 'passt') {
           nics.push({ kind: 'passt', mac, passt: nic.passt ?? PASST_ROOTLESS, forwards: nic.forwards });
           continue;
         }
-        if (!this.root) {
-          if (nic.switch !== null || nic.local) {
-            throw new VmdError('ERR_UNSUPPORTED', `vm "${vm.name}": interface ${nic.index}: ${nic.local ? 'local interfaces' : `switch "${nic.switch}"`} need vmd to run as root`, {
-              hint: 'run vmd as root, or drop the switch/local option to use user-mode NAT',
-            });
-          }
+        if (kind === 'user') {
           nics.push({ kind: 'user', mac, forwards: nic.forwards });
           continue;
         }
-        if (nic.switch !== null && sw === undefined) {
-          throw new VmdError('ERR_INVALID', `vm "${vm.name}": interface ${nic.index}: switch "${nic.switch}" not found`);
-        }
-        // Neither a switch nor local: a tap connected to nothing, as OpenBSD makes it; a forward has nowhere to go.
-        if (sw === undefined && !nic.local && nic.forwards.length > 0) {
-          throw new VmdError('ERR_INVALID', `vm "${vm.name}": interface ${nic.index}: forward needs a local interface or a switch`, {
-            hint: 'make it a local interface (vmctl start -L), or attach it to a switch with address, dhcp and nat',
-          });
-        }
-        if (sw !== undefined && !nic.local && nic.forwards.length > 0) forwardSwitchCheck(vm.name, nic, sw);
         const state = this.linkStateOf(vmId, vm, nic, sw, false);
         const { name, netns, local, local6 } = state;
         if (netns !== null && await netnsEnsure(netns)) this.db.ownedAdd({ kind: 'netns', name: netns, netns: null });
