@@ -70,7 +70,7 @@ export function parseForward(spec: string): StartForward {
 function realpath(cwd: string, path: string, remote?: string): string {
   if (path.length === 0) throw Object.assign(new Error('empty path'), { code: 'ENOENT' });
   if (remote === undefined) return realpathSync(resolve(cwd, path));
-  if (!isAbsolute(path)) throw new CliError(`${path}: a path on host "${remote}" must be absolute`);
+  if (!isAbsolute(path)) throw new CliError(`a path on host "${remote}" must be absolute`);
   return normalize(path);
 }
 
@@ -88,7 +88,8 @@ function parseDisk(env: StartEnv, word: string): string {
   try {
     real = realpath(env.cwd, path, env.remote);
   } catch (err) {
-    throw new CliError(sysMessage(`invalid disk path: ${path}`, err));
+    const what = `invalid disk path: ${path}`;
+    throw new CliError(err instanceof CliError ? `${what}: ${err.message}` : sysMessage(what, err));
   }
   return `${bus === null ? '' : bus[0]}${m === null ? '' : m[0]}${real}`;
 }
@@ -143,7 +144,7 @@ function resolveOptionPath(env: StartEnv, path: string, failure: string): string
   try {
     return realpath(env.cwd, path, env.remote);
   } catch (err) {
-    throw new CliError(sysMessage(failure, err));
+    throw new CliError(err instanceof CliError ? `${failure}: ${err.message}` : sysMessage(failure, err));
   }
 }
 
