@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { vmctlEntry } from '../../share/paths.js';
 import { startSshd, type TestSshd } from '../lib/sshd.js';
 import { ensureUsers } from '../lib/users.js';
-import { guestInitrd, guestKernel, VmdHarness, type VmctlResult } from '../lib/vmd-harness.js';
+import { guestInitrd, guestKernel, pidsMatching, VmdHarness, type VmctlResult } from '../lib/vmd-harness.js';
 
 const USERS = ['vmdssh1', 'vmdssh2'];
 const GROUP = 'vmdsshtest';
@@ -26,17 +26,34 @@ async function makeClientNetns(hostNetns: string): Promise<string> {
   return ns;
 }
 
-/** vmctl -H from the client namespace, as root there, with a clean environment (no tap hooks, no VMD_SOCKET). */
-async function remote(ctx: { ns: string; sshd: TestSshd; h: VmdHarness }, host: string, args: string[], input?: string): Promise<VmctlResult> {
+interface Remote { readonly ns: string; readonly sshd: TestSshd; readonly h: VmdHarness }
+
+/** The argv of vmctl -H in the client namespace, with a clean environment (no tap hooks, no VMD_SOCKET). */
+function remoteArgv(ctx: Remote, host: string, args: string[]): string[] {
   const env = [
     'PATH=/usr/sbin:/usr/bin:/sbin:/bin', `VMCTL_SSH=ssh -F ${ctx.sshd.clientConfig}`,
     // The relay on the far side: this tree's vmctl, and the test daemon's socket rather than /run/vmd.sock.
     `VMCTL_RELAY=${process.execPath} ${vmctlEntry} relay ${ctx.h.socket}`,
   ];
-  const r = await execa('ip', ['netns', 'exec', ctx.ns, '/usr/bin/env', '-i', ...env, process.execPath, vmctlEntry, '-H', host, ...args], {
+  return ['netns', 'exec', ctx.ns, '/usr/bin/env', '-i', ...env, process.execPath, vmctlEntry, '-H', host, ...args];
+}
+
+/** vmctl -H from the client namespace, as root there, to the end. */
+async function remote(ctx: Remote, host: string, args: string[], input?: string): Promise<VmctlResult> {
+  const r = await execa('ip', remoteArgv(ctx, host, args), {
     reject: false, extendEnv: false, timeout: 60_000, ...(input === undefined ? { stdin: 'ignore' as const } : { input }),
   });
   return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
+}
+
+/** Polls (bounded) until no process of this test's ssh session or relay remains; the ones still there. */
+async function sessionsGone(ctx: Remote, timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = [...pidsMatching(`relay ${ctx.h.socket}`), ...pidsMatching(ctx.sshd.clientConfig)];
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 t.test('vmctl -H reaches vmd as the ssh user: status, start, console, refusal', async (t) => {
@@ -91,7 +108,21 @@ t.test('vmctl -H reaches vmd as the ssh user: status, start, console, refusal', 
   t.equal(nobody.exitCode, 1);
   t.match(nobody.stderr, /^vmctl: host "root@[\d.]+:2222": ssh: .*Permission denied.*\nvmctl: hint: check that ssh reaches it: ssh -p 2222 root@/);
 
+  // Events through ssh while the owner stops the VM, then the watcher is interrupted: nothing of it stays behind.
+  let events = '';
+  const watcher = execa('ip', remoteArgv(ctx, owner, ['--json', 'events', 'owned']), { reject: false, extendEnv: false, stdin: 'ignore' });
+  watcher.stdout?.on('data', (c: Buffer) => { events += c.toString(); });
+  const acked = Date.now() + 30_000;
+  while (!events.includes('"vm.events.response"') && Date.now() < acked) await new Promise((r) => setTimeout(r, 100));
+  t.match(events, /"vm\.events\.response"/, 'the subscription is acknowledged through ssh');
+
   const stopped = await remote(ctx, owner, ['stop', '-w', 'owned']);
   t.equal(stopped.exitCode, 0, 'the owner stops its VM through ssh', { stderr: stopped.stderr });
   t.match(stopped.stderr, /stopping vm owned: terminated vm \d+/);
+  const seen = Date.now() + 30_000;
+  while (!/"event":"stopped"/.test(events) && Date.now() < seen) await new Promise((r) => setTimeout(r, 100));
+  t.match(events, /"event":"stopped"/, 'the stop arrives as an event through ssh');
+  watcher.kill('SIGTERM');
+  await watcher;
+  t.same(await sessionsGone(ctx, 20_000), [], 'no ssh client or relay outlives the commands');
 });
