@@ -104,6 +104,11 @@ function pumpIn(ctx: Context, socket: Duplex, remainder: Buffer, rest: Buffer, s
     socket.on('error', () => undefined);
     socket.resume();
     if (rest.length > 0) socket.write(rest);
+    // A stream that fits in the chunk the header came in (from a pipe) has already ended: its end would never come again.
+    if (ctx.stdin.readableEnded) {
+      onInputEnd();
+      return;
+    }
     ctx.stdin.on('data', onInput);
     ctx.stdin.on('end', onInputEnd);
     ctx.stdin.resume();

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { encodeFrame } from '../../share/frame.js';
+import { chunkPrefix, encodeStreamHeader, STREAM_END, type StreamConfig } from '../../share/stream.js';
 import { vmctlEntry } from '../../share/paths.js';
 import { explainExit, parseHost, sshArgv } from '../../vmctl/ssh.js';
 import { parseGlobal } from '../../vmctl/vmctl.js';
@@ -65,6 +66,7 @@ function fakeSsh(dir: string): string {
 /** Status, and a capture whose raw bytes follow the reply in one write, as the capture tests' stand-in sends them. */
 const handler: Handler = (req, conn) => {
   if (req.type === 'vm.status.request') return { type: 'vm.status.response', id: req.id, vms: STATUS_FIXTURE };
+  if (req.type === 'vm.receive.request') return receiveBody(req, conn);
   if (req.type !== 'vm.capture.request') return { type: 'error', id: req.id, error: { code: 'ERR_PROTOCOL', message: 'unexpected' } };
   conn.switchToRaw();
   conn.socket.write(Buffer.concat([encodeFrame({ type: 'vm.capture.response', id: req.id, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' }), BYTES.subarray(0, 300)]));
@@ -86,6 +88,28 @@ function pcapOf(records: number): Buffer {
 }
 const BYTES = pcapOf(64);
 
+/** What the stand-in received after its `ready`: the answer comes only after the client's half-close, as vmd's does. */
+let received = Buffer.alloc(0);
+
+/** `ready`, then the raw body to its end, then `done`: the half-close must cross ssh and the relay for this to finish. */
+function receiveBody(req: Record<string, unknown>, conn: Parameters<Handler>[1]): undefined {
+  const vm = STATUS_FIXTURE[0];
+  conn.socket.allowHalfOpen = true;
+  const parts: Buffer[] = [conn.switchToRaw()];
+  conn.send({ type: 'vm.receive.response', id: req.id, phase: 'ready', vm });
+  conn.socket.on('data', (c: Buffer) => parts.push(c));
+  conn.socket.resume();
+  conn.socket.on('end', () => {
+    received = Buffer.concat(parts);
+    conn.socket.end(encodeFrame({ type: 'vm.receive.response', id: req.id, phase: 'done', vm }));
+  });
+  return undefined;
+}
+
+const STREAM_CONFIG: StreamConfig = {
+  name: 'web', memory: 256 * 1024 * 1024, cpus: 1, boot: '/k', initrd: null, cmdline: null, cdrom: null, disks: [], interfaces: [], owner: null,
+};
+
 t.test('through ssh and the relay, vmctl says what it says locally; failures name the host', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmctl-ssh-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -106,6 +130,16 @@ t.test('through ssh and the relay, vmctl says what it says locally; failures nam
   const fromEnv = await run(['capture', '-w', '-', 'web'], { ...relayEnv, VMCTL_HOST: 'far' });
   t.equal(fromEnv.exitCode, 0, Buffer.from(fromEnv.stderr).toString());
   t.ok(Buffer.from(fromEnv.stdout).equals(BYTES), 'raw bytes after the reply arrive byte for byte (VMCTL_HOST)');
+
+  // receive: the header, 64 KB of state and the end mark go through; vmd's answer comes after the half-close.
+  // From a pipe whose whole content comes in one chunk with its end, which once left receive waiting forever.
+  const body = Buffer.concat([chunkPrefix(BYTES.length), BYTES, STREAM_END]);
+  const received1 = await execa(process.execPath, [vmctlEntry, '-H', 'far', 'receive', 'web2'], {
+    env: relayEnv, reject: false, input: Buffer.concat([encodeStreamHeader(STREAM_CONFIG), body]), timeout: 20_000,
+  });
+  t.equal(received1.exitCode, 0, received1.stderr);
+  t.match(received1.stderr, /started vm 1 successfully/);
+  t.ok(received.equals(body), 'the stream after the header reached vmd byte for byte, and its end too');
 
   const noSocket = await run(['-H', 'far', 'status'], { ...base, VMCTL_RELAY: `${process.execPath} ${vmctlEntry} relay /nonexistent/vmd.sock` });
   t.equal(Buffer.from(noSocket.stderr).toString(), 'vmctl: host "far": connect: /nonexistent/vmd.sock: No such file or directory\n');
