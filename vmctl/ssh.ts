@@ -63,7 +63,8 @@ function sshTry(host: string): string {
 }
 
 /** Why the ssh session ended, worded for `vmctl: host "h": …`, with a hint where one fix is likely. */
-export function explainExit(host: string, code: number | null, stderr: string): CliError {
+export function explainExit(host: string, code: number | null, stderr: string, signal: NodeJS.Signals | null = null): CliError {
+  if (code === null) return new CliError(`host "${host}": ssh: killed by ${signal ?? 'a signal'}`, 'ERR_CONNECT');
   const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
   const last = lines[lines.length - 1] ?? '';
   if (code === 255) {
@@ -73,7 +74,7 @@ export function explainExit(host: string, code: number | null, stderr: string): 
     const why = last.replace(/^ssh:\s*/, '');
     return new CliError(`host "${host}": ssh: ${why.length > 0 ? why : 'connection failed'}`, 'ERR_CONNECT', hint === undefined ? undefined : { hint });
   }
-  if (code === 127 || /command not found|No such file/i.test(last) && !/connect:/.test(last)) {
+  if (code === 127 || (/command not found|No such file/i.test(last) && !/connect:/.test(last))) {
     return new CliError(`host "${host}": relay: ${last.length > 0 ? last : `exit status ${String(code)}`}`, 'ERR_CONNECT',
       { hint: 'install vmd there, or name the remote command in VMCTL_RELAY' });
   }
@@ -107,10 +108,10 @@ class SshStream extends Duplex {
       const hint = err.code === 'ENOENT' ? 'install OpenSSH\'s client (openssh-client), or name the program in VMCTL_SSH' : undefined;
       this.destroy(new CliError(`host "${host}": ssh: ${err.code === 'ENOENT' ? 'not found' : err.message}`, 'ERR_CONNECT', { cause: err, ...(hint === undefined ? {} : { hint }) }));
     });
-    child.once('close', (code: number | null) => {
+    child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
       this.#exited = true;
       if (code === 0) this.push(null);
-      else if (!this.destroyed) this.destroy(explainExit(host, code, this.#stderr));
+      else if (!this.destroyed) this.destroy(explainExit(host, code, this.#stderr, signal));
     });
   }
 

@@ -43,6 +43,7 @@ t.test('ssh failures name the host and say what to try', async (t) => {
   const missing = explainExit('h', 127, 'sh: 1: vmctl: not found\n');
   t.equal(missing.message, 'host "h": relay: sh: 1: vmctl: not found');
   t.match(missing.hint, /VMCTL_RELAY/);
+  t.equal(explainExit('h', null, '', 'SIGKILL').message, 'host "h": ssh: killed by SIGKILL');
   t.equal(explainExit('h', 1, 'vmctl: connect: /run/vmd.sock: No such file or directory\n').message,
     'host "h": connect: /run/vmd.sock: No such file or directory');
 });
