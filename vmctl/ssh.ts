@@ -28,15 +28,13 @@ export function parseHost(word: string): SshTarget {
   const user = at < 0 ? '' : word.slice(0, at + 1);
   const rest = word.slice(at + 1);
   if (at === 0 || rest.length === 0) throw bad('expected [user@]host[:port]');
-  const v6 = /^\[([0-9A-Fa-f:.%\w]+)\](?::(\d+))?$/.exec(rest);
-  const plain = /^([^:[\]]+)(?::(\d+))?$/.exec(rest);
-  const bare = v6 === null && plain === null && rest.includes(':') && !rest.includes('[') ? rest : undefined;
-  const m = v6 ?? plain;
-  if (m === null && bare === undefined) throw bad('expected [user@]host[:port]');
-  if (bare !== undefined) return { destination: `${user}${bare}`, port: undefined };
-  const port = (m as RegExpExecArray)[2] === undefined ? undefined : Number((m as RegExpExecArray)[2]);
+  // A bare IPv6 address (two colons or more) cannot carry a port: brackets say where the address ends.
+  if (/^[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f:.%\w]*$/.test(rest)) return { destination: `${user}${rest}`, port: undefined };
+  const m = /^\[([0-9A-Fa-f:.%\w]+)\](?::(\d+))?$/.exec(rest) ?? /^([^:[\]]+)(?::(\d+))?$/.exec(rest);
+  if (m === null) throw bad('expected [user@]host[:port]');
+  const port = m[2] === undefined ? undefined : Number(m[2]);
   if (port !== undefined && (port < 1 || port > 65535)) throw bad(`port ${port} is out of range (1 to 65535)`);
-  return { destination: `${user}${(m as RegExpExecArray)[1] as string}`, port };
+  return { destination: `${user}${m[1] as string}`, port };
 }
 
 /**

@@ -20,6 +20,8 @@ t.test('host operands: [user@]host[:port], IPv6 in brackets, nothing ssh could r
   t.same(parseHost('joe@fd00::1'), { destination: 'joe@fd00::1', port: undefined }, 'a bare IPv6 address has no port');
   t.throws(() => parseHost('-oProxyCommand=touch /tmp/x'), /host "-oProxyCommand=touch \/tmp\/x": a host name cannot start with "-"/);
   t.throws(() => parseHost('h:0'), /port 0 is out of range/);
+  t.throws(() => parseHost('h:ssh'), /expected \[user@\]host\[:port\]/, 'a port is a number');
+  t.same(parseHost('::1'), { destination: '::1', port: undefined });
   t.throws(() => parseHost('h:70000'), /port 70000 is out of range/);
   t.throws(() => parseHost('@h'), /expected \[user@\]host\[:port\]/);
   t.throws(() => parseHost('joe@'), /expected/);
