@@ -70,6 +70,11 @@ function fakeSsh(dir: string): string {
 const handler: Handler = (req, conn) => {
   if (req.type === 'vm.status.request') return { type: 'vm.status.response', id: req.id, vms: STATUS_FIXTURE };
   if (req.type === 'vm.receive.request') return receiveBody(req, conn);
+  if (req.type === 'vm.send.request') {
+    conn.switchToRaw();
+    conn.socket.end(Buffer.concat([encodeFrame({ type: 'vm.send.response', id: req.id, vmId: 1, name: 'web' }), SEND_STREAM]));
+    return undefined;
+  }
   if (req.type !== 'vm.capture.request') return { type: 'error', id: req.id, error: { code: 'ERR_PROTOCOL', message: 'unexpected' } };
   conn.switchToRaw();
   conn.socket.write(Buffer.concat([encodeFrame({ type: 'vm.capture.response', id: req.id, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' }), BYTES.subarray(0, 300)]));
@@ -112,6 +117,7 @@ function receiveBody(req: Record<string, unknown>, conn: Parameters<Handler>[1])
 const STREAM_CONFIG: StreamConfig = {
   name: 'web', memory: 256 * 1024 * 1024, cpus: 1, boot: '/k', initrd: null, cmdline: null, cdrom: null, disks: [], interfaces: [], owner: null,
 };
+const SEND_STREAM = Buffer.concat([encodeStreamHeader(STREAM_CONFIG), chunkPrefix(BYTES.length), BYTES, STREAM_END]);
 
 t.test('through ssh and the relay, vmctl says what it says locally; failures name the host', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmctl-ssh-'));
@@ -143,6 +149,10 @@ t.test('through ssh and the relay, vmctl says what it says locally; failures nam
   t.equal(received1.exitCode, 0, received1.stderr);
   t.match(received1.stderr, /started vm 1 successfully/);
   t.ok(received.equals(body), 'the stream after the header reached vmd byte for byte, and its end too');
+
+  const sent = await run(['-H', 'far', 'send', 'web']);
+  t.equal(sent.exitCode, 0, Buffer.from(sent.stderr).toString());
+  t.ok(Buffer.from(sent.stdout).equals(SEND_STREAM), 'send: the stream comes out of ssh byte for byte');
 
   const noSocket = await run(['-H', 'far', 'status'], { ...base, VMCTL_RELAY: `${process.execPath} ${vmctlEntry} relay /nonexistent/vmd.sock` });
   t.equal(Buffer.from(noSocket.stderr).toString(), 'vmctl: host "far": connect: /nonexistent/vmd.sock: No such file or directory\n');
