@@ -141,9 +141,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   // -H wins over VMCTL_HOST; an empty VMCTL_HOST means this host, as an unset one does.
   const host = global.host ?? (io.env.VMCTL_HOST !== undefined && io.env.VMCTL_HOST !== '' ? io.env.VMCTL_HOST : undefined);
   if (host !== undefined && LOCAL_ONLY.has(found.command.name)) {
-    const why = `${found.command.name}: works on files of this host and does not go through vmd, so -H "${host}" cannot apply`;
-    if (json) io.stdout.write(help.jsonError('ERR_USAGE', why));
-    io.stderr.write(`vmctl: ${why}\nvmctl: hint: run vmctl ${found.command.name} on that host itself\n`);
+    const why = `${found.command.name}: works on files of this host and does not go through vmd, so it cannot run on host "${host}"`;
+    const hint = `run vmctl ${found.command.name} on that host itself${global.host === undefined ? ', or unset VMCTL_HOST for this one' : ''}`;
+    if (json) io.stdout.write(help.jsonError('ERR_USAGE', why, hint));
+    io.stderr.write(`vmctl: ${why}\nvmctl: hint: ${hint}\n`);
     return 1;
   }
   // `-h` before any other operand asks for the command's usage, not for its running.

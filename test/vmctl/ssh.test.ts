@@ -180,8 +180,13 @@ t.test('what cannot apply over -H is refused before ssh runs', async (t) => {
   t.notOk(existsSync(marker));
 
   const create = await run(['-H', 'far', 'create', '-s', '1M', 'x.img']);
-  t.equal(create.stderr, 'vmctl: create: works on files of this host and does not go through vmd, so -H "far" cannot apply\n'
+  t.equal(create.stderr, 'vmctl: create: works on files of this host and does not go through vmd, so it cannot run on host "far"\n'
     + 'vmctl: hint: run vmctl create on that host itself\n');
+  const grow = await execa(process.execPath, [vmctlEntry, 'grow', '-s', '2M', 'x.img'], {
+    env: { ...env, VMCTL_HOST: 'far' }, reject: false, stdin: 'ignore', stripFinalNewline: false,
+  });
+  t.equal(grow.stderr, 'vmctl: grow: works on files of this host and does not go through vmd, so it cannot run on host "far"\n'
+    + 'vmctl: hint: run vmctl grow on that host itself, or unset VMCTL_HOST for this one\n', 'VMCTL_HOST is named where it came from there');
   const relative = await run(['-H', 'far', 'start', '-d', 'disk.img', 'web']);
   t.equal(relative.stderr, 'vmctl: invalid disk path: disk.img: a path on host "far" must be absolute\n');
   const load = await run(['-H', 'far', 'load', 'x.conf']);
