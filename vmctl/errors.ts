@@ -8,9 +8,13 @@ export { strerror };
 
 /** A failure to report as `vmctl: <message>` and exit 1; `code` is what --json prints. */
 export class CliError extends Error {
-  constructor(message: string, readonly code: ErrorCode = 'ERR_INVALID') {
-    super(message);
+  /** The line after the message that names the likely fix, printed as `vmctl: hint: …`. */
+  readonly hint: string | undefined;
+
+  constructor(message: string, readonly code: ErrorCode = 'ERR_INVALID', options?: { hint?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'CliError';
+    this.hint = options?.hint;
   }
 }
 
