@@ -116,7 +116,8 @@ const VALID: Record<RequestType, Msg[]> = {
     req('vm.capture.request', { target: 'web', interface: 0, filter: 'tcp port 80\nand not arp' }),
   ],
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
-  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
+  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true })],
+  'vm.migrate.request': [req('vm.migrate.request', { target: 'web' }), req('vm.migrate.request', { target: '3', downtimeMs: 300 })],
   'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
   'vm.inspect.request': [req('vm.inspect.request', { target: 'web' })],
   'vm.snapshot.request': [
@@ -152,6 +153,7 @@ t.test('who may send what', async (t) => {
   // OpenBSD's control.c never let non-root users send or receive (neither was in its list).
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.send.request'), 'send is root only');
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.receive.request'), 'receive is root only');
+  t.notOk(UNPRIVILEGED_REQUESTS.has('vm.migrate.request'), 'migrate is root only');
 });
 
 t.test('snapshot requests: a name qemu-img could take for an option is refused; revert and delete need one', async (t) => {

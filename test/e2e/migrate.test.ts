@@ -1,0 +1,109 @@
+// End to end: live migration between two vmds in two namespaces joined by a veth the test makes. A guest counting
+// on its console moves while it runs and keeps its id, address and forward; a migration whose target dies mid-way
+// leaves the guest running where it was and nothing on the target.
+
+import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
+import { execa } from 'execa';
+import { vmctlEntry } from '../../share/paths.js';
+import { sh } from '../lib/guest-tools.js';
+import { httpGet } from '../lib/netns.js';
+import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
+
+const SRC_ADDR = '10.96.43.1';
+const DST_ADDR = '10.96.43.2';
+
+const startArgs = (name: string, ...more: string[]): string[] =>
+  ['start', name, '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '--cmdline', `console=ttyS0 quiet panic=-1 vmd.hostname=${name}`, ...more];
+
+const idOf = (row: string): number => Number(row.trim().split(/\s+/)[0]);
+
+/** Two vmds, `a` and `b`, whose namespaces reach each other over a veth (a: .1, b: .2). */
+async function twoHosts(t: Test): Promise<[VmdHarness, VmdHarness]> {
+  const a = await VmdHarness.start();
+  t.teardown(() => a.teardown());
+  const b = await VmdHarness.start();
+  t.teardown(() => b.teardown());
+  await execa('ip', ['-n', a.netns, 'link', 'add', 'mig0', 'type', 'veth', 'peer', 'name', 'mig0', 'netns', b.netns]);
+  for (const [h, addr] of [[a, SRC_ADDR], [b, DST_ADDR]] as const) {
+    await execa('ip', ['-n', h.netns, 'addr', 'add', `${addr}/24`, 'dev', 'mig0']);
+    await execa('ip', ['-n', h.netns, 'link', 'set', 'mig0', 'up']);
+  }
+  return [a, b];
+}
+
+/** The highest TICK-N a guest's console has shown within a few seconds. */
+async function lastTick(h: VmdHarness, name: string): Promise<number> {
+  const out = await h.console(name, '', /TICK-\d+[\s\S]*TICK-\d+[\s\S]*TICK-\d+/, 30);
+  return Math.max(...[...out.matchAll(/TICK-(\d+)/g)].map((m) => Number(m[1])));
+}
+
+/** Everything vmd-made about a link still visible in a namespace: the interface and any nftables rule naming it. */
+async function linkTraces(netns: string, link: string): Promise<string[]> {
+  const links = String((await execa('ip', ['-n', netns, '-o', 'link'])).stdout);
+  const rules = String((await execa('ip', ['netns', 'exec', netns, 'nft', 'list', 'ruleset'])).stdout);
+  return [...links.split('\n'), ...rules.split('\n')].filter((l) => l.includes(link));
+}
+
+t.test('a running guest migrates: its loop goes on, its id, address and forward hold, the source is clean', async (t) => {
+  const [a, b] = await twoHosts(t);
+  const started = await a.vmctl(startArgs('mover', '-L', '--forward', 'tcp:8080:80'));
+  t.equal(started.exitCode, 0, started.stderr);
+  const id = idOf(await a.waitState('mover', 'running', 30_000));
+  await a.console('mover', '\n', new RegExp(`vmd-guest: lease eth0 100\\.64\\.${id}\\.3/31`), 90);
+  t.equal((await httpGet(a.netns, '127.0.0.1', 8080)).trim(), 'mover', 'the forward works on the source');
+  const link = (JSON.parse((await a.vmctl(['links', '--json', 'mover'])).stdout) as { links: Array<{ link: string }> }).links[0]!.link;
+  await sh(a, 'mover', '(i=0; while :; do i=$((i+1)); echo TICK-$i; sleep 1; done) & true');
+  const before = await lastTick(a, 'mover');
+
+  const m = await a.vmctl(['migrate', '-s', b.socket, 'mover', DST_ADDR], { timeoutMs: 180_000 });
+  t.equal(m.exitCode, 0, `migrate: ${m.stderr}\n${a.daemonLog}\n${b.daemonLog}`);
+  t.match(m.stderr, new RegExp(`migrated vm mover to ${DST_ADDR.replace(/\./g, '\\.')} as vm ${id}: downtime \\d+ ms, total \\d+ ms`));
+  t.equal(idOf(await b.waitState('mover', 'running', 10_000)), id, 'the target kept the VM id');
+  await a.waitState('mover', 'gone', 10_000);
+
+  const after = await lastTick(b, 'mover');
+  t.ok(after > before, `the loop goes on on the target (TICK-${before} on the source, TICK-${after} on the target)`);
+  t.ok(after < before + 120, 'from where it was, not from the start');
+  t.match((await b.vmctl(['links', 'mover'])).stdout, `100.64.${id}.3/31`, 'the link on the target carries the same address');
+  t.equal((await httpGet(b.netns, '127.0.0.1', 8080)).trim(), 'mover', 'the forward answers on the target');
+  t.equal((await httpGet(b.netns, `100.64.${id}.3`, 80)).trim(), 'mover', 'and the guest\'s own address from the target host');
+
+  t.same(a.guestPids(), [], 'no guest left on the source');
+  t.same(await linkTraces(a.netns, link), [], 'no link or rule of it left on the source');
+  t.equal((await a.vmctl(['links'])).stdout.includes('mover'), false, 'the source lists no link of it');
+  t.equal((await b.vmctl(['stop', '-f', '-w', 'mover'])).exitCode, 0);
+});
+
+t.test('the target\'s QEMU dies mid-way: the guest runs on at the source, nothing is left on the target', async (t) => {
+  const [a, b] = await twoHosts(t);
+  t.equal((await a.vmctl(startArgs('stayer', '-L'))).exitCode, 0);
+  await a.waitState('stayer', 'running', 30_000);
+  await a.console('stayer', '\n', /vmd-guest: ready/, 90);
+  // Memory the guest keeps dirtying, with a 1 ms downtime limit: the migration cannot converge while we watch.
+  await sh(a, 'stayer', '(while :; do dd if=/dev/urandom of=/tmp/churn bs=1M count=32 2>/dev/null; done) & true');
+
+  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', '-D', '1', '-s', b.socket, 'stayer', DST_ADDR], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
+  let target: number[] = [];
+  for (let i = 0; i < 300 && target.length === 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    target = b.guestPids();
+  }
+  t.equal(target.length, 1, 'the target started a QEMU for the guest');
+  // Under way: the source's QEMU is sending (the target's listening socket has a peer).
+  await new Promise((r) => setTimeout(r, 3000));
+  process.kill(target[0]!, 'SIGKILL');
+  t.equal(await exited, 1, 'migrate fails');
+  t.match(err, /migrate: /, `it says why: ${err}`);
+
+  t.equal((await b.vmctl(['status', 'stayer'])).stdout.includes('stayer'), false, 'no VM of it on the target');
+  t.same(b.guestPids(), [], 'no QEMU left on the target');
+  t.equal((await b.vmctl(['links'])).stdout.includes('stayer'), false, 'no link left on the target');
+  await a.waitState('stayer', 'running', 10_000);
+  const alive = await sh(a, 'stayer', 'echo ALIVE-$((40+2))');
+  t.match(alive, 'ALIVE-42', 'the guest runs on at the source');
+  t.equal((await a.vmctl(['stop', '-f', '-w', 'stayer'])).exitCode, 0);
+});
