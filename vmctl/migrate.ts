@@ -75,7 +75,7 @@ function tell(source: Socket, frame: MigrateClientFrame): void {
 /** A failed step's report: vmd's error reply in migrate's words, or what went missing. */
 function failed(ctx: Context, where: string, f: Incoming): number {
   if (f !== null && f.kind === 'reply' && f.response.type === 'error') {
-    reportError(ctx, 'migrate', { ...f.response.error, message: `${where}: ${f.response.error.message}` }, f.raw);
+    reportError(ctx, 'migrate', { ...f.response.error, message: `migrate: ${where}: ${f.response.error.message}` }, f.raw);
   } else {
     warnx(ctx, `migrate: ${where}: ${f === null ? 'vmd closed the connection' : `unexpected response received from vmd${ctx.verbose > 0 ? `: ${JSON.stringify(f)}` : ''}`}`);
   }
