@@ -5,6 +5,8 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { execa } from 'execa';
+import { unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { vmctlEntry } from '../../share/paths.js';
 import { sh } from '../lib/guest-tools.js';
 import { httpGet } from '../lib/netns.js';
@@ -107,4 +109,35 @@ t.test('the target\'s QEMU dies mid-way: the guest runs on at the source, nothin
   const alive = await sh(a, 'stayer', 'echo ALIVE-$((40+2))');
   t.match(alive, 'ALIVE-42', 'the guest runs on at the source');
   t.equal((await a.vmctl(['stop', '-f', '-w', 'stayer'])).exitCode, 0);
+});
+
+t.test('the target refuses up front, naming a forward\'s port in use or a disk it cannot reach; nothing moves', async (t) => {
+  const [a, b] = await twoHosts(t);
+  const disk = join(a.dir, 'data.img');
+  writeFileSync(disk, Buffer.alloc(1024 * 1024));
+  // The mover gets id 2 on the source, so the holder's id 1 on the target is no obstacle: its forward is.
+  t.equal((await a.vmctl(startArgs('pad'))).exitCode, 0);
+  t.equal((await a.vmctl(startArgs('mover', '-L', '--forward', 'tcp:8080:80', '-d', disk))).exitCode, 0);
+  t.equal(idOf(await a.waitState('mover', 'running', 30_000)), 2);
+  await a.console('mover', '\n', /vmd-guest: ready/, 90);
+  t.equal((await b.vmctl(startArgs('holder', '-L', '--forward', 'tcp:8080:80'))).exitCode, 0);
+  await b.waitState('holder', 'running', 30_000);
+
+  const clash = await a.vmctl(['migrate', '-s', b.socket, 'mover', DST_ADDR]);
+  t.equal(clash.exitCode, 1, 'a clashing forward is refused');
+  t.match(clash.stderr, /8080/, `the refusal names the port: ${clash.stderr}`);
+  t.equal(b.guestPids().length, 1, 'only the holder runs on the target');
+  t.equal((await b.vmctl(['status', 'mover'])).stdout.includes('mover'), false, 'no VM of it on the target');
+
+  t.equal((await b.vmctl(['stop', '-f', '-w', 'holder'])).exitCode, 0);
+  // The source's QEMU holds its disk open; the path is gone, as on a target without the shared storage.
+  unlinkSync(disk);
+  const missing = await a.vmctl(['migrate', '-s', b.socket, 'mover', DST_ADDR]);
+  t.equal(missing.exitCode, 1, 'a disk the target cannot open is refused');
+  t.match(missing.stderr, disk, `the refusal names the disk: ${missing.stderr}`);
+  t.same(b.guestPids(), [], 'nothing runs on the target');
+  t.equal((await b.vmctl(['links'])).stdout.includes('mover'), false, 'no link on the target');
+  await a.waitState('mover', 'running', 10_000);
+  t.match(await sh(a, 'mover', 'echo HERE-$((40+2))'), 'HERE-42', 'the guest runs on at the source');
+  for (const name of ['mover', 'pad']) t.equal((await a.vmctl(['stop', '-f', '-w', name])).exitCode, 0);
 });

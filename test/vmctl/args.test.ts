@@ -67,7 +67,7 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('se'), 'send');
   t.equal(name('e'), 'events');
   t.equal(name('g'), 'grow');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'migrate', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('send and receive arguments', async (t) => {
@@ -93,6 +93,7 @@ t.test('usage output and exit status', async (t) => {
   t.equal(usageOf('reset'), 'usage:\tvmctl [-v] reset [all | switches | vms]\n');
   t.equal(usageOf('log'), 'usage:\tvmctl [-v] log brief | verbose | id\n');
   t.equal(usageOf('wait'), 'usage:\tvmctl [-v] wait id\n');
+  t.equal(usageOf('migrate'), 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] id [user@]host\n');
   t.match(usageOf('start'), /^usage:\tvmctl \[-v\] start \[-cL\] \[-B device\] \[-b path\] \[-d disk\] \[-i count\]\n\t\t\[-m size\] \[-n switch\] \[-r path\] \[-t name\]\n/);
   t.same(await run(['reload', 'x']), { code: 1, stdout: '', stderr: usageOf('reload') });
   t.same(await run(['stop']), { code: 1, stdout: '', stderr: usageOf('stop') });
