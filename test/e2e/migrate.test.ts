@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { vmctlEntry } from '../../share/paths.js';
 import { sh } from '../lib/guest-tools.js';
 import { httpGet } from '../lib/netns.js';
-import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
+import { HOST_ADDRS, twoHostsStart } from '../lib/two-hosts.js';
+import { guestInitrd, guestKernel, type VmdHarness } from '../lib/vmd-harness.js';
 
-const SRC_ADDR = '10.96.43.1';
-const DST_ADDR = '10.96.43.2';
+const DST_ADDR = HOST_ADDRS[1];
 
 const startArgs = (name: string, ...more: string[]): string[] =>
   ['start', name, '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '--cmdline', `console=ttyS0 quiet panic=-1 vmd.hostname=${name}`, ...more];
@@ -22,15 +22,11 @@ const idOf = (row: string): number => Number(row.trim().split(/\s+/)[0]);
 
 /** Two vmds, `a` and `b`, whose namespaces reach each other over a veth (a: .1, b: .2). */
 async function twoHosts(t: Test): Promise<[VmdHarness, VmdHarness]> {
-  const a = await VmdHarness.start();
-  t.teardown(() => a.teardown());
-  const b = await VmdHarness.start();
-  t.teardown(() => b.teardown());
-  await execa('ip', ['-n', a.netns, 'link', 'add', 'mig0', 'type', 'veth', 'peer', 'name', 'mig0', 'netns', b.netns]);
-  for (const [h, addr] of [[a, SRC_ADDR], [b, DST_ADDR]] as const) {
-    await execa('ip', ['-n', h.netns, 'addr', 'add', `${addr}/24`, 'dev', 'mig0']);
-    await execa('ip', ['-n', h.netns, 'link', 'set', 'mig0', 'up']);
-  }
+  const [a, b] = await twoHostsStart();
+  t.teardown(async () => {
+    await a.teardown();
+    await b.teardown();
+  });
   return [a, b];
 }
 
