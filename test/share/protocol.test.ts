@@ -485,6 +485,9 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.send.response', id: 11, vmId: 1, name: 'web' },
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
     { type: 'vm.receive.response', id: 12, phase: 'done', vm: vmInfo },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo, port: 49152 },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'done' },
     { type: 'ok.response', id: 8 },
     { type: 'vm.events.response', id: 8 },
     { type: 'vm.event', id: 8, event: { time: '2026-12-07T02:40:00.123Z', event: 'stopped', vmId: 3, vm: 'web', reason: 'host-qmp-quit' } },
@@ -609,6 +612,7 @@ t.test('property: mutated replies are accepted or refused with ProtocolError, no
     { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
     { type: 'vm.capture.response', id: 11, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' },
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'not found', hint: 'h' } },
   ];
