@@ -12,7 +12,7 @@ import type { ControlClient } from './client.js';
 import { getopt, parseVmid, printJson, reportError, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import { migrateTargetConnect, migrateTargetParse, type MigrateTarget } from './migrate-target.js';
-import { byteProgress } from './progress.js';
+import { byteProgress, type Progress } from './progress.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** A frame from vmd on a connection that left the framed protocol: a reply, progress, or the peer gone (null). */
@@ -85,7 +85,8 @@ function failed(ctx: Context, where: string, f: Incoming): number {
 /** The migration proper, once both ends said ready: progress until completed, then the target's word decides. */
 async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Frames, dst: Frames, port: number): Promise<number> {
   tell(src.socket, { type: 'vm.migrate.go', host: to.host, port });
-  const progress = byteProgress(ctx, `migrate ${name}:`, null);
+  // Made at the first report, which knows the guest's RAM: a bar rather than a bare count.
+  let progress: Progress | null = null;
   const dstNext = dst.next();
   let targetRuns = false;
   let done: MigrateProgress | null = null;
@@ -102,7 +103,7 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
     if (first.from === 'dst') {
       // The target gave up or went away mid-way: the source cancels and its guest runs on.
       tell(src.socket, { type: 'vm.migrate.abort' });
-      progress.finish();
+      progress?.finish();
       let srcEnd = await srcNext;
       while (srcEnd?.kind === 'progress') srcEnd = await src.next();
       failed(ctx, `target ${to.host}`, first.f);
@@ -111,13 +112,14 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
     }
     const f = first.f;
     if (f === null || f.kind === 'reply') {
-      progress.finish();
+      progress?.finish();
       return failed(ctx, 'source', f);
     }
+    progress ??= byteProgress(ctx, `migrate ${name}:`, f.progress.total);
     progress.update(f.progress.transferred);
     if (f.progress.status === 'completed') done = f.progress;
   }
-  progress.finish();
+  progress?.finish();
   const verdict = await dstNext;
   if (!receiveDone(verdict)) {
     tell(src.socket, { type: 'vm.migrate.abort' });

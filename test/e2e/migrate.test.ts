@@ -11,7 +11,7 @@ import { vmctlEntry } from '../../share/paths.js';
 import { sh } from '../lib/guest-tools.js';
 import { httpGet } from '../lib/netns.js';
 import { HOST_ADDRS, twoHostsStart } from '../lib/two-hosts.js';
-import { guestInitrd, guestKernel, type VmdHarness } from '../lib/vmd-harness.js';
+import { guestInitrd, guestKernel, pidsMatching, type VmdHarness } from '../lib/vmd-harness.js';
 
 const DST_ADDR = HOST_ADDRS[1];
 
@@ -51,6 +51,7 @@ t.test('a running guest migrates: its loop goes on, its id, address and forward 
   await a.console('mover', '\n', new RegExp(`vmd-guest: lease eth0 100\\.64\\.${id}\\.3/31`), 90);
   t.equal((await httpGet(a.netns, '127.0.0.1', 8080)).trim(), 'mover', 'the forward works on the source');
   const link = (JSON.parse((await a.vmctl(['links', '--json', 'mover'])).stdout) as { links: Array<{ link: string }> }).links[0]!.link;
+  t.equal(pidsMatching(`--dhcp-leasefile=${a.stateDir}`).length, 1, 'the source serves its local interface\'s lease');
   await sh(a, 'mover', '(i=0; while :; do i=$((i+1)); echo TICK-$i; sleep 1; done) & true');
   const before = await lastTick(a, 'mover');
 
@@ -68,6 +69,7 @@ t.test('a running guest migrates: its loop goes on, its id, address and forward 
   t.equal((await httpGet(b.netns, `100.64.${id}.3`, 80)).trim(), 'mover', 'and the guest\'s own address from the target host');
 
   t.same(a.guestPids(), [], 'no guest left on the source');
+  t.same(pidsMatching(`--dhcp-leasefile=${a.stateDir}`), [], 'no lease server of it left on the source');
   t.same(await linkTraces(a.netns, link), [], 'no link or rule of it left on the source');
   t.equal((await a.vmctl(['links'])).stdout.includes('mover'), false, 'the source lists no link of it');
   t.equal((await b.vmctl(['stop', '-f', '-w', 'mover'])).exitCode, 0);
