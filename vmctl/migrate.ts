@@ -67,9 +67,9 @@ function receiveDone(f: Incoming): f is { kind: 'reply'; response: Extract<Contr
   return f !== null && f.kind === 'reply' && f.response.type === 'vm.receive.response' && f.response.phase === 'done';
 }
 
-/** Writes one of our frames to the source. */
-function tell(source: Socket, frame: MigrateClientFrame): void {
-  if (!source.destroyed) source.write(encodeFrame(frame));
+/** Writes one of our frames to the source or the target. */
+function tell(peer: Socket, frame: MigrateClientFrame): void {
+  if (!peer.destroyed) peer.write(encodeFrame(frame));
 }
 
 /** A failed step's report: vmd's error reply in migrate's words, or what went missing. */
@@ -87,19 +87,12 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
   tell(src.socket, { type: 'vm.migrate.go', host: to.host, port });
   // Made at the first report, which knows the guest's RAM: a bar rather than a bare count.
   let progress: Progress | null = null;
+  // Before our commit the target only speaks to fail.
   const dstNext = dst.next();
-  let targetRuns = false;
   let done: MigrateProgress | null = null;
   while (done === null) {
     const srcNext = src.next();
-    const waits: Array<Promise<{ from: 'src' | 'dst'; f: Incoming }>> = [srcNext.then((f) => ({ from: 'src' as const, f }))];
-    if (!targetRuns) waits.push(dstNext.then((f) => ({ from: 'dst' as const, f })));
-    const first = await Promise.race(waits);
-    // The target may resume the guest before the source's next poll reports completion: never abort after that.
-    if (first.from === 'dst' && receiveDone(first.f)) {
-      targetRuns = true;
-      continue;
-    }
+    const first = await Promise.race([srcNext.then((f) => ({ from: 'src' as const, f })), dstNext.then((f) => ({ from: 'dst' as const, f }))]);
     if (first.from === 'dst') {
       // The target gave up or went away mid-way: the source cancels and its guest runs on.
       tell(src.socket, { type: 'vm.migrate.abort' });
@@ -120,7 +113,11 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
     if (f.progress.status === 'completed') done = f.progress;
   }
   progress?.finish();
+  // The source completed, so the state the target loaded is the guest's: only now may it run there.
+  const completed = performance.now();
+  tell(dst.socket, { type: 'vm.migrate.commit' });
   const verdict = await dstNext;
+  const resumeMs = Math.round(performance.now() - completed);
   if (!receiveDone(verdict)) {
     tell(src.socket, { type: 'vm.migrate.abort' });
     await src.next();
@@ -132,8 +129,11 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
     // The target runs the guest: the source's trouble quitting its copy is worth saying, not a failed migration.
     warnx(ctx, `migrate: source: the guest did not confirm it left (check it with vmctl status ${name})`);
   }
-  if (ctx.json) printJson(ctx, { ...done, vm: verdict.response.vm });
-  else warnx(ctx, `migrated vm ${name} to ${to.host} as vm ${verdict.response.vm.id}: downtime ${done.downtimeMs ?? '-'} ms, total ${done.totalMs ?? '-'} ms`);
+  if (ctx.json) printJson(ctx, { ...done, resumeMs, vm: verdict.response.vm });
+  else {
+    warnx(ctx, `migrated vm ${name} to ${to.host} as vm ${verdict.response.vm.id}: downtime ${done.downtimeMs ?? '-'} ms `
+      + `(and ${resumeMs} ms until the target resumed it), total ${done.totalMs ?? '-'} ms`);
+  }
   return 0;
 }
 

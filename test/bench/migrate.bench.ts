@@ -1,5 +1,5 @@
 // Benchmark of `vmctl migrate` between two vmds on two namespaces joined by a veth, for a 256 MB and a 1 GB guest:
-// total time and the guest's downtime as QEMU measured it; and, for comparison, the same guest sent and received.
+// total time, the downtime QEMU measured and how long the guest was paused in all; and, for comparison, send/receive.
 
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,13 +11,13 @@ import type { BenchSection, Measurement } from './bench.js';
 const TARGET_DOWNTIME_MS = 300;
 
 /** `vmctl --json migrate` from `a` to `b`; QEMU's numbers and the command's wall time. */
-async function migrateTimed(a: VmdHarness, b: VmdHarness, name: string): Promise<{ wallMs: number; totalMs: number; downtimeMs: number }> {
+async function migrateTimed(a: VmdHarness, b: VmdHarness, name: string): Promise<{ wallMs: number; totalMs: number; downtimeMs: number; resumeMs: number }> {
   const t0 = performance.now();
   const r = await a.vmctl(['--json', 'migrate', '-s', b.socket, name, HOST_ADDRS[1]], { timeoutMs: 600_000 });
   const wallMs = performance.now() - t0;
   if (r.exitCode !== 0) throw new Error(`migrate ${name}: ${r.stderr}`);
-  const done = JSON.parse(r.stdout) as { totalMs: number; downtimeMs: number };
-  return { wallMs, totalMs: done.totalMs, downtimeMs: done.downtimeMs };
+  const done = JSON.parse(r.stdout) as { totalMs: number; downtimeMs: number; resumeMs: number };
+  return { wallMs, totalMs: done.totalMs, downtimeMs: done.downtimeMs, resumeMs: done.resumeMs };
 }
 
 /** One size: start on `a`, migrate to `b`, then send from `b` through a file and receive on `a`. */
@@ -39,7 +39,9 @@ async function measureSize(a: VmdHarness, b: VmdHarness, label: string, memory: 
   return [
     { name: `migrate ${label} guest: total`, value: m.wallMs / 1000, unit: 's' },
     { name: `migrate ${label} guest: QEMU's total time`, value: m.totalMs / 1000, unit: 's' },
-    { name: `migrate ${label} guest: downtime`, value: m.downtimeMs, unit: 'ms', target: TARGET_DOWNTIME_MS },
+    { name: `migrate ${label} guest: downtime (QEMU's)`, value: m.downtimeMs, unit: 'ms' },
+    // The target resumes the guest only on vmctl's commit, once the source reported completion.
+    { name: `migrate ${label} guest: paused (QEMU's downtime and until the target resumed it)`, value: m.downtimeMs + m.resumeMs, unit: 'ms', target: TARGET_DOWNTIME_MS },
     { name: `send + receive ${label} guest (paused throughout)`, value: (sent.ms + received.ms) / 1000, unit: 's' },
   ];
 }

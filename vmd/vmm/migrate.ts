@@ -12,8 +12,8 @@ import { guestQuitAndWait } from './lifecycle.js';
 
 /** query-migrate states in which the migration is still going on. */
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
-/** How often progress goes to the client (and QEMU is asked). */
-const PROGRESS_MS = 200;
+/** How often QEMU is asked (and progress goes to the client): the target waits for the news of completion. */
+const PROGRESS_MS = 50;
 /** The source's bandwidth cap: QEMU's default (32 MiB/s) would make a 1 GB guest take half a minute on loopback. */
 const MAX_BANDWIDTH = 8 * 1024 ** 3;
 /** Frames the client may send are tiny; anything bigger is not vmctl. */
@@ -179,28 +179,23 @@ async function incomingPort(qmp: QmpClient, name: string): Promise<number> {
 }
 
 /** Waits until QEMU has loaded the whole state (paused, with -S), failing if it gave up or the client left. */
-async function incomingLoaded(qmp: QmpClient, client: Socket, name: string): Promise<void> {
-  let gone = false;
-  const onClose = (): void => { gone = true; };
-  client.on('close', onClose);
-  try {
-    const deadline = Date.now() + INCOMING_TIMEOUT_MS;
-    for (;;) {
-      const st = (await qmp.execute('query-status')) as { status?: string };
-      if (st.status === 'paused' || st.status === 'postmigrate') return;
-      if (st.status !== 'inmigrate' && st.status !== 'prelaunch') throw new VmdError('ERR_QEMU', `vm "${name}": migrate: qemu is ${st.status ?? 'in an unknown state'}`);
-      if (gone) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up`, { hint: 'the guest runs on at the source' });
-      if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: no migration arrived`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  } finally {
-    client.off('close', onClose);
+async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string): Promise<void> {
+  const deadline = Date.now() + INCOMING_TIMEOUT_MS;
+  for (;;) {
+    const st = (await qmp.execute('query-status')) as { status?: string };
+    if (st.status === 'paused' || st.status === 'postmigrate') return;
+    if (st.status !== 'inmigrate' && st.status !== 'prelaunch') throw new VmdError('ERR_QEMU', `vm "${name}": migrate: qemu is ${st.status ?? 'in an unknown state'}`);
+    if (frames.pending) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up`, { hint: 'the guest runs on at the source' });
+    if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: no migration arrived`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
 /**
  * A live receive, `vmctl migrate`'s target: QEMU (started paused with -incoming defer) listens on a TCP port of
- * its own choosing, the ready reply tells the client which, and the guest resumes here once fully loaded.
+ * its own choosing, the ready reply tells the client which, and once QEMU has loaded a whole state the guest
+ * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
+ * to the port first; what they send is loaded but never run.
  */
 export async function guestIncoming(g: Guest, client: Socket, response: unknown): Promise<void> {
   const qmp = g.qmp;
@@ -208,13 +203,16 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown)
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'receive';
   client.allowHalfOpen = true;
-  client.on('data', () => undefined);
-  client.resume();
+  const frames = new ClientFrames(client, Buffer.alloc(0));
   try {
     // Every address: the client names the one the source reaches, which this host cannot know.
     await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
     client.write(encodeFrame({ ...(response as object), port: await incomingPort(qmp, name) }));
-    await incomingLoaded(qmp, client, name);
+    await incomingLoaded(qmp, frames, name);
+    const verdict = await frames.next();
+    if (verdict?.type !== 'vm.migrate.commit') {
+      throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the source did not complete the migration`, { hint: 'the guest runs on at the source' });
+    }
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
