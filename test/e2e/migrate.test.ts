@@ -5,9 +5,10 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { execa } from 'execa';
-import { unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { vmctlEntry } from '../../share/paths.js';
+import { StreamDecoder } from '../../share/stream.js';
 import { sh } from '../lib/guest-tools.js';
 import { httpGet } from '../lib/netns.js';
 import { HOST_ADDRS, twoHostsStart } from '../lib/two-hosts.js';
@@ -106,6 +107,8 @@ async function guestReady(t: Test, a: VmdHarness, name: string): Promise<void> {
 
 /** After a failed migration: the guest answers at the source, the target has nothing of it. */
 async function stayedAtSource(t: Test, a: VmdHarness, b: VmdHarness, name: string): Promise<void> {
+  // The target undoes what it made in its own time after the client left.
+  await b.waitState(name, 'gone', 15_000).catch((err: unknown) => t.fail(String(err)));
   t.equal((await b.vmctl(['status', name])).stdout.includes(name), false, 'no VM of it on the target');
   t.same(b.guestPids(), [], 'no QEMU left on the target');
   t.equal((await b.vmctl(['links'])).stdout.includes(name), false, 'no link left on the target');
@@ -167,4 +170,46 @@ t.test('the target refuses up front, naming a forward\'s port in use or a disk i
   await a.waitState('mover', 'running', 10_000);
   t.match(await sh(a, 'mover', 'echo HERE-$((40+2))'), 'HERE-42', 'the guest runs on at the source');
   for (const name of ['mover', 'pad']) t.equal((await a.vmctl(['stop', '-f', '-w', name])).exitCode, 0);
+});
+
+/** The guest state in a `vmctl send` file: QEMU's migration bytes, de-chunked. */
+function stateOf(file: string): Buffer {
+  const parts: Buffer[] = [];
+  for (const ev of new StreamDecoder().push(readFileSync(file))) if (ev.kind === 'data') parts.push(Buffer.from(ev.data));
+  return Buffer.concat(parts);
+}
+
+t.test('an intruder who reaches the target\'s port first: its state never runs, the guest stays at the source', async (t) => {
+  const [a, b] = await twoHosts(t);
+  // A state the target's QEMU will load: a guest made just like the one that migrates, sent to a file.
+  await guestReady(t, a, 'rogue');
+  const sent = await a.vmctlFiles(['send', 'rogue'], { stdout: join(a.dir, 'rogue.vmstate') });
+  t.equal(sent.exitCode, 0, sent.stderr);
+  writeFileSync(join(a.dir, 'rogue.raw'), stateOf(join(a.dir, 'rogue.vmstate')));
+  await a.waitState('rogue', 'gone', 10_000);
+  await guestReady(t, a, 'mover');
+  // The source's QEMU is held still (for less than vmm's 10 s QMP timeout), so the intruder connects first.
+  const source = a.guestPids()[0]!;
+  process.kill(source, 'SIGSTOP');
+  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', '-s', b.socket, 'mover', DST_ADDR], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
+  let port: string | undefined;
+  for (let i = 0; i < 600 && port === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const ss = String((await execa('ip', ['netns', 'exec', b.netns, 'ss', '-Htlnp'])).stdout);
+    const line = ss.split('\n').find((l) => b.guestPids().some((pid) => l.includes(`pid=${pid},`)));
+    port = line === undefined ? undefined : /:(\d+)\s/.exec(line)?.[1];
+  }
+  t.ok(port !== undefined, 'the target listens');
+  const intruder = await execa('ip', ['netns', 'exec', a.netns, process.execPath, '-e',
+    `const s = require('net').connect(${port}, '${DST_ADDR}', () => s.end(require('fs').readFileSync(${JSON.stringify(join(a.dir, 'rogue.raw'))})));
+     s.on('error', (e) => { console.error(e.message); process.exit(1); }); s.on('close', () => process.exit(0));`], { reject: false, timeout: 60_000 });
+  t.equal(intruder.exitCode, 0, `the intruder's state went in: ${String(intruder.stderr)}`);
+  await new Promise((r) => setTimeout(r, 2000));
+  process.kill(source, 'SIGCONT');
+  t.equal(await exited, 1, 'migrate fails');
+  t.match(err, /vm "mover": migrate: migration failed/, `the source could not connect: ${err}`);
+  await stayedAtSource(t, a, b, 'mover');
 });

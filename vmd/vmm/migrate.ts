@@ -54,6 +54,8 @@ class ClientFrames {
     };
     if (remainder.length > 0) onData(remainder);
     client.on('data', onData);
+    // The end of the client's half is the end of what it has to say (the socket may allow half-open connections).
+    client.on('end', () => this.#put(null));
     client.on('close', () => this.#put(null));
     client.resume();
   }
@@ -202,7 +204,6 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown)
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'receive';
-  client.allowHalfOpen = true;
   const frames = new ClientFrames(client, Buffer.alloc(0));
   try {
     // Every address: the client names the one the source reaches, which this host cannot know.
