@@ -72,6 +72,11 @@ class ClientFrames {
     return this.#queue.length > 0;
   }
 
+  /** Whether the client is gone (its last word may still wait in the queue). */
+  get gone(): boolean {
+    return this.#queue.at(-1) === null;
+  }
+
   #put(f: MigrateClientFrame | null): void {
     if (this.#queue.at(-1) === null) return;
     const w = this.#waiter;
@@ -187,7 +192,8 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
     const st = (await qmp.execute('query-status')) as { status?: string };
     if (st.status === 'paused' || st.status === 'postmigrate') return;
     if (st.status !== 'inmigrate' && st.status !== 'prelaunch') throw new VmdError('ERR_QEMU', `vm "${name}": migrate: qemu is ${st.status ?? 'in an unknown state'}`);
-    if (frames.pending) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up`, { hint: 'the guest runs on at the source' });
+    // A commit may come before this poll sees the load finished (the source's news travels fast); it waits.
+    if (frames.gone) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up`, { hint: 'the guest runs on at the source' });
     if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: no migration arrived`);
     await new Promise((r) => setTimeout(r, 50));
   }
