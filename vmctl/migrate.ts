@@ -162,10 +162,16 @@ async function runMigrate(args: readonly string[], ctx: Context): Promise<number
   const ref = parseVmid(operands[0] as string, (m) => warnx(ctx, m));
   if (ref === undefined) throw new CliError(`invalid id: ${operands[0] as string}`);
   const to = migrateTargetParse(operands[1] as string, socket);
-  const source = await ctx.connect();
-  let target: ControlClient | null = null;
+  // The target first: a host vmctl cannot reach is said before the source is asked for anything.
+  const target = await migrateTargetConnect(to);
+  let source: ControlClient;
   try {
-    target = await migrateTargetConnect(to);
+    source = await ctx.connect();
+  } catch (err) {
+    target.close();
+    throw err;
+  }
+  try {
     const r = await source.stream({ type: 'vm.migrate.request', target: ref.target, ...(downtimeMs === undefined ? {} : { downtimeMs }) }, 'vm.migrate.response');
     if (!('socket' in r)) return failed(ctx, 'source', { kind: 'reply', response: r.response, raw: r.raw });
     const config = r.response.type === 'vm.migrate.response' ? r.response.config : undefined;
@@ -178,7 +184,7 @@ async function runMigrate(args: readonly string[], ctx: Context): Promise<number
     }
     return await migrateRun(ctx, config.name, to, src, prepared.frames, prepared.port);
   } finally {
-    target?.close();
+    target.close();
     source.close();
   }
 }
