@@ -54,7 +54,7 @@ export function errnoOf(code: ErrorCode): string | undefined {
 /** Which command saw the error: OpenBSD words the same errno differently per command. */
 export type ErrorContext =
   | 'start' | 'stop' | 'wait' | 'pause' | 'unpause' | 'console'
-  | 'status' | 'load' | 'reload' | 'reset' | 'log' | 'send' | 'receive';
+  | 'status' | 'load' | 'reload' | 'reset' | 'log' | 'send' | 'receive' | 'migrate';
 
 /** start's VMD_* results, worded as vm_start_complete() prints them. */
 const START_MESSAGES: Partial<Readonly<Record<ErrorCode, string>>> = {
@@ -91,6 +91,7 @@ export function errorMessage(context: ErrorContext, error: VmdErrorData): string
       return errno === undefined ? error.message : `failed to open the console: ${strerror(errno)}`;
     case 'send':
     case 'receive':
+    case 'migrate':
       // OpenBSD had no wording of its own here beyond the control gate's EPERM; vmd's message names the cause.
       return error.code === 'ERR_PERMISSION' ? `command failed: ${strerror('EPERM')}` : error.message;
     default:

@@ -23,6 +23,7 @@ export const COMMANDS: readonly CommandSpec[] = (
     ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],
     ['log', () => import('./log.js').then((m) => m.logCommand)],
+    ['migrate', () => import('./migrate.js').then((m) => m.migrateCommand)],
     ['pause', () => import('./pause.js').then((m) => m.pauseCommand)],
     ['receive', () => import('./receive.js').then((m) => m.receiveCommand)],
     ['reload', () => import('./reload.js').then((m) => m.reloadCommand)],

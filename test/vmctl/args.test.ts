@@ -67,7 +67,19 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('se'), 'send');
   t.equal(name('e'), 'events');
   t.equal(name('g'), 'grow');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'migrate', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
+});
+
+t.test('migrate arguments: bad ones are refused before any vmd is asked', async (t) => {
+  const usage = 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] id [user@]host\n';
+  t.same(await run(['migrate', 'web']), { code: 1, stdout: '', stderr: usage });
+  t.same(await run(['migrate', 'web', 'h', 'x']), { code: 1, stdout: '', stderr: usage });
+  t.same(await run(['migrate', '-D', '0', 'web', 'h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid downtime: 0 (1 to 60000 ms)\n' });
+  t.same(await run(['migrate', '-D', '5s', 'web', 'h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid downtime: 5s (1 to 60000 ms)\n' });
+  t.same(await run(['migrate', '-s', '/x.sock', 'web', 'h,opt=1']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid host: h,opt=1: give a host name, an IPv4 address or [an IPv6 address]\n' });
+  t.same(await run(['migrate', '-s', '/x.sock', 'web', 'us er@h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid user: us er\n' });
+  t.same(await run(['migrate', 'web', 'root@h2']), { code: 1, stdout: '', stderr: 'vmctl: migrate: h2: no way to reach its vmd: give its socket with -s socket\n' });
+  t.same(await run(['migrate', '-s', '/nonexistent/t.sock', 'web', 'h2']), { code: 1, stdout: '', stderr: 'vmctl: connect: /nonexistent/t.sock: No such file or directory\n' });
 });
 
 t.test('send and receive arguments', async (t) => {
@@ -93,6 +105,7 @@ t.test('usage output and exit status', async (t) => {
   t.equal(usageOf('reset'), 'usage:\tvmctl [-v] reset [all | switches | vms]\n');
   t.equal(usageOf('log'), 'usage:\tvmctl [-v] log brief | verbose | id\n');
   t.equal(usageOf('wait'), 'usage:\tvmctl [-v] wait id\n');
+  t.equal(usageOf('migrate'), 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] id [user@]host\n');
   t.match(usageOf('start'), /^usage:\tvmctl \[-v\] start \[-cL\] \[-B device\] \[-b path\] \[-d disk\] \[-i count\]\n\t\t\[-m size\] \[-n switch\] \[-r path\] \[-t name\]\n/);
   t.same(await run(['reload', 'x']), { code: 1, stdout: '', stderr: usageOf('reload') });
   t.same(await run(['stop']), { code: 1, stdout: '', stderr: usageOf('stop') });
