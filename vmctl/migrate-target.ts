@@ -1,15 +1,16 @@
-// How `vmctl migrate` reaches the target host's vmd: one small module, so the transport can change (a socket path
-// today; an ssh relay to the remote socket, as `vmctl -H`, later) without touching the migration itself.
+// How `vmctl migrate` reaches the target host's vmd: a socket path given with -s, else ssh to a relay on the target
+// (as `vmctl -H`), so the target's vmd checks the ssh user; one small module, apart from the migration itself.
 
 import { validMigrateHost } from '../share/migrate.js';
 import { ControlClient } from './client.js';
+import type { Context } from './command.js';
 import { CliError } from './errors.js';
 
 /** Where the guest goes: the address its state travels to, and how to reach that host's vmd. */
 export interface MigrateTarget {
   /** The host part of `[user@]host`: what the source's QEMU connects to. */
   readonly host: string;
-  /** The user part, for a transport that logs in; unused by the socket transport. */
+  /** The user part: whom ssh logs in as; unused by the socket transport. */
   readonly user: string | null;
   /** The target vmd's control socket, when reachable as a path from here (`-s socket`). */
   readonly socket: string | null;
@@ -25,10 +26,17 @@ export function migrateTargetParse(word: string, socket: string | null): Migrate
   return { host, user, socket };
 }
 
-/** Connects to the target's vmd; the caller owns the connection. */
-export async function migrateTargetConnect(target: MigrateTarget): Promise<ControlClient> {
-  if (target.socket === null) {
-    throw new CliError(`migrate: ${target.host}: no way to reach its vmd: give its socket with -s socket`);
+/** Connects to the target's vmd (its socket, or ssh to `[user@]host` and its relay); the caller owns the connection. */
+export async function migrateTargetConnect(target: MigrateTarget, ctx: Pick<Context, 'env' | 'stderr' | 'verbose'>): Promise<ControlClient> {
+  if (target.socket !== null) return ControlClient.connect(target.socket);
+  const { sshConnect } = await import('./ssh.js');
+  const client = await sshConnect(`${target.user === null ? '' : `${target.user}@`}${target.host}`, ctx.env, ctx.stderr, ctx.verbose);
+  // ssh fails only once it is read from: one round trip says now, before the source is asked, that the target answers.
+  try {
+    await client.request({ type: 'vm.status.request', running: true });
+  } catch (err) {
+    client.close();
+    throw err;
   }
-  return ControlClient.connect(target.socket);
+  return client;
 }

@@ -1,7 +1,7 @@
 // `vmctl migrate id [user@]host`: moves a running guest to another host's vmd while it runs. vmctl conducts: the
 // target makes the VM and opens a port, the source's QEMU migrates straight to it, and only the target's word commits.
 
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { encodeFrame, FrameDecoder } from '../share/frame.js';
 import { MAX_DOWNTIME_MS, readMigrateProgress, type MigrateClientFrame, type MigrateProgress } from '../share/migrate.js';
 import { ProtocolError, type ControlResponse } from '../share/protocol.js';
@@ -25,7 +25,7 @@ class Frames {
   #waiter: ((f: Incoming) => void) | null = null;
   #closed = false;
 
-  constructor(readonly socket: Socket, remainder: Buffer) {
+  constructor(readonly socket: Duplex, remainder: Buffer) {
     socket.on('data', (chunk: Buffer) => this.#feed(chunk));
     socket.on('close', () => this.#put(null));
     socket.on('error', () => this.#put(null));
@@ -68,7 +68,7 @@ function receiveDone(f: Incoming): f is { kind: 'reply'; response: Extract<Contr
 }
 
 /** Writes one of our frames to the source or the target. */
-function tell(peer: Socket, frame: MigrateClientFrame): void {
+function tell(peer: Duplex, frame: MigrateClientFrame): void {
   if (!peer.destroyed) peer.write(encodeFrame(frame));
 }
 
@@ -163,7 +163,7 @@ async function runMigrate(args: readonly string[], ctx: Context): Promise<number
   if (ref === undefined) throw new CliError(`invalid id: ${operands[0] as string}`);
   const to = migrateTargetParse(operands[1] as string, socket);
   // The target first: a host vmctl cannot reach is said before the source is asked for anything.
-  const target = await migrateTargetConnect(to);
+  const target = await migrateTargetConnect(to, ctx);
   let source: ControlClient;
   try {
     source = await ctx.connect();

@@ -21,10 +21,12 @@ const SSHD = '/usr/sbin/sshd';
 
 /** sshd's configuration: keys only, from a file of the test's, for the given users; no PAM, no system files. */
 function sshdConfig(dir: string, address: string, port: number, users: readonly string[]): string {
+  // Root only where a test lets root in by name (a migration: only root may migrate), with a key.
+  const root = users.includes('root') ? 'prohibit-password' : 'no';
   return [
     `ListenAddress ${address}`, `Port ${port}`, `HostKey ${join(dir, 'host_key')}`, 'PidFile none',
     `AuthorizedKeysFile ${join(dir, 'authorized', '%u')}`, 'PubkeyAuthentication yes', 'PasswordAuthentication no',
-    'KbdInteractiveAuthentication no', 'UsePAM no', 'PermitRootLogin no', `AllowUsers ${users.join(' ')}`,
+    'KbdInteractiveAuthentication no', 'UsePAM no', `PermitRootLogin ${root}`, `AllowUsers ${users.join(' ')}`,
     // The key files live under /tmp (world-writable, sticky): StrictModes would refuse the path for that alone.
     'StrictModes no', 'X11Forwarding no', 'AllowAgentForwarding no', 'AllowTcpForwarding no', 'LogLevel VERBOSE', '',
   ].join('\n');

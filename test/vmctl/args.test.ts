@@ -20,14 +20,14 @@ import { CliError, UsageError } from '../../vmctl/errors.js';
 import { captureStream } from './harness.js';
 
 /** Runs main() in-process against a socket that does not exist: enough for everything decided before connecting. */
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function run(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = captureStream();
   const err = captureStream();
   const code = await main(argv, {
     stdin: new PassThrough() as unknown as NodeJS.ReadStream,
     stdout: out.stream,
     stderr: err.stream,
-    env: { VMD_SOCKET: '/nonexistent/vmctl-test.sock' },
+    env: { VMD_SOCKET: '/nonexistent/vmctl-test.sock', ...env },
     cwd: process.cwd(),
   });
   return { code, stdout: out.text(), stderr: err.text() };
@@ -78,7 +78,10 @@ t.test('migrate arguments: bad ones are refused before any vmd is asked', async 
   t.same(await run(['migrate', '-D', '5s', 'web', 'h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid downtime: 5s (1 to 60000 ms)\n' });
   t.same(await run(['migrate', '-s', '/x.sock', 'web', 'h,opt=1']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid host: h,opt=1: give a host name, an IPv4 address or [an IPv6 address]\n' });
   t.same(await run(['migrate', '-s', '/x.sock', 'web', 'us er@h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid user: us er\n' });
-  t.same(await run(['migrate', 'web', 'root@h2']), { code: 1, stdout: '', stderr: 'vmctl: migrate: h2: no way to reach its vmd: give its socket with -s socket\n' });
+  // Without -s the target is reached as -H reaches a host: ssh (here a program that is not there) to its relay.
+  const viaSsh = await run(['migrate', 'web', 'root@h2'], { VMCTL_SSH: '/nonexistent/ssh' });
+  t.equal(viaSsh.code, 1);
+  t.match(viaSsh.stderr, /^vmctl: host "root@h2": /, 'the target host is named, not the source');
   t.same(await run(['migrate', '-s', '/nonexistent/t.sock', 'web', 'h2']), { code: 1, stdout: '', stderr: 'vmctl: connect: /nonexistent/t.sock: No such file or directory\n' });
 });
 
