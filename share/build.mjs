@@ -1,7 +1,7 @@
 // The build: generate the vm.conf parser with peggy, compile TypeScript, bundle vmctl, copy runtime data into dist/.
 // Plain JavaScript so it runs before anything is compiled; no shell, every step through execFileSync.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,12 +30,33 @@ run(bin('tsc'), ['-p', 'tsconfig.json']);
 // and resolving, reading and linking a dozen ES modules was measured at a sixth of it (test/bench/fleet.bench.ts);
 // one CommonJS file also skips the ES module loader. Packages stay outside (execa and commander load on first use).
 // No top-level await and no import.meta in CommonJS: vmctl.ts avoids the first, the banner provides the second.
+// dist/vmctl/vmctl.cjs is share/vmctl-entry.cjs, which runs the bundle from the V8 code cache made here: parsing
+// the bundle was a sixth of `vmctl status` (counted with cachegrind), reading the cache a fraction of that.
 run(bin('esbuild'), [
   'dist/vmctl/vmctl.js', '--bundle', '--platform=node', '--target=node20', '--format=cjs', '--packages=external',
   '--define:import.meta.url=importMetaUrl',
   '--banner:js="use strict";\nconst importMetaUrl = require("node:url").pathToFileURL(__filename).href;',
-  '--log-level=warning', '--outfile=dist/vmctl/vmctl.cjs',
+  '--log-level=warning', '--outfile=dist/vmctl/vmctl-main.cjs',
 ]);
+cpSync(join(root, 'share/vmctl-entry.cjs'), join(root, 'dist/vmctl/vmctl.cjs'));
+// The packages vmctl imports (execa is an ES module) through the entry's importModule: node:vm scripts cannot import().
+const bundlePath = join(root, 'dist/vmctl/vmctl-main.cjs');
+if (existsSync(bundlePath)) {
+  const bundled = readFileSync(bundlePath, 'utf8').replace(/\bimport\(("[^"]+")\)/g, 'importModule($1)');
+  if (/\bimport\(/.test(bundled)) {
+    console.error('build: dist/vmctl/vmctl-main.cjs has an import() the entry cannot serve (only import("literal") is rewritten)');
+    failed += 1;
+  }
+  writeFileSync(bundlePath, bundled);
+}
+// The cache holds what a run compiled: the start-up, argument parsing and a status that finds no daemon.
+run(process.execPath, ['-e', [
+  'const { bundleLoad } = require("./dist/vmctl/vmctl.cjs");',
+  'const { script, exports } = bundleLoad(require("node:path").resolve("dist/vmctl"));',
+  'const sink = { write: (_c, _e, cb) => { (typeof _e === "function" ? _e : cb)?.(); return true; } };',
+  'const io = { stdin: process.stdin, stdout: sink, stderr: sink, env: { VMD_SOCKET: "/nonexistent/vmd.sock" }, cwd: "/" };',
+  'exports.main(["status"], io).then(() => require("node:fs").writeFileSync("dist/vmctl/vmctl-main.cjs.cache", script.createCachedData()));',
+].join('\n')]);
 
 mkdirSync(join(root, 'dist/grammar'), { recursive: true });
 if (existsSync(join(root, 'grammar/vm.conf.parser.js'))) cpSync(join(root, 'grammar/vm.conf.parser.js'), join(root, 'dist/grammar/vm.conf.parser.js'));

@@ -1,7 +1,6 @@
 // The guest's configuration as a `vmctl send` stream carries it, and its strict reader.
 // A stream is a file anyone can hand vmd: every field is checked, unknown keys refused, and the error names the field.
 
-import { isIP } from 'node:net';
 import { DISK_BUSES, MACHINES, type DiskBus, type InterfaceAllow, type Machine } from './config.js';
 import { CONTROL_CHARS, groupNameError, ifNameError, switchNameError, vmNameError } from './names.js';
 import { StreamError } from './stream-error.js';
@@ -100,11 +99,27 @@ function list(v: unknown, max: number, what: string): unknown[] {
 }
 
 const MAC_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
+const IPV4_RE = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/**
+ * An address's family, 0 when it is none, as node:net's isIP without loading node:net: vmctl reads these replies
+ * (migrate, and every listing's response reader imports this file), and net is a tenth of its start-up.
+ */
+function ipFamily(a: string): 0 | 4 | 6 {
+  if (IPV4_RE.test(a)) return 4;
+  if (!a.includes(':') || !/^[0-9A-Fa-f:.]+$/.test(a)) return 0;
+  try {
+    new URL(`http://[${a}]/`);
+    return 6;
+  } catch {
+    return 0;
+  }
+}
 
 function cidr(v: unknown, what: string): string {
   if (typeof v !== 'string' || v.length > 64) bad(`${what} must be an address/prefix`);
   const m = /^([^/]+)\/(\d{1,3})$/.exec(v);
-  const family = m === null ? 0 : isIP(m[1]!);
+  const family = m === null ? 0 : ipFamily(m[1]!);
   if (m === null || family === 0 || Number(m[2]) > (family === 4 ? 32 : 128)) bad(`${what} must be an address/prefix`);
   return v;
 }
@@ -169,7 +184,7 @@ function passtOf(v: unknown, what: string): { dev: string | null; address: strin
   if (!isObj(v)) bad(`${what} passt must be an object`);
   keys(v, ['dev', 'address'], `${what} passt`);
   const address = v.address === null ? null : nameOf(v.address, `${what} passt address`, /^\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2}$/);
-  if (address !== null && isIP(address.split('/')[0]!) !== 4) bad(`${what} passt address must be IPv4/LENGTH`);
+  if (address !== null && ipFamily(address.split('/')[0]!) !== 4) bad(`${what} passt address must be IPv4/LENGTH`);
   return { dev: v.dev === null ? null : nameOf(v.dev, `${what} passt dev`, ifNameError), address };
 }
 

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import type * as Commander from 'commander';
 import type { VmdErrorData } from '../share/errors.js';
 import type { ControlResponse } from '../share/protocol.js';
-import type { ControlClient, RequestBody } from './client.js';
+import type { ControlClient, Reply, RequestBody } from './client.js';
 import { CliError, errorMessage, isMapped, UsageError, type ErrorContext } from './errors.js';
 
 /** How a command runs: its streams, flags that apply to every command, and the way to reach vmd. */
@@ -20,6 +20,19 @@ export interface Context {
   /** The `[user@]host[:port]` of -H or VMCTL_HOST when vmd is reached over ssh; paths then name that host's files. */
   readonly remote?: string | undefined;
   connect(): Promise<ControlClient>;
+  /** One request on a connection of its own (vmctl/oneshot.ts); where absent, through connect(). */
+  readonly request?: (body: RequestBody) => Promise<Reply>;
+}
+
+/** One request and its reply, for commands that need nothing else from the connection. */
+export async function requestOnce(ctx: Context, body: RequestBody): Promise<Reply> {
+  if (ctx.request !== undefined) return ctx.request(body);
+  const client = await ctx.connect();
+  try {
+    return await client.request(body);
+  } finally {
+    client.close();
+  }
 }
 
 /** One vmctl command: the name matched by prefix, the usage text after it, and its body (resolves to the exit status). */

@@ -2,7 +2,7 @@
 // The whole list is fetched and filtered here, so "no VM passed -r" (exit 1) and "no VM matched the id" (exit 0) differ.
 
 import type { StatusResponse } from '../share/protocol.js';
-import { getopt, parseVmid, printJson, reportError, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
+import { getopt, parseVmid, printJson, reportError, requestOnce, warnx, type CommandSpec, type Context, type VmRef } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import { formatStatus } from './format.js';
 import { COMMAND_USAGE } from './usage.js';
@@ -27,22 +27,17 @@ export function parseStatus(args: readonly string[], warn: (message: string) => 
 
 async function runStatus(args: readonly string[], ctx: Context): Promise<number> {
   const parsed = parseStatus(args, (m) => warnx(ctx, m));
-  const client = await ctx.connect();
-  try {
-    // For --json the daemon filters, so the printed reply holds exactly the VMs asked for.
-    const filters = ctx.json
-      ? { ...(parsed.ref === undefined ? {} : { target: parsed.ref.target }), ...(parsed.running ? { running: true } : {}) }
-      : {};
-    const { response, raw } = await client.request({ type: 'vm.status.request', ...filters });
-    if (response.type === 'error') {
-      reportError(ctx, 'status', response.error, raw);
-      return 1;
-    }
-    if (response.type !== 'vm.status.response') throw new CliError('unexpected response received from vmd');
-    return printStatus(ctx, response, raw, parsed);
-  } finally {
-    client.close();
+  // For --json the daemon filters, so the printed reply holds exactly the VMs asked for.
+  const filters = ctx.json
+    ? { ...(parsed.ref === undefined ? {} : { target: parsed.ref.target }), ...(parsed.running ? { running: true } : {}) }
+    : {};
+  const { response, raw } = await requestOnce(ctx, { type: 'vm.status.request', ...filters });
+  if (response.type === 'error') {
+    reportError(ctx, 'status', response.error, raw);
+    return 1;
   }
+  if (response.type !== 'vm.status.response') throw new CliError('unexpected response received from vmd');
+  return printStatus(ctx, response, raw, parsed);
 }
 
 function printStatus(ctx: Context, response: StatusResponse, raw: unknown, parsed: StatusArgs): number {

@@ -6,8 +6,10 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { socketPath } from '../share/paths.js';
 import type { CommandSpec, Context } from './command.js';
+import type { RequestBody } from './client.js';
 import { COMMAND_USAGE, GLOBAL_USAGE } from './usage.js';
 import { CliError, UsageError } from './errors.js';
+import { processStdio } from './stdio.js';
 
 /** The command table in alphabetical order (which decides nothing but the order of the checks). */
 export const COMMANDS: readonly CommandSpec[] = (
@@ -166,6 +168,11 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     connect: host === undefined
       ? async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env))
       : async () => (await import('./ssh.js')).sshConnect(host, io.env, io.stderr, global.verbose),
+    // Without node:net where vmd's addon is built: most of a listing's time is vmctl's own start-up. Over ssh,
+    // the connection above serves one request as well as many.
+    ...(host === undefined
+      ? { request: async (body: RequestBody) => (await import('./oneshot.js')).exchangeOnce(socketPath(io.env), body, ctx.connect) }
+      : {}),
   };
   try {
     return await found.command.run(args, ctx);
@@ -190,16 +197,18 @@ function isEntry(): boolean {
   }
 }
 
-if (isEntry()) {
-  // A reader that went away (`vmctl status | head -1`) is not an error worth a stack trace.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(1);
-  });
-  // No top-level await: the installed vmctl is this file bundled as CommonJS (share/build.mjs), which has none.
+/** vmctl as a program: process.argv and the process's own streams, then exit with main's status. */
+export function runProgram(): void {
+  // Plain write(2) until a command needs Node's streams (vmctl/stdio.ts); a vanished reader (EPIPE) exits 1.
+  const { stdout, stderr } = processStdio();
   void main(process.argv.slice(2), {
-    get stdin() { return process.stdin; }, stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd(),
+    get stdin() { return process.stdin; }, stdout: stdout.stream, stderr: stderr.stream, env: process.env, cwd: process.cwd(),
   }).then((code) => {
     // Exit once both streams have taken everything: process.exit() alone can cut a piped stdout short.
-    process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+    stdout.stream.write('', () => stderr.stream.write('', () => process.exit(code)));
   });
 }
+
+// The installed vmctl runs the bundle through share/vmctl-entry.cjs, which calls runProgram() itself.
+// No top-level await: the bundle is CommonJS (share/build.mjs), which has none.
+if (isEntry()) runProgram();

@@ -1,4 +1,4 @@
-// Tests for vmctl as installed: dist/vmctl/vmctl.cjs, the one-file bundle share/build.mjs makes. It runs directly and
+// Tests for vmctl as installed: dist/vmctl/vmctl.cjs running the one-file bundle share/build.mjs makes. It runs directly and
 // through a symlink (share/setup's /usr/local/bin/vmctl), and the packages it leaves outside still load on first use.
 
 import t from 'tap';

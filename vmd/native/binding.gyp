@@ -4,7 +4,7 @@
   "targets": [
     {
       "target_name": "vmd_native",
-      "sources": ["vmd_native.c", "open_as.c", "dgram.c"],
+      "sources": ["vmd_native.c", "open_as.c", "dgram.c", "unix_request.c"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
     }

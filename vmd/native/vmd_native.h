@@ -30,4 +30,7 @@ napi_value open_as(napi_env env, napi_callback_info info);
 // dgramSend(path, buffer): one datagram to a unix datagram socket, never blocking (dgram.c).
 napi_value dgram_send(napi_env env, napi_callback_info info);
 
+// unixRequest(path, frame, maxBytes) -> the first reply frame, header included, blocking (unix_request.c).
+napi_value unix_request(napi_env env, napi_callback_info info);
+
 #endif
