@@ -211,6 +211,9 @@ export interface QemuLogRequest extends Base { readonly type: 'vm.log.request'; 
 /** `vmctl inspect VM`: its effective configuration, as vm.conf text and as the model. */
 export interface InspectRequest extends Base { readonly type: 'vm.inspect.request'; readonly target: string }
 
+/** `vmctl display VM`: after the response the connection carries the guest's VNC (RFB) stream, relayed by vmd. */
+export interface DisplayRequest extends Base { readonly type: 'vm.display.request'; readonly target: string }
+
 /** `vmctl events [id]`: after the response, the connection carries one vm.event frame per event until it closes. */
 export interface EventsRequest extends Base { readonly type: 'vm.events.request'; readonly target?: string }
 
@@ -224,7 +227,7 @@ export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
   | SendRequest | ReceiveRequest
-  | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest;
+  | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest | DisplayRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -264,6 +267,8 @@ export interface SnapshotResponse {
   readonly type: 'vm.snapshot.response'; readonly id: number; readonly vmId: number; readonly vm: string;
   readonly op: SnapshotRequest['op']; readonly name: string; readonly snapshots: readonly SnapshotInfo[];
 }
+/** The connection now carries the guest's VNC stream: the server's `RFB 003.008` greeting comes first. */
+export interface DisplayResponse { readonly type: 'vm.display.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface EventsResponse { readonly type: 'vm.events.response'; readonly id: number }
 /** One event of an events subscription; `id` is the subscribing request's. */
 export interface EventMessage { readonly type: 'vm.event'; readonly id: number; readonly event: VmEvent }
@@ -274,7 +279,7 @@ export interface ErrorResponse { readonly type: 'error'; readonly id: number; re
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
   | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse
-  | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse;
+  | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse | DisplayResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
@@ -286,6 +291,8 @@ export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestTy
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
   'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request', 'vm.capture.request',
   'vm.log.request', 'vm.inspect.request', 'vm.events.request', 'vm.snapshot.request',
+  // The parent checks ownership, as for console.
+  'vm.display.request',
 ]);
 
 /** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */

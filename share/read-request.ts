@@ -130,6 +130,7 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
   },
   'vm.inspect.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.inspect.request', target: target(o, 'vm.inspect.request') }) },
   'vm.log.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.log.request', target: target(o, 'vm.log.request') }) },
+  'vm.display.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.display.request', target: target(o, 'vm.display.request') }) },
   'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
   'vm.receive.request': {
     keys: ['target', 'config'],

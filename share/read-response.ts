@@ -146,6 +146,7 @@ export function readResponse(msg: unknown): ControlResponse {
     case 'vm.pause.response':
     case 'vm.unpause.response':
     case 'vm.console.response':
+    case 'vm.display.response':
       return { type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply') };
     case 'vm.links.response': {
       const links = array(msg, 'links', 1_000_000, 'reply') ?? [];

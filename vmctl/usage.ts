@@ -6,6 +6,7 @@ export const COMMAND_USAGE = {
   capture: '[-w file] [-c count] [-s snaplen] id [if] [expression]',
   console: '[-t seconds] id',
   create: '[-b base | -i disk] [-s size] disk',
+  display: '[-p port] id',
   events: '[id]',
   firewall: 'id [if]',
   grow: '-s size disk',

@@ -118,6 +118,7 @@ const VALID: Record<RequestType, Msg[]> = {
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
   'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
   'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
+  'vm.display.request': [req('vm.display.request', { target: 'web' })],
   'vm.inspect.request': [req('vm.inspect.request', { target: 'web' })],
   'vm.snapshot.request': [
     req('vm.snapshot.request', { target: 'web', op: 'create' }), req('vm.snapshot.request', { target: 'web', op: 'create', name: 'before-upgrade' }),

@@ -6,6 +6,7 @@ import { VmdError } from '../../share/errors.js';
 import type { ControlToParent, VmmToParent } from '../../share/ipc.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
+import { vmDisplayRequest } from './display.js';
 import { vmInspectRequest, vmQemuLogRequest } from './inspect.js';
 import { guestExited, guestsAdoptAgain } from './lifecycle.js';
 import { metricsAnswer, vmmConfigSend } from './metrics.js';
@@ -73,6 +74,8 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmInspectRequest(p, who, req);
     case 'vm.snapshot.request':
       return vmSnapshotRequest(p, who, req);
+    case 'vm.display.request':
+      return vmDisplayRequest(p, who, req);
     case 'vm.events.request':
       throw new VmdError('ERR_PROTOCOL', `${req.type}: answered by control`);
     case 'vm.console.request':

@@ -173,5 +173,7 @@ export function inherit(parent: VmConfig | null, child: VmConfig): VmConfig {
     accel: child.accel ?? parent.accel,
     machine: child.machine ?? parent.machine ?? null,
     ...osInherit(parent, child),
+    // `display none` in the instance turns the parent's off; unset takes the parent's.
+    ...((child.display ?? parent.display) == null ? {} : { display: child.display ?? parent.display }),
   };
 }
