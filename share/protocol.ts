@@ -2,7 +2,7 @@
 // The types are the vocabulary (the vmd.h of the protocol); the readers live in read-request.ts and read-response.ts.
 
 import type { VmdErrorData } from './errors.js';
-import { MAX_NICS, type Machine } from './config.js';
+import { MAX_NICS, type DisplayKind, type Machine } from './config.js';
 import type { StreamConfig } from './stream.js';
 
 /** Bumped on any incompatible change; a client with another version gets ERR_VERSION. */
@@ -161,6 +161,8 @@ export interface StartOptions {
   readonly bootDevice?: 'cdrom' | 'disk' | 'net';
   /** `--machine`: q35 (the default), pc or microvm. */
   readonly machine?: Machine;
+  /** `--display vnc|none`: vm.conf's `display`. */
+  readonly display?: DisplayKind;
   readonly instanceOf?: string;
   readonly forwards?: readonly StartForward[];
   /** `--firmware`, `--secure-boot` (implies uefi). */

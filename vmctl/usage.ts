@@ -27,7 +27,8 @@ export const COMMAND_USAGE = {
     + '\t\t[-m size] [-n switch] [-r path] [-t name]\n'
     + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport]\n'
     + '\t\t[--machine type] [--passt real | nat] [--firmware bios | uefi]\n'
-    + '\t\t[--secure-boot] [--user name] [--ssh-key file] id | name',
+    + '\t\t[--secure-boot] [--user name] [--ssh-key file] [--display vnc | none]\n'
+    + '\t\tid | name',
   status: '[-r] [id]',
   stop: '[-fw] [id | -a]',
   wait: 'id',
