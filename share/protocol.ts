@@ -213,6 +213,9 @@ export interface QemuLogRequest extends Base { readonly type: 'vm.log.request'; 
 /** `vmctl inspect VM`: its effective configuration, as vm.conf text and as the model. */
 export interface InspectRequest extends Base { readonly type: 'vm.inspect.request'; readonly target: string }
 
+/** `vmctl grow -s SIZE DISK` of a disk a running guest holds: QEMU grows it (block_resize); `disk` is absolute. */
+export interface GrowRequest extends Base { readonly type: 'vm.grow.request'; readonly disk: string; readonly size: number }
+
 /** `vmctl display VM`: after the response the connection carries the guest's VNC (RFB) stream, relayed by vmd. */
 export interface DisplayRequest extends Base { readonly type: 'vm.display.request'; readonly target: string }
 
@@ -229,7 +232,7 @@ export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
   | SendRequest | ReceiveRequest
-  | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest | DisplayRequest;
+  | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest | DisplayRequest | GrowRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -269,6 +272,8 @@ export interface SnapshotResponse {
   readonly type: 'vm.snapshot.response'; readonly id: number; readonly vmId: number; readonly vm: string;
   readonly op: SnapshotRequest['op']; readonly name: string; readonly snapshots: readonly SnapshotInfo[];
 }
+/** The running guest `name` now has disk `disk` at `size` bytes. */
+export interface GrowResponse { readonly type: 'vm.grow.response'; readonly id: number; readonly vmId: number; readonly name: string; readonly disk: string; readonly size: number }
 /** The connection now carries the guest's VNC stream: the server's `RFB 003.008` greeting comes first. */
 export interface DisplayResponse { readonly type: 'vm.display.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface EventsResponse { readonly type: 'vm.events.response'; readonly id: number }
@@ -281,7 +286,7 @@ export interface ErrorResponse { readonly type: 'error'; readonly id: number; re
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
   | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse
-  | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse | DisplayResponse;
+  | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse | DisplayResponse | GrowResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
@@ -295,6 +300,8 @@ export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestTy
   'vm.log.request', 'vm.inspect.request', 'vm.events.request', 'vm.snapshot.request',
   // The parent checks ownership, as for console.
   'vm.display.request',
+  // The parent finds the running VM that holds the disk, checks its ownership, and opens the disk as the requester.
+  'vm.grow.request',
 ]);
 
 /** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */

@@ -131,6 +131,14 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
   },
   'vm.inspect.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.inspect.request', target: target(o, 'vm.inspect.request') }) },
   'vm.log.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.log.request', target: target(o, 'vm.log.request') }) },
+  'vm.grow.request': {
+    keys: ['disk', 'size'],
+    read: (o, b) => ({
+      ...b, type: 'vm.grow.request',
+      disk: path(o, 'disk', 'vm.grow.request') ?? str(o, 'disk', MAX_PATH, 'vm.grow.request'),
+      size: int(o, 'size', 1, 2 ** 53 - 1, 'vm.grow.request'),
+    }),
+  },
   'vm.display.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.display.request', target: target(o, 'vm.display.request') }) },
   'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
   'vm.receive.request': {

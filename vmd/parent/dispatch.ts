@@ -7,6 +7,7 @@ import type { ControlToParent, VmmToParent } from '../../share/ipc.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
 import { vmDisplayRequest } from './display.js';
+import { vmGrowRequest } from './grow.js';
 import { vmInspectRequest, vmQemuLogRequest } from './inspect.js';
 import { guestExited, guestsAdoptAgain } from './lifecycle.js';
 import { metricsAnswer, vmmConfigSend } from './metrics.js';
@@ -76,6 +77,8 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmSnapshotRequest(p, who, req);
     case 'vm.display.request':
       return vmDisplayRequest(p, who, req);
+    case 'vm.grow.request':
+      return vmGrowRequest(p, who, req);
     case 'vm.events.request':
       throw new VmdError('ERR_PROTOCOL', `${req.type}: answered by control`);
     case 'vm.console.request':
