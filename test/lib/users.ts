@@ -2,7 +2,7 @@
 // non-root users need real accounts: vmd decides on the uid the kernel reports).
 
 import { execa } from 'execa';
-import { getgrnam, getpwnam } from '../../share/users.js';
+import { getgrnam, getpwnam, usersForgetMisses } from '../../share/users.js';
 
 /**
  * Makes `group` and each of `users` that does not exist; with `primary`, the group is the users' primary group
@@ -17,6 +17,8 @@ export async function ensureUsers(users: readonly string[], group: string, opts:
     await execa('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', opts.primary === true ? '-g' : '-G', group, u]);
     made.push(u);
   }
+  // The lookups above missed what was made just now: the name service's cache would remember that for a second.
+  usersForgetMisses();
   return async () => {
     for (const u of made) await execa('userdel', [u], { reject: false });
     if (madeGroup) await execa('groupdel', [group], { reject: false });
