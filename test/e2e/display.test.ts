@@ -132,4 +132,19 @@ t.test('the owner sees the guest\'s screen through vmctl display; another user d
     t.match(r.stderr, /^vmctl: display: vm "desk": not running$/m);
   });
   await h.vmctl(['stop', '-f', '-w', 'plain']);
+
+  await t.test('vmctl start --display vnc: root\'s command-line VM, root\'s viewer', async (t) => {
+    const started = await h.vmctl(['start', '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '--display', 'vnc', 'cli']);
+    t.equal(started.exitCode, 0, started.stderr);
+    await h.waitState('cli', 'running', 60_000);
+    const d = display(h, ['cli'], { uid: 0, gid: 0 });
+    t.teardown(() => { d.proc.kill('SIGKILL'); });
+    const viewer = connect({ host: '127.0.0.1', port: await d.port });
+    t.teardown(() => viewer.destroy());
+    t.equal((await readBytes(viewer, 12)).toString('latin1'), 'RFB 003.008\n');
+    viewer.destroy();
+    d.proc.kill('SIGTERM');
+    await d.proc;
+    t.equal((await h.vmctl(['stop', '-f', '-w', 'cli'])).exitCode, 0);
+  });
 });
