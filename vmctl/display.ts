@@ -2,6 +2,7 @@
 // Each viewer connection becomes a control connection that vmd relays to the guest's VNC socket (vmctl never opens it).
 
 import { createServer, type Server, type Socket } from 'node:net';
+import type { VmdErrorData } from '../share/errors.js';
 import type { ControlClient } from './client.js';
 import { getopt, parseVmid, printJson, strtonum, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, sysMessage, UsageError } from './errors.js';
@@ -36,7 +37,7 @@ export function parseDisplay(args: readonly string[], warn: (message: string) =>
 }
 
 /** Asks vmd for the display on a new connection: the raw stream, or the error reply vmd gave. */
-async function displayOpen(ctx: Context, target: string): Promise<{ socket: Socket; remainder: Buffer; name: string; raw: unknown } | { error: unknown; raw: unknown }> {
+async function displayOpen(ctx: Context, target: string): Promise<{ socket: Socket; remainder: Buffer; name: string; raw: unknown } | { error: VmdErrorData; raw: unknown }> {
   const client: ControlClient = await ctx.connect();
   const result = await client.stream({ type: 'vm.display.request', target }, 'vm.display.response');
   if ('socket' in result && result.response.type === 'vm.display.response') {
@@ -48,11 +49,10 @@ async function displayOpen(ctx: Context, target: string): Promise<{ socket: Sock
 }
 
 /** The daemon's words for a refusal, then its hint, as capture prints them (OpenBSD has no display to follow). */
-function displayRefused(ctx: Context, error: unknown, raw: unknown): void {
+function displayRefused(ctx: Context, error: VmdErrorData, raw: unknown): void {
   if (ctx.json) return printJson(ctx, raw);
-  const e = error as { message: string; hint?: string };
-  warnx(ctx, `display: ${e.message}`);
-  if (e.hint !== undefined && e.hint.length > 0) warnx(ctx, `hint: ${e.hint}`);
+  warnx(ctx, `display: ${error.message}`);
+  if (error.hint !== undefined && error.hint.length > 0) warnx(ctx, `hint: ${error.hint}`);
 }
 
 /** One viewer: its own relay through vmd, or closed with the reason on stderr. */

@@ -60,6 +60,17 @@ export function displaySeal(p: Parent, e: Entry, uid: number): void {
   chmodSync(path, group === null ? 0o600 : 0o660);
 }
 
+/**
+ * Whether the socket may be connected to as root: its directory sealed (root's, so nothing in it can change), the
+ * socket a socket. A guest whose start a vmd crash interrupted before displaySeal has an unsealed one: refused.
+ */
+export function displaySealed(p: Parent, id: number): boolean {
+  const dir = lstatSync(displayDir(p.env.runRoot, id), { throwIfNoEntry: false });
+  const sock = lstatSync(displaySocket(p.env.runRoot, id), { throwIfNoEntry: false });
+  const owner = p.env.root ? 0 : process.getuid?.() ?? 0;
+  return dir !== undefined && dir.isDirectory() && dir.uid === owner && (dir.mode & 0o022) === 0 && sock !== undefined && sock.isSocket();
+}
+
 /** After the guest: its display directory goes with the run directory. */
 export function displayRemove(p: Parent, id: number): void {
   rmSync(displayDir(p.env.runRoot, id), { recursive: true, force: true });

@@ -6,7 +6,7 @@ import { errnoMessage } from '../../share/errno.js';
 import { VmdError } from '../../share/errors.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
-import { displaySocket } from './display-socket.js';
+import { displaySealed, displaySocket } from './display-socket.js';
 import { vmPermittedGet, type Asker } from './requests.js';
 
 /** A connect to QEMU's VNC socket that takes longer than this means QEMU is stuck: the client hears so. */
@@ -26,6 +26,9 @@ export async function vmDisplayRequest(p: Parent, who: Asker, req: Extract<Contr
     throw new VmdError('ERR_INVALID', `vm "${name}": display: the vm has no display`, {
       hint: 'add "display vnc" to its vm block in vm.conf, reload, and start it again',
     });
+  }
+  if (!displaySealed(p, e.record.id)) {
+    throw new VmdError('ERR_QEMU', `vm "${name}": display: its socket was not made ready`, { hint: `restart the vm: vmctl stop ${name}; vmctl start ${name}` });
   }
   const vnc = await displayConnect(name, displaySocket(p.env.runRoot, e.record.id));
   const control = p.roles.control;

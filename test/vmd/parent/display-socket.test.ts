@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmdError } from '../../../share/errors.js';
-import { displayPrepare, displayRemove, displaySeal, displaySocket } from '../../../vmd/parent/display-socket.js';
+import { displayPrepare, displayRemove, displaySeal, displaySealed, displaySocket } from '../../../vmd/parent/display-socket.js';
 import type { Parent } from '../../../vmd/parent/context.js';
 import type { Entry } from '../../../vmd/parent/registry.js';
 
@@ -49,7 +49,9 @@ t.test('QEMU binds in a directory of its own; then the directory is root\'s and 
   t.same([d.uid, d.mode & 0o7777], [QEMU.uid, 0o700], 'before QEMU: its user\'s, 0700');
   const stop = await bindAsQemu(spec!.vncSocket);
   t.teardown(stop);
+  t.notOk(displaySealed(p, 7), 'not to be connected to by root before the seal');
   displaySeal(p, e, 0);
+  t.ok(displaySealed(p, 7), 'and after it');
   const after = statSync(join(run, '7.display'));
   t.same([after.uid, after.mode & 0o7777], [0, 0o711], 'after: root\'s, 0711');
   const s = lstatSync(spec!.vncSocket);
