@@ -107,9 +107,8 @@ export class ControlServer {
     }
     this.#displays.delete(peer);
     this.#reply(conn, response, false);
-    // From here on the connection is a byte stream: no deadline, no place among the requests in flight.
-    this.#connections.delete(peer);
-    this.#limits.remove(peer);
+    // From here on the connection is a byte stream. Like an events subscription it stays "in flight" for the limits:
+    // no deadline, but it counts against its user's connections, so a user cannot hold QEMU unbounded VNC clients.
     displayRelay(conn.socket, vnc, remainder);
   }
 
