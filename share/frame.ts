@@ -2,7 +2,7 @@
 // Bounded and strict, because the other end is an untrusted client; a connection may then turn into a raw stream.
 
 import { EventEmitter } from 'node:events';
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { VmdError } from './errors.js';
 
 /** Size of the length prefix in front of every frame. */
@@ -260,9 +260,9 @@ export interface FrameReaderEvents {
   held: [bytes: number];
 }
 
-/** Reads frames off a net.Socket and emits them; the control role and vmctl both sit on one of these. */
+/** Reads frames off a net.Socket (or any byte stream, as vmctl's ssh transport) and emits them; the control role and vmctl both sit on one of these. */
 export class FrameReader extends EventEmitter<FrameReaderEvents> {
-  readonly socket: Socket;
+  readonly socket: Duplex;
   readonly decoder: FrameDecoder;
   #attached = true;
   readonly #onData = (chunk: Buffer): void => this.#consume(chunk);
@@ -271,7 +271,7 @@ export class FrameReader extends EventEmitter<FrameReaderEvents> {
     if (error !== undefined) this.#violation(error);
   };
 
-  constructor(socket: Socket, options?: FrameOptions) {
+  constructor(socket: Duplex, options?: FrameOptions) {
     super();
     this.socket = socket;
     this.decoder = new FrameDecoder(options);
@@ -331,6 +331,6 @@ export class FrameReader extends EventEmitter<FrameReaderEvents> {
 }
 
 /** Attaches a FrameReader to a socket: the usual way to start reading a control connection. */
-export function readFrames(socket: Socket, options?: FrameOptions): FrameReader {
+export function readFrames(socket: Duplex, options?: FrameOptions): FrameReader {
   return new FrameReader(socket, options);
 }

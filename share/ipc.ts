@@ -50,7 +50,12 @@ export type ParentToVmm =
    * for the migration, writes `response` (ready), relays the stream's body and resumes the guest. The vm.result
    * says how it went; the client's final reply follows as vm.stream.reply once the parent has cleaned up or not.
    */
-  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string }
+  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly live?: boolean }
+  /**
+   * `vmctl migrate`'s source, with the client socket as the handle: vmm writes `response` (ready, with the config),
+   * migrates the running guest where the client says and quits it on the client's commit (vmd/vmm/migrate.ts).
+   */
+  | { readonly type: 'vm.migrate'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly downtimeMs: number }
   /** The last frame of a receive connection vmm holds; vmm writes it and closes the connection. */
   | { readonly type: 'vm.stream.reply'; readonly vmId: number; readonly response: ControlResponse };
 
@@ -94,7 +99,7 @@ export type ParentToControl =
 
 // ---- parent -> roles: the parent is trusted, so a role checks only the type ----
 
-const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.grow', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.stream.reply']);
+const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.grow', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.migrate', 'vm.stream.reply']);
 const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'control.event', 'control.display', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
@@ -126,7 +131,7 @@ const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 /** QEMU's ShutdownCause names (guest-reset, host-qmp-quit, ...) and vmm's own (killed, sent, replaced, forgotten). */
 const EXIT_REASON_RE = /^[a-z][a-z0-9-]{0,63}$/;
 /** Requests whose client socket travels with them: each has its own message, never control.request. */
-const HANDLE_REQUESTS: ReadonlySet<RequestType> = new Set(['vm.console.request', 'vm.capture.request', 'vm.send.request', 'vm.receive.request']);
+const HANDLE_REQUESTS: ReadonlySet<RequestType> = new Set(['vm.console.request', 'vm.capture.request', 'vm.send.request', 'vm.receive.request', 'vm.migrate.request']);
 
 type MessageReaders<T> = Record<string, { readonly keys: readonly string[]; readonly read: (o: Obj, what: string) => T }>;
 
@@ -247,7 +252,7 @@ const CONTROL_READERS: MessageReaders<ControlToParent> = {
     keys: [...FORWARD_KEYS, 'remainder'],
     read: (o, w) => {
       const p = readPeer(o, w);
-      return { type: 'control.stream', ...p, request: readForwarded(o, w, p.uid, ['vm.send.request', 'vm.receive.request']), remainder: readRemainder(o, w) };
+      return { type: 'control.stream', ...p, request: readForwarded(o, w, p.uid, ['vm.send.request', 'vm.receive.request', 'vm.migrate.request']), remainder: readRemainder(o, w) };
     },
   },
 };

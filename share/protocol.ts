@@ -206,7 +206,13 @@ export interface CaptureRequest extends Base {
 /** The connection then carries the send stream (share/stream.ts) from vmd to the client. */
 export interface SendRequest extends Base { readonly type: 'vm.send.request'; readonly target: string }
 /** `config` is the stream's header, read by the client; after the `ready` reply the client sends the stream's body. */
-export interface ReceiveRequest extends Base { readonly type: 'vm.receive.request'; readonly target: string; readonly config: StreamConfig }
+export interface ReceiveRequest extends Base {
+  readonly type: 'vm.receive.request'; readonly target: string; readonly config: StreamConfig;
+  /** A live migration's target: QEMU listens on a TCP port (in the `ready` reply) instead of reading the body. */
+  readonly live?: boolean;
+}
+/** `vmctl migrate`'s source: the `ready` reply carries the configuration, then share/migrate.ts's frames follow. */
+export interface MigrateRequest extends Base { readonly type: 'vm.migrate.request'; readonly target: string; readonly downtimeMs?: number }
 
 /** `vmctl log VM`: the VM's QEMU log, kept in the state directory across starts. */
 export interface QemuLogRequest extends Base { readonly type: 'vm.log.request'; readonly target: string }
@@ -231,7 +237,7 @@ export interface SnapshotRequest extends Base {
 export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
-  | SendRequest | ReceiveRequest
+  | SendRequest | ReceiveRequest | MigrateRequest
   | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest | DisplayRequest | GrowRequest;
 
 export type RequestType = ControlRequest['type'];
@@ -251,7 +257,16 @@ export interface CaptureResponse {
 }
 export interface SendResponse { readonly type: 'vm.send.response'; readonly id: number; readonly vmId: number; readonly name: string }
 /** `ready`: send the body now; `done`: the guest runs. */
-export interface ReceiveResponse { readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo }
+export interface ReceiveResponse {
+  readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo;
+  /** A live receive's `ready`: the TCP port the guest's QEMU waits on for the source's migration. */
+  readonly port?: number;
+}
+/** `ready`: the guest's configuration (for the target), then the migration's frames; `done`: the guest left. */
+export interface MigrateResponse {
+  readonly type: 'vm.migrate.response'; readonly id: number; readonly vmId: number; readonly name: string;
+  readonly phase: 'ready' | 'done'; readonly config?: StreamConfig;
+}
 export interface QemuLogResponse { readonly type: 'vm.log.response'; readonly id: number; readonly vmId: number; readonly name: string; readonly lines: readonly string[] }
 /** `text` is vm.conf that `vmd -n` accepts; `config` the same as share/config.ts's VmConfig (for --json readers). */
 export interface InspectResponse {
@@ -285,7 +300,7 @@ export interface ErrorResponse { readonly type: 'error'; readonly id: number; re
 /** Everything vmd answers. */
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
-  | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | OkResponse | ErrorResponse
+  | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | MigrateResponse | OkResponse | ErrorResponse
   | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse | DisplayResponse | GrowResponse;
 
 /**

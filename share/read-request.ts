@@ -1,6 +1,7 @@
 // Reader of the requests a client sends on the control socket, one per type: version, shape, bounded strings,
 // unknown keys refused. Control runs it on every client frame; the parent runs it again on what control forwards.
 
+import { MAX_DOWNTIME_MS } from './migrate.js';
 import { readStreamConfig, StreamError } from './stream.js';
 import {
   MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError,
@@ -142,15 +143,23 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
   'vm.display.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.display.request', target: target(o, 'vm.display.request') }) },
   'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
   'vm.receive.request': {
-    keys: ['target', 'config'],
+    keys: ['target', 'config', 'live'],
     read: (o, b) => {
       const t = target(o, 'vm.receive.request');
+      const live = o.live === undefined ? {} : { live: bool(o, 'live', 'vm.receive.request') };
       try {
-        return { ...b, type: 'vm.receive.request', target: t, config: readStreamConfig(o.config) };
+        return { ...b, type: 'vm.receive.request', target: t, config: readStreamConfig(o.config), ...live };
       } catch (err) {
         if (err instanceof StreamError) throw new ProtocolError(`vm.receive.request config: ${err.message.replace(/^stream: configuration: /, '')}`);
         throw err;
       }
+    },
+  },
+  'vm.migrate.request': {
+    keys: ['target', 'downtimeMs'],
+    read: (o, b) => {
+      const ms = optInt(o, 'downtimeMs', 1, MAX_DOWNTIME_MS, 'vm.migrate.request');
+      return { ...b, type: 'vm.migrate.request', target: target(o, 'vm.migrate.request'), ...(ms === undefined ? {} : { downtimeMs: ms }) };
     },
   },
   'vm.links.request': {

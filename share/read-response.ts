@@ -7,7 +7,9 @@ import {
   MAX_NAME, MAX_PATH, ProtocolError, VM_STATES,
   type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo, type VmInfo,
 } from './protocol.js';
-import { array, bool, int, isObj, oneOf, str } from './read.js';
+import { array, bool, int, isObj, oneOf, optInt, str } from './read.js';
+import { readStreamConfig } from './stream-config.js';
+import { StreamError } from './stream-error.js';
 
 function readVmInfo(v: unknown): VmInfo {
   if (!isObj(v)) throw new ProtocolError('vm info: must be an object');
@@ -161,8 +163,22 @@ export function readResponse(msg: unknown): ControlResponse {
         type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
         interface: int(msg, 'interface', 0, 1023, 'reply'), link: str(msg, 'link', MAX_IFNAME, 'reply'),
       };
-    case 'vm.receive.response':
-      return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm) };
+    case 'vm.receive.response': {
+      const port = optInt(msg, 'port', 1, 65535, 'reply');
+      return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm), ...(port === undefined ? {} : { port }) };
+    }
+    case 'vm.migrate.response': {
+      let config = {};
+      try {
+        if (msg.config !== undefined) config = { config: readStreamConfig(msg.config) };
+      } catch (err) {
+        throw err instanceof StreamError ? new ProtocolError(`reply: field "config": ${err.message}`) : err;
+      }
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
+        phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), ...config,
+      };
+    }
     case 'vm.log.response': {
       const lines = array(msg, 'lines', 100_000, 'reply') ?? [];
       if (!lines.every((l) => typeof l === 'string')) throw new ProtocolError('reply: field "lines" must be a list of strings');

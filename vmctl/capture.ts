@@ -2,7 +2,7 @@
 // vmd streams pcap; vmctl writes it to FILE as the calling user (`-w -`: stdout) or prints tcpdump's line per packet.
 
 import { createWriteStream } from 'node:fs';
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { MAX_CAPTURE_INTERFACE, MAX_SNAPLEN, MAX_STRING } from '../share/protocol.js';
@@ -94,7 +94,7 @@ export function packetJson(rec: PcapRecord, linktype: number): Record<string, un
 }
 
 /** Writes a chunk, and holds the socket while the writer's buffer is full, so a slow disk or pipe slows tcpdump, not our memory. */
-function writeHeld(out: Writable, socket: Socket, chunk: Buffer | string): void {
+function writeHeld(out: Writable, socket: Duplex, chunk: Buffer | string): void {
   if (!out.write(chunk)) {
     socket.pause();
     out.once('drain', () => socket.resume());
@@ -102,7 +102,7 @@ function writeHeld(out: Writable, socket: Socket, chunk: Buffer | string): void 
 }
 
 /** Relays the capture until the stream ends (count, VM stopped, vmd gone) or a signal ends it here; resolves with the exit status. */
-function relay(ctx: Context, socket: Socket, remainder: Buffer, out: Writable | null): Promise<number> {
+function relay(ctx: Context, socket: Duplex, remainder: Buffer, out: Writable | null): Promise<number> {
   const reader = new PcapStreamReader();
   const tcpdump = out === null && !ctx.json ? tcpdumpPath(ctx.env) : null;
   const summarizer = tcpdump === null ? null : summarizerStart(tcpdump, ctx.stdout);

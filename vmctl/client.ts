@@ -1,7 +1,8 @@
 // vmctl's side of the control socket: connect, send framed requests, match replies to them by id.
 // A console request turns the same connection into the guest's raw byte stream once vmd has said yes.
 
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
 import { PROTOCOL_VERSION, ProtocolError, type ControlRequest, type ControlResponse } from '../share/protocol.js';
 import { readResponse } from '../share/read-response.js';
@@ -21,7 +22,7 @@ export interface Reply {
 
 /** A console (or capture) hand-off: the reply, the socket now carrying raw bytes, and bytes that arrived with the reply. */
 export interface ConsoleStream extends Reply {
-  readonly socket: Socket;
+  readonly socket: Duplex;
   readonly remainder: Buffer;
 }
 
@@ -32,22 +33,24 @@ interface Pending {
   readonly rawOn: ControlResponse['type'] | null;
 }
 
-/** One connection to vmd; requests may overlap, replies are matched by id. */
+/** One connection to vmd (its socket, or a byte stream that reaches it, as ssh): requests may overlap, replies are matched by id. */
 export class ControlClient {
+  /** What the connection reaches, for messages: the socket's path, or `host "h"` over ssh. */
   readonly path: string;
-  readonly socket: Socket;
+  readonly socket: Duplex;
   readonly #reader: FrameReader;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #failure: Error | undefined;
 
-  private constructor(path: string, socket: Socket) {
+  private constructor(path: string, socket: Duplex) {
     this.path = path;
     this.socket = socket;
     this.#reader = readFrames(socket, { maxFrameBytes: MAX_RESPONSE_FRAME_BYTES });
     this.#reader.on('message', (msg) => this.#onMessage(msg));
     this.#reader.on('protocol-error', (err) => this.#fail(new CliError(`unexpected response received from vmd: ${err.message}`)));
-    socket.on('error', (err) => this.#fail(new CliError(`read error: ${strerror((err as NodeJS.ErrnoException).code)}`)));
+    // A transport that knows why it broke (ssh's own words) says so with a CliError, kept as it is.
+    socket.on('error', (err) => this.#fail(err instanceof CliError ? err : new CliError(`read error: ${strerror((err as NodeJS.ErrnoException).code)}`)));
     socket.on('close', () => this.#fail(new CliError('pipe closed')));
   }
 
@@ -65,6 +68,11 @@ export class ControlClient {
         resolve(new ControlClient(path, socket));
       });
     });
+  }
+
+  /** Wraps a byte stream that already reaches vmd (vmctl -H: ssh to the remote relay); `what` names it in messages. */
+  static fromStream(what: string, stream: Duplex): ControlClient {
+    return new ControlClient(what, stream);
   }
 
   /** Sends one request and resolves with its reply (an error reply too: callers word it for their command). */

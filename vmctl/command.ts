@@ -17,6 +17,8 @@ export interface Context {
   readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
   readonly stderr: NodeJS.WriteStream;
+  /** The `[user@]host[:port]` of -H or VMCTL_HOST when vmd is reached over ssh; paths then name that host's files. */
+  readonly remote?: string | undefined;
   connect(): Promise<ControlClient>;
 }
 

@@ -1,7 +1,7 @@
 // `vmctl console [-t seconds] id`: the guest's serial console over the control socket, in place of OpenBSD's cu(1).
 // On a terminal it is raw and `~.` at the start of a line detaches; from a pipe it copies both ways until quiet.
 
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { ControlClient } from './client.js';
 import { getopt, parseVmid, printJson, reportError, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
@@ -45,7 +45,7 @@ export class EscapeFilter {
 }
 
 /** Copies bytes between the terminal (or pipes) and the console stream until one of the ends says stop. */
-function pump(ctx: Context, socket: Socket, remainder: Buffer, name: string, options: ConsoleOptions): Promise<number> {
+function pump(ctx: Context, socket: Duplex, remainder: Buffer, name: string, options: ConsoleOptions): Promise<number> {
   const { stdin, stdout } = ctx;
   const interactive = stdin.isTTY === true;
   return new Promise((done) => {

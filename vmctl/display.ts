@@ -2,6 +2,7 @@
 // Each viewer connection becomes a control connection that vmd relays to the guest's VNC socket (vmctl never opens it).
 
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { VmdErrorData } from '../share/errors.js';
 import type { ControlClient } from './client.js';
 import { getopt, parseVmid, printJson, strtonum, warnx, type CommandSpec, type Context } from './command.js';
@@ -37,7 +38,7 @@ export function parseDisplay(args: readonly string[], warn: (message: string) =>
 }
 
 /** Asks vmd for the display on a new connection: the raw stream, or the error reply vmd gave. */
-async function displayOpen(ctx: Context, target: string): Promise<{ socket: Socket; remainder: Buffer; name: string; raw: unknown } | { error: VmdErrorData; raw: unknown }> {
+async function displayOpen(ctx: Context, target: string): Promise<{ socket: Duplex; remainder: Buffer; name: string; raw: unknown } | { error: VmdErrorData; raw: unknown }> {
   const client: ControlClient = await ctx.connect();
   const result = await client.stream({ type: 'vm.display.request', target }, 'vm.display.response');
   if ('socket' in result && result.response.type === 'vm.display.response') {

@@ -8,9 +8,13 @@ export { strerror };
 
 /** A failure to report as `vmctl: <message>` and exit 1; `code` is what --json prints. */
 export class CliError extends Error {
-  constructor(message: string, readonly code: ErrorCode = 'ERR_INVALID') {
-    super(message);
+  /** The line after the message that names the likely fix, printed as `vmctl: hint: …`. */
+  readonly hint: string | undefined;
+
+  constructor(message: string, readonly code: ErrorCode = 'ERR_INVALID', options?: { hint?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'CliError';
+    this.hint = options?.hint;
   }
 }
 
@@ -50,7 +54,7 @@ export function errnoOf(code: ErrorCode): string | undefined {
 /** Which command saw the error: OpenBSD words the same errno differently per command. */
 export type ErrorContext =
   | 'start' | 'stop' | 'wait' | 'pause' | 'unpause' | 'console'
-  | 'status' | 'load' | 'reload' | 'reset' | 'log' | 'send' | 'receive';
+  | 'status' | 'load' | 'reload' | 'reset' | 'log' | 'send' | 'receive' | 'migrate';
 
 /** start's VMD_* results, worded as vm_start_complete() prints them. */
 const START_MESSAGES: Partial<Readonly<Record<ErrorCode, string>>> = {
@@ -87,6 +91,7 @@ export function errorMessage(context: ErrorContext, error: VmdErrorData): string
       return errno === undefined ? error.message : `failed to open the console: ${strerror(errno)}`;
     case 'send':
     case 'receive':
+    case 'migrate':
       // OpenBSD had no wording of its own here beyond the control gate's EPERM; vmd's message names the cause.
       return error.code === 'ERR_PERMISSION' ? `command failed: ${strerror('EPERM')}` : error.message;
     default:

@@ -2,7 +2,7 @@
 // The header is read and checked here first, so a file that is not a stream (or too new) is refused before vmd acts.
 
 import { fstatSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { FrameDecoder } from '../share/frame.js';
 import { ProtocolError } from '../share/protocol.js';
 import { readResponse } from '../share/read-response.js';
@@ -68,7 +68,7 @@ function inputSize(ctx: Context): number | null {
 }
 
 /** Sends the body (rest, then stdin) and half-closes; resolves with the last reply as vmd framed it. */
-function pumpIn(ctx: Context, socket: Socket, remainder: Buffer, rest: Buffer, sent: number, progress: Progress): Promise<unknown> {
+function pumpIn(ctx: Context, socket: Duplex, remainder: Buffer, rest: Buffer, sent: number, progress: Progress): Promise<unknown> {
   const frames = new FrameDecoder();
   return new Promise((resolve, reject) => {
     let over = false;
@@ -104,6 +104,11 @@ function pumpIn(ctx: Context, socket: Socket, remainder: Buffer, rest: Buffer, s
     socket.on('error', () => undefined);
     socket.resume();
     if (rest.length > 0) socket.write(rest);
+    // A stream that fits in the chunk the header came in (from a pipe) has already ended: its end would never come again.
+    if (ctx.stdin.readableEnded) {
+      onInputEnd();
+      return;
+    }
     ctx.stdin.on('data', onInput);
     ctx.stdin.on('end', onInputEnd);
     ctx.stdin.resume();

@@ -1,7 +1,7 @@
 // `vmctl send id`: the guest's configuration and state as a stream on stdout (share/stream.ts); vmd then stops it.
 // vmctl checks the stream as it passes, so a short or failed transfer is an error here, not a file that looks whole.
 
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { StreamDecoder, throttle, type StreamEvent } from '../share/stream.js';
 import { getopt, parseVmid, printJson, reportError, warnx, type CommandSpec, type Context } from './command.js';
 import { CliError, UsageError } from './errors.js';
@@ -9,7 +9,7 @@ import { byteProgress } from './progress.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** Copies the stream to stdout while decoding it; resolves to the exit status once it ended or broke. */
-function pumpOut(ctx: Context, socket: Socket, remainder: Buffer, name: string): Promise<number> {
+function pumpOut(ctx: Context, socket: Duplex, remainder: Buffer, name: string): Promise<number> {
   const decoder = new StreamDecoder();
   const progress = byteProgress(ctx, `send ${name}:`, null);
   return new Promise((done) => {

@@ -2,7 +2,7 @@
 // Paths are resolved here, against the caller's cwd and as the caller, so vmd only ever sees absolute paths.
 
 import { closeSync, fstatSync, openSync, realpathSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { isAbsolute, normalize, resolve } from 'node:path';
 import { DISK_BUSES, DISPLAY_KINDS, MACHINES, type DisplayKind, type Machine } from '../share/config.js';
 import type { StartForward, StartNet, StartOptions } from '../share/protocol.js';
 import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
@@ -32,6 +32,8 @@ export interface StartArgs {
 export interface StartEnv {
   readonly cwd: string;
   readonly warn: (message: string) => void;
+  /** Set with -H: paths name files of that host, so they are taken as typed (absolute) and not looked at here. */
+  readonly remote?: string | undefined;
 }
 
 /** parse_size(): scan_scaled, at least 1 MiB, at most 128 GiB for memory, rounded down to MiB with a warning. */
@@ -61,10 +63,15 @@ export function parseForward(spec: string): StartForward {
   return { proto: m[1] as 'tcp' | 'udp', hostPort, guestPort };
 }
 
-/** realpath(3) against the caller's cwd; an empty path fails as in C rather than naming the cwd. */
-function realpath(cwd: string, path: string): string {
+/**
+ * realpath(3) against the caller's cwd; an empty path fails as in C rather than naming the cwd. With -H the file is
+ * on the other host, which has no cwd of ours: the path must be absolute, and vmd there opens it as the ssh user.
+ */
+function realpath(cwd: string, path: string, remote?: string): string {
   if (path.length === 0) throw Object.assign(new Error('empty path'), { code: 'ENOENT' });
-  return realpathSync(resolve(cwd, path));
+  if (remote === undefined) return realpathSync(resolve(cwd, path));
+  if (!isAbsolute(path)) throw new CliError(`a path on host "${remote}" must be absolute`);
+  return normalize(path);
 }
 
 /**
@@ -72,16 +79,17 @@ function realpath(cwd: string, path: string): string {
  * (`raw:` or `qcow2:`, as parse_disktype() reads them). The prefixes are kept in front of the resolved path,
  * `nvme:qcow2:/abs/disk.img`, and vmd strips and honours them; without them vmd detects the format, the bus is virtio.
  */
-function parseDisk(cwd: string, word: string): string {
+function parseDisk(env: StartEnv, word: string): string {
   const bus = new RegExp(`^(${DISK_BUSES.join('|')}):`).exec(word);
   const rest = bus === null ? word : word.slice(bus[0].length);
   const m = /^(raw|qcow2):/.exec(rest);
   const path = m === null ? rest : rest.slice(m[0].length);
   let real: string;
   try {
-    real = realpath(cwd, path);
+    real = realpath(env.cwd, path, env.remote);
   } catch (err) {
-    throw new CliError(sysMessage(`invalid disk path: ${path}`, err));
+    const what = `invalid disk path: ${path}`;
+    throw new CliError(err instanceof CliError ? `${what}: ${err.message}` : sysMessage(what, err));
   }
   return `${bus === null ? '' : bus[0]}${m === null ? '' : m[0]}${real}`;
 }
@@ -133,11 +141,11 @@ interface StartFlags {
 }
 
 /** -b, -r and --initrd resolve their path the same way; only the message on failure differs. */
-function resolveOptionPath(cwd: string, path: string, failure: string): string {
+function resolveOptionPath(env: StartEnv, path: string, failure: string): string {
   try {
-    return realpath(cwd, path);
+    return realpath(env.cwd, path, env.remote);
   } catch (err) {
-    throw new CliError(sysMessage(failure, err));
+    throw new CliError(err instanceof CliError ? `${failure}: ${err.message}` : sysMessage(failure, err));
   }
 }
 
@@ -156,7 +164,7 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
   switch (name) {
     case 'b':
       if (flags.boot !== undefined) throw new CliError('boot image specified multiple times');
-      flags.boot = resolveOptionPath(env.cwd, v, 'invalid boot image path');
+      flags.boot = resolveOptionPath(env, v, 'invalid boot image path');
       break;
     case 'B':
       if (flags.bootDevice !== undefined) throw new CliError('boot device specified multiple times');
@@ -165,7 +173,7 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       break;
     case 'r':
       if (flags.cdrom !== undefined) throw new CliError('iso image specified multiple times');
-      flags.cdrom = resolveOptionPath(env.cwd, v, `invalid iso image path: ${v}`);
+      flags.cdrom = resolveOptionPath(env, v, `invalid iso image path: ${v}`);
       break;
     case 'c':
       flags.console = true;
@@ -181,7 +189,7 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       flags.nets.push({ kind: 'switch', switch: v });
       break;
     case 'd':
-      flags.disks.push(parseDisk(env.cwd, v));
+      flags.disks.push(parseDisk(env, v));
       break;
     case 'i':
       if (flags.nifs !== undefined) throw new CliError('interfaces specified multiple times');
@@ -196,7 +204,7 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       break;
     case 'initrd':
       if (flags.initrd !== undefined) throw new CliError('initrd specified multiple times');
-      flags.initrd = resolveOptionPath(env.cwd, v, `invalid initrd path: ${v}`);
+      flags.initrd = resolveOptionPath(env, v, `invalid initrd path: ${v}`);
       break;
     case 'cmdline':
       if (flags.cmdline !== undefined) throw new CliError('cmdline specified multiple times');
@@ -230,15 +238,16 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
  * boot and its `starting without …` warnings are vmd's to say: only vmd knows whether NAME exists (then any option
  * but -b and -B is refused as OpenBSD does) or what an instance inherits, and vmctl prints its warnings once.
  */
-function checkStartFlags(flags: StartFlags, ref: VmRef, nnics: number): void {
+function checkStartFlags(flags: StartFlags, ref: VmRef, nnics: number, remote: string | undefined): void {
   const { boot, cdrom, disks, initrd } = flags;
   if (disks.length > MAX_DISKS) throw new CliError('too many disks');
   if (nnics > MAX_NICS) throw new CliError('too many network interfaces');
   for (const d of disks) if (d.slice(d.indexOf('/')).length >= PATH_MAX) throw new CliError('disk path too long');
   for (const n of flags.nets) if (n.kind === 'switch' && n.switch.length >= VM_NAME_MAX) throw new CliError('interface name too long');
   if (ref.name !== undefined && !validVmName(ref.name)) throw new CliError('invalid VM name');
-  if (boot !== undefined) checkBootFile(boot, 'kernel');
-  if (initrd !== undefined) checkBootFile(initrd, 'initrd');
+  // Over -H the files are the other host's: its vmd opens them as the ssh user, and says so if it cannot.
+  if (boot !== undefined && remote === undefined) checkBootFile(boot, 'kernel');
+  if (initrd !== undefined && remote === undefined) checkBootFile(initrd, 'initrd');
   if (cdrom !== undefined && cdrom.length >= PATH_MAX) throw new CliError('cdrom name too long');
 }
 
@@ -276,12 +285,12 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
 
   // -L and -n NICs come first, in order; -i adds plain ones up to its count and never removes any.
   const nnics = Math.max(flags.nifs ?? 0, flags.nets.length);
-  checkStartFlags(flags, ref, nnics);
+  checkStartFlags(flags, ref, nnics, env.remote);
   return { ref, options: buildStartOptions(flags, nnics), console: flags.console };
 }
 
 async function runStart(args: readonly string[], ctx: Context): Promise<number> {
-  const parsed = parseStart(args, { cwd: ctx.cwd, warn: (m) => warnx(ctx, m) });
+  const parsed = parseStart(args, { cwd: ctx.cwd, warn: (m) => warnx(ctx, m), remote: ctx.remote });
   const client = await ctx.connect();
   try {
     const { response, raw } = await client.request({ type: 'vm.start.request', target: parsed.ref.target, options: parsed.options });

@@ -24,6 +24,7 @@ export const COMMANDS: readonly CommandSpec[] = (
     ['links', () => import('./links.js').then((m) => m.linksCommand)],
     ['load', () => import('./load.js').then((m) => m.loadCommand)],
     ['log', () => import('./log.js').then((m) => m.logCommand)],
+    ['migrate', () => import('./migrate.js').then((m) => m.migrateCommand)],
     ['pause', () => import('./pause.js').then((m) => m.pauseCommand)],
     ['receive', () => import('./receive.js').then((m) => m.receiveCommand)],
     ['reload', () => import('./reload.js').then((m) => m.reloadCommand)],
@@ -46,6 +47,9 @@ export const COMMANDS: readonly CommandSpec[] = (
 
 /** The global usage line, exactly OpenBSD's. */
 export const USAGE = GLOBAL_USAGE;
+
+/** Commands that work on this host's files without vmd (qemu-img): they have no remote form. */
+const LOCAL_ONLY = new Set(['create', 'grow']);
 
 /** A command's usage line, as ctl_usage() prints it (`usage:\tvmctl [-v] NAME USAGE`, trailing space and all). */
 export function commandUsage(spec: CommandSpec): string {
@@ -76,9 +80,10 @@ export function extractJson(argv: readonly string[]): { json: boolean; rest: str
   return { json, rest };
 }
 
-/** getopt(argc, argv, "v") before the command: `-v`, `-vv`, `--`; anything else is a usage error. */
-export function parseGlobal(argv: readonly string[]): { verbose: number; rest: string[] } | undefined {
+/** getopt(argc, argv, "vH:") before the command: `-v`, `-vv`, `-H host`, `-Hhost`, `--`; anything else is a usage error. */
+export function parseGlobal(argv: readonly string[]): { verbose: number; host?: string; rest: string[] } | undefined {
   let verbose = 0;
+  let host: string | undefined;
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -87,10 +92,15 @@ export function parseGlobal(argv: readonly string[]): { verbose: number; rest: s
       break;
     }
     if (!a.startsWith('-') || a === '-') break;
+    if (a.startsWith('-H')) {
+      host = a.length > 2 ? a.slice(2) : argv[++i];
+      if (host === undefined) return undefined;
+      continue;
+    }
     if (!/^-v+$/.test(a)) return undefined;
     verbose += a.length - 1;
   }
-  return { verbose, rest: argv.slice(i) };
+  return host === undefined ? { verbose, rest: argv.slice(i) } : { verbose, host, rest: argv.slice(i) };
 }
 
 /** The streams and environment a run uses; tests pass their own. */
@@ -114,6 +124,13 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     return 1;
   }
   const [word, ...args] = global.rest as [string, ...string[]];
+  // The relay is what a remote vmctl runs under ssh: hidden from the command list, only its full name selects it,
+  // and it always speaks to this host's vmd (a VMCTL_HOST in the remote user's environment must not send it on).
+  if (word === 'relay') {
+    if (global.host === undefined) return (await import('./relay.js')).runRelay(args, io);
+    io.stderr.write('vmctl: relay: -H does not apply: the relay speaks to the vmd of the host it runs on\n');
+    return 1;
+  }
   const found = resolveCommand(word);
   if ('error' in found) {
     // Only for a word that names nothing: an ambiguous prefix already names its candidates' start.
@@ -121,6 +138,15 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     const hint = near === undefined ? undefined : `did you mean "${near}"?`;
     if (json) io.stdout.write(help.jsonError('ERR_USAGE', found.error, hint));
     io.stderr.write(`${found.error}\n${hint === undefined ? '' : `vmctl: ${hint}\n`}${USAGE}`);
+    return 1;
+  }
+  // -H wins over VMCTL_HOST; an empty VMCTL_HOST means this host, as an unset one does.
+  const host = global.host ?? (io.env.VMCTL_HOST !== undefined && io.env.VMCTL_HOST !== '' ? io.env.VMCTL_HOST : undefined);
+  if (host !== undefined && LOCAL_ONLY.has(found.command.name)) {
+    const why = `${found.command.name}: works on files of this host and does not go through vmd, so it cannot run on host "${host}"`;
+    const hint = `run vmctl ${found.command.name} on that host itself${global.host === undefined ? ', or unset VMCTL_HOST for this one' : ''}`;
+    if (json) io.stdout.write(help.jsonError('ERR_USAGE', why, hint));
+    io.stderr.write(`vmctl: ${why}\nvmctl: hint: ${hint}\n`);
     return 1;
   }
   // `-h` before any other operand asks for the command's usage, not for its running.
@@ -137,15 +163,19 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     get stdin() { return io.stdin; },
     stdout: io.stdout,
     stderr: io.stderr,
-    connect: async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env)),
+    remote: host,
+    connect: host === undefined
+      ? async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env))
+      : async () => (await import('./ssh.js')).sshConnect(host, io.env, io.stderr, global.verbose),
   };
   try {
     return await found.command.run(args, ctx);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    if (json) io.stdout.write(help.jsonError(err instanceof UsageError ? 'ERR_USAGE' : err instanceof CliError ? err.code : 'ERR_INTERNAL', message));
+    const hint = err instanceof CliError ? err.hint : undefined;
+    if (json) io.stdout.write(help.jsonError(err instanceof UsageError ? 'ERR_USAGE' : err instanceof CliError ? err.code : 'ERR_INTERNAL', message, hint));
     if (err instanceof UsageError) io.stderr.write(commandUsage(found.command));
-    else io.stderr.write(`vmctl: ${message}\n`);
+    else io.stderr.write(`vmctl: ${message}\n${hint === undefined ? '' : `vmctl: hint: ${hint}\n`}`);
     return 1;
   }
 }

@@ -7,12 +7,17 @@ _vmctl() {
 	local i cmd=
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
+		-H) ((i++)) ;;
 		-*) ;;
 		*) cmd=${words[i]}; break ;;
 		esac
 	done
+	if [[ $prev == -H ]]; then
+		_known_hosts_real -a -- "$cur"
+		return
+	fi
 	if [[ -z $cmd ]]; then
-		COMPREPLY=($(compgen -W "$(vmctl help 2>/dev/null | sed -n 's/^\t\([a-z][a-z]*\).*/\1/p') --json -v" -- "$cur"))
+		COMPREPLY=($(compgen -W "$(vmctl help 2>/dev/null | sed -n 's/^\t\([a-z][a-z]*\).*/\1/p') --json -v -H" -- "$cur"))
 		return
 	fi
 	case $prev in

@@ -4,6 +4,7 @@
 import { concurrentBench } from './concurrent.bench.js';
 import { firewallBench } from './firewall.bench.js';
 import { fleetBench } from './fleet.bench.js';
+import { migrateBench } from './migrate.bench.js';
 import { netBench } from './net.bench.js';
 import { parseBench } from './parse.bench.js';
 import { sendBench } from './send.bench.js';
@@ -27,7 +28,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, concurrentBench, fleetBench, firewallBench, sendBench, throughputBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, concurrentBench, fleetBench, firewallBench, sendBench, migrateBench, throughputBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);

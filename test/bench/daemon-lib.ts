@@ -2,7 +2,7 @@
 // control-socket requests and console waits against a VmdHarness, all bounded by timeouts.
 
 import { readdirSync, readFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { ControlClient } from '../../vmctl/client.js';
 import type { RequestBody } from '../../vmctl/client.js';
 import type { ControlResponse } from '../../share/protocol.js';
@@ -102,7 +102,7 @@ export async function requestOnce(socket: string, body: RequestBody, timeoutMs =
 }
 
 /** Resolve with the monotonic time `text` first appears in what a socket delivers; the socket is destroyed after. */
-export function waitForText(socket: Socket, text: string, timeoutMs: number, initial: Buffer = Buffer.alloc(0)): Promise<number> {
+export function waitForText(socket: Duplex, text: string, timeoutMs: number, initial: Buffer = Buffer.alloc(0)): Promise<number> {
   return new Promise((resolve, reject) => {
     let seen = initial.toString('latin1');
     const done = (err: Error | null, at?: number): void => {

@@ -3,10 +3,11 @@
 
 import t, { type Test } from 'tap';
 import { execa } from 'execa';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getgrnam, getpwnam } from '../../share/users.js';
 import { ensureUsers } from '../lib/users.js';
+import { GUEST_CMDLINE } from '../../share/guest/guest.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 
 const cmdline = 'console=ttyS0 quiet panic=-1';
@@ -65,37 +66,45 @@ const BOOT_SECTOR = (() => {
   return b;
 })();
 
-/** A bootable El Torito ISO (no emulation) whose boot image is BOOT_SECTOR printing VMD-ISO-BOOTED instead. */
+/**
+ * A real bootable installer-like ISO: isolinux (Debian's isolinux and syslinux-common) boots the busybox test guest
+ * from the CD, as an installer CD boots its kernel. The guest says which medium it came from in its host name.
+ */
 async function bootIso(dir: string): Promise<string> {
   const root = join(dir, 'iso-root');
-  mkdirSync(root, { recursive: true });
-  const sector = Buffer.from(BOOT_SECTOR.subarray(0, 2048));
-  sector.write('VMD-ISO-BOOTED', sector.indexOf('VMD-MBR-BOOTED'), 'latin1');
-  writeFileSync(join(root, 'boot.bin'), sector);
+  mkdirSync(join(root, 'isolinux'), { recursive: true });
+  copyFileSync('/usr/lib/ISOLINUX/isolinux.bin', join(root, 'isolinux', 'isolinux.bin'));
+  copyFileSync('/usr/lib/syslinux/modules/bios/ldlinux.c32', join(root, 'isolinux', 'ldlinux.c32'));
+  copyFileSync(guestKernel, join(root, 'kernel'));
+  copyFileSync(guestInitrd, join(root, 'initrd.img'));
+  writeFileSync(join(root, 'isolinux', 'isolinux.cfg'),
+    `SERIAL 0 115200\nDEFAULT live\nTIMEOUT 1\nLABEL live\n  LINUX /kernel\n  INITRD /initrd.img\n  APPEND ${GUEST_CMDLINE} vmd.hostname=from-cdrom\n`);
   const iso = join(dir, 'boot.iso');
-  await execa('genisoimage', ['-quiet', '-o', iso, '-b', 'boot.bin', '-no-emul-boot', '-boot-load-size', '4', root]);
+  await execa('genisoimage', ['-quiet', '-o', iso, '-J', '-R', '-b', 'isolinux/isolinux.bin', '-c', 'isolinux/boot.cat',
+    '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table', root]);
   return iso;
 }
 
-/** -B cdrom once, then the guest resets itself: the same VM starts again and boots its disk (vmctl(8)). */
+/** -B cdrom once: the ISO's isolinux boots the guest, which reboots itself; the same VM starts again from its disk. */
 async function installFlow(t: Test, h: VmdHarness, name: string, start: string[]): Promise<void> {
   const once = await h.vmctl(start);
   t.equal(once.exitCode, 0, once.stderr);
   const argv1 = await qemuArgvOf(h, name);
   t.ok(argv1.some((a) => a.startsWith('ide-cd,') && a.includes('bootindex=0')), '-B cdrom: the cdrom is boot index 0');
-  await h.console(name, '', /VMD-ISO-BOOTED/);
+  const live = await h.console(name, '\n', /from-cdrom# /, 120);
+  t.match(live, /ISOLINUX 6\.04[\s\S]*vmd-guest: ready[\s\S]*from-cdrom# /, 'isolinux booted the ISO\'s kernel, under the host name it gave');
   const pid1 = (await h.waitState(name, 'running')).trim().split(/\s+/)[1];
-  await h.vmctl(['console', '-t', '1', name], { input: 'r' });
+  await h.vmctl(['console', '-t', '1', name], { input: 'reboot -f\n' });
   const rebooted = new RegExp(`vm "${name}" \\(vm \\d+\\) rebooted`);
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 30_000;
   while (!rebooted.test(h.daemonLog) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  t.match(h.daemonLog, rebooted, 'the reboot restarts the VM');
+  t.match(h.daemonLog, rebooted, 'the guest\'s reboot restarts the VM');
   const row = await h.waitState(name, 'running', 15_000);
   t.not(row.trim().split(/\s+/)[1], pid1, 'as a new QEMU');
   const argv2 = await qemuArgvOf(h, name);
   t.notOk(argv2.some((a) => a.includes('bootindex=')), 'without the one-time boot order');
   t.ok(argv2.some((a) => a.startsWith('ide-cd,')), 'the cdrom is still attached');
-  await h.console(name, '', /VMD-MBR-BOOTED/);
+  t.match(await h.console(name, '', /VMD-MBR-BOOTED/), /VMD-MBR-BOOTED/, 'the second boot runs the disk\'s boot sector');
   t.equal((await h.vmctl(['stop', '-f', '-w', name])).exitCode, 0);
 }
 
@@ -106,11 +115,11 @@ t.test('-B cdrom is for the next boot only: the guest boots the ISO, and after i
   writeFileSync(disk, BOOT_SECTOR);
   writeFileSync(join(h.dir, 'cl.raw'), BOOT_SECTOR);
   const iso = await bootIso(h.dir);
-  writeFileSync(h.configPath, `vm "bt" {\n  disable\n  memory 64M\n  disk "${disk}"\n  cdrom "${iso}"\n}\n`);
+  writeFileSync(h.configPath, `vm "bt" {\n  disable\n  memory 256M\n  disk "${disk}"\n  cdrom "${iso}"\n}\n`);
   t.equal((await h.vmctl(['reload'])).exitCode, 0);
 
   await t.test('a vm.conf VM', (t) => installFlow(t, h, 'bt', ['start', '-B', 'cdrom', 'bt']));
-  await t.test('a command-line VM', (t) => installFlow(t, h, 'cl', ['start', '-B', 'cdrom', '-r', iso, '-d', `raw:${join(h.dir, 'cl.raw')}`, '-m', '64M', 'cl']));
+  await t.test('a command-line VM', (t) => installFlow(t, h, 'cl', ['start', '-B', 'cdrom', '-r', iso, '-d', `raw:${join(h.dir, 'cl.raw')}`, '-m', '256M', 'cl']));
 });
 
 // Not permissions.test.ts' users: tests run in parallel, and each removes what it made.

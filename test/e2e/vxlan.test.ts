@@ -122,6 +122,8 @@ t.test('a switch over three hosts: one DHCP server, a full mesh of pings, a host
   const gone = await hosts[2]!.vmctl(['stop', '-w', 'g2'], { timeoutMs: 60_000 });
   t.equal(gone.exitCode, 0, gone.stderr);
   await hosts[2]!.teardown();
+  // Before anyone reconfigures: the two left behind still share their segment with host 2's tunnel end gone.
+  t.ok(await guestOk(hosts[1]!, 'g1', `ping -c 3 -W 3 ${ips[0]}`), 'g1 reaches g0 right after host 2 left, before any reload');
   for (const i of [0, 1]) {
     writeFileSync(hosts[i]!.configPath, hostConfig(i, [0, 1]));
     const r = await hosts[i]!.vmctl(['reload']);

@@ -6,17 +6,23 @@ import { getgrnam, getpwnam, usersForgetMisses } from '../../share/users.js';
 
 /**
  * Makes `group` and each of `users` that does not exist; with `primary`, the group is the users' primary group
- * (`useradd -g`), otherwise a supplementary one (`-G`). Resolves with the cleanup that removes what was made.
+ * (`useradd -g`), otherwise a supplementary one (`-G`); with `login`, a shell and an unlocked (but unusable) password,
+ * so that sshd lets them in by key. Resolves with the cleanup that removes what was made.
  */
-export async function ensureUsers(users: readonly string[], group: string, opts: { primary?: boolean } = {}): Promise<() => Promise<void>> {
+export async function ensureUsers(
+  users: readonly string[], group: string, opts: { primary?: boolean; login?: boolean } = {},
+): Promise<() => Promise<void>> {
   const made: string[] = [];
   const madeGroup = getgrnam(group) === null;
   if (madeGroup) await execa('groupadd', ['--system', group]);
   for (const u of users) {
     if (getpwnam(u) !== null) continue;
-    await execa('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', opts.primary === true ? '-g' : '-G', group, u]);
+    const shell = opts.login === true ? '/bin/sh' : '/usr/sbin/nologin';
+    await execa('useradd', ['--system', '--no-create-home', '--shell', shell, opts.primary === true ? '-g' : '-G', group, u]);
     made.push(u);
   }
+  // `!` (useradd's locked password) makes sshd refuse even a key; `*` matches no password and locks nothing.
+  if (opts.login === true) for (const u of users) await execa('usermod', ['-s', '/bin/sh', '-p', '*', u]);
   // The lookups above missed what was made just now: the name service's cache would remember that for a second.
   usersForgetMisses();
   return async () => {

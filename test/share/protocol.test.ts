@@ -116,7 +116,8 @@ const VALID: Record<RequestType, Msg[]> = {
     req('vm.capture.request', { target: 'web', interface: 0, filter: 'tcp port 80\nand not arp' }),
   ],
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
-  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig })],
+  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true })],
+  'vm.migrate.request': [req('vm.migrate.request', { target: 'web' }), req('vm.migrate.request', { target: '3', downtimeMs: 300 })],
   'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
   'vm.display.request': [req('vm.display.request', { target: 'web' })],
   'vm.grow.request': [req('vm.grow.request', { disk: '/vm/a.qcow2', size: 1048576 })],
@@ -154,6 +155,7 @@ t.test('who may send what', async (t) => {
   // OpenBSD's control.c never let non-root users send or receive (neither was in its list).
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.send.request'), 'send is root only');
   t.notOk(UNPRIVILEGED_REQUESTS.has('vm.receive.request'), 'receive is root only');
+  t.notOk(UNPRIVILEGED_REQUESTS.has('vm.migrate.request'), 'migrate is root only');
 });
 
 t.test('snapshot requests: a name qemu-img could take for an option is refused; revert and delete need one', async (t) => {
@@ -485,6 +487,9 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.send.response', id: 11, vmId: 1, name: 'web' },
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
     { type: 'vm.receive.response', id: 12, phase: 'done', vm: vmInfo },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo, port: 49152 },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'done' },
     { type: 'ok.response', id: 8 },
     { type: 'vm.events.response', id: 8 },
     { type: 'vm.event', id: 8, event: { time: '2026-12-07T02:40:00.123Z', event: 'stopped', vmId: 3, vm: 'web', reason: 'host-qmp-quit' } },
@@ -609,6 +614,7 @@ t.test('property: mutated replies are accepted or refused with ProtocolError, no
     { type: 'vm.links.response', id: 10, links: [linkInfo, localLinkInfo] },
     { type: 'vm.capture.response', id: 11, vmId: 1, name: 'web', interface: 0, link: 'vmd1i0' },
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig },
     { type: 'ok.response', id: 8 },
     { type: 'error', id: 9, error: { code: 'ERR_VM_NOT_FOUND', message: 'not found', hint: 'h' } },
   ];

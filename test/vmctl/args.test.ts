@@ -20,14 +20,14 @@ import { CliError, UsageError } from '../../vmctl/errors.js';
 import { captureStream } from './harness.js';
 
 /** Runs main() in-process against a socket that does not exist: enough for everything decided before connecting. */
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function run(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = captureStream();
   const err = captureStream();
   const code = await main(argv, {
     stdin: new PassThrough() as unknown as NodeJS.ReadStream,
     stdout: out.stream,
     stderr: err.stream,
-    env: { VMD_SOCKET: '/nonexistent/vmctl-test.sock' },
+    env: { VMD_SOCKET: '/nonexistent/vmctl-test.sock', ...env },
     cwd: process.cwd(),
   });
   return { code, stdout: out.text(), stderr: err.text() };
@@ -68,7 +68,7 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('e'), 'events');
   t.equal(name('g'), 'grow');
   t.equal(name('d'), 'display');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'display', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'display', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'migrate', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
 });
 
 t.test('display arguments', async (t) => {
@@ -77,6 +77,21 @@ t.test('display arguments', async (t) => {
   t.same(await run(['display', 'a', 'b']), { code: 1, stdout: '', stderr: usage });
   t.same(await run(['display', '-p', '0', 'a']), { code: 1, stdout: '', stderr: 'vmctl: port is too small: 0\nvmctl: invalid port: 0\n' });
   t.same(await run(['display', '-p', '65536', 'a']), { code: 1, stdout: '', stderr: 'vmctl: port is too large: 65536\nvmctl: invalid port: 65536\n' });
+});
+
+t.test('migrate arguments: bad ones are refused before any vmd is asked', async (t) => {
+  const usage = 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] id [user@]host\n';
+  t.same(await run(['migrate', 'web']), { code: 1, stdout: '', stderr: usage });
+  t.same(await run(['migrate', 'web', 'h', 'x']), { code: 1, stdout: '', stderr: usage });
+  t.same(await run(['migrate', '-D', '0', 'web', 'h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid downtime: 0 (1 to 60000 ms)\n' });
+  t.same(await run(['migrate', '-D', '5s', 'web', 'h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid downtime: 5s (1 to 60000 ms)\n' });
+  t.same(await run(['migrate', '-s', '/x.sock', 'web', 'h,opt=1']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid host: h,opt=1: give a host name, an IPv4 address or [an IPv6 address]\n' });
+  t.same(await run(['migrate', '-s', '/x.sock', 'web', 'us er@h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid user: us er\n' });
+  // Without -s the target is reached as -H reaches a host: ssh (here a program that is not there) to its relay.
+  const viaSsh = await run(['migrate', 'web', 'root@h2'], { VMCTL_SSH: '/nonexistent/ssh' });
+  t.equal(viaSsh.code, 1);
+  t.match(viaSsh.stderr, /^vmctl: host "root@h2": /, 'the target host is named, not the source');
+  t.same(await run(['migrate', '-s', '/nonexistent/t.sock', 'web', 'h2']), { code: 1, stdout: '', stderr: 'vmctl: connect: /nonexistent/t.sock: No such file or directory\n' });
 });
 
 t.test('send and receive arguments', async (t) => {
@@ -102,6 +117,7 @@ t.test('usage output and exit status', async (t) => {
   t.equal(usageOf('reset'), 'usage:\tvmctl [-v] reset [all | switches | vms]\n');
   t.equal(usageOf('log'), 'usage:\tvmctl [-v] log brief | verbose | id\n');
   t.equal(usageOf('wait'), 'usage:\tvmctl [-v] wait id\n');
+  t.equal(usageOf('migrate'), 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] id [user@]host\n');
   t.match(usageOf('start'), /^usage:\tvmctl \[-v\] start \[-cL\] \[-B device\] \[-b path\] \[-d disk\] \[-i count\]\n\t\t\[-m size\] \[-n switch\] \[-r path\] \[-t name\]\n/);
   t.same(await run(['reload', 'x']), { code: 1, stdout: '', stderr: usageOf('reload') });
   t.same(await run(['stop']), { code: 1, stdout: '', stderr: usageOf('stop') });

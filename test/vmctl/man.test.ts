@@ -1,4 +1,4 @@
-// Keeps vmctl.8 in step with vmctl: every command, every flag of every usage line, --json and VMD_SOCKET are documented,
+// Keeps vmctl.8 in step with vmctl: every command, every flag of every usage line, the global flags and variables are documented,
 // and mandoc lints the page clean.
 import t from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
@@ -58,8 +58,9 @@ t.test('every command and flag is in vmctl.8', async (t) => {
     t.ok(commands.has(c.name), `command ${c.name} is documented with .Ic`);
     for (const f of usageFlags(c.usage)) t.ok(flags.has(f), `flag -${f} of ${c.name} is documented with .Fl`);
   }
-  for (const f of ['v', '-json']) t.ok(flags.has(f), `global flag -${f} is documented`);
-  t.ok(wordsAfter(lines, 'Ev').has('VMD_SOCKET'), 'VMD_SOCKET is documented with .Ev');
+  for (const f of ['v', '-json', 'H']) t.ok(flags.has(f), `global flag -${f} is documented`);
+  for (const e of ['VMD_SOCKET', 'VMCTL_HOST', 'VMCTL_SSH', 'VMCTL_RELAY']) t.ok(wordsAfter(lines, 'Ev').has(e), `${e} is documented with .Ev`);
+  t.ok(commands.has('relay'), 'the hidden relay command is documented with .Ic');
   t.match(source, /^\.Sh EXIT STATUS$/m);
   t.match(source, /^\.Sh EXAMPLES$/m);
   t.match(source, /~\.\\&/, 'the console escape is documented');

@@ -258,7 +258,7 @@ export class ControlServer {
       msg = { type: 'control.capture', ...who, request };
     } else if (request.type === 'vm.console.request') {
       msg = { type: 'control.console', ...who, request, remainder: conn.reader.switchToRaw().toString('base64') };
-    } else if (request.type === 'vm.send.request' || request.type === 'vm.receive.request') {
+    } else if (request.type === 'vm.send.request' || request.type === 'vm.receive.request' || request.type === 'vm.migrate.request') {
       msg = { type: 'control.stream', ...who, request, remainder: conn.reader.switchToRaw().toString('base64') };
     } else {
       return false;

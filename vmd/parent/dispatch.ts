@@ -119,6 +119,7 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
     case 'vm.capture.request':
     case 'vm.send.request':
     case 'vm.receive.request':
+    case 'vm.migrate.request':
       throw new VmdError('ERR_PROTOCOL', `${req.type}: arrives with its socket`);
   }
 }

@@ -19,6 +19,15 @@ export function isOurQemu(pid: number, vmId: number): boolean {
   }
 }
 
+/** Whether pid is a QEMU started to receive a guest (`-incoming`): still `starting`, it never got all of it. */
+function isIncomingQemu(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('-incoming');
+  } catch {
+    return false;
+  }
+}
+
 /** Waits while a start of the VM is in progress (bounded); the caller looks at the state afterwards. */
 export async function untilStarted(e: Entry, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -103,7 +112,17 @@ export async function guestsReconcile(p: Parent): Promise<void> {
   for (const e of [...p.vms.entries.values()]) {
     const rt = e.runtime;
     if (rt === null) continue;
-    if (rt.pid !== null && isOurQemu(rt.pid, e.record.id)) {
+    // A receive or migration the daemon died in the middle of: the guest is whole only where it came from (a
+    // migration's source resumes it when the client loses the target), so this half never runs.
+    if (rt.pid !== null && rt.state === 'starting' && isOurQemu(rt.pid, e.record.id) && isIncomingQemu(rt.pid)) {
+      logInfo(`vm "${e.record.name}": pid ${rt.pid} was still receiving the guest, terminating it`);
+      try { process.kill(rt.pid, 'SIGKILL'); } catch { /* gone */ }
+      const deadline = Date.now() + 5000;
+      while (isOurQemu(rt.pid, e.record.id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      runtimeCleanup(p, e);
+      p.db.event(e.record.id, 'exit', 'receive-interrupted');
+      guestStopped(p, e);
+    } else if (rt.pid !== null && isOurQemu(rt.pid, e.record.id)) {
       // A QEMU recorded as still starting has been running for a while: it is adopted as running.
       p.vms.setState(e, rt.state === 'starting' ? 'running' : rt.state);
       await p.network.vmReadopt(e.record.id, e.record.config);

@@ -17,6 +17,7 @@ import { socketReject } from './sockets.js';
 import { vmPermittedGet } from './requests.js';
 import { receiveIdClaim } from './receive-id.js';
 import { streamConfigOf, vmFromStream } from './vm-config.js';
+import { migrateStart } from './migrate.js';
 
 /** A transfer waits for bytes from a pipe, maybe over ssh: bounded only against a vmm that never answers. */
 const TRANSFER_TIMEOUT_MS = 24 * 3600_000;
@@ -27,6 +28,12 @@ export function streamRequest(p: Parent, msg: Extract<ControlToParent, { type: '
   if (req.type === 'vm.send.request') {
     try {
       sendStart(p, msg, req, socket);
+    } catch (err) {
+      socketReject(socket, req.id, err);
+    }
+  } else if (req.type === 'vm.migrate.request') {
+    try {
+      migrateStart(p, msg, req, msg.remainder, socket);
     } catch (err) {
       socketReject(socket, req.id, err);
     }
@@ -77,7 +84,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   let error: VmdError | null = null;
   try {
     await p.roles.vmmCall((r) => ({
-      type: 'vm.receive', req: r, vmId: id, remainder,
+      type: 'vm.receive', req: r, vmId: id, remainder, live: req.live === true,
       response: { type: 'vm.receive.response', id: req.id, phase: 'ready', vm: p.vms.info(e) },
     }), { timeoutMs: TRANSFER_TIMEOUT_MS, handle: socket });
   } catch (err) {

@@ -1,5 +1,5 @@
 // What vmm does with each message from the parent: one call per message type, each answering with a vm.result
-// where the parent waits for one. Client sockets (console, send, receive) arrive as the message's IPC handle.
+// where the parent waits for one. Client sockets (console, send, receive, migrate) arrive as the message's IPC handle.
 
 import type { Socket } from 'node:net';
 import { VmdError, toVmdError, type ErrorCode, type VmdErrorData } from '../../share/errors.js';
@@ -10,6 +10,7 @@ import { logSetVerbose } from '../log.js';
 import { consoleAttach } from './console.js';
 import { guestFinish, guestRunning, type Guest, type Vmm } from './guests.js';
 import { guestAdopt, guestPause, guestStop } from './lifecycle.js';
+import { guestIncoming, guestMigrate } from './migrate.js';
 import { guestReceive } from './receive.js';
 import { guestSend } from './send.js';
 import { guestGrow } from './grow.js';
@@ -43,6 +44,7 @@ export async function vmmDispatchParent(vmm: Vmm, msg: ParentToVmm, handle: Sock
       return guestForget(vmm, msg.vmId);
     case 'vm.send':
     case 'vm.receive':
+    case 'vm.migrate':
       return transferServe(vmm, msg, handle);
     case 'vm.stream.reply':
       return streamReply(vmm, msg);
@@ -79,8 +81,8 @@ function guestForget(vmm: Vmm, vmId: number): void {
   if (g !== undefined) guestFinish(vmm, g, 'forgotten', false);
 }
 
-/** A send or receive: the guest must be running with no other transfer; vmm then serves the client itself. */
-async function transferServe(vmm: Vmm, msg: Msg<'vm.send'> | Msg<'vm.receive'>, client: Socket | undefined): Promise<void> {
+/** A send, receive or migration: the guest must be running with no other transfer; vmm then serves the client itself. */
+async function transferServe(vmm: Vmm, msg: Msg<'vm.send'> | Msg<'vm.receive'> | Msg<'vm.migrate'>, client: Socket | undefined): Promise<void> {
   if (client === undefined) {
     vmm.send({ type: 'vm.result', req: msg.req, error: { code: 'ERR_INTERNAL', message: `vm ${msg.vmId}: ${msg.type}: no connection` } });
     return;
@@ -94,15 +96,19 @@ async function transferServe(vmm: Vmm, msg: Msg<'vm.send'> | Msg<'vm.receive'>, 
     if (g.transfer !== null) throw new VmdError('ERR_INVALID', `vm "${g.handle.name}": a ${g.transfer} is already in progress`);
   } catch (err) {
     const error: VmdErrorData = toVmdError(err).toJSON();
-    if (msg.type === 'vm.send') client.end(encodeFrame({ type: 'error', id: (msg.response as { id: number }).id, error }));
+    if (msg.type !== 'vm.receive') client.end(encodeFrame({ type: 'error', id: (msg.response as { id: number }).id, error }));
     vmm.send({ type: 'vm.result', req: msg.req, error });
     return;
   }
   if (msg.type === 'vm.send') {
     return reply(vmm, msg.req, 'ERR_QEMU', () => guestSend(vmm, g, client, msg.response, Buffer.from(msg.header, 'base64')));
   }
+  if (msg.type === 'vm.migrate') {
+    return reply(vmm, msg.req, 'ERR_QEMU', () => guestMigrate(vmm, g, client, msg.response, Buffer.from(msg.remainder, 'base64'), msg.downtimeMs));
+  }
   return reply(vmm, msg.req, 'ERR_QEMU', async () => {
-    await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
+    if (msg.live === true) await guestIncoming(g, client, msg.response);
+    else await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
     return g.state;
   });
 }

@@ -24,8 +24,8 @@ export class Guest {
   shutdownReason: string | null = null;
   exited = false;
   stopTimer: NodeJS.Timeout | null = null;
-  /** A send or receive in progress holds the guest's migration. */
-  transfer: 'send' | 'receive' | null = null;
+  /** A send, receive or live migration in progress holds the guest's migration. */
+  transfer: 'send' | 'receive' | 'migrate' | null = null;
   /** Attach requests waiting for the console connection (just after a start or a vmm restart). */
   consoleWaiters: Array<() => void> = [];
 

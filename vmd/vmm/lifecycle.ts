@@ -46,8 +46,8 @@ export async function guestAdopt(vmm: Vmm, h: GuestHandle): Promise<VmState> {
 /** Follows what QEMU says happened: a shutdown's reason, and pauses or resumes from inside the guest or QMP. */
 function guestQmpEvent(vmm: Vmm, g: Guest, name: string, data: unknown): void {
   if (name === 'SHUTDOWN') {
-    // A sent guest's quit is the end of a send, and is logged and recorded as such.
-    if (g.transfer === 'send') return;
+    // A sent or migrated guest's quit is the end of that transfer, and is logged and recorded as such.
+    if (g.transfer === 'send' || g.transfer === 'migrate') return;
     const reason = (data as { reason?: unknown } | undefined)?.reason;
     g.shutdownReason = typeof reason === 'string' ? reason : 'shutdown';
   } else if (name === 'STOP' && g.state === 'running') {

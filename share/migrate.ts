@@ -1,0 +1,74 @@
+// The frames of a live migration's source connection after vmd's first reply, and their readers: vmctl tells
+// the source where the target's QEMU listens and, once the target runs the guest, to let go (or to keep it).
+
+import { ProtocolError } from './protocol.js';
+import { int, isObj, oneOf, onlyKeys, str, type Obj } from './read.js';
+
+/** QEMU's default downtime limit is 300 ms; the issue's target for this machine too. */
+export const DEFAULT_DOWNTIME_MS = 300;
+/** Bounds of `vmctl migrate -D`: QEMU refuses more than 2000 s; a minute already means a guest that stalls. */
+export const MAX_DOWNTIME_MS = 60_000;
+
+/** A host name, an IPv4 address, or an IPv6 address in brackets: what QEMU's `tcp:HOST:PORT` parses, nothing more. */
+const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])$/;
+
+/** vmctl → source vmd: migrate to the target QEMU at host:port (`go`), or stop trying (`abort`). */
+export interface MigrateGo { readonly type: 'vm.migrate.go'; readonly host: string; readonly port: number }
+/** vmctl → source vmd after `completed`: the target runs the guest, quit it here (`commit`) or resume it (`abort`). */
+export interface MigrateDecision { readonly type: 'vm.migrate.commit' | 'vm.migrate.abort' }
+export type MigrateClientFrame = MigrateGo | MigrateDecision;
+
+/** Source vmd → vmctl while the migration runs: QEMU's query-migrate, trimmed. */
+export interface MigrateProgress {
+  readonly type: 'vm.migrate.progress';
+  /** `active`, then `completed` once the source guest is paused and the target holds all of its state. */
+  readonly status: 'active' | 'completed';
+  readonly transferred: number;
+  readonly remaining: number;
+  readonly total: number;
+  /** QEMU's measured downtime, once completed. */
+  readonly downtimeMs: number | null;
+  /** Total time since `go`, once completed. */
+  readonly totalMs: number | null;
+}
+
+/** Whether a host is one QEMU's tcp: URI can carry (and no more: no commas, spaces or options). */
+export function validMigrateHost(host: string): boolean {
+  return HOST_RE.test(host);
+}
+
+/** The URI QEMU migrates to. */
+export function migrateUri(host: string, port: number): string {
+  return `tcp:${host}:${port}`;
+}
+
+/** Reads what vmctl sends on a migration connection; anything else is a protocol error. */
+export function readMigrateClientFrame(v: unknown): MigrateClientFrame {
+  const what = 'migration';
+  if (!isObj(v)) throw new ProtocolError(`${what}: not a message`);
+  const type = oneOf(v, 'type', ['vm.migrate.go', 'vm.migrate.commit', 'vm.migrate.abort'] as const, what);
+  if (type !== 'vm.migrate.go') {
+    onlyKeys(v, ['type'], what);
+    return { type };
+  }
+  onlyKeys(v, ['type', 'host', 'port'], what);
+  const host = str(v, 'host', 255, what);
+  if (!validMigrateHost(host)) throw new ProtocolError(`${what}: field "host" is not a host name or address`);
+  return { type, host, port: int(v, 'port', 1, 65535, what) };
+}
+
+/** Reads a progress frame on vmctl's side. */
+export function readMigrateProgress(v: Obj): MigrateProgress {
+  const what = 'reply';
+  onlyKeys(v, ['type', 'status', 'transferred', 'remaining', 'total', 'downtimeMs', 'totalMs'], what);
+  const optMs = (k: string): number | null => (v[k] === null ? null : int(v, k, 0, 2 ** 31 - 1, what));
+  return {
+    type: 'vm.migrate.progress',
+    status: oneOf(v, 'status', ['active', 'completed'] as const, what),
+    transferred: int(v, 'transferred', 0, 2 ** 53 - 1, what),
+    remaining: int(v, 'remaining', 0, 2 ** 53 - 1, what),
+    total: int(v, 'total', 0, 2 ** 53 - 1, what),
+    downtimeMs: optMs('downtimeMs'),
+    totalMs: optMs('totalMs'),
+  };
+}

@@ -1,0 +1,229 @@
+// `vmctl migrate` in vmm, both ends: the source migrates its running guest straight to the target QEMU's TCP port
+// and quits it only on the client's commit; the target's QEMU listens, loads and resumes (a live receive).
+
+import type { Socket } from 'node:net';
+import { VmdError, toVmdError } from '../../share/errors.js';
+import { encodeFrame, FrameDecoder } from '../../share/frame.js';
+import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateProgress } from '../../share/migrate.js';
+import { logWarn } from '../log.js';
+import type { QmpClient } from '../qmp.js';
+import { guestFinish, type Guest, type Vmm } from './guests.js';
+import { guestQuitAndWait } from './lifecycle.js';
+
+/** query-migrate states in which the migration is still going on. */
+const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
+/** How often QEMU is asked (and progress goes to the client): the target waits for the news of completion. */
+const PROGRESS_MS = 50;
+/** The source's bandwidth cap: QEMU's default (32 MiB/s) would make a 1 GB guest take half a minute on loopback. */
+const MAX_BANDWIDTH = 8 * 1024 ** 3;
+/** Frames the client may send are tiny; anything bigger is not vmctl. */
+const MAX_CLIENT_FRAME = 4096;
+
+interface QueryMigrate {
+  status?: string;
+  'error-desc'?: string;
+  downtime?: number;
+  'total-time'?: number;
+  ram?: { transferred?: number; remaining?: number; total?: number };
+}
+
+/** The client's frames, one at a time; null once it closed (which, before a decision, means abort). */
+class ClientFrames {
+  readonly #decoder = new FrameDecoder({ maxFrameBytes: MAX_CLIENT_FRAME });
+  readonly #queue: Array<MigrateClientFrame | null> = [];
+  #waiter: ((f: MigrateClientFrame | null) => void) | null = null;
+
+  constructor(client: Socket, remainder: Buffer) {
+    const onData = (chunk: Buffer): void => {
+      this.#decoder.push(chunk);
+      for (;;) {
+        const r = this.#decoder.read();
+        if (r.kind !== 'message') {
+          if (r.kind === 'error') this.#put(null);
+          return;
+        }
+        let frame: MigrateClientFrame | null = null;
+        try {
+          frame = readMigrateClientFrame(r.message);
+        } catch (err) {
+          logWarn(`migration: client frame refused: ${toVmdError(err).message}`);
+        }
+        this.#put(frame);
+        if (frame === null) client.destroy();
+      }
+    };
+    if (remainder.length > 0) onData(remainder);
+    client.on('data', onData);
+    // The end of the client's half is the end of what it has to say (the socket may allow half-open connections).
+    client.on('end', () => this.#put(null));
+    client.on('close', () => this.#put(null));
+    client.resume();
+  }
+
+  /** The next frame, or null once the client is gone. */
+  next(): Promise<MigrateClientFrame | null> {
+    const f = this.#queue.shift();
+    if (f !== undefined) return Promise.resolve(f);
+    return new Promise((resolve) => { this.#waiter = resolve; });
+  }
+
+  /** Whether the client has sent something (or gone) that is not yet taken. */
+  get pending(): boolean {
+    return this.#queue.length > 0;
+  }
+
+  /** Whether the client is gone (its last word may still wait in the queue). */
+  get gone(): boolean {
+    return this.#queue.at(-1) === null;
+  }
+
+  #put(f: MigrateClientFrame | null): void {
+    if (this.#queue.at(-1) === null) return;
+    const w = this.#waiter;
+    this.#waiter = null;
+    if (w !== null) w(f);
+    else this.#queue.push(f);
+  }
+}
+
+/** QEMU's numbers as a frame for the client. */
+function progressOf(q: QueryMigrate): MigrateProgress {
+  const done = q.status === 'completed';
+  return {
+    type: 'vm.migrate.progress', status: done ? 'completed' : 'active',
+    transferred: q.ram?.transferred ?? 0, remaining: q.ram?.remaining ?? 0, total: q.ram?.total ?? 0,
+    downtimeMs: done ? q.downtime ?? null : null, totalMs: done ? q['total-time'] ?? null : null,
+  };
+}
+
+/** Runs the migration, reporting progress, until QEMU ends it or the client gives up (then cancels it). */
+async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames): Promise<QueryMigrate> {
+  let cancelled = false;
+  for (;;) {
+    const q = (await qmp.execute('query-migrate')) as QueryMigrate;
+    const status = q.status ?? 'none';
+    if (!MIGRATING.includes(status)) return q;
+    if (frames.pending && !cancelled) {
+      // Whatever the client says mid-migration, it is not a commit: only a completed migration can be committed.
+      cancelled = true;
+      await qmp.execute('migrate_cancel');
+    } else if (status === 'active') {
+      client.write(encodeFrame(progressOf(q)));
+    }
+    await new Promise((r) => setTimeout(r, PROGRESS_MS));
+    if (g.exited) throw new VmdError('ERR_QEMU', `vm "${g.handle.name}": migrate: the guest exited`);
+  }
+}
+
+/** After a failed or cancelled migration: the guest runs on here as before. */
+async function migrationResume(g: Guest, qmp: QmpClient): Promise<void> {
+  const st = (await qmp.execute('query-status')) as { status?: string };
+  if (st.status !== 'running') await qmp.execute('cont');
+  g.state = 'running';
+}
+
+/**
+ * `vmctl migrate` at the source: writes the ready reply (with the configuration the target is made from), waits
+ * for where to go, migrates while the guest runs, and after completion waits for the client's verdict: commit
+ * quits the guest here, abort resumes it. A client lost after completion leaves it paused: the target may run it.
+ */
+export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, downtimeMs: number): Promise<void> {
+  const qmp = g.qmp;
+  const name = g.handle.name;
+  if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
+  g.transfer = 'migrate';
+  try {
+    client.write(encodeFrame(response));
+    const frames = new ClientFrames(client, remainder);
+    const go = await frames.next();
+    if (go === null || go.type !== 'vm.migrate.go') throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up before the migration began`);
+    await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
+    await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
+    const q = await migrationRun(g, qmp, client, frames);
+    if (q.status !== 'completed') {
+      await migrationResume(g, qmp);
+      const why = q['error-desc'] === undefined ? '' : `: ${q['error-desc']}`;
+      throw new VmdError('ERR_QEMU', `vm "${name}": migrate: migration ${q.status ?? 'ended'}${why}`, { hint: 'the guest runs on here' });
+    }
+    client.write(encodeFrame(progressOf(q)));
+    await migrationDecide(vmm, g, qmp, client, frames, response);
+  } catch (err) {
+    if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
+    throw err;
+  } finally {
+    if (!g.exited) g.transfer = null;
+  }
+}
+
+/** The migration completed and the guest is paused here: the client says whether the target runs it. */
+async function migrationDecide(vmm: Vmm, g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames, response: unknown): Promise<void> {
+  const name = g.handle.name;
+  const verdict = await frames.next();
+  if (verdict === null) {
+    logWarn(`vm "${name}": migrate: the client left after the migration completed; the guest stays paused here`);
+    throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: no verdict from the client`, { hint: 'if the target runs the guest, stop it here; otherwise unpause it' });
+  }
+  if (verdict.type !== 'vm.migrate.commit') {
+    await migrationResume(g, qmp);
+    throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the target did not take the guest`, { hint: 'the guest runs on here' });
+  }
+  g.state = 'stopping';
+  g.shutdownReason = 'migrated';
+  await guestQuitAndWait(g);
+  guestFinish(vmm, g, 'migrated', true);
+  client.end(encodeFrame({ ...(response as object), phase: 'done', config: undefined }));
+}
+
+/** Bounds the wait for the source's connection: a client that never starts the source leaves by closing. */
+const INCOMING_TIMEOUT_MS = 24 * 3600_000;
+
+/** The TCP port QEMU listens on after `migrate-incoming tcp:[::]:0` (QEMU picks a free one). */
+async function incomingPort(qmp: QmpClient, name: string): Promise<number> {
+  const q = (await qmp.execute('query-migrate')) as { 'socket-address'?: Array<{ port?: string }> };
+  const port = Number(q['socket-address']?.[0]?.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: qemu did not say which port it listens on`);
+  return port;
+}
+
+/** Waits until QEMU has loaded the whole state (paused, with -S), failing if it gave up or the client left. */
+async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string): Promise<void> {
+  const deadline = Date.now() + INCOMING_TIMEOUT_MS;
+  for (;;) {
+    const st = (await qmp.execute('query-status')) as { status?: string };
+    if (st.status === 'paused' || st.status === 'postmigrate') return;
+    if (st.status !== 'inmigrate' && st.status !== 'prelaunch') throw new VmdError('ERR_QEMU', `vm "${name}": migrate: qemu is ${st.status ?? 'in an unknown state'}`);
+    // A commit may come before this poll sees the load finished (the source's news travels fast); it waits.
+    if (frames.gone) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up`, { hint: 'the guest runs on at the source' });
+    if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: no migration arrived`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A live receive, `vmctl migrate`'s target: QEMU (started paused with -incoming defer) listens on a TCP port of
+ * its own choosing, the ready reply tells the client which, and once QEMU has loaded a whole state the guest
+ * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
+ * to the port first; what they send is loaded but never run.
+ */
+export async function guestIncoming(g: Guest, client: Socket, response: unknown): Promise<void> {
+  const qmp = g.qmp;
+  const name = g.handle.name;
+  if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
+  g.transfer = 'receive';
+  const frames = new ClientFrames(client, Buffer.alloc(0));
+  try {
+    // Every address: the client names the one the source reaches, which this host cannot know.
+    await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
+    client.write(encodeFrame({ ...(response as object), port: await incomingPort(qmp, name) }));
+    await incomingLoaded(qmp, frames, name);
+    const verdict = await frames.next();
+    if (verdict?.type !== 'vm.migrate.commit') {
+      throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the source did not complete the migration`, { hint: 'the guest runs on at the source' });
+    }
+    g.state = 'paused';
+    await qmp.execute('cont');
+    g.state = 'running';
+  } finally {
+    g.transfer = null;
+  }
+}
