@@ -171,9 +171,9 @@ export class NssUserDb extends UserDb {
     return this.#fresh(`${db}\0${key}`)?.lines ?? this.#refresh(db, key);
   }
 
-  /** Drops the remembered misses: whoever reads a configuration again wants users made since found. */
-  forgetMisses(): void {
-    for (const [k, v] of this.#cache) if (v.lines.length === 0) this.#cache.delete(k);
+  /** Drops the remembered misses (or every answer): whoever reads a configuration again wants users made since found. */
+  forgetMisses(all = false): void {
+    for (const [k, v] of this.#cache) if (all || v.lines.length === 0) this.#cache.delete(k);
   }
 
   /** Resolves what the permission checks ask about a requester (its entry, name, groups) without blocking. */
@@ -244,6 +244,12 @@ export function usersPrefetch(uid: number): Promise<void> {
 export function usersForgetMisses(): void {
   const db = systemUserDb();
   if (db instanceof NssUserDb) db.forgetMisses();
+}
+
+/** Forgets every cached answer: for a process that has just added or removed users itself. */
+export function usersForget(): void {
+  const db = systemUserDb();
+  if (db instanceof NssUserDb) db.forgetMisses(true);
 }
 
 /** getpwnam(3) against the host's name service. */
