@@ -57,6 +57,7 @@ export type VmOpt = Span & (
   | { kind: 'boot' | 'cdrom' | 'initrd'; path: Toks }
   | { kind: 'cmdline'; value: Toks }
   | { kind: 'interfaces' | 'cpus' | 'accel' | 'machine'; value: Tok }
+  | { kind: 'display'; value: Tok }
   | { kind: 'memory'; value: Tok; number: boolean }
   | { kind: 'owner'; owner: OwnerNode }
   | { kind: 'allow'; flags: readonly InstanceFlagNode[] }

@@ -21,6 +21,8 @@ export const EXTENSION_STRUCTURAL_WORDS: readonly string[] = [
   'passt', 'metrics',
   // Real operating systems: `firmware bios|uefi [secure-boot]` and the `cloud-init { … }` block.
   'firmware', 'cloud-init',
+  // A graphical console: `display vnc|none` (codes U+00C4, U+00C5; U+00C0-C3 are passt to cloud-init).
+  'display', 'vnc',
 ];
 
 /** Words of vmd's extensions; recognised only where they are expected, so OpenBSD configs keep working. */
@@ -32,4 +34,6 @@ export const EXTENSION_WORDS: readonly string[] = [
   'q35', 'pc', 'microvm', 'virtio', 'scsi', 'sata', 'ide', 'nvme',
   // Firmware kinds and the cloud-init block's settings.
   'bios', 'uefi', 'secure-boot', 'hostname', 'user', 'ssh-key', 'user-data',
+  // Display kinds besides `vnc`.
+  'none',
 ];

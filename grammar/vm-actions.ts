@@ -2,7 +2,7 @@
 // owner, allow instance, interfaces), building a VmConfig at the closing brace.
 
 import type {
-  Accel, AllowInstance, BootDevice, DiskBus, DiskConfig, InstanceFlag, InterfaceConfig, Machine, Owner, SourceLocation, VmConfig,
+  Accel, AllowInstance, BootDevice, DisplayKind, DiskBus, DiskConfig, InstanceFlag, InterfaceConfig, Machine, Owner, SourceLocation, VmConfig,
 } from '../share/config.js';
 import { DISK_BUSES, MACHINE_BUSES, MACHINES, MAX_DISKS, MAX_MEMORY, MAX_NICS, MIN_MEMORY } from '../share/config.js';
 import { hasQcow2Magic } from '../share/diskformat.js';
@@ -12,6 +12,7 @@ import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import { resolve } from 'node:path';
 import { ACCELS, type ActionBase, NAME_MAX, PATH_MAX } from './action-base.js';
 import type { Toks, VmOpt } from './ast.js';
+import { vmDisplay } from './display-actions.js';
 import { type IfaceDraft, vmInterface } from './interface-actions.js';
 import { type OsDraft, osFields, vmCloudInit, vmFirmware } from './os-actions.js';
 import { strtonum } from './values.js';
@@ -42,6 +43,8 @@ export interface VmDraft extends OsDraft {
   /** Token of each disk's `bus` word (or of its line), for the machine check at the closing brace. */
   diskAt: number[];
   machineAt: number;
+  display: DisplayKind | null;
+  displayAt: number;
   location: SourceLocation;
 }
 
@@ -59,7 +62,7 @@ export function vmBegin(a: ActionBase, nameToks: Toks, instance: Toks | null, he
     name, instanceOf, enabled: true, memory: null, cpus: null, boot: null, initrd: null, cmdline: null,
     bootDevice: null, cdrom: null, disks: [], nics: [], nifs: null, owner: null, allow: null,
     sev: false, seves: false, accel: null, machine: null, diskAt: [], machineAt: nameToks[0]! - 1,
-    firmware: null, secureBoot: false, cloudInit: null,
+    firmware: null, secureBoot: false, cloudInit: null, display: null, displayAt: nameToks[0]! - 1,
     location: a.location(nameToks[0]! - 1),
   };
 }
@@ -156,6 +159,7 @@ export function vmOption(a: ActionBase, vm: VmDraft, o: VmOpt): void {
     }
     case 'firmware': vmFirmware(a, vm, o); return;
     case 'cloudInit': vmCloudInit(a, vm, o); return;
+    case 'display': vmDisplay(a, vm, o); return;
   }
 }
 
@@ -177,7 +181,8 @@ export function vmEnd(a: ActionBase, vm: VmDraft, close: number): VmConfig {
     name: vm.name, instanceOf: vm.instanceOf, enabled: vm.enabled, memory: vm.memory, cpus: vm.cpus,
     boot: vm.boot, initrd: vm.initrd, cmdline: vm.cmdline, bootDevice: vm.bootDevice, cdrom: vm.cdrom,
     disks: vm.disks, interfaces: nics, owner: vm.owner, allowInstance: allow, sev: vm.sev, seves: vm.seves,
-    accel: vm.accel, ...(vm.machine === null ? {} : { machine: vm.machine }), ...osFields(vm), location: vm.location,
+    accel: vm.accel, ...(vm.machine === null ? {} : { machine: vm.machine }), ...osFields(vm),
+    ...(vm.display === null ? {} : { display: vm.display }), location: vm.location,
   };
 }
 
@@ -192,6 +197,7 @@ function machineCheck(a: ActionBase, vm: VmDraft): void {
     }
   });
   if (machine !== 'microvm') return;
+  if (vm.display === 'vnc') a.error(vm.displayAt, 'machine microvm has no bus for a display: display needs machine q35 or pc');
   if (vm.boot === null) a.error(vm.machineAt, 'machine microvm needs a kernel: boot PATH (it has no firmware that boots a disk)');
   if (vm.cdrom !== null) a.error(vm.machineAt, 'machine microvm has no cdrom bus');
   if (vm.bootDevice !== null) a.error(vm.machineAt, 'machine microvm cannot use boot device');

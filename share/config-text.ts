@@ -58,6 +58,7 @@ export function vmConfigText(vm: VmConfig, owner: Owner | null = vm.owner): stri
   if (vm.allowInstance !== null) lines.push(...allowLines(vm.allowInstance));
   if (vm.sev) lines.push('sev');
   if (vm.seves) lines.push('seves');
+  if (vm.display !== undefined && vm.display !== null) lines.push(`display ${vm.display}`);
   return [`vm ${confString(vm.name)} {`, ...lines.map((l) => `\t${l}`), '}', ''].join('\n');
 }
 

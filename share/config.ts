@@ -30,6 +30,10 @@ export const MACHINE_BUSES: Readonly<Record<Machine, readonly DiskBus[]>> = {
 /** `firmware bios|uefi`: SeaBIOS, or OVMF with a per-VM variable store. */
 export type FirmwareKind = 'bios' | 'uefi';
 
+/** `display vnc|none`: a VGA device whose screen vmd exports as VNC on a per-VM unix socket, or no display. */
+export type DisplayKind = 'vnc' | 'none';
+export const DISPLAY_KINDS: readonly DisplayKind[] = ['vnc', 'none'];
+
 /** `cloud-init { … }`: what vmd writes into the guest's NoCloud seed (share/cloud-init.ts). */
 export interface CloudInitConfig {
   /** null = the VM's name. */
@@ -179,6 +183,8 @@ export interface VmConfig {
   readonly secureBoot?: boolean;
   /** `cloud-init { … }`: a NoCloud seed attached read-only; absent or null = none. */
   readonly cloudInit?: CloudInitConfig | null;
+  /** `display`: absent, null or `none` = no display (serial console only). */
+  readonly display?: DisplayKind | null;
   readonly location: SourceLocation;
 }
 

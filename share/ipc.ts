@@ -35,6 +35,8 @@ export type ParentToVmm =
   /** A snapshot of a running guest over QMP (vmd/vmm/snapshot.ts): RAM and every disk, or revert to or delete one. */
   | { readonly type: 'vm.snapshot'; readonly req: number; readonly vmId: number; readonly op: 'create' | 'revert' | 'delete'; readonly name: string }
   /** Carries the client socket as the IPC handle; vmm answers the client itself from here on. */
+  /** `vmctl grow` of a running guest's disk `disk` (its index) to `size` bytes (vmd/vmm/grow.ts); never shrinks. */
+  | { readonly type: 'vm.grow'; readonly req: number; readonly vmId: number; readonly disk: number; readonly size: number }
   | { readonly type: 'vm.console.attach'; readonly vmId: number; readonly name: string; readonly reqId: number; readonly remainder: string }
   | { readonly type: 'vm.forget'; readonly vmId: number }
   | { readonly type: 'log.verbose'; readonly level: number }
@@ -91,12 +93,14 @@ export type ParentToControl =
   | { readonly type: 'control.status'; readonly vms: readonly VmInfo[]; readonly warnings: readonly string[] }
   /** A lifecycle event for control to hand its `vmctl events` subscribers (vmd/control/events.ts). */
   | { readonly type: 'control.event'; readonly event: VmEvent }
+  /** `vmctl display`: the guest's VNC socket, connected by the parent, travels as the IPC handle; control relays it. */
+  | { readonly type: 'control.display'; readonly peer: number; readonly response: ControlResponse }
   | { readonly type: 'log.verbose'; readonly level: number };
 
 // ---- parent -> roles: the parent is trusted, so a role checks only the type ----
 
-const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.migrate', 'vm.stream.reply']);
-const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'control.event', 'log.verbose']);
+const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.grow', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.migrate', 'vm.stream.reply']);
+const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'control.event', 'control.display', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && set.has((msg as { type: string }).type);

@@ -2,7 +2,7 @@
 // The types are the vocabulary (the vmd.h of the protocol); the readers live in read-request.ts and read-response.ts.
 
 import type { VmdErrorData } from './errors.js';
-import { MAX_NICS, type Machine } from './config.js';
+import { MAX_NICS, type DisplayKind, type Machine } from './config.js';
 import type { StreamConfig } from './stream.js';
 
 /** Bumped on any incompatible change; a client with another version gets ERR_VERSION. */
@@ -161,6 +161,8 @@ export interface StartOptions {
   readonly bootDevice?: 'cdrom' | 'disk' | 'net';
   /** `--machine`: q35 (the default), pc or microvm. */
   readonly machine?: Machine;
+  /** `--display vnc|none`: vm.conf's `display`. */
+  readonly display?: DisplayKind;
   readonly instanceOf?: string;
   readonly forwards?: readonly StartForward[];
   /** `--firmware`, `--secure-boot` (implies uefi). */
@@ -217,6 +219,12 @@ export interface QemuLogRequest extends Base { readonly type: 'vm.log.request'; 
 /** `vmctl inspect VM`: its effective configuration, as vm.conf text and as the model. */
 export interface InspectRequest extends Base { readonly type: 'vm.inspect.request'; readonly target: string }
 
+/** `vmctl grow -s SIZE DISK` of a disk a running guest holds: QEMU grows it (block_resize); `disk` is absolute. */
+export interface GrowRequest extends Base { readonly type: 'vm.grow.request'; readonly disk: string; readonly size: number }
+
+/** `vmctl display VM`: after the response the connection carries the guest's VNC (RFB) stream, relayed by vmd. */
+export interface DisplayRequest extends Base { readonly type: 'vm.display.request'; readonly target: string }
+
 /** `vmctl events [id]`: after the response, the connection carries one vm.event frame per event until it closes. */
 export interface EventsRequest extends Base { readonly type: 'vm.events.request'; readonly target?: string }
 
@@ -230,7 +238,7 @@ export type ControlRequest =
   | StatusRequest | StartRequest | StopRequest | WaitRequest | PauseRequest | UnpauseRequest
   | ConsoleRequest | LoadRequest | ReloadRequest | ResetRequest | VerboseRequest | LinksRequest | FirewallRequest | CaptureRequest
   | SendRequest | ReceiveRequest | MigrateRequest
-  | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest;
+  | QemuLogRequest | InspectRequest | EventsRequest | SnapshotRequest | DisplayRequest | GrowRequest;
 
 export type RequestType = ControlRequest['type'];
 
@@ -279,6 +287,10 @@ export interface SnapshotResponse {
   readonly type: 'vm.snapshot.response'; readonly id: number; readonly vmId: number; readonly vm: string;
   readonly op: SnapshotRequest['op']; readonly name: string; readonly snapshots: readonly SnapshotInfo[];
 }
+/** The running guest `name` now has disk `disk` at `size` bytes. */
+export interface GrowResponse { readonly type: 'vm.grow.response'; readonly id: number; readonly vmId: number; readonly name: string; readonly disk: string; readonly size: number }
+/** The connection now carries the guest's VNC stream: the server's `RFB 003.008` greeting comes first. */
+export interface DisplayResponse { readonly type: 'vm.display.response'; readonly id: number; readonly vmId: number; readonly name: string }
 export interface EventsResponse { readonly type: 'vm.events.response'; readonly id: number }
 /** One event of an events subscription; `id` is the subscribing request's. */
 export interface EventMessage { readonly type: 'vm.event'; readonly id: number; readonly event: VmEvent }
@@ -289,7 +301,7 @@ export interface ErrorResponse { readonly type: 'error'; readonly id: number; re
 export type ControlResponse =
   | StatusResponse | StartResponse | StopResponse | WaitResponse | PauseResponse | ConsoleResponse
   | LinksResponse | FirewallResponse | CaptureResponse | SendResponse | ReceiveResponse | MigrateResponse | OkResponse | ErrorResponse
-  | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse;
+  | QemuLogResponse | InspectResponse | EventsResponse | EventMessage | SnapshotResponse | DisplayResponse | GrowResponse;
 
 /**
  * Non-root users may only do what OpenBSD's control.c lets them (status, start, stop, wait, pause, unpause, console),
@@ -301,6 +313,10 @@ export const UNPRIVILEGED_REQUESTS: ReadonlySet<RequestType> = new Set<RequestTy
   'vm.status.request', 'vm.start.request', 'vm.stop.request', 'vm.wait.request',
   'vm.pause.request', 'vm.unpause.request', 'vm.console.request', 'vm.links.request', 'vm.firewall.request', 'vm.capture.request',
   'vm.log.request', 'vm.inspect.request', 'vm.events.request', 'vm.snapshot.request',
+  // The parent checks ownership, as for console.
+  'vm.display.request',
+  // The parent finds the running VM that holds the disk, checks its ownership, and opens the disk as the requester.
+  'vm.grow.request',
 ]);
 
 /** tcpdump's largest snapshot length (MAXIMUM_SNAPLEN): -s beyond it is refused. */

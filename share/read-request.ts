@@ -7,7 +7,7 @@ import {
   MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError,
   type Base, type ControlRequest, type RequestType, type StartNet, type StartOptions,
 } from './protocol.js';
-import { DISK_BUSES, MACHINES } from './config.js';
+import { DISK_BUSES, DISPLAY_KINDS, MACHINES } from './config.js';
 import { OS_START_KEYS, readOsStartOptions } from './read-os-options.js';
 import { array, bool, int, isObj, oneOf, onlyKeys, optInt, optStr, path, str, type Obj } from './read.js';
 
@@ -18,7 +18,7 @@ export const DISK_SPEC_RE = new RegExp(`^(?:(${DISK_BUSES.join('|')}):)?(?:(raw|
 export function readStartOptions(v: unknown): StartOptions {
   const what = 'vm.start.request options';
   if (!isObj(v)) throw new ProtocolError(`${what}: must be an object`);
-  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'machine', 'instanceOf', 'forwards', ...OS_START_KEYS], what);
+  onlyKeys(v, ['memory', 'interfaces', 'nets', 'disks', 'boot', 'initrd', 'cmdline', 'cdrom', 'bootDevice', 'machine', 'instanceOf', 'forwards', 'display', ...OS_START_KEYS], what);
   const out: { -readonly [K in keyof StartOptions]: StartOptions[K] } = {};
   const memory = optInt(v, 'memory', 1, 2 ** 53 - 1, what);
   if (memory !== undefined) out.memory = memory;
@@ -65,6 +65,7 @@ export function readStartOptions(v: unknown): StartOptions {
   if (cmdline !== undefined) out.cmdline = cmdline;
   if (v.bootDevice !== undefined) out.bootDevice = oneOf(v, 'bootDevice', ['cdrom', 'disk', 'net'] as const, what);
   if (v.machine !== undefined) out.machine = oneOf(v, 'machine', MACHINES, what);
+  if (v.display !== undefined) out.display = oneOf(v, 'display', DISPLAY_KINDS, what);
   const instanceOf = optStr(v, 'instanceOf', MAX_NAME, what);
   if (instanceOf !== undefined) out.instanceOf = instanceOf;
   const forwards = array(v, 'forwards', 64, what);
@@ -131,6 +132,15 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
   },
   'vm.inspect.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.inspect.request', target: target(o, 'vm.inspect.request') }) },
   'vm.log.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.log.request', target: target(o, 'vm.log.request') }) },
+  'vm.grow.request': {
+    keys: ['disk', 'size'],
+    read: (o, b) => ({
+      ...b, type: 'vm.grow.request',
+      disk: path(o, 'disk', 'vm.grow.request') ?? str(o, 'disk', MAX_PATH, 'vm.grow.request'),
+      size: int(o, 'size', 1, 2 ** 53 - 1, 'vm.grow.request'),
+    }),
+  },
+  'vm.display.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.display.request', target: target(o, 'vm.display.request') }) },
   'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
   'vm.receive.request': {
     keys: ['target', 'config', 'live'],

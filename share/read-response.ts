@@ -148,6 +148,7 @@ export function readResponse(msg: unknown): ControlResponse {
     case 'vm.pause.response':
     case 'vm.unpause.response':
     case 'vm.console.response':
+    case 'vm.display.response':
       return { type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply') };
     case 'vm.links.response': {
       const links = array(msg, 'links', 1_000_000, 'reply') ?? [];
@@ -193,6 +194,11 @@ export function readResponse(msg: unknown): ControlResponse {
     case 'ok.response':
     case 'vm.events.response':
       return { type: msg.type, id };
+    case 'vm.grow.response':
+      return {
+        type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
+        disk: str(msg, 'disk', MAX_PATH, 'reply'), size: int(msg, 'size', 1, 2 ** 53 - 1, 'reply'),
+      };
     case 'vm.snapshot.response': {
       const list = array(msg, 'snapshots', 100_000, 'reply') ?? [];
       return {

@@ -60,6 +60,8 @@ export interface StreamConfig {
    */
   readonly firmware?: 'uefi';
   readonly secureBoot?: true;
+  /** `display vnc`: the receiver needs the same VGA card to load the state (its video RAM travels). Absent = none. */
+  readonly display?: 'vnc';
 }
 
 type Obj = Record<string, unknown>;
@@ -203,7 +205,8 @@ const MIB = 1024 * 1024;
 /** Decodes an untrusted configuration from a stream; throws StreamError naming the field. */
 export function readStreamConfig(v: unknown): StreamConfig {
   if (!isObj(v)) bad('must be an object');
-  keys(v, ['name', 'id', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'machine', 'interfaces', 'owner', 'firmware', 'secureBoot'], 'configuration');
+  keys(v, ['name', 'id', 'memory', 'cpus', 'boot', 'initrd', 'cmdline', 'cdrom', 'disks', 'machine', 'interfaces', 'owner', 'firmware', 'secureBoot', 'display'], 'configuration');
+  if (v.display !== undefined && v.display !== 'vnc') bad('display must be vnc or absent');
   if (v.machine !== undefined && !(MACHINES as readonly unknown[]).includes(v.machine)) bad(`machine must be one of ${MACHINES.join(', ')}`);
   if (v.firmware !== undefined && v.firmware !== 'uefi') bad('firmware must be uefi or absent');
   if (v.secureBoot !== undefined && (v.secureBoot !== true || v.firmware !== 'uefi')) bad('secureBoot must be true with firmware uefi, or absent');
@@ -242,5 +245,6 @@ export function readStreamConfig(v: unknown): StreamConfig {
     owner,
     ...(v.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
     ...(v.secureBoot === true ? { secureBoot: true as const } : {}),
+    ...(v.display === 'vnc' ? { display: 'vnc' as const } : {}),
   };
 }

@@ -3,7 +3,7 @@
 
 import { closeSync, fstatSync, openSync, realpathSync } from 'node:fs';
 import { isAbsolute, normalize, resolve } from 'node:path';
-import { DISK_BUSES, MACHINES, type Machine } from '../share/config.js';
+import { DISK_BUSES, DISPLAY_KINDS, MACHINES, type DisplayKind, type Machine } from '../share/config.js';
 import type { StartForward, StartNet, StartOptions } from '../share/protocol.js';
 import { fmtScaled, ScaledError, scanScaledBig } from '../share/scaled.js';
 import { attachConsole } from './console.js';
@@ -118,7 +118,7 @@ export function validVmName(name: string): boolean {
 /** The options of `vmctl start`: OpenBSD's getopt string `b:B:cd:i:Lm:n:r:t:` plus our long options. */
 const START_OPTIONS = [
   '-b <path>', '-B <device>', '-c', '-d <disk>', '-i <count>', '-L', '-m <size>', '-n <switch>', '-r <path>', '-t <name>',
-  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--machine <type>', '--passt <style>', ...OS_START_OPTIONS,
+  '--initrd <path>', '--cmdline <string>', '--forward <spec>', '--machine <type>', '--passt <style>', '--display <kind>', ...OS_START_OPTIONS,
 ] as const;
 
 /** The options seen so far: getopt's events fill it in one at a time, in the order they were typed. */
@@ -132,6 +132,7 @@ interface StartFlags {
   initrd: string | undefined;
   cmdline: string | undefined;
   machine: Machine | undefined;
+  display: DisplayKind | undefined;
   console: boolean;
   readonly nets: StartNet[];
   readonly disks: string[];
@@ -217,6 +218,11 @@ function readStartOption(flags: StartFlags, name: string, v: string, env: StartE
       if (!(MACHINES as readonly string[]).includes(v)) throw new CliError(`unknown machine ${v}: ${MACHINES.join(', ')}`);
       flags.machine = v as Machine;
       break;
+    case 'display':
+      if (flags.display !== undefined) throw new CliError('display specified multiple times');
+      if (!(DISPLAY_KINDS as readonly string[]).includes(v)) throw new CliError(`unknown display ${v}: ${DISPLAY_KINDS.join(', ')}`);
+      flags.display = v as DisplayKind;
+      break;
     case 'passt':
       // A passt-backed NIC (vm.conf's `passt interface`): the host's address, or qemu style with `nat`.
       if (v !== 'real' && v !== 'nat') throw new CliError(`invalid passt style: ${v}: want real or nat`);
@@ -258,6 +264,7 @@ function buildStartOptions(flags: StartFlags, nnics: number): StartOptions {
   if (flags.cdrom !== undefined) options.cdrom = flags.cdrom;
   if (flags.bootDevice !== undefined) options.bootDevice = flags.bootDevice;
   if (flags.machine !== undefined) options.machine = flags.machine;
+  if (flags.display !== undefined) options.display = flags.display;
   if (flags.instanceOf !== undefined) options.instanceOf = flags.instanceOf;
   if (flags.forwards.length > 0) options.forwards = flags.forwards;
   return { ...options, ...osStartOptions(flags.os) };
@@ -268,7 +275,7 @@ export function parseStart(args: readonly string[], env: StartEnv): StartArgs {
   const { events, operands } = getopt(args, START_OPTIONS);
   const flags: StartFlags = {
     boot: undefined, bootDevice: undefined, cdrom: undefined, memory: undefined, nifs: undefined, instanceOf: undefined,
-    initrd: undefined, cmdline: undefined, machine: undefined, console: false, nets: [], disks: [], forwards: [], os: osFlagsEmpty(),
+    initrd: undefined, cmdline: undefined, machine: undefined, display: undefined, console: false, nets: [], disks: [], forwards: [], os: osFlagsEmpty(),
   };
   for (const { name, value } of events) readStartOption(flags, name, value ?? '', env);
   if (operands.length !== 1) throw new UsageError();

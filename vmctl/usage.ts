@@ -6,6 +6,7 @@ export const COMMAND_USAGE = {
   capture: '[-w file] [-c count] [-s snaplen] id [if] [expression]',
   console: '[-t seconds] id',
   create: '[-b base | -i disk] [-s size] disk',
+  display: '[-p port] id',
   events: '[id]',
   firewall: 'id [if]',
   grow: '-s size disk',
@@ -27,7 +28,8 @@ export const COMMAND_USAGE = {
     + '\t\t[-m size] [-n switch] [-r path] [-t name]\n'
     + '\t\t[--initrd path] [--cmdline string] [--forward proto:hostport:guestport]\n'
     + '\t\t[--machine type] [--passt real | nat] [--firmware bios | uefi]\n'
-    + '\t\t[--secure-boot] [--user name] [--ssh-key file] id | name',
+    + '\t\t[--secure-boot] [--user name] [--ssh-key file] [--display vnc | none]\n'
+    + '\t\tid | name',
   status: '[-r] [id]',
   stop: '[-fw] [id | -a]',
   wait: 'id',

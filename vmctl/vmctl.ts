@@ -17,6 +17,7 @@ export const COMMANDS: readonly CommandSpec[] = (
     ['capture', () => import('./capture.js').then((m) => m.captureCommand)],
     ['console', () => import('./console.js').then((m) => m.consoleCommand)],
     ['create', () => import('./create.js').then((m) => m.createCommand)],
+    ['display', () => import('./display.js').then((m) => m.displayCommand)],
     ['events', () => import('./events.js').then((m) => m.eventsCommand)],
     ['firewall', () => import('./firewall.js').then((m) => m.firewallCommand)],
     ['grow', () => import('./grow.js').then((m) => m.growCommand)],

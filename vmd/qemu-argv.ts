@@ -29,6 +29,7 @@ import { MAX_DISKS, MAX_MEMORY, MAX_NAME_LEN, MAX_NICS, MIN_MEMORY } from '../sh
 import { VmdError } from '../share/errors.js';
 import { CONTROL_CHARS } from '../share/names.js';
 import { machineLayoutError, nicDevice, opts, pushCdromArgs, pushDiskArgs, type AddFd } from './qemu-disks.js';
+import { displaySpecError, pushDisplayArgs } from './qemu-display.js';
 import { firmwareMachineOptions, firmwareSpecError, pushFirmwareArgs } from './qemu-firmware.js';
 import { pushSeedArgs } from './qemu-seed.js';
 import type { QemuFile, QemuForward, QemuMachine, QemuSpec } from './qemu-spec.js';
@@ -55,6 +56,7 @@ export function qemuArgv(spec: QemuSpec): string[] {
   pushSeedArgs(argv, spec, addFd);
   pushCdromArgs(argv, spec, addFd);
   pushNicArgs(argv, spec, machine);
+  pushDisplayArgs(argv, spec);
   if (spec.incoming) argv.push('-incoming', spec.incoming);
   return argv;
 }
@@ -156,6 +158,8 @@ function validate(spec: QemuSpec): void {
   checkDisks(spec, fds);
   checkNics(spec, fds);
   checkBootDevice(spec);
+  const displayError = displaySpecError(spec);
+  if (displayError !== null) fail(spec, displayError);
   const layout = machineLayoutError(spec);
   if (layout !== null) fail(spec, layout);
 }

@@ -91,6 +91,8 @@ export interface QemuSpec {
   /** seccomp: no spawning, no privilege changes. spawn=deny also kills QEMU (SIGSYS) on `exec:` migration URIs. */
   readonly sandbox: boolean;
   readonly pidfile?: string | null;
+  /** `display vnc`: a VGA card whose screen QEMU serves as VNC on this unix socket; absent or null = none. */
+  readonly display?: { readonly vncSocket: string } | null;
   /** Start with the CPUs stopped (-S), e.g. to connect the console before the first byte, or for tests. */
   readonly paused?: boolean;
   /** `-incoming URI` for restoring a saved guest; under the sandbox `fd:N` (an inherited descriptor), not `exec:`. */

@@ -2,7 +2,7 @@
 // non-root users need real accounts: vmd decides on the uid the kernel reports).
 
 import { execa } from 'execa';
-import { getgrnam, getpwnam } from '../../share/users.js';
+import { getgrnam, getpwnam, usersForget } from '../../share/users.js';
 
 /**
  * Makes `group` and each of `users` that does not exist; with `primary`, the group is the users' primary group
@@ -12,6 +12,8 @@ import { getgrnam, getpwnam } from '../../share/users.js';
 export async function ensureUsers(
   users: readonly string[], group: string, opts: { primary?: boolean; login?: boolean } = {},
 ): Promise<() => Promise<void>> {
+  // Answers cached in this process may be of users an earlier test removed.
+  usersForget();
   const made: string[] = [];
   const madeGroup = getgrnam(group) === null;
   if (madeGroup) await execa('groupadd', ['--system', group]);
@@ -23,8 +25,11 @@ export async function ensureUsers(
   }
   // `!` (useradd's locked password) makes sshd refuse even a key; `*` matches no password and locks nothing.
   if (opts.login === true) for (const u of users) await execa('usermod', ['-s', '/bin/sh', '-p', '*', u]);
+  // The lookups above missed what was made just now: the name service's cache would remember that for a second.
+  usersForget();
   return async () => {
     for (const u of made) await execa('userdel', [u], { reject: false });
     if (madeGroup) await execa('groupdel', [group], { reject: false });
+    usersForget();
   };
 }

@@ -1,7 +1,9 @@
 // The Debian package: `npm run package`'s .deb lists what an operator needs, installs into a fresh Debian root
 // (debootstrap, chroot), where vmd checks a configuration and man finds the pages; removal keeps state, purge does not.
 import t from 'tap';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -46,6 +48,45 @@ t.test('the unit keeps guests across stop and restart, waits for the network and
   t.match(unit, /^After=network-online\.target/m);
   t.match(unit, /^Wants=network-online\.target$/m);
   t.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+});
+
+t.test('the package\'s logrotate snippet rotates vmd\'s log and each QEMU log, copying and truncating in place', async (t) => {
+  const deb = await debP;
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-logrotate-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // The snippet as the .deb installs it, pointed at a state directory of the test's.
+  const snippet = (await execa('sh', ['-c', 'dpkg-deb --fsys-tarfile "$1" | tar -xO ./etc/logrotate.d/vmd', 'sh', deb])).stdout;
+  const state = join(dir, 'state');
+  mkdirSync(join(state, 'log', '3'), { recursive: true });
+  const conf = join(dir, 'vmd.logrotate');
+  writeFileSync(conf, `${snippet.replaceAll('/var/lib/vmd/', `${state}/`)}\n`, { mode: 0o644 });
+  t.match(readFileSync(conf, 'utf8'), new RegExp(`^${state}/log/\\*/qemu\\.log ${state}/vmd\\.log \\{$`, 'm'), 'both logs, under the state directory');
+  const qemuLog = join(state, 'log', '3', 'qemu.log');
+  const vmdLog = join(state, 'vmd.log');
+  writeFileSync(qemuLog, 'x'.repeat(2 * 1024 * 1024));
+  writeFileSync(vmdLog, 'vmd: started\n');
+  // Held open with O_APPEND, as QEMU and a detached vmd hold them: copytruncate must keep that descriptor useful.
+  const held = openSync(qemuLog, 'a');
+  t.teardown(() => closeSync(held));
+
+  const debug = await execa('logrotate', ['-d', '-s', join(dir, 'status'), conf], { reject: false });
+  t.equal(debug.exitCode, 0, `logrotate -d: ${debug.stderr}`);
+  t.notMatch(debug.stderr, /error:/, 'no error in the dry run');
+  t.notMatch(debug.stderr, /overrides previously specified/, 'no directive cancels another (size would cancel weekly)');
+  t.match(debug.stderr, /considering log .*\/log\/3\/qemu\.log/, 'the per-VM QEMU log is found');
+
+  const run = await execa('logrotate', ['-s', join(dir, 'status'), conf], { reject: false });
+  t.equal(run.exitCode, 0, `logrotate: ${run.stderr}`);
+  t.equal(statSync(qemuLog).size, 0, 'the 2 MB QEMU log was truncated in place (maxsize 1M)');
+  t.equal(statSync(`${qemuLog}.1`).size, 2 * 1024 * 1024, 'its copy kept, not yet compressed (delaycompress)');
+  t.equal(statSync(vmdLog).size, 13, 'vmd.log, small and rotated less than a week ago, left alone');
+  writeSync(held, 'after rotation\n');
+  t.equal(readFileSync(qemuLog, 'utf8'), 'after rotation\n', 'the open descriptor writes at the start of the emptied file');
+
+  const forced = await execa('logrotate', ['-f', '-s', join(dir, 'status'), conf], { reject: false });
+  t.equal(forced.exitCode, 0, `logrotate -f: ${forced.stderr}`);
+  t.ok(existsSync(`${qemuLog}.2.gz`), 'the older copy compressed on the next rotation');
+  t.ok(existsSync(`${vmdLog}.1`), 'vmd.log rotated when forced');
 });
 
 t.test('installed into a fresh Debian root', async (t) => {

@@ -119,6 +119,8 @@ const VALID: Record<RequestType, Msg[]> = {
   'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true })],
   'vm.migrate.request': [req('vm.migrate.request', { target: 'web' }), req('vm.migrate.request', { target: '3', downtimeMs: 300 })],
   'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
+  'vm.display.request': [req('vm.display.request', { target: 'web' })],
+  'vm.grow.request': [req('vm.grow.request', { disk: '/vm/a.qcow2', size: 1048576 })],
   'vm.inspect.request': [req('vm.inspect.request', { target: 'web' })],
   'vm.snapshot.request': [
     req('vm.snapshot.request', { target: 'web', op: 'create' }), req('vm.snapshot.request', { target: 'web', op: 'create', name: 'before-upgrade' }),

@@ -48,7 +48,8 @@ t.test('the host lookups go through the name service by key, never by enumeratio
     // getent reads a numeric key as an id: the entry's name differs, so getpwnam("0") is no one.
     'passwd -- 0': 'root:x:0:0:root:/root:/bin/bash\n',
   };
-  const db = new NssUserDb((args) => { asked.push([...args]); return answers[args.join(' ')] ?? null; });
+  let now = 1_000_000;
+  const db = new NssUserDb({ getent: (args) => { asked.push([...args]); return answers[args.join(' ')] ?? null; }, now: () => now });
   t.equal(db.getpwnam('ldapuser')?.uid, 70001);
   t.equal(db.getpwuid(70001)?.name, 'ldapuser');
   t.same(db.getgrnam('vmusers'), { name: 'vmusers', gid: 70100, members: ['ldapuser'] });
@@ -59,11 +60,65 @@ t.test('the host lookups go through the name service by key, never by enumeratio
   const before = asked.length;
   db.getpwnam('ldapuser');
   t.equal(asked.length, before, 'answers are cached');
-  // A name unknown a moment ago (useradd since) is asked again, not remembered as missing.
-  db.getpwnam('newuser');
+  // A name unknown a moment ago (useradd since) is asked again after a second, not remembered as missing for long.
+  t.equal(db.getpwnam('newuser'), null);
   answers['passwd -- newuser'] = 'newuser:*:70002:70002::/:/bin/sh\n';
-  t.equal(db.getpwnam('newuser')?.uid, 70002, 'a missing key is not cached');
+  const asks = asked.length;
+  t.equal(db.getpwnam('newuser'), null, 'a miss is remembered for a moment');
+  t.equal(asked.length, asks, 'without asking again');
+  now += 1_000;
+  t.equal(db.getpwnam('newuser')?.uid, 70002, 'and asked again after it');
+  t.equal(db.getpwnam('laterx'), null);
+  answers['passwd -- laterx'] = 'laterx:*:70004:70004::/:/bin/sh\n';
+  db.forgetMisses();
+  t.equal(db.getpwnam('laterx')?.uid, 70004, 'a reload forgets the misses at once');
   t.ok(asked.every((a) => a.length === 3), 'every call names one key');
+});
+
+t.test('a requester is resolved asynchronously; a known key never waits for the name service', async (t) => {
+  const passwd = 'slow:*:70010:70010::/:/bin/sh\n';
+  const answers: Record<string, string> = { 'passwd -- 70010': passwd, 'passwd -- slow': passwd, 'initgroups -- slow': 'slow 70010 70200\n' };
+  const syncAsked: string[] = [];
+  const asyncAsked: string[] = [];
+  let now = 5_000_000;
+  // The asynchronous getent of a slow directory: each answer comes when the test releases it.
+  const pending: Array<() => void> = [];
+  const db = new NssUserDb({
+    now: () => now,
+    getent: (args) => { syncAsked.push(args.join(' ')); return answers[args.join(' ')] ?? null; },
+    getentAsync: (args) => new Promise((resolve) => {
+      asyncAsked.push(args.join(' '));
+      pending.push(() => resolve(answers[args.join(' ')] ?? null));
+    }),
+  });
+  const release = async (): Promise<void> => {
+    while (pending.length > 0) {
+      pending.shift()!();
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const prefetched = db.prefetchUid(70010);
+  await release();
+  await prefetched;
+  t.same(asyncAsked.sort(), ['initgroups -- slow', 'passwd -- 70010', 'passwd -- slow'], 'uid, name and groups, asynchronously');
+  t.same([db.getpwuid(70010)?.name, db.memberGids('slow')], ['slow', [70200]], 'then the permission checks find them');
+  t.same(syncAsked, [], 'without a synchronous getent');
+
+  now += 10_000;
+  answers['initgroups -- slow'] = 'slow 70010\n';
+  t.same(db.memberGids('slow'), [70200], 'an old answer is served at once');
+  t.same(syncAsked, [], 'still no synchronous getent');
+  await release();
+  t.same(db.memberGids('slow'), [], 'while the background refresh brings the new one');
+  now += 120_000;
+  t.equal(db.getpwnam('slow')?.uid, 70010, 'an answer too old is asked for again');
+  t.same(syncAsked, ['passwd -- slow'], 'synchronously, as a key never asked for');
+
+  const missing = db.prefetchUid(70099);
+  await release();
+  await missing;
+  t.equal(db.getpwuid(70099), null, 'an unknown uid');
+  t.same(syncAsked, ['passwd -- slow'], 'is a remembered miss, not asked again at once');
 });
 
 t.test('the real getent answers for the host', async (t) => {
@@ -71,4 +126,7 @@ t.test('the real getent answers for the host', async (t) => {
   t.equal(db.getpwnam('root')?.uid, 0);
   t.equal(db.getgrgid(0)?.name, 'root');
   t.equal(db.getpwnam('no-such-user-vmd-test'), null);
+  const asyncOnly = new NssUserDb({ getent: () => { throw new Error('a synchronous getent'); } });
+  await asyncOnly.prefetchUid(0);
+  t.equal(asyncOnly.getpwuid(0)?.name, 'root', 'the real getent, asynchronously (execFile)');
 });

@@ -67,7 +67,16 @@ t.test('command abbreviation', async (t) => {
   t.equal(name('se'), 'send');
   t.equal(name('e'), 'events');
   t.equal(name('g'), 'grow');
-  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'migrate', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
+  t.equal(name('d'), 'display');
+  t.same(COMMANDS.map((c) => c.name), ['capture', 'console', 'create', 'display', 'events', 'firewall', 'grow', 'help', 'inspect', 'links', 'load', 'log', 'migrate', 'pause', 'receive', 'reload', 'reset', 'send', 'show', 'snapshot', 'start', 'status', 'stop', 'unpause', 'wait']);
+});
+
+t.test('display arguments', async (t) => {
+  const usage = 'usage:\tvmctl [-v] display [-p port] id\n';
+  t.same(await run(['display']), { code: 1, stdout: '', stderr: usage });
+  t.same(await run(['display', 'a', 'b']), { code: 1, stdout: '', stderr: usage });
+  t.same(await run(['display', '-p', '0', 'a']), { code: 1, stdout: '', stderr: 'vmctl: port is too small: 0\nvmctl: invalid port: 0\n' });
+  t.same(await run(['display', '-p', '65536', 'a']), { code: 1, stdout: '', stderr: 'vmctl: port is too large: 65536\nvmctl: invalid port: 65536\n' });
 });
 
 t.test('migrate arguments: bad ones are refused before any vmd is asked', async (t) => {

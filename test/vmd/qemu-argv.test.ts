@@ -83,6 +83,10 @@ t.test('impossible specs are refused with clear messages', async (t) => {
     ['nvme on microvm', { machine: 'microvm', kernel: { path: '/k' }, disks: [{ fd: 3, format: 'raw', bus: 'nvme' }] }, /disk 0: bus nvme needs machine q35 or pc, not microvm/],
     ['microvm without kernel', { machine: 'microvm' }, /machine microvm needs a kernel/],
     ['microvm with cdrom', { machine: 'microvm', kernel: { path: '/k' }, cdrom: { fd: 4 } }, /machine microvm has no cdrom bus/],
+    ['display on microvm', { machine: 'microvm', kernel: { path: '/k' }, display: { vncSocket: '/run/vmd/1.display/vnc.sock' } }, /machine microvm has no bus for a display/],
+    ['relative vnc socket', { display: { vncSocket: 'vnc.sock' } }, /vnc socket: path must be absolute/],
+    ['long vnc socket', { display: { vncSocket: `/${'x'.repeat(120)}` } }, /vnc socket path too long/],
+    ['vnc socket is the qmp socket', { display: { vncSocket: base.qmpSocket } }, /vnc socket must differ/],
     ['four ide disks and a cdrom', { machine: 'pc', cdrom: { fd: 7 }, disks: [3, 4, 5, 6].map((fd) => ({ fd, format: 'raw' as const, bus: 'ide' as const })) }, /too many ide disks: 4 \(pc has 3 places besides the cdrom\)/],
   ];
   for (const [what, change, message, code] of bad) {

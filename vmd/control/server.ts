@@ -9,6 +9,7 @@ import { readRequest, requestIdOf } from '../../share/read-request.js';
 import { logDebug, logSetVerbose, logWarn } from '../log.js';
 import type { Handle } from '../proc.js';
 import { StatusSnapshot } from '../status.js';
+import { displayRelay } from './display.js';
 import { EventHub } from './events.js';
 import { ControlLimits, limitMessage, type ControlLimitSettings, type LimitVerdict } from './limits.js';
 
@@ -37,6 +38,8 @@ export class ControlServer {
   readonly #refusalLogged = new Map<string, number>();
   readonly #sweep: NodeJS.Timeout;
   readonly #events = new EventHub((peer, reqId, message) => this.#dropSubscriber(peer, reqId, message));
+  /** Connections waiting for their display: what each sent past its request, read before the reader went raw. */
+  readonly #displays = new Map<number, Buffer>();
   #ready = false;
 
   constructor(settings: ControlLimitSettings, private readonly send: (m: ControlToParent, h?: Handle) => void) {
@@ -63,6 +66,9 @@ export class ControlServer {
         return this.#status.update(msg.vms, msg.warnings);
       case 'control.event':
         return this.#events.publish(msg.event);
+      case 'control.display':
+        if (handle !== undefined && !('listen' in handle)) this.#display(msg.peer, msg.response, handle as Socket);
+        return;
       case 'log.verbose':
         return logSetVerbose(msg.level);
     }
@@ -87,7 +93,23 @@ export class ControlServer {
     if (conn === undefined) return;
     conn.pending = Math.max(0, conn.pending - 1);
     this.#limits.requestAnswered(peer, Date.now());
-    this.#reply(conn, response, close);
+    // A display request that failed: its connection reads no more frames, so it ends with the error.
+    this.#reply(conn, response, close || this.#displays.delete(peer));
+  }
+
+  /** The parent's answer to a display request: the response, then the client's bytes relayed to the VNC socket. */
+  #display(peer: number, response: ControlResponse, vnc: Socket): void {
+    const conn = this.#connections.get(peer);
+    const remainder = this.#displays.get(peer);
+    if (conn === undefined || remainder === undefined || conn.socket.destroyed) {
+      vnc.destroy();
+      return;
+    }
+    this.#displays.delete(peer);
+    this.#reply(conn, response, false);
+    // From here on the connection is a byte stream. Like an events subscription it stays "in flight" for the limits:
+    // no deadline, but it counts against its user's connections, so a user cannot hold QEMU unbounded VNC clients.
+    displayRelay(conn.socket, vnc, remainder);
   }
 
   /** Writes one reply: a response to encode, or a frame already in pieces (a status listing) written without a copy. */
@@ -158,6 +180,7 @@ export class ControlServer {
     socket.on('close', () => {
       this.#limits.remove(peer);
       this.#events.unsubscribe(peer);
+      this.#displays.delete(peer);
       if (this.#connections.delete(peer)) this.send({ type: 'control.closed', peer });
     });
     reader.on('held', (bytes) => {
@@ -189,6 +212,8 @@ export class ControlServer {
     }
     this.#limits.requestStarted(conn.peer);
     if (this.#handOver(conn, request)) return;
+    // After the request the connection carries VNC: nothing more is read as frames (the parent answers or refuses).
+    if (request.type === 'vm.display.request') this.#displays.set(conn.peer, conn.reader.switchToRaw());
     if (request.type === 'vm.events.request') return this.#subscribe(conn, request.id, request.target);
     if (request.type === 'vm.status.request' && this.#status.ready) {
       // Answered here from the parent's latest snapshot: no round trip through two more processes.

@@ -4,6 +4,7 @@
 import type { Config, VmConfig } from '../../share/config.js';
 import { VmdError, toVmdError } from '../../share/errors.js';
 import { parseConfigFile, type Diagnostic } from '../../grammar/parse.js';
+import { usersForgetMisses } from '../../share/users.js';
 import type { VmRecord } from '../db.js';
 import { logInfo, logWarn } from '../log.js';
 import type { Parent } from './context.js';
@@ -11,6 +12,8 @@ import { vmmConfigSend } from './metrics.js';
 import { inherit } from './vm-config.js';
 
 export function configLoad(file: string, macros: Readonly<Record<string, string>>) {
+  // Owners made since the last read (useradd, then vmctl reload) are found even if a lookup just missed them.
+  usersForgetMisses();
   return parseConfigFile(file, { macros });
 }
 

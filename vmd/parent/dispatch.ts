@@ -2,10 +2,14 @@
 // Control's messages carry a client's request and the kernel's uid for it; vmm's report what its guests do.
 
 import type { Socket } from 'node:net';
+import { usersPrefetch } from '../../share/users.js';
+import { logWarn } from '../log.js';
 import { VmdError } from '../../share/errors.js';
 import type { ControlToParent, VmmToParent } from '../../share/ipc.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
+import { vmDisplayRequest } from './display.js';
+import { vmGrowRequest } from './grow.js';
 import { vmInspectRequest, vmQemuLogRequest } from './inspect.js';
 import { guestExited, guestsAdoptAgain } from './lifecycle.js';
 import { metricsAnswer, vmmConfigSend } from './metrics.js';
@@ -17,8 +21,34 @@ import { captureRequest, consoleRequest } from './sockets.js';
 import { vmSnapshotRequest } from './snapshot.js';
 import { streamRequest } from './transfer.js';
 
-/** Messages from control. */
+/**
+ * Messages from control. A client's request waits until its uid's user and groups are resolved asynchronously
+ * (share/users.ts), so the permission checks it meets read them from the cache: a slow LDAP or SSSD server delays
+ * that request, never the parent's event loop. Requests of one uid keep their order (they wait on one lookup).
+ */
 export function parentDispatchControl(p: Parent, msg: ControlToParent, handle: Socket | undefined): void {
+  const waiting = resolving.get(p) ?? new Set<Promise<void>>();
+  resolving.set(p, waiting);
+  if ('uid' in msg) {
+    const done: Promise<void> = usersPrefetch(msg.uid)
+      .then(() => parentDispatchAsker(p, msg, handle), (err: unknown) => logWarn(`uid ${msg.uid}: ${String(err)}`))
+      .finally(() => waiting.delete(done));
+    waiting.add(done);
+    return;
+  }
+  // A closed connection's requests still being resolved come first, so none of them is left waiting for nobody.
+  if (msg.type === 'control.closed' && waiting.size > 0) {
+    void Promise.allSettled([...waiting]).then(() => parentDispatchPlain(p, msg));
+    return;
+  }
+  parentDispatchPlain(p, msg);
+}
+
+/** Requests still waiting for their uid's lookup, per parent. */
+const resolving = new WeakMap<Parent, Set<Promise<void>>>();
+
+/** Control's own messages: no client uid to resolve. */
+function parentDispatchPlain(p: Parent, msg: Exclude<ControlToParent, { uid: number }>): void {
   switch (msg.type) {
     case 'control.ready':
       // A new control process has no listing yet: it forwards status requests here until this arrives.
@@ -28,6 +58,12 @@ export function parentDispatchControl(p: Parent, msg: ControlToParent, handle: S
     case 'control.closed':
       for (const e of p.vms.entries.values()) e.waiters = e.waiters.filter((w) => w.peer !== msg.peer);
       return;
+  }
+}
+
+/** A message that carries a client's request and uid, once the uid is resolved. */
+function parentDispatchAsker(p: Parent, msg: Extract<ControlToParent, { uid: number }>, handle: Socket | undefined): void {
+  switch (msg.type) {
     case 'control.console':
       if (handle !== undefined) consoleRequest(p, msg, handle);
       return;
@@ -73,6 +109,10 @@ async function parentDispatchRequest(p: Parent, who: Asker, req: ControlRequest)
       return vmInspectRequest(p, who, req);
     case 'vm.snapshot.request':
       return vmSnapshotRequest(p, who, req);
+    case 'vm.display.request':
+      return vmDisplayRequest(p, who, req);
+    case 'vm.grow.request':
+      return vmGrowRequest(p, who, req);
     case 'vm.events.request':
       throw new VmdError('ERR_PROTOCOL', `${req.type}: answered by control`);
     case 'vm.console.request':

@@ -18,6 +18,7 @@ import type { Parent } from './context.js';
 import { diskHoldersCheck } from './disk-holders.js';
 import { Descriptors, imagesOpen, type OpenedImages } from './images.js';
 import { qemuLogOpen, qemuLogPath } from './qemu-log.js';
+import { displayPrepare, displayRemove, displaySeal } from './display-socket.js';
 import { nvramOpen } from './nvram.js';
 import type { Entry, RestartCount } from './registry.js';
 import { passtForwardsCheck, passtQemuNic, passtsStart } from './passt.js';
@@ -132,6 +133,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // PRIV: the run directory belongs to QEMU's user, which creates its QMP and console sockets there.
     chownSync(runDir, p.env.qemuIdentity.uid, p.env.qemuIdentity.gid);
+    const display = displayPrepare(p, e);
     const logFd = fds.own(qemuLogOpen(p.env.stateDir, e.record.id));
     const accel = await p.accelFor(vm);
     // The guest's links exist before QEMU does: taps reach it as inherited fds like the images.
@@ -144,7 +146,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
       ? { kind: 'tap', fd: fds.pass(n.hostFd), mac: n.mac }
       : n.kind === 'passt' ? passtQemuNic(runDir, i, n.mac)
       : { kind: 'user', mac: n.mac, forwards: n.forwards.map((f) => ({ proto: f.proto, hostPort: f.hostPort, guestPort: f.guestPort })) }));
-    const spec = { ...qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root }), uefi, seed };
+    const spec = { ...qemuSpecFor(e.record.id, vm, { accel, runDir, images, nics, bootOnce: opts.bootOnce ?? null, sandbox: p.env.root }), uefi, seed, display };
     // A received guest starts paused, waiting for its state (vmm hands QEMU the stream with migrate-incoming).
     const argv = qemuArgv(opts.incoming ? { ...spec, incoming: 'defer', paused: true } : spec);
     const rt: VmRuntime = {
@@ -178,6 +180,7 @@ export async function vmStart(p: Parent, e: Entry, uid: number, opts: StartReque
     adopt.catch(() => undefined);
     exited.catch(() => undefined);
     const res = await Promise.race([adopt, exited]);
+    displaySeal(p, e, uid);
     launching.delete(e);
     p.vms.setState(e, res.state === 'paused' ? 'paused' : 'running');
     logInfo(`started ${vm.name} (vm ${e.record.id}) successfully, tty ${rt.consoleSocket}`);
@@ -242,6 +245,7 @@ export function runtimeCleanup(p: Parent, e: Entry): void {
   if (e.runtime !== null) {
     passtStopAll(e.runtime.runDir);
     rmSync(e.runtime.runDir, { recursive: true, force: true });
+    displayRemove(p, e.record.id);
     p.db.runtimeDelete(e.record.id);
   }
   e.runtime = null;

@@ -55,6 +55,7 @@ export function vmFromOptions(
         [o.cdrom !== undefined, 'cdrom', 'cdrom'],
         // The machine decides how the instance boots and which devices it has: part of `allow instance boot`.
         [o.machine !== undefined, 'boot', 'machine'],
+        [o.display !== undefined, 'boot', 'display'],
         [osOptionsGiven(o), 'boot', 'firmware or cloud-init'],
       ];
       for (const [given, flag, what] of overrides) {
@@ -93,7 +94,8 @@ export function vmFromOptions(
     // -B is a one-time boot device (vmStartRequest passes it to this start only), never part of the VM.
     bootDevice: null, cdrom: o.cdrom ?? null,
     disks, interfaces, owner: { uid, gid: null, user: null, group: null }, allowInstance: null,
-    sev: false, seves: false, accel: null, ...(o.machine === undefined ? {} : { machine: o.machine }), ...osFromOptions(o), location,
+    sev: false, seves: false, accel: null, ...(o.machine === undefined ? {} : { machine: o.machine }), ...osFromOptions(o),
+    ...(o.display === undefined ? {} : { display: o.display }), location,
   };
   const vm = parent === null ? { ...own, memory: own.memory ?? DEFAULT_MEMORY } : inherit(parent, own);
   if (vm.boot === null && vm.disks.length === 0 && vm.cdrom === null) {
@@ -125,6 +127,7 @@ export function streamConfigOf(id: number, vm: VmConfig): StreamConfig {
     owner: vm.owner === null ? null : { uid: vm.owner.uid, gid: vm.owner.gid },
     ...(vm.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
     ...(vm.firmware === 'uefi' && vm.secureBoot === true ? { secureBoot: true as const } : {}),
+    ...(vm.display === 'vnc' ? { display: 'vnc' as const } : {}),
   };
 }
 
@@ -149,6 +152,7 @@ export function vmFromStream(name: string, c: StreamConfig): VmConfig {
     allowInstance: null, sev: false, seves: false, accel: null, location,
     ...(c.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
     ...(c.secureBoot === true ? { secureBoot: true } : {}),
+    ...(c.display === 'vnc' ? { display: 'vnc' as const } : {}),
   };
 }
 
@@ -173,5 +177,7 @@ export function inherit(parent: VmConfig | null, child: VmConfig): VmConfig {
     accel: child.accel ?? parent.accel,
     machine: child.machine ?? parent.machine ?? null,
     ...osInherit(parent, child),
+    // `display none` in the instance turns the parent's off; unset takes the parent's.
+    ...((child.display ?? parent.display) == null ? {} : { display: child.display ?? parent.display }),
   };
 }

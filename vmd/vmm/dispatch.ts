@@ -13,6 +13,7 @@ import { guestAdopt, guestPause, guestStop } from './lifecycle.js';
 import { guestIncoming, guestMigrate } from './migrate.js';
 import { guestReceive } from './receive.js';
 import { guestSend } from './send.js';
+import { guestGrow } from './grow.js';
 import { guestSnapshot } from './snapshot.js';
 
 type Msg<T extends ParentToVmm['type']> = Extract<ParentToVmm, { type: T }>;
@@ -35,6 +36,8 @@ export async function vmmDispatchParent(vmm: Vmm, msg: ParentToVmm, handle: Sock
       return reply(vmm, msg.req, 'ERR_QEMU', () => guestPause(guestRunning(vmm, msg.vmId), msg.type === 'vm.pause'));
     case 'vm.snapshot':
       return reply(vmm, msg.req, 'ERR_QEMU', () => guestSnapshot(guestRunning(vmm, msg.vmId), msg.op, msg.name));
+    case 'vm.grow':
+      return reply(vmm, msg.req, 'ERR_QEMU', async () => { await guestGrow(guestRunning(vmm, msg.vmId), msg.disk, msg.size); });
     case 'vm.console.attach':
       return consoleFromParent(vmm, msg, handle);
     case 'vm.forget':
