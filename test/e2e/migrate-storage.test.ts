@@ -54,8 +54,13 @@ async function guestWithMarks(t: Test, a: VmdHarness, name: string, disk: string
 
 t.test('a qcow2 disk only the source has is copied while the guest runs; the guest reads its marker on the target', async (t) => {
   const [a, b] = await twoHosts(t);
+  // An overlay on a base the host wrote a marker into: the copy must carry the whole chain, flattened.
+  const base = join(a.dir, 'base.raw');
+  const baseBytes = Buffer.alloc(8 * 1024 * 1024);
+  baseBytes.write('BASE-MARK-42', 200 * 512, 'latin1');
+  writeFileSync(base, baseBytes);
   const disk = join(a.dir, 'data.qcow2');
-  t.equal((await execa('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '8M'], { reject: false })).exitCode, 0);
+  t.equal((await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', disk], { reject: false })).exitCode, 0);
   await guestWithMarks(t, a, 'mover', disk);
 
   // While the path still holds a file (as on a target with that file), the target refuses and leaves it be.
@@ -77,7 +82,11 @@ t.test('a qcow2 disk only the source has is copied while the guest runs; the gue
   t.ok(existsSync(disk), 'the target made the image at the same path');
   const info = JSON.parse(String((await execa('qemu-img', ['info', '-U', '--output=json', disk])).stdout)) as { format: string; 'virtual-size': number };
   t.same([info.format, info['virtual-size']], ['qcow2', 8 * 1024 * 1024], 'of the same format and virtual size');
+  t.equal((info as { 'backing-filename'?: string })['backing-filename'], undefined, 'standalone: no backing file');
+  // The source is gone; so goes the base, which the target's image must not need.
+  unlinkSync(base);
   t.match(await sh(b, 'mover', READ, 60), /DISK-MARK-42\r?\nFAR-MARK-42/, 'the guest reads its markers from the target\'s disk');
+  t.match(await sh(b, 'mover', 'dd if=/dev/vda bs=512 skip=200 count=1 2>/dev/null | head -c 12; echo', 60), 'BASE-MARK-42', 'and the base\'s, flattened into it');
   t.same(a.guestPids(), [], 'no guest left on the source');
   t.equal((await b.vmctl(['stop', '-f', '-w', 'mover'])).exitCode, 0);
   const raw = String((await execa('qemu-img', ['convert', '-O', 'raw', disk, join(b.dir, 'copy.raw')])).exitCode);

@@ -491,6 +491,8 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo, port: 49152 },
     { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig },
     { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'done' },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo, port: 49152, nbdPort: 10809 },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig, diskSizes: [8388608] },
     { type: 'ok.response', id: 8 },
     { type: 'vm.events.response', id: 8 },
     { type: 'vm.event', id: 8, event: { time: '2026-12-07T02:40:00.123Z', event: 'stopped', vmId: 3, vm: 'web', reason: 'host-qmp-quit' } },
