@@ -52,6 +52,34 @@ async function guestWithMarks(t: Test, a: VmdHarness, name: string, disk: string
   t.match(await sh(a, name, READ, 60), /DISK-MARK-42\r?\nFAR-MARK-42/, 'the guest wrote its markers at the source');
 }
 
+/**
+ * Starts `migrate --copy-storage` of `name` from `a` to `b` in the background and returns once the mirror's first
+ * bytes landed in the target's (sparse) image, with the target's QEMU.
+ */
+async function mirrorCaught(t: Test, a: VmdHarness, b: VmdHarness, name: string, disk: string, size: number): Promise<{ qemu: number; exited: Promise<number>; err: () => string }> {
+  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', '--copy-storage', '-s', b.socket, name, DST_ADDR], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
+  // The target's QEMU listens twice: for the migration, then the NBD server the mirror writes to.
+  let qemu: number | undefined;
+  for (let i = 0; i < 1200 && qemu === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    const ss = String((await execa('ip', ['netns', 'exec', b.netns, 'ss', '-Htlnp'])).stdout);
+    qemu = b.guestPids().find((pid) => ss.split('\n').filter((l) => l.includes(`pid=${pid},`)).length >= 2);
+  }
+  t.ok(qemu !== undefined, 'the target\'s QEMU serves the disks');
+  t.ok(existsSync(disk), 'the target made the image');
+  // Caught as soon as the mirror's first bytes land in the target's (sparse) image.
+  let copied = 0;
+  for (let i = 0; i < 2000 && copied === 0; i++) {
+    copied = statSync(disk).blocks * 512;
+    if (copied === 0) await new Promise((r) => setTimeout(r, 5));
+  }
+  t.ok(copied > 0 && copied < size, `caught mid-mirror (${copied} of ${size} bytes there)`);
+  return { qemu: qemu!, exited, err: () => err };
+}
+
 t.test('a qcow2 disk only the source has is copied while the guest runs; the guest reads its marker on the target', async (t) => {
   const [a, b] = await twoHosts(t);
   // An overlay on a base the host wrote a marker into: the copy must carry the whole chain, flattened.
@@ -103,33 +131,34 @@ t.test('the target\'s QEMU dies mid-mirror: the guest runs on at the source with
   await guestWithMarks(t, a, 'stayer', disk);
   unlinkSync(disk);
 
-  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', '--copy-storage', '-s', b.socket, 'stayer', DST_ADDR], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
-  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
-  // The target's QEMU listens twice: for the migration, then the NBD server the mirror writes to.
-  let qemu: number | undefined;
-  for (let i = 0; i < 1200 && qemu === undefined; i++) {
-    await new Promise((r) => setTimeout(r, 25));
-    const ss = String((await execa('ip', ['netns', 'exec', b.netns, 'ss', '-Htlnp'])).stdout);
-    qemu = b.guestPids().find((pid) => ss.split('\n').filter((l) => l.includes(`pid=${pid},`)).length >= 2);
-  }
-  t.ok(qemu !== undefined, 'the target\'s QEMU serves the disks');
-  t.ok(existsSync(disk), 'the target made the image');
-  // Killed as soon as the mirror's first bytes land in the target's (sparse) image.
-  let copied = 0;
-  for (let i = 0; i < 2000 && copied === 0; i++) {
-    copied = statSync(disk).blocks * 512;
-    if (copied === 0) await new Promise((r) => setTimeout(r, 5));
-  }
-  process.kill(qemu!, 'SIGKILL');
-  t.ok(copied > 0 && copied < SIZE, `caught mid-mirror (${copied} of ${SIZE} bytes there)`);
-  t.equal(await exited, 1, `migrate fails: ${err}`);
-  t.notMatch(err, /migrated vm/, 'it did not complete');
+  const m = await mirrorCaught(t, a, b, 'stayer', disk, SIZE);
+  process.kill(m.qemu, 'SIGKILL');
+  t.equal(await m.exited, 1, `migrate fails: ${m.err()}`);
+  t.notMatch(m.err(), /migrated vm/, 'it did not complete');
 
   await b.waitState('stayer', 'gone', 15_000).catch((e: unknown) => t.fail(String(e)));
   t.same(b.guestPids(), [], 'no QEMU left on the target');
   t.equal(existsSync(disk), false, 'the target removed the image it made');
+  await a.waitState('stayer', 'running', 10_000);
+  t.match(await sh(a, 'stayer', READ, 60), /DISK-MARK-42\r?\nFAR-MARK-42/, 'the guest runs on at the source and reads its own disk');
+  t.equal((await a.vmctl(['stop', '-f', '-w', 'stayer'])).exitCode, 0);
+});
+
+t.test('the target vmd dies mid-mirror: the restarted target removes the image it made', async (t) => {
+  const [a, b] = await twoHosts(t);
+  const disk = join(a.dir, 'big.raw');
+  const SIZE = 96 * 1024 * 1024;
+  writeFileSync(disk, randomBytes(SIZE));
+  await guestWithMarks(t, a, 'stayer', disk);
+  unlinkSync(disk);
+  const m = await mirrorCaught(t, a, b, 'stayer', disk, SIZE);
+  await b.killDaemon();
+  t.equal(await m.exited, 1, `migrate fails: ${m.err()}`);
+  t.ok(existsSync(disk), 'the image outlives the target vmd');
+  await b.startDaemon();
+  t.match(b.daemonLog, 'was still receiving the guest, terminating it');
+  t.equal(existsSync(disk), false, 'the restarted target removed the image');
+  t.same(b.guestPids(), [], 'no QEMU left on the target');
   await a.waitState('stayer', 'running', 10_000);
   t.match(await sh(a, 'stayer', READ, 60), /DISK-MARK-42\r?\nFAR-MARK-42/, 'the guest runs on at the source and reads its own disk');
   t.equal((await a.vmctl(['stop', '-f', '-w', 'stayer'])).exitCode, 0);

@@ -1,11 +1,12 @@
 // `vmctl migrate --copy-storage` at the target: empty images of each disk's format and size, made at the source's
 // paths as the requester (never over an existing file), and removed again if the migration does not complete.
 
-import { closeSync, constants as fsc, ftruncateSync } from 'node:fs';
+import { closeSync, constants as fsc, ftruncateSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import type { VmConfig } from '../../share/config.js';
 import { VmdError } from '../../share/errors.js';
-import { asRequester, openAsRequester, runWithFd, type FsIdentity } from '../user-files.js';
+import { asRequester, fsIdentityOf, openAsRequester, runWithFd, type FsIdentity } from '../user-files.js';
 
 /** qemu-img writes a qcow2 header and tables only: quick even for a large virtual size. */
 const QEMU_IMG_TIMEOUT_MS = 60_000;
@@ -75,4 +76,29 @@ export async function copyImagesRemove(paths: readonly string[], who: FsIdentity
     const argv = asRequester(['rm', '-f', '--', path], who);
     await execa(argv[0] as string, argv.slice(1), { reject: false, stdin: 'ignore' });
   }
+}
+
+/** The record of a receive's made images in its run directory (root's): a vmd that dies mid-way removes them when it restarts. */
+const RECORD = 'copied-disks.json';
+
+/** Notes the images a receive made, and for whom, until the receive ends. */
+export function copyImagesRecord(runDir: string, uid: number, paths: readonly string[]): void {
+  if (paths.length > 0) writeFileSync(join(runDir, RECORD), JSON.stringify({ uid, paths }), { mode: 0o600 });
+}
+
+/** The receive succeeded: the images are the guest's now. */
+export function copyImagesKeep(runDir: string): void {
+  rmSync(join(runDir, RECORD), { force: true });
+}
+
+/** At restart, for a receive the daemon died in: removes the images it had made (none recorded, nothing to do). */
+export async function copyImagesRecovered(runDir: string): Promise<void> {
+  let text: string;
+  try {
+    text = readFileSync(join(runDir, RECORD), 'utf8');
+  } catch {
+    return;
+  }
+  const rec = JSON.parse(text) as { uid: number; paths: string[] };
+  await copyImagesRemove(rec.paths, fsIdentityOf(rec.uid));
 }

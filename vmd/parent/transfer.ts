@@ -18,7 +18,7 @@ import { vmPermittedGet } from './requests.js';
 import { receiveIdClaim } from './receive-id.js';
 import { streamConfigOf, vmFromStream } from './vm-config.js';
 import { migrateStart } from './migrate.js';
-import { copyImagesCreate, copyImagesRemove } from './copy-storage.js';
+import { copyImagesCreate, copyImagesKeep, copyImagesRecord, copyImagesRemove } from './copy-storage.js';
 import { fsIdentityOf } from '../user-files.js';
 
 /** A transfer waits for bytes from a pipe, maybe over ssh: bounded only against a vmm that never answers. */
@@ -81,6 +81,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
     if (req.copyStorage !== undefined && req.live !== true) throw new VmdError('ERR_INVALID', `vm "${vm.name}": copy-storage: only a live migration copies disks`);
     if (req.copyStorage !== undefined) made = await copyImagesCreate(vm, req.copyStorage, fsIdentityOf(uid));
     await vmStart(p, e, uid, { incoming: true });
+    if (e.runtime !== null) copyImagesRecord(e.runtime.runDir, uid, made);
   } catch (err) {
     await copyImagesRemove(made, fsIdentityOf(uid));
     p.transfers.delete(id);
@@ -99,6 +100,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   }
   p.transfers.delete(id);
   if (error === null && e.runtime !== null) {
+    copyImagesKeep(e.runtime.runDir);
     p.vms.setState(e, 'running');
     p.db.event(id, 'receive', `from "${req.config.name}"`);
     p.events.vm(e, 'received');
