@@ -53,7 +53,8 @@ export async function nbdExport(qmp: QmpClient, name: string): Promise<number> {
   for (let attempt = 0; port === 0; attempt++) {
     const candidate = await freePort();
     try {
-      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } } });
+      // One connection at a time: while the source's mirror is connected, no one else can write.
+      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } }, 'max-connections': 1 });
       port = candidate;
     } catch (err) {
       if (attempt >= 3) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: nbd server: ${(err as Error).message}`, { cause: err });
