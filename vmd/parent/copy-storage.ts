@@ -91,14 +91,25 @@ export function copyImagesKeep(runDir: string): void {
   rmSync(join(runDir, RECORD), { force: true });
 }
 
-/** At restart, for a receive the daemon died in: removes the images it had made (none recorded, nothing to do). */
-export async function copyImagesRecovered(runDir: string): Promise<void> {
-  let text: string;
+/** The record a receive left, or null; root wrote it in root's run directory. */
+function recordRead(runDir: string): { uid: number; paths: string[] } | null {
   try {
-    text = readFileSync(join(runDir, RECORD), 'utf8');
+    return JSON.parse(readFileSync(join(runDir, RECORD), 'utf8')) as { uid: number; paths: string[] };
   } catch {
-    return;
+    return null;
   }
-  const rec = JSON.parse(text) as { uid: number; paths: string[] };
-  await copyImagesRemove(rec.paths, fsIdentityOf(rec.uid));
+}
+
+/** The images a receive recorded as made by it (none: an empty list). */
+export function copyImagesRecorded(runDir: string): string[] {
+  return recordRead(runDir)?.paths ?? [];
+}
+
+/**
+ * At restart, for a receive the daemon died in whose QEMU was still receiving (so the guest never ran there):
+ * removes the images it had made.
+ */
+export async function copyImagesRecovered(runDir: string): Promise<void> {
+  const rec = recordRead(runDir);
+  if (rec !== null) await copyImagesRemove(rec.paths, fsIdentityOf(rec.uid));
 }

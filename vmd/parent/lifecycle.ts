@@ -6,7 +6,7 @@ import { toVmdError } from '../../share/errors.js';
 import type { ControlResponse, VmState } from '../../share/protocol.js';
 import { logInfo, logWarn } from '../log.js';
 import type { Parent } from './context.js';
-import { copyImagesRecovered } from './copy-storage.js';
+import { copyImagesRecorded, copyImagesRecovered } from './copy-storage.js';
 import { runtimeCleanup, startFailureLogged, vmLaunching, vmStart } from './launch.js';
 import type { Entry } from './registry.js';
 
@@ -132,7 +132,9 @@ export async function guestsReconcile(p: Parent): Promise<void> {
       await guestAdopt(p, e, true);
     } else {
       logInfo(`vm "${e.record.name}": recorded pid ${rt.pid ?? '-'} is gone, cleaning up`);
-      if (rt.state === 'starting') await copyImagesRecovered(rt.runDir).catch((err: unknown) => logWarn(`vm "${e.record.name}": copy-storage: ${toVmdError(err).message}`));
+      // It may have resumed before it died: the images it was given may be the guest's only disks now.
+      const left = rt.state === 'starting' ? copyImagesRecorded(rt.runDir) : [];
+      if (left.length > 0) logWarn(`vm "${e.record.name}": copy-storage: kept ${left.join(', ')}: the receive may have completed`);
       runtimeCleanup(p, e);
       p.db.event(e.record.id, 'exit', 'gone-while-vmd-was-down');
       p.events.vm(e, 'stopped', { reason: 'gone-while-vmd-was-down' });

@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { VmConfig } from '../../../share/config.js';
-import { copyImagesCreate, copyImagesRecord, copyImagesRecovered } from '../../../vmd/parent/copy-storage.js';
+import { copyImagesCreate, copyImagesRecord, copyImagesRecorded, copyImagesRecovered } from '../../../vmd/parent/copy-storage.js';
 import { fsIdentityOf } from '../../../vmd/user-files.js';
 
 const ROOT = fsIdentityOf(0);
@@ -55,6 +55,7 @@ t.test('a restarted vmd removes the images recorded by a receive it died in', as
   const made = await copyImagesCreate(vmWith([{ path: join(dir, 'm.raw'), format: 'raw' }]), [1 << 20], ROOT);
   mkdirSync(run);
   copyImagesRecord(run, 0, made);
+  t.same(copyImagesRecorded(run), made, 'recorded');
   await copyImagesRecovered(run);
   t.equal(existsSync(made[0]!), false);
   await t.resolves(copyImagesRecovered(join(dir, 'none')), 'a run directory without a record is nothing to do');
