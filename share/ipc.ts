@@ -50,12 +50,12 @@ export type ParentToVmm =
    * for the migration, writes `response` (ready), relays the stream's body and resumes the guest. The vm.result
    * says how it went; the client's final reply follows as vm.stream.reply once the parent has cleaned up or not.
    */
-  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly live?: boolean }
+  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly live?: boolean; readonly copyStorage?: boolean }
   /**
    * `vmctl migrate`'s source, with the client socket as the handle: vmm writes `response` (ready, with the config),
    * migrates the running guest where the client says and quits it on the client's commit (vmd/vmm/migrate.ts).
    */
-  | { readonly type: 'vm.migrate'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly downtimeMs: number }
+  | { readonly type: 'vm.migrate'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly downtimeMs: number; readonly copyStorage?: boolean }
   /** The last frame of a receive connection vmm holds; vmm writes it and closes the connection. */
   | { readonly type: 'vm.stream.reply'; readonly vmId: number; readonly response: ControlResponse };
 

@@ -2,7 +2,7 @@
 // the source where the target's QEMU listens and, once the target runs the guest, to let go (or to keep it).
 
 import { ProtocolError } from './protocol.js';
-import { int, isObj, oneOf, onlyKeys, str, type Obj } from './read.js';
+import { array, int, isObj, oneOf, onlyKeys, optInt, str, type Obj } from './read.js';
 
 /** QEMU's default downtime limit is 300 ms; the issue's target for this machine too. */
 export const DEFAULT_DOWNTIME_MS = 300;
@@ -13,7 +13,11 @@ export const MAX_DOWNTIME_MS = 60_000;
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])$/;
 
 /** vmctl → source vmd: migrate to the target QEMU at host:port (`go`), or stop trying (`abort`). */
-export interface MigrateGo { readonly type: 'vm.migrate.go'; readonly host: string; readonly port: number }
+export interface MigrateGo {
+  readonly type: 'vm.migrate.go'; readonly host: string; readonly port: number;
+  /** --copy-storage: the target QEMU's NBD server, exporting disk N as `diskN`; mirrored to before the RAM moves. */
+  readonly nbdPort?: number;
+}
 /** vmctl → source vmd after `completed`: the target runs the guest, quit it here (`commit`) or resume it (`abort`). */
 export interface MigrateDecision { readonly type: 'vm.migrate.commit' | 'vm.migrate.abort' }
 export type MigrateClientFrame = MigrateGo | MigrateDecision;
@@ -30,6 +34,23 @@ export interface MigrateProgress {
   readonly downtimeMs: number | null;
   /** Total time since `go`, once completed. */
   readonly totalMs: number | null;
+}
+
+/** The largest disk --copy-storage creates (1 PiB): a bound on what a peer may ask a target to allocate. */
+export const MAX_COPY_DISK_BYTES = 2 ** 50;
+/** As many disks as a VM may have (share/config.ts allows far fewer). */
+const MAX_COPY_DISKS = 64;
+
+/** Reads a list of disk sizes (--copy-storage's), or undefined when absent. */
+export function readDiskSizes(o: Obj, key: string, what: string): number[] | undefined {
+  const list = array(o, key, MAX_COPY_DISKS, what);
+  if (list === undefined) return undefined;
+  for (const n of list) {
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > MAX_COPY_DISK_BYTES) {
+      throw new ProtocolError(`${what}: field "${key}" must be a list of sizes from 0 to ${MAX_COPY_DISK_BYTES}`);
+    }
+  }
+  return list as number[];
 }
 
 /** Whether a host is one QEMU's tcp: URI can carry (and no more: no commas, spaces or options). */
@@ -51,10 +72,11 @@ export function readMigrateClientFrame(v: unknown): MigrateClientFrame {
     onlyKeys(v, ['type'], what);
     return { type };
   }
-  onlyKeys(v, ['type', 'host', 'port'], what);
+  onlyKeys(v, ['type', 'host', 'port', 'nbdPort'], what);
   const host = str(v, 'host', 255, what);
   if (!validMigrateHost(host)) throw new ProtocolError(`${what}: field "host" is not a host name or address`);
-  return { type, host, port: int(v, 'port', 1, 65535, what) };
+  const nbdPort = optInt(v, 'nbdPort', 1, 65535, what);
+  return { type, host, port: int(v, 'port', 1, 65535, what), ...(nbdPort === undefined ? {} : { nbdPort }) };
 }
 
 /** Reads a progress frame on vmctl's side. */

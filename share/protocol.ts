@@ -210,9 +210,15 @@ export interface ReceiveRequest extends Base {
   readonly type: 'vm.receive.request'; readonly target: string; readonly config: StreamConfig;
   /** A live migration's target: QEMU listens on a TCP port (in the `ready` reply) instead of reading the body. */
   readonly live?: boolean;
+  /** `migrate --copy-storage`: each disk's virtual size in bytes, in config order; the target creates them. */
+  readonly copyStorage?: readonly number[];
 }
 /** `vmctl migrate`'s source: the `ready` reply carries the configuration, then share/migrate.ts's frames follow. */
-export interface MigrateRequest extends Base { readonly type: 'vm.migrate.request'; readonly target: string; readonly downtimeMs?: number }
+export interface MigrateRequest extends Base {
+  readonly type: 'vm.migrate.request'; readonly target: string; readonly downtimeMs?: number;
+  /** `--copy-storage`: the `ready` reply says each disk's size, and the disks are mirrored to the target first. */
+  readonly copyStorage?: boolean;
+}
 
 /** `vmctl log VM`: the VM's QEMU log, kept in the state directory across starts. */
 export interface QemuLogRequest extends Base { readonly type: 'vm.log.request'; readonly target: string }
@@ -261,11 +267,15 @@ export interface ReceiveResponse {
   readonly type: 'vm.receive.response'; readonly id: number; readonly phase: 'ready' | 'done'; readonly vm: VmInfo;
   /** A live receive's `ready`: the TCP port the guest's QEMU waits on for the source's migration. */
   readonly port?: number;
+  /** A copy-storage receive's `ready`: the TCP port of QEMU's NBD server exporting the new disks. */
+  readonly nbdPort?: number;
 }
 /** `ready`: the guest's configuration (for the target), then the migration's frames; `done`: the guest left. */
 export interface MigrateResponse {
   readonly type: 'vm.migrate.response'; readonly id: number; readonly vmId: number; readonly name: string;
   readonly phase: 'ready' | 'done'; readonly config?: StreamConfig;
+  /** With --copy-storage, in the `ready` reply: each disk's virtual size in bytes, in config order. */
+  readonly diskSizes?: readonly number[];
 }
 export interface QemuLogResponse { readonly type: 'vm.log.response'; readonly id: number; readonly vmId: number; readonly name: string; readonly lines: readonly string[] }
 /** `text` is vm.conf that `vmd -n` accepts; `config` the same as share/config.ts's VmConfig (for --json readers). */

@@ -2,6 +2,7 @@
 // listings are ignored (a newer vmd may add columns), but every field used is checked for type and bounds.
 
 import { isErrorCode } from './errors.js';
+import { readDiskSizes } from './migrate.js';
 import { readVmEvent } from './events.js';
 import {
   MAX_NAME, MAX_PATH, ProtocolError, VM_STATES,
@@ -165,7 +166,11 @@ export function readResponse(msg: unknown): ControlResponse {
       };
     case 'vm.receive.response': {
       const port = optInt(msg, 'port', 1, 65535, 'reply');
-      return { type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm), ...(port === undefined ? {} : { port }) };
+      const nbdPort = optInt(msg, 'nbdPort', 1, 65535, 'reply');
+      return {
+        type: msg.type, id, phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), vm: readVmInfo(msg.vm),
+        ...(port === undefined ? {} : { port }), ...(nbdPort === undefined ? {} : { nbdPort }),
+      };
     }
     case 'vm.migrate.response': {
       let config = {};
@@ -174,9 +179,11 @@ export function readResponse(msg: unknown): ControlResponse {
       } catch (err) {
         throw err instanceof StreamError ? new ProtocolError(`reply: field "config": ${err.message}`) : err;
       }
+      const sizes = readDiskSizes(msg, 'diskSizes', 'reply');
+      const diskSizes = sizes === undefined ? {} : { diskSizes: sizes };
       return {
         type: msg.type, id, vmId: int(msg, 'vmId', 0, 2 ** 31 - 1, 'reply'), name: str(msg, 'name', MAX_NAME, 'reply'),
-        phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), ...config,
+        phase: oneOf(msg, 'phase', ['ready', 'done'] as const, 'reply'), ...config, ...diskSizes,
       };
     }
     case 'vm.log.response': {

@@ -67,6 +67,9 @@ function receiveDone(f: Incoming): f is { kind: 'reply'; response: Extract<Contr
   return f !== null && f.kind === 'reply' && f.response.type === 'vm.receive.response' && f.response.phase === 'done';
 }
 
+/** The target, ready: its QEMU's migration port, its NBD server's with --copy-storage, and its connection. */
+interface Prepared { readonly port: number; readonly nbdPort: number | undefined; readonly frames: Frames }
+
 /** Writes one of our frames to the source or the target. */
 function tell(peer: Duplex, frame: MigrateClientFrame): void {
   if (!peer.destroyed) peer.write(encodeFrame(frame));
@@ -83,8 +86,9 @@ function failed(ctx: Context, where: string, f: Incoming): number {
 }
 
 /** The migration proper, once both ends said ready: progress until completed, then the target's word decides. */
-async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Frames, dst: Frames, port: number): Promise<number> {
-  tell(src.socket, { type: 'vm.migrate.go', host: to.host, port });
+async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Frames, target: Prepared): Promise<number> {
+  const dst = target.frames;
+  tell(src.socket, { type: 'vm.migrate.go', host: to.host, port: target.port, ...(target.nbdPort === undefined ? {} : { nbdPort: target.nbdPort }) });
   // Made at the first report, which knows the guest's RAM: a bar rather than a bare count.
   let progress: Progress | null = null;
   // Before our commit the target only speaks to fail.
@@ -138,21 +142,25 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
 }
 
 /** Asks the target to make the VM from the source's configuration and listen; returns its port or reports why not. */
-async function targetPrepare(ctx: Context, target: ControlClient, config: StreamConfig): Promise<{ port: number; frames: Frames } | number> {
-  const r = await target.stream({ type: 'vm.receive.request', target: config.name, config, live: true }, 'vm.receive.response');
+async function targetPrepare(ctx: Context, target: ControlClient, config: StreamConfig, sizes: readonly number[] | undefined): Promise<Prepared | number> {
+  const r = await target.stream({ type: 'vm.receive.request', target: config.name, config, live: true, ...(sizes === undefined ? {} : { copyStorage: sizes }) }, 'vm.receive.response');
   if (!('socket' in r)) return failed(ctx, 'target', { kind: 'reply', response: r.response, raw: r.raw });
   const port = r.response.type === 'vm.receive.response' ? r.response.port : undefined;
-  if (port === undefined) throw new CliError('unexpected response received from vmd');
-  return { port, frames: new Frames(r.socket, r.remainder) };
+  const nbdPort = r.response.type === 'vm.receive.response' ? r.response.nbdPort : undefined;
+  if (port === undefined || (sizes !== undefined && nbdPort === undefined)) throw new CliError('unexpected response received from vmd');
+  return { port, nbdPort, frames: new Frames(r.socket, r.remainder) };
 }
 
 async function runMigrate(args: readonly string[], ctx: Context): Promise<number> {
-  const { events, operands } = getopt(args, ['-D <ms>', '-s <socket>']);
+  const { events, operands } = getopt(args, ['-D <ms>', '-s <socket>', '--copy-storage']);
   if (operands.length !== 2) throw new UsageError();
   let downtimeMs: number | undefined;
   let socket: string | null = null;
+  let copyStorage = false;
   for (const e of events) {
-    if (e.name === 'D') {
+    if (e.name === 'copy-storage') {
+      copyStorage = true;
+    } else if (e.name === 'D') {
       downtimeMs = Number(e.value);
       if (!/^\d+$/.test(e.value ?? '') || downtimeMs < 1 || downtimeMs > MAX_DOWNTIME_MS) throw new CliError(`migrate: invalid downtime: ${e.value ?? ''} (1 to ${MAX_DOWNTIME_MS} ms)`);
     } else {
@@ -172,17 +180,20 @@ async function runMigrate(args: readonly string[], ctx: Context): Promise<number
     throw err;
   }
   try {
-    const r = await source.stream({ type: 'vm.migrate.request', target: ref.target, ...(downtimeMs === undefined ? {} : { downtimeMs }) }, 'vm.migrate.response');
+    const r = await source.stream({
+      type: 'vm.migrate.request', target: ref.target, ...(downtimeMs === undefined ? {} : { downtimeMs }), ...(copyStorage ? { copyStorage } : {}),
+    }, 'vm.migrate.response');
     if (!('socket' in r)) return failed(ctx, 'source', { kind: 'reply', response: r.response, raw: r.raw });
     const config = r.response.type === 'vm.migrate.response' ? r.response.config : undefined;
-    if (config === undefined) throw new CliError('unexpected response received from vmd');
+    const sizes = r.response.type === 'vm.migrate.response' ? r.response.diskSizes : undefined;
+    if (config === undefined || (copyStorage && sizes === undefined)) throw new CliError('unexpected response received from vmd');
     const src = new Frames(r.socket, r.remainder);
-    const prepared = await targetPrepare(ctx, target, config);
+    const prepared = await targetPrepare(ctx, target, config, sizes);
     if (typeof prepared === 'number') {
       tell(r.socket, { type: 'vm.migrate.abort' });
       return prepared;
     }
-    return await migrateRun(ctx, config.name, to, src, prepared.frames, prepared.port);
+    return await migrateRun(ctx, config.name, to, src, prepared);
   } finally {
     target.close();
     source.close();

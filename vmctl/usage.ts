@@ -15,7 +15,7 @@ export const COMMAND_USAGE = {
   load: 'filename',
   links: '[id]',
   log: 'brief | verbose | id',
-  migrate: '[-D ms] [-s socket] id [user@]host',
+  migrate: '[-D ms] [-s socket] [--copy-storage] id [user@]host',
   pause: 'id',
   receive: 'name',
   send: 'id',

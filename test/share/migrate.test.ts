@@ -2,7 +2,7 @@
 // QEMU a tcp: URI, and what vmctl accepts as progress.
 
 import t from 'tap';
-import { migrateUri, readMigrateClientFrame, readMigrateProgress, validMigrateHost } from '../../share/migrate.js';
+import { migrateUri, readDiskSizes, readMigrateClientFrame, readMigrateProgress, validMigrateHost } from '../../share/migrate.js';
 import { ProtocolError } from '../../share/protocol.js';
 
 t.test('go, commit and abort are read; the URI is tcp:HOST:PORT', async (t) => {
@@ -28,6 +28,15 @@ t.test('ports, unknown keys and types are checked', async (t) => {
   t.throws(() => readMigrateClientFrame({ type: 'vm.migrate.commit', host: 'h' }), /unknown field "host"/);
   t.throws(() => readMigrateClientFrame({ type: 'vm.migrate.start' }), ProtocolError);
   t.throws(() => readMigrateClientFrame('vm.migrate.commit'), /not a message/);
+});
+
+t.test('--copy-storage: go carries the target\'s NBD port, checked as a port', async (t) => {
+  const go = { type: 'vm.migrate.go', host: 'h', port: 4444, nbdPort: 10809 };
+  t.same(readMigrateClientFrame(go), go);
+  for (const nbdPort of [0, 65536, '10809', 1.5]) t.throws(() => readMigrateClientFrame({ ...go, nbdPort }), ProtocolError, String(nbdPort));
+  t.same(readDiskSizes({ s: [0, 2 ** 50] }, 's', 'x'), [0, 2 ** 50]);
+  t.equal(readDiskSizes({}, 's', 'x'), undefined);
+  t.throws(() => readDiskSizes({ s: [2 ** 50 + 1] }, 's', 'x'), /field "s" must be a list of sizes/);
 });
 
 t.test('progress: QEMU\'s numbers, downtime only once completed', async (t) => {

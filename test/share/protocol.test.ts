@@ -116,8 +116,8 @@ const VALID: Record<RequestType, Msg[]> = {
     req('vm.capture.request', { target: 'web', interface: 0, filter: 'tcp port 80\nand not arp' }),
   ],
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
-  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true })],
-  'vm.migrate.request': [req('vm.migrate.request', { target: 'web' }), req('vm.migrate.request', { target: '3', downtimeMs: 300 })],
+  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true, copyStorage: [8388608] })],
+  'vm.migrate.request': [req('vm.migrate.request', { target: 'web' }), req('vm.migrate.request', { target: '3', downtimeMs: 300 }), req('vm.migrate.request', { target: 'web', copyStorage: true })],
   'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
   'vm.display.request': [req('vm.display.request', { target: 'web' })],
   'vm.grow.request': [req('vm.grow.request', { disk: '/vm/a.qcow2', size: 1048576 })],
@@ -178,6 +178,9 @@ t.test('a receive request with a bad configuration is a protocol error naming th
   refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, memory: 5 } }), 'ERR_PROTOCOL', 'memory', /^vm\.receive\.request config: memory must be/);
   refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, extra: 1 } }), 'ERR_PROTOCOL', 'unknown key', /unknown field "extra"/);
   refuses(t, req('vm.receive.request', { target: 'b' }), 'ERR_PROTOCOL', 'no config', /config: must be an object/);
+  for (const sizes of [[-1], [2 ** 51], [1.5], ['8M'], 8, Array(65).fill(1)]) {
+    refuses(t, req('vm.receive.request', { target: 'b', config: streamConfig, live: true, copyStorage: sizes }), 'ERR_PROTOCOL', `copyStorage ${JSON.stringify(sizes).slice(0, 20)}`, /field "copyStorage"/);
+  }
 });
 
 t.test('non-objects and unknown types', async (t) => {
@@ -490,6 +493,8 @@ t.test('readResponse: every response type', async (t) => {
     { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo, port: 49152 },
     { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig },
     { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'done' },
+    { type: 'vm.receive.response', id: 12, phase: 'ready', vm: vmInfo, port: 49152, nbdPort: 10809 },
+    { type: 'vm.migrate.response', id: 13, vmId: 1, name: 'web', phase: 'ready', config: streamConfig, diskSizes: [8388608] },
     { type: 'ok.response', id: 8 },
     { type: 'vm.events.response', id: 8 },
     { type: 'vm.event', id: 8, event: { time: '2026-12-07T02:40:00.123Z', event: 'stopped', vmId: 3, vm: 'web', reason: 'host-qmp-quit' } },

@@ -80,7 +80,7 @@ t.test('display arguments', async (t) => {
 });
 
 t.test('migrate arguments: bad ones are refused before any vmd is asked', async (t) => {
-  const usage = 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] id [user@]host\n';
+  const usage = 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] [--copy-storage] id [user@]host\n';
   t.same(await run(['migrate', 'web']), { code: 1, stdout: '', stderr: usage });
   t.same(await run(['migrate', 'web', 'h', 'x']), { code: 1, stdout: '', stderr: usage });
   t.same(await run(['migrate', '-D', '0', 'web', 'h']), { code: 1, stdout: '', stderr: 'vmctl: migrate: invalid downtime: 0 (1 to 60000 ms)\n' });
@@ -117,7 +117,7 @@ t.test('usage output and exit status', async (t) => {
   t.equal(usageOf('reset'), 'usage:\tvmctl [-v] reset [all | switches | vms]\n');
   t.equal(usageOf('log'), 'usage:\tvmctl [-v] log brief | verbose | id\n');
   t.equal(usageOf('wait'), 'usage:\tvmctl [-v] wait id\n');
-  t.equal(usageOf('migrate'), 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] id [user@]host\n');
+  t.equal(usageOf('migrate'), 'usage:\tvmctl [-v] migrate [-D ms] [-s socket] [--copy-storage] id [user@]host\n');
   t.match(usageOf('start'), /^usage:\tvmctl \[-v\] start \[-cL\] \[-B device\] \[-b path\] \[-d disk\] \[-i count\]\n\t\t\[-m size\] \[-n switch\] \[-r path\] \[-t name\]\n/);
   t.same(await run(['reload', 'x']), { code: 1, stdout: '', stderr: usageOf('reload') });
   t.same(await run(['stop']), { code: 1, stdout: '', stderr: usageOf('stop') });

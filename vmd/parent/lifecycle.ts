@@ -6,6 +6,7 @@ import { toVmdError } from '../../share/errors.js';
 import type { ControlResponse, VmState } from '../../share/protocol.js';
 import { logInfo, logWarn } from '../log.js';
 import type { Parent } from './context.js';
+import { copyImagesRecorded, copyImagesRecovered } from './copy-storage.js';
 import { runtimeCleanup, startFailureLogged, vmLaunching, vmStart } from './launch.js';
 import type { Entry } from './registry.js';
 
@@ -119,6 +120,8 @@ export async function guestsReconcile(p: Parent): Promise<void> {
       try { process.kill(rt.pid, 'SIGKILL'); } catch { /* gone */ }
       const deadline = Date.now() + 5000;
       while (isOurQemu(rt.pid, e.record.id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      // Disks a --copy-storage receive made go with it.
+      await copyImagesRecovered(rt.runDir).catch((err: unknown) => logWarn(`vm "${e.record.name}": copy-storage: ${toVmdError(err).message}`));
       runtimeCleanup(p, e);
       p.db.event(e.record.id, 'exit', 'receive-interrupted');
       guestStopped(p, e);
@@ -129,6 +132,9 @@ export async function guestsReconcile(p: Parent): Promise<void> {
       await guestAdopt(p, e, true);
     } else {
       logInfo(`vm "${e.record.name}": recorded pid ${rt.pid ?? '-'} is gone, cleaning up`);
+      // It may have resumed before it died: the images it was given may be the guest's only disks now.
+      const left = rt.state === 'starting' ? copyImagesRecorded(rt.runDir) : [];
+      if (left.length > 0) logWarn(`vm "${e.record.name}": copy-storage: kept ${left.join(', ')}: the receive may have completed`);
       runtimeCleanup(p, e);
       p.db.event(e.record.id, 'exit', 'gone-while-vmd-was-down');
       p.events.vm(e, 'stopped', { reason: 'gone-while-vmd-was-down' });

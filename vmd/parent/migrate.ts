@@ -27,7 +27,7 @@ export function migrateStart(p: Parent, who: { uid: number; gid: number }, req: 
   const config = streamConfigOf(id, e.record.config);
   p.transfers.add(id);
   p.roles.vmmCall((r) => ({
-    type: 'vm.migrate', req: r, vmId: id, remainder, downtimeMs: req.downtimeMs ?? DEFAULT_DOWNTIME_MS,
+    type: 'vm.migrate', req: r, vmId: id, remainder, downtimeMs: req.downtimeMs ?? DEFAULT_DOWNTIME_MS, copyStorage: req.copyStorage === true,
     response: { type: 'vm.migrate.response', id: req.id, vmId: id, name: e.record.name, phase: 'ready', config },
   }), { timeoutMs: MIGRATE_TIMEOUT_MS, handle: socket, forVm: id }).then(
     () => {

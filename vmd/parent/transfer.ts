@@ -18,6 +18,8 @@ import { vmPermittedGet } from './requests.js';
 import { receiveIdClaim } from './receive-id.js';
 import { streamConfigOf, vmFromStream } from './vm-config.js';
 import { migrateStart } from './migrate.js';
+import { copyImagesCreate, copyImagesKeep, copyImagesRecord, copyImagesRemove } from './copy-storage.js';
+import { fsIdentityOf } from '../user-files.js';
 
 /** A transfer waits for bytes from a pipe, maybe over ssh: bounded only against a vmm that never answers. */
 const TRANSFER_TIMEOUT_MS = 24 * 3600_000;
@@ -73,9 +75,15 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   const e = p.vms.add({ id: receiveIdClaim(p, vm, req.config.id), name: vm.name, origin: 'adhoc', config: vm, ownerUid: vm.owner?.uid ?? uid, ownerGid: vm.owner?.gid ?? null });
   const id = e.record.id;
   p.transfers.add(id);
+  // --copy-storage: the disks are made here, empty, before the start opens them; the source's mirror fills them.
+  let made: string[] = [];
   try {
+    if (req.copyStorage !== undefined && req.live !== true) throw new VmdError('ERR_INVALID', `vm "${vm.name}": copy-storage: only a live migration copies disks`);
+    if (req.copyStorage !== undefined) made = await copyImagesCreate(vm, req.copyStorage, fsIdentityOf(uid));
     await vmStart(p, e, uid, { incoming: true });
+    if (e.runtime !== null) copyImagesRecord(e.runtime.runDir, uid, made);
   } catch (err) {
+    await copyImagesRemove(made, fsIdentityOf(uid));
     p.transfers.delete(id);
     p.vms.remove(id);
     throw err;
@@ -84,7 +92,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   let error: VmdError | null = null;
   try {
     await p.roles.vmmCall((r) => ({
-      type: 'vm.receive', req: r, vmId: id, remainder, live: req.live === true,
+      type: 'vm.receive', req: r, vmId: id, remainder, live: req.live === true, copyStorage: req.copyStorage !== undefined,
       response: { type: 'vm.receive.response', id: req.id, phase: 'ready', vm: p.vms.info(e) },
     }), { timeoutMs: TRANSFER_TIMEOUT_MS, handle: socket });
   } catch (err) {
@@ -92,6 +100,7 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   }
   p.transfers.delete(id);
   if (error === null && e.runtime !== null) {
+    copyImagesKeep(e.runtime.runDir);
     p.vms.setState(e, 'running');
     p.db.event(id, 'receive', `from "${req.config.name}"`);
     p.events.vm(e, 'received');
@@ -102,6 +111,8 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
     return;
   }
   const detail = await receiveUndo(p, e, error);
+  // After QEMU is gone (it held them open): nothing the failed migration made stays on this host.
+  await copyImagesRemove(made, fsIdentityOf(uid));
   p.vms.flush();
   p.roles.vmm?.send({ type: 'vm.stream.reply', vmId: id, response: { type: 'error', id: req.id, error: detail.toJSON() } });
 }

@@ -9,6 +9,7 @@ import { logWarn } from '../log.js';
 import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
 import { guestQuitAndWait } from './lifecycle.js';
+import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
 
 /** query-migrate states in which the migration is still going on. */
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
@@ -87,17 +88,18 @@ class ClientFrames {
 }
 
 /** QEMU's numbers as a frame for the client. */
-function progressOf(q: QueryMigrate): MigrateProgress {
+function progressOf(q: QueryMigrate, disks = 0): MigrateProgress {
   const done = q.status === 'completed';
   return {
     type: 'vm.migrate.progress', status: done ? 'completed' : 'active',
-    transferred: q.ram?.transferred ?? 0, remaining: q.ram?.remaining ?? 0, total: q.ram?.total ?? 0,
+    // The disks were mirrored first: their bytes count as done.
+    transferred: disks + (q.ram?.transferred ?? 0), remaining: q.ram?.remaining ?? 0, total: disks + (q.ram?.total ?? 0),
     downtimeMs: done ? q.downtime ?? null : null, totalMs: done ? q['total-time'] ?? null : null,
   };
 }
 
 /** Runs the migration, reporting progress, until QEMU ends it or the client gives up (then cancels it). */
-async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames): Promise<QueryMigrate> {
+async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames, disks: number): Promise<QueryMigrate> {
   let cancelled = false;
   for (;;) {
     const q = (await qmp.execute('query-migrate')) as QueryMigrate;
@@ -108,10 +110,29 @@ async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: Cl
       cancelled = true;
       await qmp.execute('migrate_cancel');
     } else if (status === 'active') {
-      client.write(encodeFrame(progressOf(q)));
+      client.write(encodeFrame(progressOf(q, disks)));
     }
     await new Promise((r) => setTimeout(r, PROGRESS_MS));
     if (g.exited) throw new VmdError('ERR_QEMU', `vm "${g.handle.name}": migrate: the guest exited`);
+  }
+}
+
+/** --copy-storage: mirrors every disk to the target while the guest runs, until every job is READY. */
+async function mirrorsReady(g: Guest, mirrors: Mirrors, client: Socket, frames: ClientFrames, host: string, port: number): Promise<void> {
+  const name = g.handle.name;
+  await mirrors.start(host, port);
+  // The bar's total from the start: the disks, then the RAM that follows them.
+  const ram = ((await g.qmp?.execute('query-memory-size-summary')) as { 'base-memory'?: number } | undefined)?.['base-memory'] ?? 0;
+  for (;;) {
+    const { copied, ready } = await mirrors.poll();
+    if (ready) return;
+    if (frames.pending) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up while the disks were copied`, { hint: 'the guest runs on here' });
+    client.write(encodeFrame({
+      type: 'vm.migrate.progress', status: 'active', transferred: copied, remaining: mirrors.total - copied,
+      total: mirrors.total + ram, downtimeMs: null, totalMs: null,
+    } satisfies MigrateProgress));
+    await new Promise((r) => setTimeout(r, MIRROR_POLL_MS));
+    if (g.exited) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: the guest exited`);
   }
 }
 
@@ -127,27 +148,37 @@ async function migrationResume(g: Guest, qmp: QmpClient): Promise<void> {
  * for where to go, migrates while the guest runs, and after completion waits for the client's verdict: commit
  * quits the guest here, abort resumes it. A client lost after completion leaves it paused: the target may run it.
  */
-export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, downtimeMs: number): Promise<void> {
+export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, downtimeMs: number, copyStorage = false): Promise<void> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'migrate';
+  const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
   try {
-    client.write(encodeFrame(response));
+    client.write(encodeFrame(copyStorage ? { ...(response as object), diskSizes: await diskSizes(qmp) } : response));
     const frames = new ClientFrames(client, remainder);
     const go = await frames.next();
     if (go === null || go.type !== 'vm.migrate.go') throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up before the migration began`);
+    if (mirrors !== null) {
+      if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
+      await mirrorsReady(g, mirrors, client, frames, go.host, go.nbdPort);
+    }
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
-    const q = await migrationRun(g, qmp, client, frames);
+    const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
     if (q.status !== 'completed') {
+      await mirrors?.cancel(false);
       await migrationResume(g, qmp);
       const why = q['error-desc'] === undefined ? '' : `: ${q['error-desc']}`;
       throw new VmdError('ERR_QEMU', `vm "${name}": migrate: migration ${q.status ?? 'ended'}${why}`, { hint: 'the guest runs on here' });
     }
-    client.write(encodeFrame(progressOf(q)));
+    // The guest is paused with all its state at the target: the last writes reach the target's disks, then the
+    // client hears `completed` and the target may stop its NBD server and resume.
+    await mirrors?.cancel(true);
+    client.write(encodeFrame(progressOf(q, mirrors?.total ?? 0)));
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
+    if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
@@ -205,7 +236,7 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
  * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
  * to the port first; what they send is loaded but never run.
  */
-export async function guestIncoming(g: Guest, client: Socket, response: unknown): Promise<void> {
+export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<void> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
@@ -214,12 +245,15 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown)
   try {
     // Every address: the client names the one the source reaches, which this host cannot know.
     await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
-    client.write(encodeFrame({ ...(response as object), port: await incomingPort(qmp, name) }));
+    const port = await incomingPort(qmp, name);
+    client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name) } : {}) }));
     await incomingLoaded(qmp, frames, name);
     const verdict = await frames.next();
     if (verdict?.type !== 'vm.migrate.commit') {
       throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the source did not complete the migration`, { hint: 'the guest runs on at the source' });
     }
+    // The source's mirror is done: nothing may write the disks over the network once the guest runs.
+    if (copyStorage) await nbdStop(qmp);
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
