@@ -13,7 +13,7 @@ import { VmdHarness } from '../lib/vmd-harness.js';
 t.setTimeout(90 * 60_000);
 
 t.before(() => {
-  if (!existsSync(debianDisk())) throw new Error(`debian test disk missing: ${debianDisk()} (run share/setup)`);
+  if (!existsSync(debianDisk())) throw new Error(`debian test disk missing: ${debianDisk()} (run share/setup --tests)`);
 });
 
 /** Replaces the daemon's vm.conf and reloads it: VMs appear (and start) or are removed with their files. */
