@@ -21,23 +21,8 @@ napi_value dgram_send(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct sockaddr_un addr;
-  memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, argv[0], addr.sun_path, sizeof addr.sun_path, &len) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "dgramSend: path must be a string");
-    return NULL;
-  }
-  if (len == 0 || len >= sizeof addr.sun_path - 1) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "dgramSend: path is empty or too long for a unix socket");
-    return NULL;
-  }
-  // `@name` is a socket in the abstract namespace, as systemd's NOTIFY_SOCKET may be: a leading NUL, no terminator.
-  socklen_t addrlen = sizeof addr;
-  if (addr.sun_path[0] == '@') {
-    addr.sun_path[0] = '\0';
-    addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
-  }
+  socklen_t addrlen = 0;
+  if (!get_unix_addr(env, argv[0], "dgramSend", true, &addr, &addrlen)) return NULL;
   void *data = NULL;
   size_t size = 0;
   bool is_buffer = false;

@@ -46,17 +46,8 @@ napi_value unix_request(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct sockaddr_un addr;
-  memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, argv[0], addr.sun_path, sizeof addr.sun_path, &len) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "unixRequest: path must be a string");
-    return NULL;
-  }
-  if (len == 0 || len >= sizeof addr.sun_path - 1) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "unixRequest: path is empty or too long for a unix socket");
-    return NULL;
-  }
+  socklen_t addrlen = 0;
+  if (!get_unix_addr(env, argv[0], "unixRequest", false, &addr, &addrlen)) return NULL;
   bool is_buffer = false;
   NAPI_CALL(env, napi_is_buffer(env, argv[1], &is_buffer));
   if (!is_buffer) {
@@ -75,7 +66,7 @@ napi_value unix_request(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int rc;
-  do rc = connect(fd, (struct sockaddr *)&addr, sizeof addr); while (rc != 0 && errno == EINTR);
+  do rc = connect(fd, (struct sockaddr *)&addr, addrlen); while (rc != 0 && errno == EINTR);
   if (rc != 0) {
     int err = errno;
     close(fd);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +46,30 @@ void throw_errno(napi_env env, int err, const char *syscall, const char *detail)
     return;
   }
   napi_throw(env, error);
+}
+
+bool get_unix_addr(napi_env env, napi_value value, const char *fn, bool abstract, struct sockaddr_un *addr, socklen_t *addrlen) {
+  char message[96];
+  memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, addr->sun_path, sizeof addr->sun_path, &len) != napi_ok) {
+    snprintf(message, sizeof message, "%s: path must be a string", fn);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+    return false;
+  }
+  if (len == 0 || len >= sizeof addr->sun_path - 1) {
+    snprintf(message, sizeof message, "%s: path is empty or too long for a unix socket", fn);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", message);
+    return false;
+  }
+  *addrlen = sizeof *addr;
+  // `@name` is a socket in the abstract namespace, as systemd's NOTIFY_SOCKET may be: a leading NUL, no terminator.
+  if (abstract && addr->sun_path[0] == '@') {
+    addr->sun_path[0] = '\0';
+    *addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  }
+  return true;
 }
 
 // Reads an integer argument in [min, max]; anything else (NaN, 1.5, "3") is a TypeError/RangeError, not a guess.

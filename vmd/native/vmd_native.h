@@ -6,6 +6,8 @@
 
 #include <node_api.h>
 #include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 // A failed napi_* call leaves either a pending exception or nothing; make sure JS sees an error either way.
 #define NAPI_CALL(env, call)                                                      \
@@ -23,6 +25,10 @@ void throw_errno(napi_env env, int err, const char *syscall, const char *detail)
 
 // Reads an integer argument in [min, max]; false with a TypeError/RangeError pending otherwise.
 bool get_integer(napi_env env, napi_value value, const char *what, double min, double max, double *out);
+
+// Reads a unix socket path argument into *addr (`@name`: the abstract namespace, when `abstract` allows it) and
+// sets *addrlen; false with a TypeError/RangeError pending, naming `fn`, otherwise.
+bool get_unix_addr(napi_env env, napi_value value, const char *fn, bool abstract, struct sockaddr_un *addr, socklen_t *addrlen);
 
 // openAs(path, flags, uid, gid, groups) -> fd, opened with those filesystem credentials (open_as.c).
 napi_value open_as(napi_env env, napi_callback_info info);
