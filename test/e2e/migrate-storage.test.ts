@@ -2,14 +2,12 @@
 // so "a path only the source has" is made honestly: the source's QEMU holds its disk open and the path is unlinked.
 
 import t, { type Test } from 'tap';
-import { spawn } from 'node:child_process';
 import { execa } from 'execa';
 import { existsSync, openSync, readFileSync, readSync, closeSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { vmctlEntry } from '../../share/paths.js';
 import { sh } from '../lib/guest-tools.js';
-import { HOST_ADDRS, twoHostsStart } from '../lib/two-hosts.js';
+import { HOST_ADDRS, migrateInBackground, twoHostsStart } from '../lib/two-hosts.js';
 import { guestInitrd, guestKernel, type VmdHarness } from '../lib/vmd-harness.js';
 
 const DST_ADDR = HOST_ADDRS[1];
@@ -57,10 +55,7 @@ async function guestWithMarks(t: Test, a: VmdHarness, name: string, disk: string
  * bytes landed in the target's (sparse) image, with the target's QEMU.
  */
 async function mirrorCaught(t: Test, a: VmdHarness, b: VmdHarness, name: string, disk: string, size: number): Promise<{ qemu: number; exited: Promise<number>; err: () => string }> {
-  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', '--copy-storage', '-s', b.socket, name, DST_ADDR], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
-  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
+  const mig = migrateInBackground(a, ['--copy-storage', '-s', b.socket, name, DST_ADDR]);
   // The target's QEMU listens twice: for the migration, then the NBD server the mirror writes to.
   let qemu: number | undefined;
   for (let i = 0; i < 1200 && qemu === undefined; i++) {
@@ -77,7 +72,7 @@ async function mirrorCaught(t: Test, a: VmdHarness, b: VmdHarness, name: string,
     if (copied === 0) await new Promise((r) => setTimeout(r, 5));
   }
   t.ok(copied > 0 && copied < size, `caught mid-mirror (${copied} of ${size} bytes there)`);
-  return { qemu: qemu!, exited, err: () => err };
+  return { qemu: qemu!, exited: mig.exited, err: mig.err };
 }
 
 t.test('a qcow2 disk only the source has is copied while the guest runs; the guest reads its marker on the target', async (t) => {
@@ -122,16 +117,25 @@ t.test('a qcow2 disk only the source has is copied while the guest runs; the gue
   t.equal(bytesAt(join(b.dir, 'copy.raw'), 100 * 512, 12), 'DISK-MARK-42', 'the image on the target holds the marker');
 });
 
-t.test('the target\'s QEMU dies mid-mirror: the guest runs on at the source with its disk, no image is left', async (t) => {
-  const [a, b] = await twoHosts(t);
+const BIG = 96 * 1024 * 1024;
+
+/**
+ * Guest `stayer` on `a` with a 96 MiB raw disk of random data (not holes: the mirror has real bytes to move, so
+ * it is caught under way), whose path is then removed as on a host that never had it; returns the path.
+ */
+async function bigGuest(t: Test, a: VmdHarness): Promise<string> {
   const disk = join(a.dir, 'big.raw');
-  const SIZE = 96 * 1024 * 1024;
-  // Random data, not holes: the mirror has real bytes to move, so it is caught under way.
-  writeFileSync(disk, randomBytes(SIZE));
+  writeFileSync(disk, randomBytes(BIG));
   await guestWithMarks(t, a, 'stayer', disk);
   unlinkSync(disk);
+  return disk;
+}
 
-  const m = await mirrorCaught(t, a, b, 'stayer', disk, SIZE);
+t.test('the target\'s QEMU dies mid-mirror: the guest runs on at the source with its disk, no image is left', async (t) => {
+  const [a, b] = await twoHosts(t);
+  const disk = await bigGuest(t, a);
+
+  const m = await mirrorCaught(t, a, b, 'stayer', disk, BIG);
   process.kill(m.qemu, 'SIGKILL');
   t.equal(await m.exited, 1, `migrate fails: ${m.err()}`);
   t.notMatch(m.err(), /migrated vm/, 'it did not complete');
@@ -146,12 +150,8 @@ t.test('the target\'s QEMU dies mid-mirror: the guest runs on at the source with
 
 t.test('the target vmd dies mid-mirror: the restarted target removes the image it made', async (t) => {
   const [a, b] = await twoHosts(t);
-  const disk = join(a.dir, 'big.raw');
-  const SIZE = 96 * 1024 * 1024;
-  writeFileSync(disk, randomBytes(SIZE));
-  await guestWithMarks(t, a, 'stayer', disk);
-  unlinkSync(disk);
-  const m = await mirrorCaught(t, a, b, 'stayer', disk, SIZE);
+  const disk = await bigGuest(t, a);
+  const m = await mirrorCaught(t, a, b, 'stayer', disk, BIG);
   await b.killDaemon();
   t.equal(await m.exited, 1, `migrate fails: ${m.err()}`);
   t.ok(existsSync(disk), 'the image outlives the target vmd');

@@ -3,15 +3,13 @@
 // leaves the guest running where it was and nothing on the target.
 
 import t, { type Test } from 'tap';
-import { spawn } from 'node:child_process';
 import { execa } from 'execa';
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { vmctlEntry } from '../../share/paths.js';
 import { StreamDecoder } from '../../share/stream.js';
 import { sh } from '../lib/guest-tools.js';
 import { httpGet } from '../lib/netns.js';
-import { HOST_ADDRS, twoHostsStart } from '../lib/two-hosts.js';
+import { HOST_ADDRS, migrateInBackground, twoHostsStart } from '../lib/two-hosts.js';
 import { guestInitrd, guestKernel, pidsMatching, type VmdHarness } from '../lib/vmd-harness.js';
 
 const DST_ADDR = HOST_ADDRS[1];
@@ -78,13 +76,13 @@ t.test('a running guest migrates: its loop goes on, its id, address and forward 
 
 /**
  * Starts migrating `name` from `a` to `b` in the background and catches it mid-way: once the target's QEMU listens
- * it is frozen, so the source's stream stalls in its socket buffers (an idle guest would move in a second).
+ * it is frozen, so the source's stream stalls in its socket buffers. The guest first fills 64 MiB of its RAM with
+ * random bytes: an idle guest's memory is zero pages that fit in those buffers, and on a quiet machine it moved
+ * whole (in 180 ms) before the poll below saw the target listen.
  */
 async function migrationCaught(t: Test, a: VmdHarness, b: VmdHarness, name: string): Promise<{ qemu: number; exited: Promise<number>; err: () => string }> {
-  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', '-s', b.socket, name, DST_ADDR], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
-  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
+  t.match(await sh(a, name, 'dd if=/dev/urandom of=/fill bs=1M count=64 2>/dev/null && echo FILLED-$((6*7))', 120), 'FILLED-42');
+  const mig = migrateInBackground(a, ['-s', b.socket, name, DST_ADDR]);
   let qemu: number | undefined;
   for (let i = 0; i < 600 && qemu === undefined; i++) {
     await new Promise((r) => setTimeout(r, 50));
@@ -94,8 +92,8 @@ async function migrationCaught(t: Test, a: VmdHarness, b: VmdHarness, name: stri
   t.ok(qemu !== undefined, 'the target\'s QEMU listens for the migration');
   process.kill(qemu!, 'SIGSTOP');
   await new Promise((r) => setTimeout(r, 3000));
-  t.equal(mig.exitCode, null, `migrate is under way: ${err}`);
-  return { qemu: qemu!, exited, err: () => err };
+  t.ok(mig.running(), `migrate is under way: ${mig.err()}`);
+  return { qemu: qemu!, exited: mig.exited, err: mig.err };
 }
 
 /** A guest with a local interface, booted, on `a`. */
@@ -191,10 +189,7 @@ t.test('an intruder who reaches the target\'s port first: its state never runs, 
   // The source's QEMU is held still (for less than vmm's 10 s QMP timeout), so the intruder connects first.
   const source = a.guestPids()[0]!;
   process.kill(source, 'SIGSTOP');
-  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', '-s', b.socket, 'mover', DST_ADDR], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
-  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
+  const mig = migrateInBackground(a, ['-s', b.socket, 'mover', DST_ADDR]);
   let port: string | undefined;
   for (let i = 0; i < 600 && port === undefined; i++) {
     await new Promise((r) => setTimeout(r, 50));
@@ -209,7 +204,7 @@ t.test('an intruder who reaches the target\'s port first: its state never runs, 
   t.equal(intruder.exitCode, 0, `the intruder's state went in: ${String(intruder.stderr)}`);
   await new Promise((r) => setTimeout(r, 2000));
   process.kill(source, 'SIGCONT');
-  t.equal(await exited, 1, 'migrate fails');
-  t.match(err, /vm "mover": migrate: migration failed/, `the source could not connect: ${err}`);
+  t.equal(await mig.exited, 1, 'migrate fails');
+  t.match(mig.err(), /vm "mover": migrate: migration failed/, `the source could not connect: ${mig.err()}`);
   await stayedAtSource(t, a, b, 'mover');
 });

@@ -1,7 +1,9 @@
 // Two vmds whose namespaces reach each other over a veth, as two hosts on one network: for migration tests and the
 // bench. The caller tears both harnesses down (the veth goes with the namespaces).
 
+import { spawn } from 'node:child_process';
 import { execa } from 'execa';
+import { vmctlEntry } from '../../share/paths.js';
 import { VmdHarness } from './vmd-harness.js';
 
 /** The addresses of the first and second host on the veth. */
@@ -29,4 +31,21 @@ export async function twoHostsStart(): Promise<[VmdHarness, VmdHarness]> {
     throw err;
   }
   return [a, b];
+}
+
+/** A `vmctl migrate` running in the background from `a`'s side: its exit status once it ends, and its stderr so far. */
+export interface BackgroundMigration {
+  readonly exited: Promise<number>;
+  /** Whether vmctl still runs. */
+  running(): boolean;
+  err(): string;
+}
+
+/** Starts `vmctl migrate ARGS…` as `a`'s operator would, without waiting for it (tests that catch it mid-way). */
+export function migrateInBackground(a: VmdHarness, args: readonly string[]): BackgroundMigration {
+  const mig = spawn('/usr/bin/env', [process.execPath, vmctlEntry, 'migrate', ...args], { env: a.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+  const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
+  return { exited, running: () => mig.exitCode === null && mig.signalCode === null, err: () => err };
 }
