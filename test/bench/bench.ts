@@ -1,6 +1,7 @@
 // `npm run bench`: runs every benchmark section in order and prints one line per measurement.
 // Sections live in *.bench.ts files next to this one; add yours to SECTIONS. `bench.js NAME…` runs only those.
 
+import { churnBench } from './churn.bench.js';
 import { concurrentBench } from './concurrent.bench.js';
 import { firewallBench } from './firewall.bench.js';
 import { fleetBench } from './fleet.bench.js';
@@ -28,7 +29,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, concurrentBench, fleetBench, firewallBench, sendBench, migrateBench, throughputBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, concurrentBench, fleetBench, churnBench, firewallBench, sendBench, migrateBench, throughputBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);

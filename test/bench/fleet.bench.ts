@@ -135,7 +135,7 @@ async function statusLatencies(path: string, n: number): Promise<number[]> {
 }
 
 /** Which vmd role a pid is, from its argv (`--role vmm`), the parent otherwise. */
-function roleOf(pid: number): string {
+export function roleOf(pid: number): string {
   const argv = procArgv(pid) ?? [];
   const i = argv.indexOf('--role');
   return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : 'parent';
