@@ -9,9 +9,14 @@ import type { StatusRequest, VmInfo } from '../share/protocol.js';
 /** How long a CURMEM reading (and the encoded full listing holding it) is served before /proc is read again. */
 export const CURMEM_MAX_AGE_MS = 1000;
 
-/** A process's resident memory (VmRSS) in bytes, re-read at most once per `maxAgeMs`; null when it is gone. */
+/**
+ * A process's resident memory (VmRSS) in bytes, re-read at most once per `maxAgeMs`; null when it is gone. Readings
+ * older than that are dropped once per period: keyed by pid, the cache otherwise kept one entry for every guest ever
+ * started, in the parent, control and vmm alike (+1 object per start/stop cycle in each, test/bench/churn.bench.ts).
+ */
 export class ResidentMemory {
   private readonly cache = new Map<number, { at: number; bytes: number | null }>();
+  private swept = 0;
 
   constructor(private readonly maxAgeMs = CURMEM_MAX_AGE_MS, private readonly now: () => number = Date.now) {}
 
@@ -26,9 +31,21 @@ export class ResidentMemory {
     } catch {
       bytes = null;
     }
-    if (this.cache.size > 4096) this.cache.clear();
+    this.sweep(now);
     this.cache.set(pid, { at: now, bytes });
     return bytes;
+  }
+
+  /** Readings held, for tests: at most those of the pids read within the last two periods. */
+  get size(): number {
+    return this.cache.size;
+  }
+
+  /** Drops expired readings, at most once per period so a listing of N guests stays O(N). */
+  private sweep(now: number): void {
+    if (now - this.swept < this.maxAgeMs) return;
+    this.swept = now;
+    for (const [pid, r] of this.cache) if (now - r.at >= this.maxAgeMs) this.cache.delete(pid);
   }
 }
 

@@ -4,10 +4,9 @@
 import { execa } from 'execa';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { ControlClient } from '../../vmctl/client.js';
 import { guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 import type { BenchSection, Measurement } from './bench.js';
-import { daemonConsoleWait, procPids, READY, request, sleep } from './daemon-lib.js';
+import { daemonConsoleWait, procPids, READY, requestOnce, sleep } from './daemon-lib.js';
 import { fleetConfig, roleOf } from './fleet.bench.js';
 
 const CYCLES = Number(process.env.VMD_BENCH_CHURN_CYCLES ?? 500);
@@ -20,7 +19,7 @@ const MB = 1024 * 1024;
 const ROLES = ['parent', 'vmm', 'control'] as const;
 
 /** fleet's 100 disabled VMs plus the churned guest, with one NIC on a dhcp switch. */
-function churnConfig(): string {
+export function churnConfig(): string {
   return [
     fleetConfig(100),
     'switch "lan" {', '\tinterface vmdbr0', '\taddress 10.82.0.1/24', '\tdhcp', '}', '',
@@ -92,24 +91,27 @@ function compareLeftovers(before: Leftovers, after: Leftovers): string[] {
 }
 
 /** The guest's state in vmd's listing. */
-async function stateOf(client: ControlClient): Promise<{ state: string; pid: number | null }> {
-  const r = await request(client, { type: 'vm.status.request', target: NAME }, 30_000);
+async function stateOf(socket: string): Promise<{ state: string; pid: number | null }> {
+  const r = await requestOnce(socket, { type: 'vm.status.request', target: NAME }, 30_000);
   if (r.type !== 'vm.status.response' || r.vms.length !== 1) throw new Error(`status ${NAME}: ${JSON.stringify(r)}`);
   return { state: r.vms[0]!.state, pid: r.vms[0]!.pid };
 }
 
-/** One cycle: start, wait until running with a QEMU pid, optionally until booted, stop -f -w, check it is stopped. */
-async function cycle(h: VmdHarness, client: ControlClient, boot: boolean): Promise<void> {
-  await request(client, { type: 'vm.start.request', target: NAME, options: {} }, 60_000);
+/**
+ * One cycle as an operator's vmctl runs it, a connection per request: start, wait until running with a QEMU pid,
+ * optionally until booted (a console attach), stop -f -w, check it is stopped.
+ */
+export async function churnCycle(h: VmdHarness, boot: boolean): Promise<void> {
+  await requestOnce(h.socket, { type: 'vm.start.request', target: NAME, options: {} }, 60_000);
   for (let i = 0; ; i++) {
-    const s = await stateOf(client);
+    const s = await stateOf(h.socket);
     if (s.state === 'running' && s.pid !== null) break;
     if (i > 600) throw new Error(`${NAME} not running after its start: ${s.state}`);
     await sleep(50);
   }
   if (boot) await daemonConsoleWait(h.socket, NAME, READY, 120_000);
-  await request(client, { type: 'vm.stop.request', target: NAME, force: true, wait: true }, 60_000);
-  const s = await stateOf(client);
+  await requestOnce(h.socket, { type: 'vm.stop.request', target: NAME, force: true, wait: true }, 60_000);
+  const s = await stateOf(h.socket);
   if (s.state !== 'stopped' || s.pid !== null) throw new Error(`${NAME} after stop -f -w: ${s.state}, pid ${s.pid}`);
 }
 
@@ -134,44 +136,39 @@ export const churnBench: BenchSection = {
     try {
       const pids = rolePids(h);
       const fresh = memByRole(pids);
-      const client = await ControlClient.connect(h.socket);
       let booted = 0;
-      try {
-        // One booted cycle before the leak baseline: the first start may open what stays open (the switch's lease
-        // file, a QMP module's state), which is not a leak; the memory growth is still counted from `fresh`.
-        await cycle(h, client, true);
-        booted++;
-        const before = await leftovers(h, pids);
-        for (let i = 1; i <= CYCLES; i++) {
-          const boot = i % BOOT_EVERY === 0;
-          try {
-            await cycle(h, client, boot);
-          } catch (err) {
-            throw new Error(`cycle ${i} of ${CYCLES}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-          }
-          if (boot) booted++;
+      // One booted cycle before the leak baseline: the first start may open what stays open (the switch's lease
+      // file, a QMP module's state), which is not a leak; the memory growth is still counted from `fresh`.
+      await churnCycle(h, true);
+      booted++;
+      const before = await leftovers(h, pids);
+      for (let i = 1; i <= CYCLES; i++) {
+        const boot = i % BOOT_EVERY === 0;
+        try {
+          await churnCycle(h, boot);
+        } catch (err) {
+          throw new Error(`cycle ${i} of ${CYCLES}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
         }
-        const after = await leftovers(h, pids);
-        const leaks = compareLeftovers(before, after);
-        if (leaks.length > 0) throw new Error(`after ${CYCLES} cycles: ${leaks.join('; ')}`);
-        // The same processes: a role that died and was respawned would hide its growth.
-        const now = rolePids(h);
-        for (const r of ROLES) if (now.get(r) !== pids.get(r)) throw new Error(`vmd ${r} was restarted during the churn`);
-        const churned = memByRole(pids);
-        const growth = ROLES.map((r) => ({
-          name: `growth of vmd ${r} RSS over ${CYCLES} cycles (PSS ${((churned.get(r)!.pss - fresh.get(r)!.pss) / MB).toFixed(1)} MB)`,
-          value: (churned.get(r)!.rss - fresh.get(r)!.rss) / MB, unit: 'MB',
-        }));
-        return [
-          { name: 'machine load average (1 min) at the end, for reading the numbers', value: loadavg()[0]!, unit: '' },
-          ...memLines('fresh, 100 vms', fresh),
-          { name: `start/stop cycles of a guest with a NIC on a dhcp switch, all ok, ${booted} booted to "${READY}"; no link, rule, descriptor or process left`, value: CYCLES + 1, unit: '' },
-          ...memLines(`after ${CYCLES} cycles`, churned),
-          ...growth,
-        ];
-      } finally {
-        client.close();
+        if (boot) booted++;
       }
+      const after = await leftovers(h, pids);
+      const leaks = compareLeftovers(before, after);
+      if (leaks.length > 0) throw new Error(`after ${CYCLES} cycles: ${leaks.join('; ')}`);
+      // The same processes: a role that died and was respawned would hide its growth.
+      const now = rolePids(h);
+      for (const r of ROLES) if (now.get(r) !== pids.get(r)) throw new Error(`vmd ${r} was restarted during the churn`);
+      const churned = memByRole(pids);
+      const growth = ROLES.map((r) => ({
+        name: `growth of vmd ${r} RSS over ${CYCLES} cycles (PSS ${((churned.get(r)!.pss - fresh.get(r)!.pss) / MB).toFixed(1)} MB)`,
+        value: (churned.get(r)!.rss - fresh.get(r)!.rss) / MB, unit: 'MB',
+      }));
+      return [
+        { name: 'machine load average (1 min) at the end, for reading the numbers', value: loadavg()[0]!, unit: '' },
+        ...memLines('fresh, 100 vms', fresh),
+        { name: `start/stop cycles of a guest with a NIC on a dhcp switch, all ok, ${booted} booted to "${READY}"; no link, rule, descriptor or process left`, value: CYCLES + 1, unit: '' },
+        ...memLines(`after ${CYCLES} cycles`, churned),
+        ...growth,
+      ];
     } catch (err) {
       throw new Error(`${err instanceof Error ? err.message : String(err)}; vmd's log: ${h.daemonLog.trim().split('\n').slice(-4).join(' | ')}`, { cause: err });
     } finally {

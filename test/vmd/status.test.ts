@@ -119,6 +119,22 @@ t.test('ResidentMemory reads VmRSS of a live process, null for a gone one, at mo
   t.equal(m.read(child.pid!), null, 'gone after it');
 });
 
+t.test('ResidentMemory forgets the readings of pids no longer asked about: one start/stop cycle leaves nothing', async (t) => {
+  let now = 0;
+  const m = new ResidentMemory(1000, () => now);
+  // Each cycle of a churn is a new QEMU pid, read while it runs (several times a second), then never again.
+  for (let cycle = 0; cycle < 500; cycle++) {
+    m.read(4_000_000 + cycle);
+    now += 600;
+    m.read(4_000_000 + cycle);
+    now += 600;
+  }
+  t.ok(m.size <= 2, `readings held after 500 cycles: ${m.size}`);
+  now += 1000;
+  m.read(1);
+  t.equal(m.size, 1, 'only the pid just read');
+});
+
 t.test('RestartBudget: max deaths within the window, older ones forgotten', async (t) => {
   let now = 0;
   const b = new RestartBudget(3, 60_000, () => now);
