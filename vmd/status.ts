@@ -12,7 +12,7 @@ export const CURMEM_MAX_AGE_MS = 1000;
 /**
  * A process's resident memory (VmRSS) in bytes, re-read at most once per `maxAgeMs`; null when it is gone. Readings
  * older than that are dropped once per period: keyed by pid, the cache otherwise kept one entry for every guest ever
- * started, in the parent, control and vmm alike (+1 object per start/stop cycle in each, test/bench/churn.bench.ts).
+ * started: +1 object per start/stop cycle in the parent and in control (heap snapshots, test/bench/churn.bench.ts).
  */
 export class ResidentMemory {
   private readonly cache = new Map<number, { at: number; bytes: number | null }>();
