@@ -30,14 +30,16 @@ export type Handle = Socket | Server;
  *   is switched off explicitly, or Node warns about it;
  * - the parent keeps the baseline compiler and optimises its heap for size (~2 MB): it parses vm.conf, which for
  *   1,000 VMs takes 0.3 s as before (0.5 s with TurboFan, which costs more to compile than it saves), but for
- *   10,000 VMs 2.5 s instead of 0.85 s.
+ *   10,000 VMs 2.5 s instead of 0.85 s;
+ * - gc() for heapTrimSoon (vmd/heap-trim.ts): a full collection after guests and connections go, so that churn does not
+ *   pile garbage up in the old generation.
  */
 
 /** The parent's flags, carried by vmd.ts's shebang (a test keeps the two equal) and by daemonise(). */
-export const PARENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-opt=1', '--optimize-for-size'];
+export const PARENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-opt=1', '--optimize-for-size', '--expose-gc'];
 
 /** Every child role's flags, given to fork(). */
-export const ROLE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--jitless', '--no-expose-wasm'];
+export const ROLE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--jitless', '--no-expose-wasm', '--expose-gc'];
 
 /**
  * The parent's end of a child role: typed send, read receive, exit notification. `read` decodes every message field by

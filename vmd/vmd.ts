@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --max-opt=1 --optimize-for-size
+#!/usr/bin/env -S node --max-semi-space-size=1 --max-opt=1 --optimize-for-size --expose-gc
 // The vmd executable: parses vmd(8)'s flags, then runs the config test, the daemon, or (re-executed) a child role.
 // Without -d the daemon detaches and logs to syslog; with -d it stays in the foreground, timestamped lines on stderr.
 // The shebang's Node flags (PARENT_NODE_FLAGS in proc.ts; the roles get theirs at fork) keep the daemon's RSS low.

@@ -6,6 +6,7 @@ import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } f
 import type { ControlToParent, ParentToControl } from '../../share/ipc.js';
 import { ProtocolError, UNPRIVILEGED_REQUESTS, type ControlRequest, type ControlResponse } from '../../share/protocol.js';
 import { readRequest, requestIdOf } from '../../share/read-request.js';
+import { heapTrimSoon } from '../heap-trim.js';
 import { logDebug, logSetVerbose, logWarn } from '../log.js';
 import type { Handle } from '../proc.js';
 import { StatusSnapshot } from '../status.js';
@@ -182,6 +183,7 @@ export class ControlServer {
       this.#events.unsubscribe(peer);
       this.#displays.delete(peer);
       if (this.#connections.delete(peer)) this.send({ type: 'control.closed', peer });
+      heapTrimSoon();
     });
     reader.on('held', (bytes) => {
       for (const victim of this.#limits.hold(peer, bytes)) this.#closeByLimit(victim, 'memory');

@@ -9,6 +9,7 @@ import { errnoMessage } from '../../share/errno.js';
 import { VmdError, toVmdError } from '../../share/errors.js';
 import type { StartOptions } from '../../share/protocol.js';
 import type { VmRuntime } from '../db.js';
+import { heapTrimSoon } from '../heap-trim.js';
 import { logInfo, logWarn } from '../log.js';
 import { qemuArgv } from '../qemu-argv.js';
 import type { QemuNic, QemuSpec } from '../qemu-spec.js';
@@ -253,6 +254,7 @@ export function runtimeCleanup(p: Parent, e: Entry): void {
   p.captures.stopVm(e.record.id);
   p.events.linksDown(e);
   p.network.vmDown(e.record.id).catch((err: unknown) => logWarn(`vm "${e.record.name}": network: ${toVmdError(err).message}`));
+  heapTrimSoon();
 }
 
 /** Everything QEMU needs for this VM except the argv layout itself (qemu-argv.ts owns that). */

@@ -6,6 +6,7 @@ import { VmdError } from '../../share/errors.js';
 import type { MetricsListen } from '../../share/config.js';
 import type { GuestHandle, ParentToVmm, VmmToParent } from '../../share/ipc.js';
 import type { VmState } from '../../share/protocol.js';
+import { heapTrimSoon } from '../heap-trim.js';
 import { logDebug } from '../log.js';
 import { pidAlive } from '../pid.js';
 import type { QmpClient } from '../qmp.js';
@@ -83,6 +84,7 @@ export function guestFinish(vmm: Vmm, g: Guest, reason: string, report: boolean)
   g.attacher?.end();
   vmm.guests.delete(g.vmId);
   g.wakeConsoleWaiters();
+  heapTrimSoon();
   if (report) {
     logDebug(`vm ${g.vmId} "${g.handle.name}" exited: ${reason}`);
     vmm.send({ type: 'vm.exited', vmId: g.vmId, pid: g.handle.pid, reason });
