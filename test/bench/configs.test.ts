@@ -7,14 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfigText } from '../../grammar/parse.js';
 import { generateConfig } from './parse.bench.js';
+import { churnConfig } from './churn.bench.js';
 import { fleetConfig } from './fleet.bench.js';
 
-t.test('the parse and fleet benchmarks generate configs that parse without errors', async (t) => {
+t.test('the parse, fleet and churn benchmarks generate configs that parse without errors', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-bench-conf-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   mkdirSync(join(dir, 'img'));
   for (let i = 0; i < 4; i++) writeFileSync(join(dir, `img/disk${i}.img`), '');
-  for (const [name, text] of [['parse', generateConfig(40, 6)], ['fleet', fleetConfig(5)]] as const) {
+  for (const [name, text] of [['parse', generateConfig(40, 6)], ['fleet', fleetConfig(5)], ['churn', churnConfig()]] as const) {
     const r = parseConfigText(text, `${name}.conf`, { cwd: dir });
     t.same(r.diagnostics.filter((d) => d.severity === 'error').map((d) => `${d.line}: ${d.message}`), [], `${name}: no errors`);
     t.ok(r.config !== null, `${name}: a config`);
