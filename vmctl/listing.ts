@@ -3,7 +3,7 @@
 
 import { socketPath } from '../share/paths.js';
 import { extractJson, parseGlobal, remoteHost, resolveName } from './argv.js';
-import type { Context } from './command.js';
+import { runContext } from './command.js';
 import type { Io } from './vmctl.js';
 import { reportFailure } from './failure.js';
 import { exchangeOnce, loadExchange } from './oneshot.js';
@@ -25,18 +25,12 @@ export function listingRun(argv: readonly string[], io: Io): Promise<number> | u
   if (remoteHost(global.host, io.env) !== undefined || args[0] === '-h' || exchange === null) return undefined;
   const command = found.name === 'status' ? statusCommand : showCommand;
   const path = socketPath(io.env);
-  const ctx: Context = {
-    json,
-    verbose: global.verbose,
-    cwd: io.cwd,
-    env: io.env,
-    get stdin() { return io.stdin; },
-    stdout: io.stdout,
-    stderr: io.stderr,
-    remote: undefined,
-    connect: async () => (await import('./client.js')).ControlClient.connect(path),
-    request: (body) => exchangeOnce(path, body, ctx.connect, exchange),
-  };
+  const connect = async () => (await import('./client.js')).ControlClient.connect(path);
+  const ctx = runContext(io, { json, verbose: global.verbose, remote: undefined }, {
+    connect,
+    request: (body) => exchangeOnce(path, body, connect, exchange),
+  });
+
   return command.run(args, ctx).catch((err: unknown) => reportFailure(err, json, command, io));
 }
 

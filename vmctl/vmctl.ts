@@ -5,7 +5,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { socketPath } from '../share/paths.js';
-import type { CommandSpec, Context } from './command.js';
+import { runContext, type CommandSpec, type Context } from './command.js';
 import type { RequestBody } from './client.js';
 import { extractJson, parseGlobal, remoteHost, resolveName } from './argv.js';
 import { COMMAND_USAGE, GLOBAL_USAGE } from './usage.js';
@@ -112,25 +112,18 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     io.stdout.write(commandUsage(found.command));
     return 0;
   }
-  const ctx: Context = {
-    json,
-    verbose: global.verbose,
-    cwd: io.cwd,
-    env: io.env,
-    // A getter: process.stdin is made on first access (for /dev/null, with fs streams: ~3 ms), and only console reads it.
-    get stdin() { return io.stdin; },
-    stdout: io.stdout,
-    stderr: io.stderr,
-    remote: host,
-    connect: host === undefined
-      ? async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env))
-      : async () => (await import('./ssh.js')).sshConnect(host, io.env, io.stderr, global.verbose),
+  const connect = host === undefined
+    ? async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env))
+    : async () => (await import('./ssh.js')).sshConnect(host, io.env, io.stderr, global.verbose);
+  const ctx = runContext(io, { json, verbose: global.verbose, remote: host }, {
+    connect,
     // Without node:net where vmd's addon is built: most of a listing's time is vmctl's own start-up. Over ssh,
     // the connection above serves one request as well as many.
     ...(host === undefined
-      ? { request: async (body: RequestBody) => (await import('./oneshot.js')).exchangeOnce(socketPath(io.env), body, ctx.connect) }
+      ? { request: async (body: RequestBody) => (await import('./oneshot.js')).exchangeOnce(socketPath(io.env), body, connect) }
       : {}),
-  };
+  });
+
   try {
     return await found.command.run(args, ctx);
   } catch (err) {
