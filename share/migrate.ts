@@ -1,6 +1,7 @@
 // The frames of a live migration's source connection after vmd's first reply, and their readers: vmctl tells
 // the source where the target's QEMU listens and, once the target runs the guest, to let go (or to keep it).
 
+import { readCarriedCounts, type CarriedCount } from './migrate-counters.js';
 import { ProtocolError } from './protocol.js';
 import { array, int, isObj, oneOf, onlyKeys, optInt, str, type Obj } from './read.js';
 
@@ -18,8 +19,11 @@ export interface MigrateGo {
   /** --copy-storage: the target QEMU's NBD server, exporting disk N as `diskN`; mirrored to before the RAM moves. */
   readonly nbdPort?: number;
 }
-/** vmctl → source vmd after `completed`: the target runs the guest, quit it here (`commit`) or resume it (`abort`). */
-export interface MigrateDecision { readonly type: 'vm.migrate.commit' | 'vm.migrate.abort' }
+/**
+ * vmctl → source vmd after `completed`: the target runs the guest, quit it here (`commit`) or resume it (`abort`).
+ * vmctl → target vmd: run it (`commit`), with the source's firewall counters to add to its own.
+ */
+export interface MigrateDecision { readonly type: 'vm.migrate.commit' | 'vm.migrate.abort'; readonly counters?: readonly CarriedCount[] }
 export type MigrateClientFrame = MigrateGo | MigrateDecision;
 
 /** Source vmd → vmctl while the migration runs: QEMU's query-migrate, trimmed. */
@@ -34,6 +38,8 @@ export interface MigrateProgress {
   readonly downtimeMs: number | null;
   /** Total time since `go`, once completed. */
   readonly totalMs: number | null;
+  /** Once completed: the guest's firewall counters at the source, which vmctl hands the target with its commit. */
+  readonly counters?: readonly CarriedCount[];
 }
 
 /** The largest disk --copy-storage creates (1 PiB): a bound on what a peer may ask a target to allocate. */
@@ -69,8 +75,8 @@ export function readMigrateClientFrame(v: unknown): MigrateClientFrame {
   if (!isObj(v)) throw new ProtocolError(`${what}: not a message`);
   const type = oneOf(v, 'type', ['vm.migrate.go', 'vm.migrate.commit', 'vm.migrate.abort'] as const, what);
   if (type !== 'vm.migrate.go') {
-    onlyKeys(v, ['type'], what);
-    return { type };
+    onlyKeys(v, type === 'vm.migrate.commit' ? ['type', 'counters'] : ['type'], what);
+    return v.counters === undefined ? { type } : { type, counters: readCarriedCounts(v.counters, what) };
   }
   onlyKeys(v, ['type', 'host', 'port', 'nbdPort'], what);
   const host = str(v, 'host', 255, what);
@@ -82,7 +88,7 @@ export function readMigrateClientFrame(v: unknown): MigrateClientFrame {
 /** Reads a progress frame on vmctl's side. */
 export function readMigrateProgress(v: Obj): MigrateProgress {
   const what = 'reply';
-  onlyKeys(v, ['type', 'status', 'transferred', 'remaining', 'total', 'downtimeMs', 'totalMs'], what);
+  onlyKeys(v, ['type', 'status', 'transferred', 'remaining', 'total', 'downtimeMs', 'totalMs', 'counters'], what);
   const optMs = (k: string): number | null => (v[k] === null ? null : int(v, k, 0, 2 ** 31 - 1, what));
   return {
     type: 'vm.migrate.progress',
@@ -92,5 +98,6 @@ export function readMigrateProgress(v: Obj): MigrateProgress {
     total: int(v, 'total', 0, 2 ** 53 - 1, what),
     downtimeMs: optMs('downtimeMs'),
     totalMs: optMs('totalMs'),
+    ...(v.counters === undefined ? {} : { counters: readCarriedCounts(v.counters, what) }),
   };
 }

@@ -119,7 +119,9 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
   progress?.finish();
   // The source completed, so the state the target loaded is the guest's: only now may it run there.
   const completed = performance.now();
-  tell(dst.socket, { type: 'vm.migrate.commit' });
+  // The source's firewall counters, read with its guest paused, go on at the target (only there, and not printed).
+  const { counters, ...shown } = done;
+  tell(dst.socket, { type: 'vm.migrate.commit', ...(counters === undefined ? {} : { counters }) });
   const verdict = await dstNext;
   const resumeMs = Math.round(performance.now() - completed);
   if (!receiveDone(verdict)) {
@@ -133,7 +135,7 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
     // The target runs the guest: the source's trouble quitting its copy is worth saying, not a failed migration.
     warnx(ctx, `migrate: source: the guest did not confirm it left (check it with vmctl status ${name})`);
   }
-  if (ctx.json) printJson(ctx, { ...done, resumeMs, vm: verdict.response.vm });
+  if (ctx.json) printJson(ctx, { ...shown, resumeMs, vm: verdict.response.vm });
   else {
     warnx(ctx, `migrated vm ${name} to ${to.host} as vm ${verdict.response.vm.id}: downtime ${done.downtimeMs ?? '-'} ms `
       + `(and ${resumeMs} ms until the target resumed it), total ${done.totalMs ?? '-'} ms`);

@@ -22,6 +22,8 @@ import { bridgeMac, netPlanOf, sameRules, type LinkState } from './net/plan.js';
 import { nicKindOf } from './net/nic-kind.js';
 import { firewallInfoOf, linksInfoOf, type NetworkView } from './net/info.js';
 import { Rulesets } from './net/ruleset.js';
+import { carriedSeed, countSpaces, countsRead } from './net/carry.js';
+import type { CarriedCount } from '../share/migrate-counters.js';
 import { inet6PrefixOf } from './net/inet6.js';
 import { SwitchDhcp } from './net/switch-dhcp.js';
 import { PASST_ROOTLESS } from './net/passt.js';
@@ -368,6 +370,18 @@ export class Network {
   /** `vmctl firewall`: a VM's rules with what each decided; configured rules without counters when it is not running. */
   async firewallInfo(vmId: number, vm: VmConfig, index: number | undefined): Promise<FirewallInfo[]> {
     return firewallInfoOf(this.view(), vmId, vm, index);
+  }
+
+  /** A migrating guest's counters, read while it is paused at the source (vmd/net/carry.ts). */
+  vmCountsRead(vmId: number, name: string): Promise<CarriedCount[]> {
+    return this.root ? countsRead(this.links.values(), vmId, name) : Promise.resolve([]);
+  }
+
+  /** A migrated guest's counters from its source, added to what its links counted here since it resumed. */
+  async vmCountsAdd(vmId: number, name: string, counts: readonly CarriedCount[]): Promise<void> {
+    if (!this.root) return;
+    this.rulesets.countersCarry(countSpaces(this.links.values(), vmId), carriedSeed(name, counts));
+    await this.sync();
   }
 
   private view(): NetworkView {

@@ -10,6 +10,8 @@ import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
 import { guestQuitAndWait } from './lifecycle.js';
 import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
+import type { CarriedCount } from '../../share/migrate-counters.js';
+import { countersAsk } from './migrate-counters.js';
 
 /** query-migrate states in which the migration is still going on. */
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
@@ -17,8 +19,8 @@ const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug',
 const PROGRESS_MS = 50;
 /** The source's bandwidth cap: QEMU's default (32 MiB/s) would make a 1 GB guest take half a minute on loopback. */
 const MAX_BANDWIDTH = 8 * 1024 ** 3;
-/** Frames the client may send are tiny; anything bigger is not vmctl. */
-const MAX_CLIENT_FRAME = 4096;
+/** Frames the client may send are small (a commit carries at most MAX_CARRIED_COUNTS counters); anything bigger is not vmctl. */
+const MAX_CLIENT_FRAME = 128 * 1024;
 
 interface QueryMigrate {
   status?: string;
@@ -175,7 +177,9 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     // The guest is paused with all its state at the target: the last writes reach the target's disks, then the
     // client hears `completed` and the target may stop its NBD server and resume.
     await mirrors?.cancel(true);
-    client.write(encodeFrame(progressOf(q, mirrors?.total ?? 0)));
+    // Read while the guest is paused here, so the target adds what this host counted (vmd/net/carry.ts).
+    const counters = await countersAsk(vmm, g);
+    client.write(encodeFrame({ ...progressOf(q, mirrors?.total ?? 0), ...(counters.length === 0 ? {} : { counters }) }));
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
@@ -236,7 +240,7 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
  * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
  * to the port first; what they send is loaded but never run.
  */
-export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<void> {
+export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<readonly CarriedCount[]> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
@@ -257,6 +261,7 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
+    return verdict.counters ?? [];
   } finally {
     g.transfer = null;
   }

@@ -1,0 +1,74 @@
+// Tests for the firewall counters a migration carries: what a target accepts from a peer (bounded, numbers, only
+// counters of the VM it received), in vmctl's commit, the source's completed frame and vmm's message to the parent.
+
+import t from 'tap';
+import { readVmmToParent } from '../../share/ipc.js';
+import { readMigrateClientFrame, readMigrateProgress } from '../../share/migrate.js';
+import { MAX_CARRIED_COUNTS, readCarriedCounts } from '../../share/migrate-counters.js';
+import { ProtocolError } from '../../share/protocol.js';
+import { carriedOf, carriedSeed } from '../../vmd/net/carry.js';
+
+const ok = [
+  { what: 'if0 rule 2', packets: 3, bytes: 180 },
+  { what: 'if1 mac-spoof', packets: 0, bytes: 0 },
+  { what: 'if0 ip-spoof', packets: 1, bytes: 60 },
+  { what: 'if0 guard', packets: 2, bytes: 700 },
+  { what: 'if0 vlan', packets: 1, bytes: 64 },
+  { what: 'forward tcp/8080', packets: 9, bytes: 2 ** 40 },
+];
+
+t.test('the VM\'s own counters are read, in a commit, a completed frame and vmm\'s message', async (t) => {
+  t.same(readCarriedCounts(ok, 'x'), ok);
+  t.same(readMigrateClientFrame({ type: 'vm.migrate.commit', counters: ok }), { type: 'vm.migrate.commit', counters: ok });
+  const done = { type: 'vm.migrate.progress', status: 'completed', transferred: 1, remaining: 0, total: 1, downtimeMs: 3, totalMs: 9 };
+  t.same(readMigrateProgress({ ...done, counters: ok }), { ...done, counters: ok });
+  t.same(readMigrateProgress(done), done, 'a source without counters is read as before');
+  t.same(readVmmToParent({ type: 'vm.counters.carry', vmId: 3, counters: ok }), { type: 'vm.counters.carry', vmId: 3, counters: ok });
+  t.same(readVmmToParent({ type: 'vm.counters.request', vmId: 3 }), { type: 'vm.counters.request', vmId: 3 });
+});
+
+t.test('a peer cannot name another VM\'s counters, send non-numbers or too many', async (t) => {
+  const bad: unknown[] = [
+    // Another VM's comment, or anything that is not what firewall.ts writes after the name.
+    [{ what: "vm 'other' if0 rule 1", packets: 1, bytes: 1 }],
+    [{ what: "if0 rule 1' x", packets: 1, bytes: 1 }],
+    [{ what: 'if0 rule 1\n', packets: 1, bytes: 1 }],
+    [{ what: 'forward sctp/80', packets: 1, bytes: 1 }],
+    [{ what: 'if0 rule', packets: 1, bytes: 1 }],
+    [{ what: 'mac-spoof', packets: 1, bytes: 1 }],
+    // Numbers only: whole, not negative, exact.
+    [{ what: 'if0 rule 1', packets: -1, bytes: 1 }],
+    [{ what: 'if0 rule 1', packets: 1.5, bytes: 1 }],
+    [{ what: 'if0 rule 1', packets: '7', bytes: 1 }],
+    [{ what: 'if0 rule 1', packets: 1, bytes: 2 ** 53 }],
+    [{ what: 'if0 rule 1', packets: 1 }],
+    [{ what: 'if0 rule 1', packets: 1, bytes: 1, extra: true }],
+    // The same counter twice would add twice.
+    [{ what: 'if0 rule 1', packets: 1, bytes: 1 }, { what: 'if0 rule 1', packets: 1, bytes: 1 }],
+    Array.from({ length: MAX_CARRIED_COUNTS + 1 }, (_, i) => ({ what: `if0 rule ${i + 1}`, packets: 1, bytes: 1 })),
+    'if0 rule 1', null, [null],
+  ];
+  for (const counters of bad) {
+    t.throws(() => readCarriedCounts(counters, 'x'), ProtocolError, JSON.stringify(counters).slice(0, 80));
+    t.throws(() => readMigrateClientFrame({ type: 'vm.migrate.commit', counters }), ProtocolError);
+    t.throws(() => readVmmToParent({ type: 'vm.counters.carry', vmId: 1, counters }), ProtocolError);
+  }
+  t.throws(() => readMigrateClientFrame({ type: 'vm.migrate.abort', counters: ok }), /unknown field "counters"/, 'only a commit carries them');
+  t.equal(readCarriedCounts(Array.from({ length: MAX_CARRIED_COUNTS }, (_, i) => ({ what: `if0 rule ${i + 1}`, packets: 1, bytes: 1 })), 'x').length, MAX_CARRIED_COUNTS);
+});
+
+t.test('the source carries only its VM\'s counted counters, the target seeds only its VM\'s', async (t) => {
+  const counters = new Map([
+    ["vm 'web' if0 rule 1", { packets: 4, bytes: 240 }],
+    ["vm 'web' if0 rule 2", { packets: 0, bytes: 0 }],
+    ["vm 'web' forward tcp/8080", { packets: 2, bytes: 120 }],
+    ["vm 'webby' if0 rule 1", { packets: 5, bytes: 300 }],
+    ["vm 'other' if0 rule 1", { packets: 6, bytes: 360 }],
+    ['nat', { packets: 7, bytes: 420 }],
+  ]);
+  t.same(carriedOf('web', counters), [{ what: 'if0 rule 1', packets: 4, bytes: 240 }, { what: 'forward tcp/8080', packets: 2, bytes: 120 }]);
+  t.same([...carriedSeed('web2', carriedOf('web', counters))], [
+    ["vm 'web2' if0 rule 1", { packets: 4, bytes: 240 }],
+    ["vm 'web2' forward tcp/8080", { packets: 2, bytes: 120 }],
+  ], 'under the name the target knows the VM by');
+});

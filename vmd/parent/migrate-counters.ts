@@ -1,0 +1,38 @@
+// Firewall and forward counters that move with a migrated guest: the source reads them once its guest is paused for
+// good, vmctl carries them with its commit, and the target adds them to what its own links counted (vmd/net/carry.ts).
+
+import type { CarriedCount } from '../../share/migrate-counters.js';
+import { toVmdError } from '../../share/errors.js';
+import { logDebug, logWarn } from '../log.js';
+import type { Parent } from './context.js';
+
+/** At the source, vmm's vm.counters.request: the guest's counters now; none (it moves uncounted) when unreadable. */
+export async function countsAnswer(p: Parent, vmId: number): Promise<void> {
+  const e = p.vms.entries.get(vmId);
+  let counters: CarriedCount[] = [];
+  // Only a guest being migrated: vmm asks nothing else, and a question about another VM is not answered.
+  if (e !== undefined && p.transfers.has(vmId)) {
+    counters = await p.network.vmCountsRead(vmId, e.record.name).catch((err: unknown) => {
+      logWarn(`vm "${e.record.name}": migrate: firewall counters: ${toVmdError(err).message}; they start from zero at the target`);
+      return [];
+    });
+  }
+  p.roles.vmm?.send({ type: 'vm.counters.data', vmId, counters });
+}
+
+/**
+ * At the target, the counters vmctl's commit brought (read by share/migrate-counters.ts): added, never replacing, to
+ * those of the VM being received, which its links may have counted since it resumed. Its reply waits for them.
+ */
+export function countsCarry(p: Parent, vmId: number, counters: readonly CarriedCount[]): void {
+  const e = p.vms.entries.get(vmId);
+  if (e === undefined || !p.transfers.has(vmId)) {
+    logWarn(`vm ${vmId}: migrated firewall counters for a VM not being received: ignored`);
+    return;
+  }
+  const name = e.record.name;
+  e.countsCarried = p.network.vmCountsAdd(vmId, name, counters).then(
+    () => logDebug(`vm "${name}": ${counters.length} firewall counters carried over from the source`),
+    (err: unknown) => logWarn(`vm "${name}": migrated firewall counters: ${toVmdError(err).message}`),
+  );
+}
