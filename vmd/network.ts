@@ -15,15 +15,13 @@ import { DnsmasqInstance } from './net/dnsmasq.js';
 import { linkConfigure, netnsEnsure, netnsExists, netnsRemove, tapCreate } from './net/links.js';
 import { bridgeEnsure, bridgeRemove } from './net/bridges.js';
 import { vxlanEnsure, vxlanMtu, vxlanPortName } from './net/vxlan.js';
-import { linkComment } from './net/firewall.js';
+import { linkComment, type CounterSeed } from './net/firewall.js';
 import { foreignForwardDrop, nftFlush, sysctlSet } from './net/nft-apply.js';
 import { forwardConflict, type NetPlan } from './net/nft-plan.js';
 import { bridgeMac, netPlanOf, sameRules, type LinkState } from './net/plan.js';
 import { nicKindOf } from './net/nic-kind.js';
 import { firewallInfoOf, linksInfoOf, type NetworkView } from './net/info.js';
 import { Rulesets } from './net/ruleset.js';
-import { carriedSeed, countSpaces, countsRead } from './net/carry.js';
-import type { CarriedCount } from '../share/migrate-counters.js';
 import { inet6PrefixOf } from './net/inet6.js';
 import { SwitchDhcp } from './net/switch-dhcp.js';
 import { PASST_ROOTLESS } from './net/passt.js';
@@ -303,10 +301,11 @@ export class Network {
 
   /**
    * Recompute and atomically apply vmd's nftables tables in every namespace that has (or had) something; with
-   * `strict`, a failure in one of those namespaces is thrown (Rulesets.apply).
+   * `strict`, a failure in one of those namespaces is thrown (Rulesets.apply); `carry`: a migrated guest's counters.
    */
-  async sync(strict: ReadonlySet<string | null> = new Set()): Promise<void> {
+  async sync(strict: ReadonlySet<string | null> = new Set(), carry?: { spaces: Iterable<string | null>; seed: CounterSeed }): Promise<void> {
     if (!this.root) return;
+    if (carry !== undefined) this.rulesets.countersCarry(carry.spaces, carry.seed);
     const spaces = new Set<string | null>([null]);
     for (const l of this.links.values()) spaces.add(l.netns);
     for (const s of this.config.switches) if (s.enabled) spaces.add(this.nsOf(s, null));
@@ -370,18 +369,6 @@ export class Network {
   /** `vmctl firewall`: a VM's rules with what each decided; configured rules without counters when it is not running. */
   async firewallInfo(vmId: number, vm: VmConfig, index: number | undefined): Promise<FirewallInfo[]> {
     return firewallInfoOf(this.view(), vmId, vm, index);
-  }
-
-  /** A migrating guest's counters, read while it is paused at the source (vmd/net/carry.ts). */
-  vmCountsRead(vmId: number, name: string): Promise<CarriedCount[]> {
-    return this.root ? countsRead(this.links.values(), vmId, name) : Promise.resolve([]);
-  }
-
-  /** A migrated guest's counters from its source, added to what its links counted here since it resumed. */
-  async vmCountsAdd(vmId: number, name: string, counts: readonly CarriedCount[]): Promise<void> {
-    if (!this.root) return;
-    this.rulesets.countersCarry(countSpaces(this.links.values(), vmId), carriedSeed(name, counts));
-    await this.sync();
   }
 
   private view(): NetworkView {

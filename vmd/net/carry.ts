@@ -4,14 +4,6 @@
 import { carriableWhat, countPrefix, MAX_CARRIED_COUNTS, type CarriedCount } from '../../share/migrate-counters.js';
 import type { CounterSeed } from './firewall.js';
 import { nftCounters } from './nft-apply.js';
-import type { LinkState } from './plan.js';
-
-/** The namespaces a VM's counters may live in: its links', and the host's (where local forwards are). */
-export function countSpaces(links: Iterable<LinkState>, vmId: number): Set<string | null> {
-  const spaces = new Set<string | null>([null]);
-  for (const l of links) if (l.vmId === vmId) spaces.add(l.netns);
-  return spaces;
-}
 
 /** Counters by comment, kept only when they are VM `name`'s, less its prefix: what a migration carries. */
 export function carriedOf(name: string, counters: ReadonlyMap<string, { packets: number; bytes: number }>): CarriedCount[] {
@@ -33,10 +25,10 @@ export function carriedSeed(name: string, counts: readonly CarriedCount[]): Coun
 }
 
 // PRIV: lists vmd's nftables tables in the VM's namespaces.
-/** VM `name`'s counters now, summed over the namespaces of its links. */
-export async function countsRead(links: Iterable<LinkState>, vmId: number, name: string): Promise<CarriedCount[]> {
+/** VM `name`'s counters now, summed over `spaces`: the namespaces of its links and the host's (local forwards). */
+export async function countsRead(spaces: Iterable<string | null>, name: string): Promise<CarriedCount[]> {
   const all = new Map<string, { packets: number; bytes: number }>();
-  for (const ns of countSpaces(links, vmId)) {
+  for (const ns of spaces) {
     for (const [k, v] of await nftCounters(ns)) {
       const had = all.get(k) ?? { packets: 0, bytes: 0 };
       all.set(k, { packets: had.packets + v.packets, bytes: had.bytes + v.bytes });

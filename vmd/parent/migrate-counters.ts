@@ -3,16 +3,28 @@
 
 import type { CarriedCount } from '../../share/migrate-counters.js';
 import { toVmdError } from '../../share/errors.js';
+import { carriedSeed, countsRead } from '../net/carry.js';
 import { logDebug, logWarn } from '../log.js';
 import type { Parent } from './context.js';
+import type { Entry } from './registry.js';
+
+/** The namespaces a VM's counters may live in: those of its links, and the host's (where local forwards are). */
+function countSpaces(p: Parent, e: Entry): Set<string | null> {
+  const spaces = new Set<string | null>([null]);
+  for (const nic of e.record.config.interfaces) {
+    const l = p.network.linkOf(e.record.id, nic.index);
+    if (l !== null) spaces.add(l.netns);
+  }
+  return spaces;
+}
 
 /** At the source, vmm's vm.counters.request: the guest's counters now; none (it moves uncounted) when unreadable. */
 export async function countsAnswer(p: Parent, vmId: number): Promise<void> {
   const e = p.vms.entries.get(vmId);
   let counters: CarriedCount[] = [];
-  // Only a guest being migrated: vmm asks nothing else, and a question about another VM is not answered.
-  if (e !== undefined && p.transfers.has(vmId)) {
-    counters = await p.network.vmCountsRead(vmId, e.record.name).catch((err: unknown) => {
+  // Only a guest being migrated, and only where vmd has tables (as root): vmm asks nothing else.
+  if (e !== undefined && p.transfers.has(vmId) && p.env.root) {
+    counters = await countsRead(countSpaces(p, e), e.record.name).catch((err: unknown) => {
       logWarn(`vm "${e.record.name}": migrate: firewall counters: ${toVmdError(err).message}; they start from zero at the target`);
       return [];
     });
@@ -31,7 +43,7 @@ export function countsCarry(p: Parent, vmId: number, counters: readonly CarriedC
     return;
   }
   const name = e.record.name;
-  e.countsCarried = p.network.vmCountsAdd(vmId, name, counters).then(
+  e.countsCarried = p.network.sync(new Set(), { spaces: countSpaces(p, e), seed: carriedSeed(name, counters) }).then(
     () => logDebug(`vm "${name}": ${counters.length} firewall counters carried over from the source`),
     (err: unknown) => logWarn(`vm "${name}": migrated firewall counters: ${toVmdError(err).message}`),
   );
