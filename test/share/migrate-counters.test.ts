@@ -6,7 +6,6 @@ import { readVmmToParent } from '../../share/ipc.js';
 import { readMigrateClientFrame, readMigrateProgress } from '../../share/migrate.js';
 import { MAX_CARRIED_COUNTS, readCarriedCounts } from '../../share/migrate-counters.js';
 import { ProtocolError } from '../../share/protocol.js';
-import { carriedOf, carriedSeed } from '../../vmd/net/carry.js';
 
 const ok = [
   { what: 'if0 rule 2', packets: 3, bytes: 180 },
@@ -55,20 +54,4 @@ t.test('a peer cannot name another VM\'s counters, send non-numbers or too many'
   }
   t.throws(() => readMigrateClientFrame({ type: 'vm.migrate.abort', counters: ok }), /unknown field "counters"/, 'only a commit carries them');
   t.equal(readCarriedCounts(Array.from({ length: MAX_CARRIED_COUNTS }, (_, i) => ({ what: `if0 rule ${i + 1}`, packets: 1, bytes: 1 })), 'x').length, MAX_CARRIED_COUNTS);
-});
-
-t.test('the source carries only its VM\'s counted counters, the target seeds only its VM\'s', async (t) => {
-  const counters = new Map([
-    ["vm 'web' if0 rule 1", { packets: 4, bytes: 240 }],
-    ["vm 'web' if0 rule 2", { packets: 0, bytes: 0 }],
-    ["vm 'web' forward tcp/8080", { packets: 2, bytes: 120 }],
-    ["vm 'webby' if0 rule 1", { packets: 5, bytes: 300 }],
-    ["vm 'other' if0 rule 1", { packets: 6, bytes: 360 }],
-    ['nat', { packets: 7, bytes: 420 }],
-  ]);
-  t.same(carriedOf('web', counters), [{ what: 'if0 rule 1', packets: 4, bytes: 240 }, { what: 'forward tcp/8080', packets: 2, bytes: 120 }]);
-  t.same([...carriedSeed('web2', carriedOf('web', counters))], [
-    ["vm 'web2' if0 rule 1", { packets: 4, bytes: 240 }],
-    ["vm 'web2' forward tcp/8080", { packets: 2, bytes: 120 }],
-  ], 'under the name the target knows the VM by');
 });
