@@ -71,7 +71,7 @@ export type VmmToParent =
   | { readonly type: 'vm.state'; readonly vmId: number; readonly state: VmState }
   /** A metrics scrape needs the parent's part (VMs, links, firewall counters): answered with vmm.metrics.data. */
   | { readonly type: 'vmm.metrics.request'; readonly req: number }
-  /** A migration's source completed (its guest paused): the counters that move with it, answered with vm.counters.data. */
+  /** A migration's source guest stopped for the last pass: the counters that move with it, answered with vm.counters.data. */
   | { readonly type: 'vm.counters.request'; readonly vmId: number }
   /** A migration's target runs the guest: the source's counters, to be added to its own (vmd/net/carry.ts). */
   | { readonly type: 'vm.counters.carry'; readonly vmId: number; readonly counters: readonly CarriedCount[] };

@@ -38,9 +38,10 @@ export interface MigrateProgress {
   readonly downtimeMs: number | null;
   /** Total time since `go`, once completed. */
   readonly totalMs: number | null;
-  /** Once completed: the guest's firewall counters at the source, which vmctl hands the target with its commit. */
-  readonly counters?: readonly CarriedCount[];
 }
+
+/** Source vmd → vmctl right after `completed`: the guest's firewall counters, read once it stopped there. */
+export interface MigrateCounters { readonly type: 'vm.migrate.counters'; readonly counters: readonly CarriedCount[] }
 
 /** The largest disk --copy-storage creates (1 PiB): a bound on what a peer may ask a target to allocate. */
 export const MAX_COPY_DISK_BYTES = 2 ** 50;
@@ -88,7 +89,7 @@ export function readMigrateClientFrame(v: unknown): MigrateClientFrame {
 /** Reads a progress frame on vmctl's side. */
 export function readMigrateProgress(v: Obj): MigrateProgress {
   const what = 'reply';
-  onlyKeys(v, ['type', 'status', 'transferred', 'remaining', 'total', 'downtimeMs', 'totalMs', 'counters'], what);
+  onlyKeys(v, ['type', 'status', 'transferred', 'remaining', 'total', 'downtimeMs', 'totalMs'], what);
   const optMs = (k: string): number | null => (v[k] === null ? null : int(v, k, 0, 2 ** 31 - 1, what));
   return {
     type: 'vm.migrate.progress',
@@ -98,6 +99,11 @@ export function readMigrateProgress(v: Obj): MigrateProgress {
     total: int(v, 'total', 0, 2 ** 53 - 1, what),
     downtimeMs: optMs('downtimeMs'),
     totalMs: optMs('totalMs'),
-    ...(v.counters === undefined ? {} : { counters: readCarriedCounts(v.counters, what) }),
   };
+}
+
+/** Reads the source's counters frame on vmctl's side. */
+export function readMigrateCounters(v: Obj): MigrateCounters {
+  onlyKeys(v, ['type', 'counters'], 'reply');
+  return { type: 'vm.migrate.counters', counters: readCarriedCounts(v.counters, 'reply') };
 }

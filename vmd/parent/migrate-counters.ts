@@ -34,7 +34,8 @@ export async function countsAnswer(p: Parent, vmId: number): Promise<void> {
 
 /**
  * At the target, the counters vmctl's commit brought (read by share/migrate-counters.ts): added, never replacing, to
- * those of the VM being received, which its links may have counted since it resumed. Its reply waits for them.
+ * those of the VM being received, which its links may have counted since it resumed. Its reply does not wait: the
+ * guest runs already, and vmctl's time until the target resumed it should not hold the nft run.
  */
 export function countsCarry(p: Parent, vmId: number, counters: readonly CarriedCount[]): void {
   const e = p.vms.entries.get(vmId);
@@ -43,7 +44,7 @@ export function countsCarry(p: Parent, vmId: number, counters: readonly CarriedC
     return;
   }
   const name = e.record.name;
-  e.countsCarried = p.network.sync(new Set(), { spaces: countSpaces(p, e), seed: carriedSeed(name, counters) }).then(
+  void p.network.sync(new Set(), { spaces: countSpaces(p, e), seed: carriedSeed(name, counters) }).then(
     () => logDebug(`vm "${name}": ${counters.length} firewall counters carried over from the source`),
     (err: unknown) => logWarn(`vm "${name}": migrated firewall counters: ${toVmdError(err).message}`),
   );

@@ -30,8 +30,6 @@ export class Entry {
   stopRequested = false;
   waiters: Array<{ peer: number; reqId: number; kind: 'stop' | 'wait' }> = [];
   restarts: RestartCount = { quick: 0, lastStartMs: null };
-  /** A live receive's counters from the source being added (vmd/parent/migrate-counters.ts): its reply waits for them. */
-  countsCarried: Promise<void> | null = null;
   #failure: string | null = null;
 
   constructor(record: VmRecord, private readonly changed: () => void) {

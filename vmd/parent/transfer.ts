@@ -98,9 +98,6 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   } catch (err) {
     error = toVmdError(err);
   }
-  // Counters a live migration carried are in place before the client hears the guest runs here.
-  await e.countsCarried;
-  e.countsCarried = null;
   p.transfers.delete(id);
   if (error === null && e.runtime !== null) {
     copyImagesKeep(e.runtime.runDir);

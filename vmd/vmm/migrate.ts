@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net';
 import { VmdError, toVmdError } from '../../share/errors.js';
 import { encodeFrame, FrameDecoder } from '../../share/frame.js';
-import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateProgress } from '../../share/migrate.js';
+import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateCounters, type MigrateProgress } from '../../share/migrate.js';
 import { logWarn } from '../log.js';
 import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
@@ -156,6 +156,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'migrate';
   const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
+  let counted: Promise<readonly CarriedCount[]> | null = null;
+  const onStop = (event: string): void => { if (event === 'STOP') counted ??= countersAsk(vmm, g); };
   try {
     client.write(encodeFrame(copyStorage ? { ...(response as object), diskSizes: await diskSizes(qmp) } : response));
     const frames = new ClientFrames(client, remainder);
@@ -165,6 +167,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
       if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
       await mirrorsReady(g, mirrors, client, frames, go.host, go.nbdPort);
     }
+    // The firewall's counters are read once the guest stops for the last pass (QEMU's STOP), alongside that pass.
+    qmp.on('event', onStop);
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
     const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
@@ -177,15 +181,15 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     // The guest is paused with all its state at the target: the last writes reach the target's disks, then the
     // client hears `completed` and the target may stop its NBD server and resume.
     await mirrors?.cancel(true);
-    // Read while the guest is paused here, so the target adds what this host counted (vmd/net/carry.ts).
-    const counters = await countersAsk(vmm, g);
-    client.write(encodeFrame({ ...progressOf(q, mirrors?.total ?? 0), ...(counters.length === 0 ? {} : { counters }) }));
+    client.write(encodeFrame(progressOf(q, mirrors?.total ?? 0)));
+    client.write(encodeFrame({ type: 'vm.migrate.counters', counters: await (counted ?? countersAsk(vmm, g)) } satisfies MigrateCounters));
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
+    qmp.off('event', onStop);
     if (!g.exited) g.transfer = null;
   }
 }
