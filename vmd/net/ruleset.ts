@@ -119,7 +119,9 @@ export class Rulesets {
       }
     }
     this.counterResets.clear();
-    if (carried !== null && carried.seed.size > 0) logWarn(`nftables: ${carried.seed.size} migrated counters found no rule to add to (${[...carried.seed.keys()].slice(0, 3).join(', ')})`);
+    if (carried !== null && carried.seed.size > 0) {
+      logWarn(`nftables: ${carried.seed.size} migrated counters not added (no such rule here, or the replace failed): ${[...carried.seed.keys()].slice(0, 3).join(', ')}`);
+    }
     if (failure !== null) throw failure;
     if (replaced && !this.warnedForward) {
       const w = await foreignForwardDrop(null).catch(() => null);
