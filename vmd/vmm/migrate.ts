@@ -4,12 +4,14 @@
 import type { Socket } from 'node:net';
 import { VmdError, toVmdError } from '../../share/errors.js';
 import { encodeFrame, FrameDecoder } from '../../share/frame.js';
-import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateProgress } from '../../share/migrate.js';
+import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateCounters, type MigrateProgress } from '../../share/migrate.js';
 import { logWarn } from '../log.js';
 import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
 import { guestQuitAndWait } from './lifecycle.js';
 import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
+import type { CarriedCount } from '../../share/migrate-counters.js';
+import { countersAsk } from './migrate-counters.js';
 
 /** query-migrate states in which the migration is still going on. */
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
@@ -17,8 +19,8 @@ const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug',
 const PROGRESS_MS = 50;
 /** The source's bandwidth cap: QEMU's default (32 MiB/s) would make a 1 GB guest take half a minute on loopback. */
 const MAX_BANDWIDTH = 8 * 1024 ** 3;
-/** Frames the client may send are tiny; anything bigger is not vmctl. */
-const MAX_CLIENT_FRAME = 4096;
+/** Frames the client may send are small (a commit carries at most MAX_CARRIED_COUNTS counters); anything bigger is not vmctl. */
+const MAX_CLIENT_FRAME = 128 * 1024;
 
 interface QueryMigrate {
   status?: string;
@@ -154,6 +156,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'migrate';
   const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
+  let counted: Promise<readonly CarriedCount[]> | null = null;
+  const onStop = (event: string): void => { if (event === 'STOP') counted ??= countersAsk(vmm, g); };
   try {
     client.write(encodeFrame(copyStorage ? { ...(response as object), diskSizes: await diskSizes(qmp) } : response));
     const frames = new ClientFrames(client, remainder);
@@ -163,6 +167,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
       if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
       await mirrorsReady(g, mirrors, client, frames, go.host, go.nbdPort);
     }
+    // The firewall's counters are read once the guest stops for the last pass (QEMU's STOP), alongside that pass.
+    qmp.on('event', onStop);
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
     const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
@@ -176,12 +182,14 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     // client hears `completed` and the target may stop its NBD server and resume.
     await mirrors?.cancel(true);
     client.write(encodeFrame(progressOf(q, mirrors?.total ?? 0)));
+    client.write(encodeFrame({ type: 'vm.migrate.counters', counters: await (counted ?? countersAsk(vmm, g)) } satisfies MigrateCounters));
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
+    qmp.off('event', onStop);
     if (!g.exited) g.transfer = null;
   }
 }
@@ -236,7 +244,7 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
  * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
  * to the port first; what they send is loaded but never run.
  */
-export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<void> {
+export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<readonly CarriedCount[]> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
@@ -257,6 +265,7 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
+    return verdict.counters ?? [];
   } finally {
     g.transfer = null;
   }
