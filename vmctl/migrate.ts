@@ -20,12 +20,16 @@ import { COMMAND_USAGE } from './usage.js';
 type Incoming = { kind: 'reply'; response: ControlResponse; raw: unknown } | { kind: 'progress'; progress: MigrateProgress }
   | { kind: 'counters'; counters: readonly CarriedCount[] } | null;
 
+/** How long vmctl waits for the source's counters after `completed` (their read overlaps the last pass: ms, usually). */
+const COUNTERS_WAIT_MS = 5000;
+
 /** One raw connection's frames, one at a time; a promise taken is never lost to a race. */
-class Frames {
+export class Frames {
   readonly #decoder = new FrameDecoder({ maxFrameBytes: 1024 * 1024 });
   readonly #queue: Incoming[] = [];
   #waiter: ((f: Incoming) => void) | null = null;
   #closed = false;
+  #countersLate = false;
 
   constructor(readonly socket: Duplex, remainder: Buffer) {
     socket.on('data', (chunk: Buffer) => this.#feed(chunk));
@@ -38,6 +42,31 @@ class Frames {
   next(): Promise<Incoming> {
     if (this.#queue.length > 0) return Promise.resolve(this.#queue.shift() as Incoming);
     return new Promise((resolve) => { this.#waiter = resolve; });
+  }
+
+  /**
+   * The counters frame a source sends after `completed`, waited for at most `ms`: a vmd from before counters moved
+   * sends none, and a migration must not hang on it. One that comes later is dropped; any other frame stays queued.
+   */
+  counters(ms: number): Promise<readonly CarriedCount[] | undefined> {
+    const head = this.#queue[0];
+    if (head !== undefined && head?.kind !== 'counters') return Promise.resolve(undefined);
+    if (head !== undefined) return Promise.resolve((this.#queue.shift() as { counters: readonly CarriedCount[] }).counters);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#waiter = null;
+        this.#countersLate = true;
+        resolve(undefined);
+      }, ms);
+      this.#waiter = (f) => {
+        clearTimeout(timer);
+        if (f?.kind === 'counters') resolve(f.counters);
+        else {
+          this.#queue.unshift(f);
+          resolve(undefined);
+        }
+      };
+    });
   }
 
   #feed(chunk: Buffer): void {
@@ -56,7 +85,7 @@ class Frames {
   }
 
   #put(f: Incoming): void {
-    if (this.#closed) return;
+    if (this.#closed || (f?.kind === 'counters' && this.#countersLate)) return;
     if (f === null) this.#closed = true;
     const w = this.#waiter;
     this.#waiter = null;
@@ -123,8 +152,9 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
   // The source completed, so the state the target loaded is the guest's: only now may it run there.
   const completed = performance.now();
   // The source's firewall counters, read once its guest stopped, follow `completed`; they go on at the target.
-  const counted = await src.next();
-  const counters = counted?.kind === 'counters' ? counted.counters : [];
+  const counted = await src.counters(COUNTERS_WAIT_MS);
+  if (counted === undefined) warnx(ctx, `migrate: source: no firewall counters within ${COUNTERS_WAIT_MS / 1000} s: those of vm ${name} start again at the target`);
+  const counters = counted ?? [];
   tell(dst.socket, { type: 'vm.migrate.commit', ...(counters.length === 0 ? {} : { counters }) });
   const verdict = await dstNext;
   const resumeMs = Math.round(performance.now() - completed);
