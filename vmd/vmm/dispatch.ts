@@ -104,10 +104,12 @@ async function transferServe(vmm: Vmm, msg: Msg<'vm.send'> | Msg<'vm.receive'> |
     return reply(vmm, msg.req, 'ERR_QEMU', () => guestSend(vmm, g, client, msg.response, Buffer.from(msg.header, 'base64')));
   }
   if (msg.type === 'vm.migrate') {
-    return reply(vmm, msg.req, 'ERR_QEMU', () => guestMigrate(vmm, g, client, msg.response, Buffer.from(msg.remainder, 'base64'), msg.downtimeMs, msg.copyStorage === true));
+    return reply(vmm, msg.req, 'ERR_QEMU', () => guestMigrate(vmm, g, client, msg.response, Buffer.from(msg.remainder, 'base64'), {
+      downtimeMs: msg.downtimeMs, copyStorage: msg.copyStorage === true, tlsDir: msg.tlsDir,
+    }));
   }
   return reply(vmm, msg.req, 'ERR_QEMU', async () => {
-    if (msg.live === true) await guestIncoming(g, client, msg.response, msg.copyStorage === true);
+    if (msg.live === true) await guestIncoming(g, client, msg.response, msg.tlsDir ?? '', msg.copyStorage === true);
     else await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
     return g.state;
   });

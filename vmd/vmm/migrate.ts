@@ -10,6 +10,10 @@ import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
 import { guestQuitAndWait } from './lifecycle.js';
 import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
+import { tlsCredsAdd, tlsCredsRemove, tlsMigrationOn } from './migrate-tls.js';
+
+/** How the source migrates: QEMU's downtime limit, whether disks are mirrored first, and the key's directory. */
+export interface MigrateHow { readonly downtimeMs: number; readonly copyStorage: boolean; readonly tlsDir: string }
 
 /** query-migrate states in which the migration is still going on. */
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
@@ -148,7 +152,8 @@ async function migrationResume(g: Guest, qmp: QmpClient): Promise<void> {
  * for where to go, migrates while the guest runs, and after completion waits for the client's verdict: commit
  * quits the guest here, abort resumes it. A client lost after completion leaves it paused: the target may run it.
  */
-export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, downtimeMs: number, copyStorage = false): Promise<void> {
+export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, how: MigrateHow): Promise<void> {
+  const { downtimeMs, copyStorage, tlsDir } = how;
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
@@ -159,11 +164,13 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     const frames = new ClientFrames(client, remainder);
     const go = await frames.next();
     if (go === null || go.type !== 'vm.migrate.go') throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up before the migration began`);
+    await tlsCredsAdd(qmp, tlsDir, 'client');
     if (mirrors !== null) {
       if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
       await mirrorsReady(g, mirrors, client, frames, go.host, go.nbdPort);
     }
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
+    await tlsMigrationOn(qmp);
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
     const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
     if (q.status !== 'completed') {
@@ -179,6 +186,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
+    // The guest stays here: its QEMU lets the spent key go, and a later migration adds its own.
+    if (!g.exited) await tlsCredsRemove(qmp);
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
@@ -233,16 +242,20 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
 /**
  * A live receive, `vmctl migrate`'s target: QEMU (started paused with -incoming defer) listens on a TCP port of
  * its own choosing, the ready reply tells the client which, and once QEMU has loaded a whole state the guest
- * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
- * to the port first; what they send is loaded but never run.
+ * resumes only on the client's commit, sent after the source said its migration completed. The stream is TLS with
+ * the migration's key: anyone else who connects first fails the handshake, and QEMU goes on listening.
  */
-export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<void> {
+export async function guestIncoming(g: Guest, client: Socket, response: unknown, tlsDir: string, copyStorage = false): Promise<void> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
+  if (tlsDir === '') throw new VmdError('ERR_INTERNAL', `vm "${name}": migrate: no key for the incoming migration`);
   g.transfer = 'receive';
   const frames = new ClientFrames(client, Buffer.alloc(0));
   try {
+    // Before QEMU listens: only a source holding this migration's key gets past the TLS handshake.
+    await tlsCredsAdd(qmp, tlsDir, 'server');
+    await tlsMigrationOn(qmp);
     // Every address: the client names the one the source reaches, which this host cannot know.
     await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
     const port = await incomingPort(qmp, name);
@@ -257,6 +270,7 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
+    await tlsCredsRemove(qmp);
   } finally {
     g.transfer = null;
   }

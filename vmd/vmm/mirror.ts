@@ -4,6 +4,7 @@
 import { createServer } from 'node:net';
 import { VmdError } from '../../share/errors.js';
 import type { QmpClient } from '../qmp.js';
+import { MIGRATE_TLS_ID } from './migrate-tls.js';
 
 /** How often the mirror jobs are polled (and progress goes to the client). */
 export const MIRROR_POLL_MS = 100;
@@ -54,7 +55,8 @@ export async function nbdExport(qmp: QmpClient, name: string): Promise<number> {
     const candidate = await freePort();
     try {
       // One connection at a time: while the source's mirror is connected, no one else can write.
-      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } }, 'max-connections': 1 });
+      // TLS with the migration's key: a client without it is refused before it may name an export.
+      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } }, 'max-connections': 1, 'tls-creds': MIGRATE_TLS_ID });
       port = candidate;
     } catch (err) {
       if (attempt >= 3) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: nbd server: ${(err as Error).message}`, { cause: err });
@@ -74,18 +76,26 @@ export async function nbdStop(qmp: QmpClient): Promise<void> {
 /** The source's mirror jobs, one per disk, to the target's NBD exports. */
 export class Mirrors {
   #jobs: string[] = [];
+  #nodes: string[] = [];
   /** Bytes of every disk: the part of the migration's total the mirror stands for. */
   total = 0;
 
   constructor(private readonly qmp: QmpClient, private readonly name: string) {}
 
-  /** Starts a full mirror of every disk (the whole backing chain, flattened) to `host:port`. */
+  /**
+   * Starts a full mirror of every disk (the whole backing chain, flattened) to `host:port`: each target is an NBD
+   * client node over TLS with the migration's key (vmd/vmm/migrate-tls.ts), which the caller added.
+   */
   async start(host: string, port: number): Promise<void> {
     for (const d of await disksOf(this.qmp)) {
       const job = `vmd-mirror-${d.device}`;
-      await this.qmp.execute('drive-mirror', {
-        'job-id': job, device: d.device, target: `nbd://${host}:${port}/${d.device}`, format: 'raw', sync: 'full', mode: 'existing',
+      const node = `vmd-nbd-${d.device}`;
+      await this.qmp.execute('blockdev-add', {
+        driver: 'nbd', 'node-name': node, server: { type: 'inet', host: host.replace(/^\[(.*)\]$/, '$1'), port: String(port) },
+        export: d.device, 'tls-creds': MIGRATE_TLS_ID,
       });
+      this.#nodes.push(node);
+      await this.qmp.execute('blockdev-mirror', { 'job-id': job, device: d.device, target: node, sync: 'full' });
       this.#jobs.push(job);
       this.total += d.size;
     }
@@ -120,5 +130,8 @@ export class Mirrors {
       await new Promise((r) => setTimeout(r, 50));
     }
     this.#jobs = [];
+    // The NBD connections close with their nodes, and the TLS credentials are free to go.
+    for (const node of this.#nodes) await this.qmp.execute('blockdev-del', { 'node-name': node }).catch(() => undefined);
+    this.#nodes = [];
   }
 }
