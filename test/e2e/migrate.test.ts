@@ -156,6 +156,7 @@ t.test('the target vmd dies mid-way: the source keeps the guest, the restarted t
   const [a, b] = await twoHosts(t);
   await guestReady(t, a, 'stayer');
   const m = await migrationCaught(t, a, b, 'stayer');
+  t.equal(migrationKeys(b).length, 1, 'the target holds the key');
   await b.killDaemon();
   t.equal(await m.exited, 1, 'migrate fails');
   t.match(m.err(), /target 10\.96\.43\.2: vmd closed the connection/, `it says why: ${m.err()}`);
@@ -163,7 +164,9 @@ t.test('the target vmd dies mid-way: the source keeps the guest, the restarted t
   // whole guest would sit paused) must not be adopted as the guest by the restarted vmd.
   await b.startDaemon();
   t.match(b.daemonLog, 'vm "stayer": pid ' + String(m.qemu) + ' was still receiving the guest, terminating it');
+  t.same(migrationKeys(b), [], 'the restarted target removed the key its predecessor left');
   await stayedAtSource(t, a, b, 'stayer');
+  t.same(migrationKeys(a), [], 'the source removed its key');
 });
 
 t.test('the target refuses up front, naming a forward\'s port in use or a disk it cannot reach; nothing moves', async (t) => {
