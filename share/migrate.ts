@@ -55,6 +55,8 @@ export function readDiskSizes(o: Obj, key: string, what: string): number[] | und
 
 /** A migration's TLS pre-shared key: 32 random bytes from vmctl, as QEMU's keys.psk file holds them (hex). */
 export const MIGRATE_KEY_HEX = 64;
+/** The PSK identity: the source's QEMU sends it, the target's looks the key up under it in keys.psk. */
+export const MIGRATE_TLS_USER = 'vmd';
 
 /**
  * Reads a migration key, or undefined when absent. Its value is a secret: an error names the field, never the

@@ -3,10 +3,9 @@
 
 import { chmodSync, chownSync, closeSync, constants as fsc, fchownSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { MIGRATE_TLS_USER } from '../../share/migrate.js';
 import type { Parent } from './context.js';
 
-/** The PSK identity both ends name: QEMU's client sends it, its server looks the key up by it. */
-export const MIGRATE_TLS_USER = 'vmd';
 /** Where the key directories live: root's, so no one else can rename or replace one while the parent fills it. */
 const KEYS_DIR = 'migrate-keys';
 

@@ -109,8 +109,13 @@ async function transferServe(vmm: Vmm, msg: Msg<'vm.send'> | Msg<'vm.receive'> |
     }));
   }
   return reply(vmm, msg.req, 'ERR_QEMU', async () => {
-    if (msg.live === true) await guestIncoming(g, client, msg.response, msg.tlsDir ?? '', msg.copyStorage === true);
-    else await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
+    if (msg.live === true) {
+      // The parent writes a live receive's key before it asks: none is a bug, and no port opens without one.
+      if (msg.tlsDir === undefined) throw new VmdError('ERR_INTERNAL', `vm "${g.handle.name}": migrate: no key for the incoming migration`);
+      await guestIncoming(g, client, msg.response, msg.tlsDir, msg.copyStorage === true);
+    } else {
+      await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
+    }
     return g.state;
   });
 }

@@ -1,33 +1,41 @@
 // A live migration's TLS in QEMU: the pre-shared key credentials (the parent wrote the key, QEMU reads it by path)
 // that encrypt and authenticate the migration stream and the --copy-storage NBD streams, added and taken away again.
 
+import { randomBytes } from 'node:crypto';
+import { MIGRATE_TLS_USER } from '../../share/migrate.js';
 import type { QmpClient } from '../qmp.js';
 
-/** The id of the credentials object in the guest's QEMU, named by the migration parameters and the NBD ends. */
-export const MIGRATE_TLS_ID = 'vmd-migrate-tls';
-/** The PSK identity the source's QEMU sends (vmd/parent/migrate-tls.ts writes the key under it). */
-const TLS_USER = 'vmd';
+/** One migration's credentials object in the guest's QEMU, named by the migration parameters and the NBD ends. */
+export class MigrationTls {
+  /**
+   * Fresh for each migration: should a failed one's object outlive it (QEMU refuses to delete one still in use),
+   * the next migration of that guest still adds its own.
+   */
+  readonly id = `vmd-tls-${randomBytes(4).toString('hex')}`;
 
-/**
- * Adds the credentials: the target's QEMU is the TLS server (it listens), the source's the client. A server makes
- * its Diffie-Hellman parameters here, which takes a moment (0.8 s measured), before anything moves.
- */
-export async function tlsCredsAdd(qmp: QmpClient, dir: string, endpoint: 'server' | 'client'): Promise<void> {
-  await qmp.execute('object-add', {
-    'qom-type': 'tls-creds-psk', id: MIGRATE_TLS_ID, dir, endpoint, ...(endpoint === 'client' ? { username: TLS_USER } : {}),
-  });
-}
+  constructor(private readonly qmp: QmpClient, private readonly dir: string) {}
 
-/** The migration (either end) goes over TLS with the credentials; a plain stream is refused at the handshake. */
-export async function tlsMigrationOn(qmp: QmpClient): Promise<void> {
-  await qmp.execute('migrate-set-parameters', { 'tls-creds': MIGRATE_TLS_ID });
-}
+  /**
+   * Adds the credentials: the target's QEMU is the TLS server (it listens), the source's the client. A server
+   * makes its Diffie-Hellman parameters here, which takes a moment (0.8 s measured), before anything moves.
+   */
+  async add(endpoint: 'server' | 'client'): Promise<void> {
+    await this.qmp.execute('object-add', {
+      'qom-type': 'tls-creds-psk', id: this.id, dir: this.dir, endpoint, ...(endpoint === 'client' ? { username: MIGRATE_TLS_USER } : {}),
+    });
+  }
 
-/**
- * After the migration, either way, on a QEMU that runs on: the parameters no longer name the credentials (or the
- * next migration could not add its own) and the object goes. Best effort: a QEMU that is gone has nothing to drop.
- */
-export async function tlsCredsRemove(qmp: QmpClient): Promise<void> {
-  await qmp.execute('migrate-set-parameters', { 'tls-creds': '' }).catch(() => undefined);
-  await qmp.execute('object-del', { id: MIGRATE_TLS_ID }).catch(() => undefined);
+  /** The migration (either end) goes over TLS with the credentials; a plain stream is refused at the handshake. */
+  async migrationOn(): Promise<void> {
+    await this.qmp.execute('migrate-set-parameters', { 'tls-creds': this.id });
+  }
+
+  /**
+   * After the migration, either way, on a QEMU that runs on: the parameters no longer name the credentials and
+   * the object goes. Best effort: a QEMU that is gone has nothing to drop.
+   */
+  async remove(): Promise<void> {
+    await this.qmp.execute('migrate-set-parameters', { 'tls-creds': '' }).catch(() => undefined);
+    await this.qmp.execute('object-del', { id: this.id }).catch(() => undefined);
+  }
 }

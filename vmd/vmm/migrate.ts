@@ -10,7 +10,7 @@ import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
 import { guestQuitAndWait } from './lifecycle.js';
 import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
-import { tlsCredsAdd, tlsCredsRemove, tlsMigrationOn } from './migrate-tls.js';
+import { MigrationTls } from './migrate-tls.js';
 
 /** How the source migrates: QEMU's downtime limit, whether disks are mirrored first, and the key's directory. */
 export interface MigrateHow { readonly downtimeMs: number; readonly copyStorage: boolean; readonly tlsDir: string }
@@ -122,9 +122,9 @@ async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: Cl
 }
 
 /** --copy-storage: mirrors every disk to the target while the guest runs, until every job is READY. */
-async function mirrorsReady(g: Guest, mirrors: Mirrors, client: Socket, frames: ClientFrames, host: string, port: number): Promise<void> {
+async function mirrorsReady(g: Guest, mirrors: Mirrors, client: Socket, frames: ClientFrames, go: { host: string; port: number; tlsId: string }): Promise<void> {
   const name = g.handle.name;
-  await mirrors.start(host, port);
+  await mirrors.start(go.host, go.port, go.tlsId);
   // The bar's total from the start: the disks, then the RAM that follows them.
   const ram = ((await g.qmp?.execute('query-memory-size-summary')) as { 'base-memory'?: number } | undefined)?.['base-memory'] ?? 0;
   for (;;) {
@@ -159,18 +159,19 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'migrate';
   const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
+  const tls = new MigrationTls(qmp, tlsDir);
   try {
     client.write(encodeFrame(copyStorage ? { ...(response as object), diskSizes: await diskSizes(qmp) } : response));
     const frames = new ClientFrames(client, remainder);
     const go = await frames.next();
     if (go === null || go.type !== 'vm.migrate.go') throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up before the migration began`);
-    await tlsCredsAdd(qmp, tlsDir, 'client');
+    await tls.add('client');
     if (mirrors !== null) {
       if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
-      await mirrorsReady(g, mirrors, client, frames, go.host, go.nbdPort);
+      await mirrorsReady(g, mirrors, client, frames, { host: go.host, port: go.nbdPort, tlsId: tls.id });
     }
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
-    await tlsMigrationOn(qmp);
+    await tls.migrationOn();
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
     const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
     if (q.status !== 'completed') {
@@ -187,7 +188,7 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
     // The guest stays here: its QEMU lets the spent key go, and a later migration adds its own.
-    if (!g.exited) await tlsCredsRemove(qmp);
+    if (!g.exited) await tls.remove();
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
@@ -249,17 +250,17 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
-  if (tlsDir === '') throw new VmdError('ERR_INTERNAL', `vm "${name}": migrate: no key for the incoming migration`);
   g.transfer = 'receive';
   const frames = new ClientFrames(client, Buffer.alloc(0));
+  const tls = new MigrationTls(qmp, tlsDir);
   try {
     // Before QEMU listens: only a source holding this migration's key gets past the TLS handshake.
-    await tlsCredsAdd(qmp, tlsDir, 'server');
-    await tlsMigrationOn(qmp);
+    await tls.add('server');
+    await tls.migrationOn();
     // Every address: the client names the one the source reaches, which this host cannot know.
     await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
     const port = await incomingPort(qmp, name);
-    client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name) } : {}) }));
+    client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name, tls.id) } : {}) }));
     await incomingLoaded(qmp, frames, name);
     const verdict = await frames.next();
     if (verdict?.type !== 'vm.migrate.commit') {
@@ -270,7 +271,7 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
-    await tlsCredsRemove(qmp);
+    await tls.remove();
   } finally {
     g.transfer = null;
   }

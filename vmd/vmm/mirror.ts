@@ -4,7 +4,6 @@
 import { createServer } from 'node:net';
 import { VmdError } from '../../share/errors.js';
 import type { QmpClient } from '../qmp.js';
-import { MIGRATE_TLS_ID } from './migrate-tls.js';
 
 /** How often the mirror jobs are polled (and progress goes to the client). */
 export const MIRROR_POLL_MS = 100;
@@ -49,14 +48,14 @@ function freePort(): Promise<number> {
  * makes the image active, as migration with non-shared storage needs). Returns the port. A port taken between
  * freePort and QEMU's bind is retried.
  */
-export async function nbdExport(qmp: QmpClient, name: string): Promise<number> {
+export async function nbdExport(qmp: QmpClient, name: string, tlsId: string): Promise<number> {
   let port = 0;
   for (let attempt = 0; port === 0; attempt++) {
     const candidate = await freePort();
     try {
       // One connection at a time: while the source's mirror is connected, no one else can write.
       // TLS with the migration's key: a client without it is refused before it may name an export.
-      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } }, 'max-connections': 1, 'tls-creds': MIGRATE_TLS_ID });
+      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } }, 'max-connections': 1, 'tls-creds': tlsId });
       port = candidate;
     } catch (err) {
       if (attempt >= 3) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: nbd server: ${(err as Error).message}`, { cause: err });
@@ -84,15 +83,15 @@ export class Mirrors {
 
   /**
    * Starts a full mirror of every disk (the whole backing chain, flattened) to `host:port`: each target is an NBD
-   * client node over TLS with the migration's key (vmd/vmm/migrate-tls.ts), which the caller added.
+   * client node over TLS with the migration's credentials `tlsId` (vmd/vmm/migrate-tls.ts), which the caller added.
    */
-  async start(host: string, port: number): Promise<void> {
+  async start(host: string, port: number, tlsId: string): Promise<void> {
     for (const d of await disksOf(this.qmp)) {
       const job = `vmd-mirror-${d.device}`;
       const node = `vmd-nbd-${d.device}`;
       await this.qmp.execute('blockdev-add', {
         driver: 'nbd', 'node-name': node, server: { type: 'inet', host: host.replace(/^\[(.*)\]$/, '$1'), port: String(port) },
-        export: d.device, 'tls-creds': MIGRATE_TLS_ID,
+        export: d.device, 'tls-creds': tlsId,
       });
       this.#nodes.push(node);
       await this.qmp.execute('blockdev-mirror', { 'job-id': job, device: d.device, target: node, sync: 'full' });
