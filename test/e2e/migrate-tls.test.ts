@@ -1,10 +1,12 @@
 // End to end: what a listener on the network between two hosts sees of `vmctl migrate --copy-storage`. The guest
-// holds a marker in RAM and one on its disk; a capture of the link holds neither, though both arrive at the target.
+// holds a marker in RAM and one on its disk; a capture of the link holds neither, though both arrive at the target;
+// a plain NBD client that reaches the target's disk first cannot write to it.
 
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import { StreamDecoder } from '../../share/stream.js';
 import { sh } from '../lib/guest-tools.js';
@@ -110,4 +112,41 @@ t.test('a migration with --copy-storage crosses the link encrypted: a capture ho
   const sent = await b.vmctlFiles(['send', 'mover'], { stdout: join(b.dir, 'mover.vmstate') });
   t.equal(sent.exitCode, 0, sent.stderr);
   t.ok(stateOf(join(b.dir, 'mover.vmstate')).includes(ramNeedle), 'the guest\'s state at the target holds the RAM marker');
+});
+
+t.test('an intruder who reaches the target\'s NBD server before the mirror cannot write the new disk; the migration goes through', async (t) => {
+  const [a, b] = await twoHostsStart();
+  t.teardown(async () => {
+    await a.teardown();
+    await b.teardown();
+  });
+  const disk = join(a.dir, 'data.raw');
+  writeFileSync(disk, Buffer.alloc(DISK_BYTES));
+  const started = await a.vmctl(['start', 'mover', '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '-d', disk, '--cmdline', 'console=ttyS0 quiet panic=-1 vmd.hostname=mover']);
+  t.equal(started.exitCode, 0, started.stderr);
+  await a.waitState('mover', 'running', 30_000);
+  await a.console('mover', '\n', /vmd-guest: ready/, 90);
+  unlinkSync(disk);
+  const source = a.guestPids()[0]!;
+  const mig = migrateInBackground(a, ['--copy-storage', '-s', b.socket, 'mover', DST_ADDR]);
+  // Once the target's QEMU exists the source has said its disks' sizes; held still now (for less than vmm's 10 s
+  // QMP timeout), its mirror cannot connect before the intruder does.
+  for (let i = 0; i < 2400 && b.guestPids().length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+  process.kill(source, 'SIGSTOP');
+  let ports: string[] = [];
+  for (let i = 0; i < 300 && ports.length < 2; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    const ss = String((await execa('ip', ['netns', 'exec', b.netns, 'ss', '-Htlnp'])).stdout);
+    ports = ss.split('\n').filter((l) => b.guestPids().some((pid) => l.includes(`pid=${pid},`))).map((l) => /:(\d+)\s/.exec(l)?.[1] ?? '');
+  }
+  t.equal(ports.length, 2, 'the target listens for the migration and serves the disk');
+  // A plain NBD client writing to the export, on each port (the other is the migration's).
+  const tries = await Promise.all(ports.map((port) => execa('ip', ['netns', 'exec', a.netns, 'qemu-io', '-f', 'raw', '-c', 'write -P 0x41 0 4096', `nbd://${DST_ADDR}:${port}/disk0`], { reject: false, timeout: 4000, stdin: 'ignore' })));
+  process.kill(source, 'SIGCONT');
+  t.same(tries.map((r) => r.exitCode !== 0 || /wrote/.test(String(r.stdout)) === false), [true, true], `neither port took the write: ${tries.map((r) => String(r.stdout)).join(' | ')}`);
+  t.ok(tries.some((r) => /TLS negotiation required/.test(String(r.stderr))), `the NBD server asked for TLS first: ${JSON.stringify(tries.map((r) => [r.exitCode, r.timedOut, r.stdout, r.stderr]))}`);
+  t.equal(await mig.exited, 0, `the real migration still goes through: ${mig.err()}`);
+  await b.waitState('mover', 'running', 10_000);
+  t.equal(readFileSync(disk).subarray(0, 4096).includes(0x41), false, 'the intruder\'s bytes are not on the target\'s disk');
+  t.equal((await b.vmctl(['stop', '-f', '-w', 'mover'])).exitCode, 0);
 });
