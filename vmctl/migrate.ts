@@ -4,7 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { encodeFrame, FrameDecoder } from '../share/frame.js';
-import { MAX_DOWNTIME_MS, readMigrateProgress, type MigrateClientFrame, type MigrateProgress } from '../share/migrate.js';
+import { MAX_DOWNTIME_MS, readMigrateCounters, readMigrateProgress, type MigrateClientFrame, type MigrateProgress } from '../share/migrate.js';
+import type { CarriedCount } from '../share/migrate-counters.js';
 import { ProtocolError, type ControlResponse } from '../share/protocol.js';
 import { readResponse } from '../share/read-response.js';
 import type { StreamConfig } from '../share/stream.js';
@@ -17,7 +18,8 @@ import { byteProgress, type Progress } from './progress.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** A frame from vmd on a connection that left the framed protocol: a reply, progress, or the peer gone (null). */
-type Incoming = { kind: 'reply'; response: ControlResponse; raw: unknown } | { kind: 'progress'; progress: MigrateProgress } | null;
+type Incoming = { kind: 'reply'; response: ControlResponse; raw: unknown } | { kind: 'progress'; progress: MigrateProgress }
+  | { kind: 'counters'; counters: readonly CarriedCount[] } | null;
 
 /** One raw connection's frames, one at a time; a promise taken is never lost to a race. */
 class Frames {
@@ -45,6 +47,7 @@ class Frames {
       try {
         const m = r.message;
         if (isObj(m) && m.type === 'vm.migrate.progress') this.#put({ kind: 'progress', progress: readMigrateProgress(m) });
+        else if (isObj(m) && m.type === 'vm.migrate.counters') this.#put({ kind: 'counters', counters: readMigrateCounters(m).counters });
         else this.#put({ kind: 'reply', response: readResponse(m), raw: m });
       } catch (err) {
         this.socket.destroy(err instanceof ProtocolError ? err : undefined);
@@ -109,7 +112,7 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
       return 1;
     }
     const f = first.f;
-    if (f === null || f.kind === 'reply') {
+    if (f === null || f.kind !== 'progress') {
       progress?.finish();
       return failed(ctx, 'source', f);
     }
@@ -120,7 +123,10 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
   progress?.finish();
   // The source completed, so the state the target loaded is the guest's: only now may it run there.
   const completed = performance.now();
-  tell(dst.socket, { type: 'vm.migrate.commit' });
+  // The source's firewall counters, read once its guest stopped, follow `completed`; they go on at the target.
+  const counted = await src.next();
+  const counters = counted?.kind === 'counters' ? counted.counters : [];
+  tell(dst.socket, { type: 'vm.migrate.commit', ...(counters.length === 0 ? {} : { counters }) });
   const verdict = await dstNext;
   const resumeMs = Math.round(performance.now() - completed);
   if (!receiveDone(verdict)) {

@@ -15,7 +15,7 @@ import { DnsmasqInstance } from './net/dnsmasq.js';
 import { linkConfigure, netnsEnsure, netnsExists, netnsRemove, tapCreate } from './net/links.js';
 import { bridgeEnsure, bridgeRemove } from './net/bridges.js';
 import { vxlanEnsure, vxlanMtu, vxlanPortName } from './net/vxlan.js';
-import { linkComment } from './net/firewall.js';
+import { linkComment, type CounterSeed } from './net/firewall.js';
 import { foreignForwardDrop, nftFlush, sysctlSet } from './net/nft-apply.js';
 import { forwardConflict, type NetPlan } from './net/nft-plan.js';
 import { bridgeMac, netPlanOf, sameRules, type LinkState } from './net/plan.js';
@@ -301,10 +301,11 @@ export class Network {
 
   /**
    * Recompute and atomically apply vmd's nftables tables in every namespace that has (or had) something; with
-   * `strict`, a failure in one of those namespaces is thrown (Rulesets.apply).
+   * `strict`, a failure in one of those namespaces is thrown (Rulesets.apply); `carry`: a migrated guest's counters.
    */
-  async sync(strict: ReadonlySet<string | null> = new Set()): Promise<void> {
+  async sync(strict: ReadonlySet<string | null> = new Set(), carry?: { spaces: Iterable<string | null>; seed: CounterSeed }): Promise<void> {
     if (!this.root) return;
+    if (carry !== undefined) this.rulesets.countersCarry(carry.spaces, carry.seed);
     const spaces = new Set<string | null>([null]);
     for (const l of this.links.values()) spaces.add(l.netns);
     for (const s of this.config.switches) if (s.enabled) spaces.add(this.nsOf(s, null));

@@ -6,14 +6,17 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { vmctlEntry } from '../../share/paths.js';
-import { VmdHarness } from './vmd-harness.js';
+import { VmdHarness, type HarnessOptions } from './vmd-harness.js';
 
 /** The addresses of the first and second host on the veth. */
 export const HOST_ADDRS = ['10.96.43.1', '10.96.43.2'] as const;
 
-/** Starts two harnesses and joins their namespaces; the second is started even if joining fails, so both come back. */
-export async function twoHostsStart(): Promise<[VmdHarness, VmdHarness]> {
-  const a = await VmdHarness.start();
+/**
+ * Starts two harnesses and joins their namespaces; the second is started even if joining fails, so both come back.
+ * `first`: the first host's options (its vm.conf).
+ */
+export async function twoHostsStart(first: HarnessOptions = {}): Promise<[VmdHarness, VmdHarness]> {
+  const a = await VmdHarness.start(first);
   let b: VmdHarness;
   try {
     b = await VmdHarness.start();

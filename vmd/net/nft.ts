@@ -1,7 +1,7 @@
 // vmd's nftables generator: a pure function from a NetPlan to one script that atomically replaces vmd's own
 // tables (NAT, port forwards, address locking, interface groups, the guests' firewalls) and only them.
 
-import { chainRules, filters, fwChain, linkComment, type CounterSeed } from './firewall.js';
+import { chainRules, counterOf, filters, fwChain, linkComment, type CounterSeed } from './firewall.js';
 import {
   bridgeBaseChains, bridgeStampChain, inetBaseChains, inetBridgeStateChains, inetRoutedOriginRule, linkMarkId, stampOf, stateRules,
 } from './fw-state.js';
@@ -128,7 +128,7 @@ function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined)
     chain(inet, 'output', 'type nat hook output priority -100; policy accept;', [dispatch]);
     for (const f of p.forwards) {
       chain(inet, `dnat_${f.proto}_${f.hostPort}`, null,
-        [`meta l4proto ${f.proto} counter dnat ip to ${f.guest}:${f.guestPort} comment ${q(forwardComment(f))}`]);
+        [`meta l4proto ${f.proto} ${counterOf(seed, forwardComment(f))} dnat ip to ${f.guest}:${f.guestPort} comment ${q(forwardComment(f))}`]);
     }
   }
   const post: string[] = [];

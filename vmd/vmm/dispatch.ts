@@ -11,6 +11,7 @@ import { consoleAttach } from './console.js';
 import { guestFinish, guestRunning, type Guest, type Vmm } from './guests.js';
 import { guestAdopt, guestPause, guestStop } from './lifecycle.js';
 import { guestIncoming, guestMigrate } from './migrate.js';
+import { countersAnswered } from './migrate-counters.js';
 import { guestReceive } from './receive.js';
 import { guestSend } from './send.js';
 import { guestGrow } from './grow.js';
@@ -48,6 +49,8 @@ export async function vmmDispatchParent(vmm: Vmm, msg: ParentToVmm, handle: Sock
       return transferServe(vmm, msg, handle);
     case 'vm.stream.reply':
       return streamReply(vmm, msg);
+    case 'vm.counters.data':
+      return countersAnswered(vmm, msg);
   }
 }
 
@@ -112,7 +115,9 @@ async function transferServe(vmm: Vmm, msg: Msg<'vm.send'> | Msg<'vm.receive'> |
     if (msg.live === true) {
       // The parent writes a live receive's key before it asks: none is a bug, and no port opens without one.
       if (msg.tlsDir === undefined) throw new VmdError('ERR_INTERNAL', `vm "${g.handle.name}": migrate: no key for the incoming migration`);
-      await guestIncoming(g, client, msg.response, msg.tlsDir, msg.copyStorage === true);
+      const counters = await guestIncoming(g, client, msg.response, msg.tlsDir, msg.copyStorage === true);
+      // Before the vm.result, so the parent has them by the time it answers the client.
+      if (counters.length > 0) vmm.send({ type: 'vm.counters.carry', vmId: g.vmId, counters });
     } else {
       await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
     }

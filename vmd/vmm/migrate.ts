@@ -4,12 +4,14 @@
 import type { Socket } from 'node:net';
 import { VmdError, toVmdError } from '../../share/errors.js';
 import { encodeFrame, FrameDecoder } from '../../share/frame.js';
-import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateProgress } from '../../share/migrate.js';
+import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateCounters, type MigrateProgress } from '../../share/migrate.js';
 import { logWarn } from '../log.js';
 import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
 import { guestQuitAndWait } from './lifecycle.js';
 import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
+import type { CarriedCount } from '../../share/migrate-counters.js';
+import { countersAsk } from './migrate-counters.js';
 import { MigrationTls } from './migrate-tls.js';
 
 /** How the source migrates: QEMU's downtime limit, whether disks are mirrored first, and the key's directory. */
@@ -21,8 +23,8 @@ const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug',
 const PROGRESS_MS = 50;
 /** The source's bandwidth cap: QEMU's default (32 MiB/s) would make a 1 GB guest take half a minute on loopback. */
 const MAX_BANDWIDTH = 8 * 1024 ** 3;
-/** Frames the client may send are tiny; anything bigger is not vmctl. */
-const MAX_CLIENT_FRAME = 4096;
+/** Frames the client may send are small (a commit carries at most MAX_CARRIED_COUNTS counters); anything bigger is not vmctl. */
+const MAX_CLIENT_FRAME = 128 * 1024;
 
 interface QueryMigrate {
   status?: string;
@@ -160,6 +162,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
   g.transfer = 'migrate';
   const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
   const tls = new MigrationTls(qmp, tlsDir);
+  let counted: Promise<readonly CarriedCount[]> | null = null;
+  const onStop = (event: string): void => { if (event === 'STOP') counted ??= countersAsk(vmm, g); };
   try {
     client.write(encodeFrame(copyStorage ? { ...(response as object), diskSizes: await diskSizes(qmp) } : response));
     const frames = new ClientFrames(client, remainder);
@@ -170,6 +174,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
       if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
       await mirrorsReady(g, mirrors, client, frames, { host: go.host, port: go.nbdPort, tlsId: tls.id });
     }
+    // The firewall's counters are read once the guest stops for the last pass (QEMU's STOP), alongside that pass.
+    qmp.on('event', onStop);
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
     await tls.migrationOn();
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
@@ -184,6 +190,7 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     // client hears `completed` and the target may stop its NBD server and resume.
     await mirrors?.cancel(true);
     client.write(encodeFrame(progressOf(q, mirrors?.total ?? 0)));
+    client.write(encodeFrame({ type: 'vm.migrate.counters', counters: await (counted ?? countersAsk(vmm, g)) } satisfies MigrateCounters));
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
@@ -192,6 +199,7 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
+    qmp.off('event', onStop);
     if (!g.exited) g.transfer = null;
   }
 }
@@ -246,7 +254,7 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
  * resumes only on the client's commit, sent after the source said its migration completed. The stream is TLS with
  * the migration's key: anyone else who connects first fails the handshake, and QEMU goes on listening.
  */
-export async function guestIncoming(g: Guest, client: Socket, response: unknown, tlsDir: string, copyStorage = false): Promise<void> {
+export async function guestIncoming(g: Guest, client: Socket, response: unknown, tlsDir: string, copyStorage = false): Promise<readonly CarriedCount[]> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
@@ -272,6 +280,7 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     await qmp.execute('cont');
     g.state = 'running';
     await tls.remove();
+    return verdict.counters ?? [];
   } finally {
     g.transfer = null;
   }
