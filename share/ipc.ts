@@ -51,12 +51,16 @@ export type ParentToVmm =
    * for the migration, writes `response` (ready), relays the stream's body and resumes the guest. The vm.result
    * says how it went; the client's final reply follows as vm.stream.reply once the parent has cleaned up or not.
    */
-  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly live?: boolean; readonly copyStorage?: boolean }
+  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly live?: boolean; readonly copyStorage?: boolean;
+      /** A live receive: the directory whose keys.psk (the parent's, QEMU's user's) authenticates the source. */
+      readonly tlsDir?: string }
   /**
    * `vmctl migrate`'s source, with the client socket as the handle: vmm writes `response` (ready, with the config),
    * migrates the running guest where the client says and quits it on the client's commit (vmd/vmm/migrate.ts).
    */
-  | { readonly type: 'vm.migrate'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly downtimeMs: number; readonly copyStorage?: boolean }
+  | { readonly type: 'vm.migrate'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly downtimeMs: number; readonly copyStorage?: boolean;
+      /** The directory whose keys.psk (written by the parent for QEMU's user) encrypts the streams to the target. */
+      readonly tlsDir: string }
   /** The last frame of a receive connection vmm holds; vmm writes it and closes the connection. */
   | { readonly type: 'vm.stream.reply'; readonly vmId: number; readonly response: ControlResponse }
   /** A migrated guest's firewall counters, answering vm.counters.request (empty when they could not be read). */

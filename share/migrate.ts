@@ -60,6 +60,24 @@ export function readDiskSizes(o: Obj, key: string, what: string): number[] | und
   return list as number[];
 }
 
+/** A migration's TLS pre-shared key: 32 random bytes from vmctl, as QEMU's keys.psk file holds them (hex). */
+export const MIGRATE_KEY_HEX = 64;
+/** The PSK identity: the source's QEMU sends it, the target's looks the key up under it in keys.psk. */
+export const MIGRATE_TLS_USER = 'vmd';
+
+/**
+ * Reads a migration key, or undefined when absent. Its value is a secret: an error names the field, never the
+ * value, so a malformed key cannot reach a log or a reply.
+ */
+export function readMigrateKey(o: Obj, key: string, what: string): string | undefined {
+  const v = o[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v.length !== MIGRATE_KEY_HEX || !/^[0-9a-f]+$/.test(v)) {
+    throw new ProtocolError(`${what}: field "${key}" must be ${MIGRATE_KEY_HEX} lowercase hexadecimal digits`);
+  }
+  return v;
+}
+
 /** Whether a host is one QEMU's tcp: URI can carry (and no more: no commas, spaces or options). */
 export function validMigrateHost(host: string): boolean {
   return HOST_RE.test(host);

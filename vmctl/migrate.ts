@@ -1,6 +1,7 @@
 // `vmctl migrate id [user@]host`: moves a running guest to another host's vmd while it runs. vmctl conducts: the
 // target makes the VM and opens a port, the source's QEMU migrates straight to it, and only the target's word commits.
 
+import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { encodeFrame, FrameDecoder } from '../share/frame.js';
 import { MAX_DOWNTIME_MS, readMigrateCounters, readMigrateProgress, type MigrateClientFrame, type MigrateProgress } from '../share/migrate.js';
@@ -178,8 +179,8 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
 }
 
 /** Asks the target to make the VM from the source's configuration and listen; returns its port or reports why not. */
-async function targetPrepare(ctx: Context, target: ControlClient, config: StreamConfig, sizes: readonly number[] | undefined): Promise<Prepared | number> {
-  const r = await target.stream({ type: 'vm.receive.request', target: config.name, config, live: true, ...(sizes === undefined ? {} : { copyStorage: sizes }) }, 'vm.receive.response');
+async function targetPrepare(ctx: Context, target: ControlClient, config: StreamConfig, sizes: readonly number[] | undefined, tlsKey: string): Promise<Prepared | number> {
+  const r = await target.stream({ type: 'vm.receive.request', target: config.name, config, live: true, ...(sizes === undefined ? {} : { copyStorage: sizes }), tlsKey }, 'vm.receive.response');
   if (!('socket' in r)) return failed(ctx, 'target', { kind: 'reply', response: r.response, raw: r.raw });
   const port = r.response.type === 'vm.receive.response' ? r.response.port : undefined;
   const nbdPort = r.response.type === 'vm.receive.response' ? r.response.nbdPort : undefined;
@@ -215,16 +216,19 @@ async function runMigrate(args: readonly string[], ctx: Context): Promise<number
     target.close();
     throw err;
   }
+  // One key per migration, to both vmds over the connections already held (ssh's, or a root-only socket): the
+  // guest's memory and disks cross the network encrypted, and only the source that holds it can feed the target.
+  const tlsKey = randomBytes(32).toString('hex');
   try {
     const r = await source.stream({
-      type: 'vm.migrate.request', target: ref.target, ...(downtimeMs === undefined ? {} : { downtimeMs }), ...(copyStorage ? { copyStorage } : {}),
+      type: 'vm.migrate.request', target: ref.target, ...(downtimeMs === undefined ? {} : { downtimeMs }), ...(copyStorage ? { copyStorage } : {}), tlsKey,
     }, 'vm.migrate.response');
     if (!('socket' in r)) return failed(ctx, 'source', { kind: 'reply', response: r.response, raw: r.raw });
     const config = r.response.type === 'vm.migrate.response' ? r.response.config : undefined;
     const sizes = r.response.type === 'vm.migrate.response' ? r.response.diskSizes : undefined;
     if (config === undefined || (copyStorage && sizes === undefined)) throw new CliError('unexpected response received from vmd');
     const src = new Frames(r.socket, r.remainder);
-    const prepared = await targetPrepare(ctx, target, config, sizes);
+    const prepared = await targetPrepare(ctx, target, config, sizes, tlsKey);
     if (typeof prepared === 'number') {
       tell(r.socket, { type: 'vm.migrate.abort' });
       return prepared;

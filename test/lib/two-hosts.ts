@@ -2,6 +2,8 @@
 // bench. The caller tears both harnesses down (the veth goes with the namespaces).
 
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { vmctlEntry } from '../../share/paths.js';
 import { VmdHarness, type HarnessOptions } from './vmd-harness.js';
@@ -51,4 +53,16 @@ export function migrateInBackground(a: VmdHarness, args: readonly string[]): Bac
   mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
   const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
   return { exited, running: () => mig.exitCode === null && mig.signalCode === null, err: () => err };
+}
+
+/** The migration key files a host's vmd holds now (vmd/parent/migrate-tls.ts writes them under its run directory). */
+export function migrationKeys(h: VmdHarness): string[] {
+  const base = join(h.stateDir, 'run', 'migrate-keys');
+  let dirs: string[];
+  try {
+    dirs = readdirSync(base);
+  } catch {
+    return [];
+  }
+  return dirs.flatMap((d) => readdirSync(join(base, d)).map((f) => join(base, d, f)));
 }

@@ -12,6 +12,10 @@ import { guestQuitAndWait } from './lifecycle.js';
 import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
 import type { CarriedCount } from '../../share/migrate-counters.js';
 import { countersAsk } from './migrate-counters.js';
+import { MigrationTls } from './migrate-tls.js';
+
+/** How the source migrates: QEMU's downtime limit, whether disks are mirrored first, and the key's directory. */
+export interface MigrateHow { readonly downtimeMs: number; readonly copyStorage: boolean; readonly tlsDir: string }
 
 /** query-migrate states in which the migration is still going on. */
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
@@ -120,9 +124,9 @@ async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: Cl
 }
 
 /** --copy-storage: mirrors every disk to the target while the guest runs, until every job is READY. */
-async function mirrorsReady(g: Guest, mirrors: Mirrors, client: Socket, frames: ClientFrames, host: string, port: number): Promise<void> {
+async function mirrorsReady(g: Guest, mirrors: Mirrors, client: Socket, frames: ClientFrames, go: { host: string; port: number; tlsId: string }): Promise<void> {
   const name = g.handle.name;
-  await mirrors.start(host, port);
+  await mirrors.start(go.host, go.port, go.tlsId);
   // The bar's total from the start: the disks, then the RAM that follows them.
   const ram = ((await g.qmp?.execute('query-memory-size-summary')) as { 'base-memory'?: number } | undefined)?.['base-memory'] ?? 0;
   for (;;) {
@@ -150,12 +154,14 @@ async function migrationResume(g: Guest, qmp: QmpClient): Promise<void> {
  * for where to go, migrates while the guest runs, and after completion waits for the client's verdict: commit
  * quits the guest here, abort resumes it. A client lost after completion leaves it paused: the target may run it.
  */
-export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, downtimeMs: number, copyStorage = false): Promise<void> {
+export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, how: MigrateHow): Promise<void> {
+  const { downtimeMs, copyStorage, tlsDir } = how;
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'migrate';
   const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
+  const tls = new MigrationTls(qmp, tlsDir);
   let counted: Promise<readonly CarriedCount[]> | null = null;
   const onStop = (event: string): void => { if (event === 'STOP') counted ??= countersAsk(vmm, g); };
   try {
@@ -163,13 +169,15 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     const frames = new ClientFrames(client, remainder);
     const go = await frames.next();
     if (go === null || go.type !== 'vm.migrate.go') throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up before the migration began`);
+    await tls.add('client');
     if (mirrors !== null) {
       if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
-      await mirrorsReady(g, mirrors, client, frames, go.host, go.nbdPort);
+      await mirrorsReady(g, mirrors, client, frames, { host: go.host, port: go.nbdPort, tlsId: tls.id });
     }
     // The firewall's counters are read once the guest stops for the last pass (QEMU's STOP), alongside that pass.
     qmp.on('event', onStop);
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
+    await tls.migrationOn();
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
     const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
     if (q.status !== 'completed') {
@@ -186,6 +194,8 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
+    // The guest stays here: its QEMU lets the spent key go, and a later migration adds its own.
+    if (!g.exited) await tls.remove();
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
@@ -241,20 +251,24 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
 /**
  * A live receive, `vmctl migrate`'s target: QEMU (started paused with -incoming defer) listens on a TCP port of
  * its own choosing, the ready reply tells the client which, and once QEMU has loaded a whole state the guest
- * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
- * to the port first; what they send is loaded but never run.
+ * resumes only on the client's commit, sent after the source said its migration completed. The stream is TLS with
+ * the migration's key: anyone else who connects first fails the handshake, and QEMU goes on listening.
  */
-export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<readonly CarriedCount[]> {
+export async function guestIncoming(g: Guest, client: Socket, response: unknown, tlsDir: string, copyStorage = false): Promise<readonly CarriedCount[]> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'receive';
   const frames = new ClientFrames(client, Buffer.alloc(0));
+  const tls = new MigrationTls(qmp, tlsDir);
   try {
+    // Before QEMU listens: only a source holding this migration's key gets past the TLS handshake.
+    await tls.add('server');
+    await tls.migrationOn();
     // Every address: the client names the one the source reaches, which this host cannot know.
     await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
     const port = await incomingPort(qmp, name);
-    client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name) } : {}) }));
+    client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name, tls.id) } : {}) }));
     await incomingLoaded(qmp, frames, name);
     const verdict = await frames.next();
     if (verdict?.type !== 'vm.migrate.commit') {
@@ -265,6 +279,7 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
+    await tls.remove();
     return verdict.counters ?? [];
   } finally {
     g.transfer = null;
