@@ -57,7 +57,6 @@ for (const [entry, out] of bundles) {
   writeFileSync(bundlePath, bundled);
 }
 cpSync(join(root, 'share/vmctl-entry.cjs'), join(root, 'dist/vmctl/vmctl.cjs'));
-run(process.execPath, [join(root, 'share/vmctl-cache.cjs'), join(root, 'dist/vmctl')]);
 
 mkdirSync(join(root, 'dist/grammar'), { recursive: true });
 if (existsSync(join(root, 'grammar/vm.conf.parser.js'))) cpSync(join(root, 'grammar/vm.conf.parser.js'), join(root, 'dist/grammar/vm.conf.parser.js'));
@@ -73,6 +72,9 @@ if (existsSync(join(addon, 'binding.gyp'))) {
     run(bin('node-gyp'), ['rebuild', '--directory', addon, ...(nodedir ? [`--nodedir=${nodedir}`] : [])]);
   }
 }
+
+// The code caches last: the listing's run goes through the addon, which a fresh checkout has only now.
+run(process.execPath, [join(root, 'share/vmctl-cache.cjs'), join(root, 'dist/vmctl')]);
 
 for (const entry of ['dist/vmd/vmd.js', 'dist/vmctl/vmctl.js', 'dist/vmctl/vmctl.cjs']) {
   if (existsSync(join(root, entry))) chmodSync(join(root, entry), 0o755);

@@ -43,7 +43,13 @@ async function makeCaches(dir) {
   const vmd = await fakeVmd(socket);
   try {
     const list = bundleLoad(dir, 'vmctl-list.cjs');
-    const code = await list.exports.listingRun(['status'], io(socket));
+    const run = list.exports.listingRun(['status'], io(socket));
+    // Declined only where vmd's addon does not load: then no listing runs through this bundle, cached or not.
+    if (run === undefined) {
+      process.stderr.write('vmctl-cache: vmd\'s addon does not load: no cache for the listing bundle, which vmctl will not use\n');
+      return;
+    }
+    const code = await run;
     if (code !== 0) throw new Error(`vmctl-cache: the listing run exited ${code}`);
     writeFileSync(join(dir, 'vmctl-list.cjs.cache'), list.script.createCachedData());
   } finally {
