@@ -13,6 +13,7 @@ import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror
 import type { CarriedCount } from '../../share/migrate-counters.js';
 import { countersAsk } from './migrate-counters.js';
 import { MigrationTls } from './migrate-tls.js';
+import { MigrationWake, migrationEventsOn } from './migrate-wake.js';
 
 /** How the source migrates: QEMU's downtime limit, whether disks are mirrored first, and the key's directory. */
 export interface MigrateHow { readonly downtimeMs: number; readonly copyStorage: boolean; readonly tlsDir: string }
@@ -105,7 +106,7 @@ function progressOf(q: QueryMigrate, disks = 0): MigrateProgress {
 }
 
 /** Runs the migration, reporting progress, until QEMU ends it or the client gives up (then cancels it). */
-async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames, disks: number): Promise<QueryMigrate> {
+async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames, disks: number, wake: MigrationWake): Promise<QueryMigrate> {
   let cancelled = false;
   for (;;) {
     const q = (await qmp.execute('query-migrate')) as QueryMigrate;
@@ -118,7 +119,7 @@ async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: Cl
     } else if (status === 'active') {
       client.write(encodeFrame(progressOf(q, disks)));
     }
-    await new Promise((r) => setTimeout(r, PROGRESS_MS));
+    await wake.sleep(PROGRESS_MS);
     if (g.exited) throw new VmdError('ERR_QEMU', `vm "${g.handle.name}": migrate: the guest exited`);
   }
 }
@@ -162,6 +163,7 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
   g.transfer = 'migrate';
   const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
   const tls = new MigrationTls(qmp, tlsDir);
+  const wake = new MigrationWake(qmp);
   let counted: Promise<readonly CarriedCount[]> | null = null;
   const onStop = (event: string): void => { if (event === 'STOP') counted ??= countersAsk(vmm, g); };
   try {
@@ -178,8 +180,9 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     qmp.on('event', onStop);
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
     await tls.migrationOn();
+    await migrationEventsOn(qmp);
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
-    const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
+    const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0, wake);
     if (q.status !== 'completed') {
       await mirrors?.cancel(false);
       await migrationResume(g, qmp);
@@ -199,6 +202,7 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
+    wake.close();
     qmp.off('event', onStop);
     if (!g.exited) g.transfer = null;
   }
@@ -235,7 +239,7 @@ async function incomingPort(qmp: QmpClient, name: string): Promise<number> {
 }
 
 /** Waits until QEMU has loaded the whole state (paused, with -S), failing if it gave up or the client left. */
-async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string): Promise<void> {
+async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string, wake: MigrationWake): Promise<void> {
   const deadline = Date.now() + INCOMING_TIMEOUT_MS;
   for (;;) {
     const st = (await qmp.execute('query-status')) as { status?: string };
@@ -244,7 +248,7 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
     // A commit may come before this poll sees the load finished (the source's news travels fast); it waits.
     if (frames.gone) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up`, { hint: 'the guest runs on at the source' });
     if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: no migration arrived`);
-    await new Promise((r) => setTimeout(r, 50));
+    await wake.sleep(50);
   }
 }
 
@@ -261,15 +265,17 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
   g.transfer = 'receive';
   const frames = new ClientFrames(client, Buffer.alloc(0));
   const tls = new MigrationTls(qmp, tlsDir);
+  const wake = new MigrationWake(qmp);
   try {
     // Before QEMU listens: only a source holding this migration's key gets past the TLS handshake.
     await tls.add('server');
     await tls.migrationOn();
+    await migrationEventsOn(qmp);
     // Every address: the client names the one the source reaches, which this host cannot know.
     await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
     const port = await incomingPort(qmp, name);
     client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name, tls.id) } : {}) }));
-    await incomingLoaded(qmp, frames, name);
+    await incomingLoaded(qmp, frames, name, wake);
     const verdict = await frames.next();
     if (verdict?.type !== 'vm.migrate.commit') {
       throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the source did not complete the migration`, { hint: 'the guest runs on at the source' });
@@ -282,6 +288,7 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     await tls.remove();
     return verdict.counters ?? [];
   } finally {
+    wake.close();
     g.transfer = null;
   }
 }
