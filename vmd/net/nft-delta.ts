@@ -9,8 +9,14 @@ type SetItem = Extract<NftItem, { kind: 'set' | 'map' }>;
 type ChainItem = Extract<NftItem, { kind: 'chain' }>;
 
 const keyOf = (i: NftItem): string => `${i.kind === 'map' ? 'set' : i.kind} ${i.name}`;
-const byKey = (items: readonly NftItem[]): Map<string, NftItem> => new Map(items.map((i) => [keyOf(i), i]));
-const sameRules = (a: ChainItem, b: ChainItem): boolean => a.rules.length === b.rules.length && a.rules.every((r, n) => ruleKey(r) === ruleKey(b.rules[n]!));
+/** Declarations by key; remembered per version, since each version is the `next` of one delta and the `old` of the following one. */
+const byKey = (items: readonly NftItem[]): Map<string, NftItem> => {
+  let m = byKeySeen.get(items);
+  if (m === undefined) byKeySeen.set(items, m = new Map(items.map((i) => [keyOf(i), i])));
+  return m;
+};
+const byKeySeen = new WeakMap<readonly NftItem[], Map<string, NftItem>>();
+const sameRules = (a: ChainItem, b: ChainItem): boolean => a.rules === b.rules || (a.rules.length === b.rules.length && a.rules.every((r, n) => ruleKey(r) === ruleKey(b.rules[n]!)));
 /** An anonymous counter (`counter`, not `counter name "…"`), whose value lives in its rule and goes with it. */
 const ANON_COUNTER = /\bcounter(?! name)\b/;
 

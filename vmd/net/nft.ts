@@ -171,6 +171,15 @@ function arpTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   return arp.items;
 }
 
+/** bridgeLockRules, the same array for the same (unchanged, see checkPlan) link, so a delta skips comparing it. */
+function bridgeLockRulesOf(l: CheckedLink): readonly string[] {
+  let rules = bridgeLockMemo.get(l);
+  if (rules === undefined) bridgeLockMemo.set(l, rules = bridgeLockRules(l));
+  return rules;
+}
+
+const bridgeLockMemo = new WeakMap<CheckedLink, readonly string[]>();
+
 /** The lock chain of a bridged link: what it may send, checked before the bridge decides anything. */
 function bridgeLockRules(l: CheckedLink): string[] {
   const rules: string[] = [];
@@ -205,7 +214,7 @@ function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
     chain(br, 'prerouting', 'type filter hook prerouting priority -200; policy accept;', ['iifname vmap @links']);
   }
   if (fwBridged.length > 0) firewallSection(br, 'bridge', fwBridged, seed);
-  for (const l of bridged) chain(br, l.chain, null, bridgeLockRules(l));
+  for (const l of bridged) chain(br, l.chain, null, bridgeLockRulesOf(l));
   return br.items;
 }
 
