@@ -8,7 +8,12 @@ type Decl = Exclude<NftItem, { kind: 'include' }>;
 type SetItem = Extract<NftItem, { kind: 'set' | 'map' }>;
 type ChainItem = Extract<NftItem, { kind: 'chain' }>;
 
-const keyOf = (i: NftItem): string => `${i.kind === 'map' ? 'set' : i.kind} ${i.name}`;
+const keyOf = (i: NftItem): string => {
+  let k = keys.get(i);
+  if (k === undefined) keys.set(i, k = `${i.kind === 'map' ? 'set' : i.kind} ${i.name}`);
+  return k;
+};
+const keys = new WeakMap<NftItem, string>();
 /** Declarations by key; remembered per version, since each version is the `next` of one delta and the `old` of the following one. */
 const byKey = (items: readonly NftItem[]): Map<string, NftItem> => {
   let m = byKeySeen.get(items);
@@ -69,6 +74,8 @@ function tableDelta(family: NftFamily, old: readonly NftItem[], next: readonly N
   for (const i of next) {
     const o = before.get(keyOf(i));
     if (i.kind === 'include') return null;
+    // The same object: an unchanged link's declaration (nft.ts keeps them), nothing to compare or rewrite.
+    if (o === i) continue;
     if (o === undefined) added.push(i);
     else if (!compatible(o, i)) return null;
     else kept.push([o as Decl, i]);

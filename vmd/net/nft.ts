@@ -175,15 +175,6 @@ function arpTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   return arp.items;
 }
 
-/** bridgeLockRules, the same array for the same (unchanged, see checkPlan) link, so a delta skips comparing it. */
-function bridgeLockRulesOf(l: CheckedLink): readonly string[] {
-  let rules = bridgeLockMemo.get(l);
-  if (rules === undefined) bridgeLockMemo.set(l, rules = bridgeLockRules(l));
-  return rules;
-}
-
-const bridgeLockMemo = new WeakMap<CheckedLink, readonly string[]>();
-
 /** The lock chain of a bridged link: what it may send, checked before the bridge decides anything. */
 function bridgeLockRules(l: CheckedLink): string[] {
   const rules: string[] = [];
@@ -212,15 +203,33 @@ function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   const fwBridged = p.links.filter((l) => l.bridge !== null && l.rules.length > 0);
   if (bridged.length === 0 && fwBridged.length === 0) return [];
   const br = new Block();
-  for (const l of bridged) lockCounters(br, l, seed);
+  for (const l of bridged) {
+    if (seed !== undefined) lockCounters(br, l, seed);
+    else br.items.push(...bridgeLockItemsOf(l).counters);
+  }
   if (bridged.length > 0) {
     setDecl(br, 'map', 'links', 'ifname : verdict', bridged.map((l) => `${q(l.name)} : jump ${l.chain}`));
     chain(br, 'prerouting', 'type filter hook prerouting priority -200; policy accept;', ['iifname vmap @links']);
   }
   if (fwBridged.length > 0) firewallSection(br, 'bridge', fwBridged, seed);
-  for (const l of bridged) chain(br, l.chain, null, bridgeLockRulesOf(l));
+  for (const l of bridged) br.add(bridgeLockItemsOf(l).chain);
   return br.items;
 }
+
+/** A bridged link's lock counters (unseeded) and chain, the same objects while the link is unchanged (see checkPlan). */
+function bridgeLockItemsOf(l: CheckedLink): { counters: readonly NftItem[]; chain: NftItem } {
+  let items = bridgeLockItems.get(l);
+  if (items === undefined) {
+    const b = new Block();
+    lockCounters(b, l, undefined);
+    chain(b, l.chain, null, bridgeLockRules(l));
+    items = { counters: b.items.slice(0, -1), chain: b.items.at(-1)! };
+    bridgeLockItems.set(l, items);
+  }
+  return items;
+}
+
+const bridgeLockItems = new WeakMap<CheckedLink, { counters: readonly NftItem[]; chain: NftItem }>();
 
 /**
  * vmd's tables for a plan as declarations: `inet` whenever the plan holds anything, `arp` and `bridge` only when
