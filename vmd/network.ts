@@ -10,6 +10,7 @@ import { VmdError } from '../share/errors.js';
 import type { FirewallInfo, LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
+import { closeFd } from './native.js';
 import { linkAlias, linkName, localAddr4, localAddr6, localHostMac, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance } from './net/dnsmasq.js';
 import { linkConfigure, netnsEnsure, netnsExists, netnsRemove, tapCreate } from './net/links.js';
@@ -195,7 +196,8 @@ export class Network {
       if (made.length > 0) await this.sync(new Set(made.map((n) => this.links.get(n)!.netns)));
       return { nics, fds };
     } catch (err) {
-      // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close.
+      // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close (the caller never gets them).
+      for (const fd of fds) closeFd(fd);
       for (const name of made) {
         await this.links.get(name)?.dhcp?.stop();
         const sw = this.links.get(name)?.switch;

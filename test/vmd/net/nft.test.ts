@@ -401,7 +401,7 @@ t.test('IPv6 of local inet6: NAT66 sources and the source lock', async (t) => {
   const script = nftScript(cases['local-inet6']!);
   t.match(script, /set nat6_sources \{\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = \{ fd00:1:2:3:6440:103::\/96 \}/);
   t.match(script, 'ip6 saddr @nat6_sources ip6 daddr != @nat6_sources counter masquerade comment "vmd nat6"');
-  t.match(script, 'meta nfproto ipv6 ip6 saddr != { ::, fe80::/10, fd00:1:2:3:6440:103:0:2 } counter name "ip_vm1i0" drop');
+  t.match(script, 'meta nfproto ipv6 ip6 saddr != :: ip6 saddr != fe80::/10 ip6 saddr != fd00:1:2:3:6440:103:0:2 counter name "ip_vm1i0" drop');
   t.throws(() => nftScript({ ...emptyPlan, masquerade6: ['fd00::/129'] }), { code: 'ERR_INVALID', message: /masquerade6: invalid cidr/ });
   t.throws(() => nftScript({ ...emptyPlan, masquerade6: ['10.0.0.0/8'] }), { code: 'ERR_INVALID' });
   t.throws(() => nftScript({ ...cases['local-inet6']!, links: [{ ...localLink(1, 'six'), lockIp6: 'fd00::1 } accept {' }] }), { code: 'ERR_INVALID' });
