@@ -26,37 +26,37 @@ run(bin('peggy'), [
 ]);
 run(bin('tsc'), ['-p', 'tsconfig.json']);
 
-// The installed vmctl: its compiled modules bundled into one CommonJS file. `vmctl status` is mostly Node's start-up,
+// The installed vmctl: its compiled modules bundled into CommonJS files. `vmctl status` is mostly Node's start-up,
 // and resolving, reading and linking a dozen ES modules was measured at a sixth of it (test/bench/fleet.bench.ts);
 // one CommonJS file also skips the ES module loader. Packages stay outside (execa and commander load on first use).
 // No top-level await and no import.meta in CommonJS: vmctl.ts avoids the first, the banner provides the second.
-// dist/vmctl/vmctl.cjs is share/vmctl-entry.cjs, which runs the bundle from the V8 code cache made here: parsing
-// the bundle was a sixth of `vmctl status` (counted with cachegrind), reading the cache a fraction of that.
-run(bin('esbuild'), [
-  'dist/vmctl/vmctl.js', '--bundle', '--platform=node', '--target=node20', '--format=cjs', '--packages=external',
-  '--define:import.meta.url=importMetaUrl',
-  '--banner:js="use strict";\nconst importMetaUrl = require("node:url").pathToFileURL(__filename).href;',
-  '--log-level=warning', '--outfile=dist/vmctl/vmctl-main.cjs',
-]);
-cpSync(join(root, 'share/vmctl-entry.cjs'), join(root, 'dist/vmctl/vmctl.cjs'));
-// The packages vmctl imports (execa is an ES module) through the entry's importModule: node:vm scripts cannot import().
-const bundlePath = join(root, 'dist/vmctl/vmctl-main.cjs');
-if (existsSync(bundlePath)) {
+// Two bundles: vmctl-main.cjs, the whole program, and vmctl-list.cjs, the listing alone (vmctl/listing.ts): a third
+// of vmctl-main's size, so a listing reads, checks and links a third of the code. Whitespace and comments go (a
+// comment's one `…` made the whole text two-byte, for V8 to decode and scan), and each must be ASCII, which
+// share/vmctl-entry.cjs reads as latin1. It runs them from the V8 code caches share/vmctl-cache.cjs makes.
+const bundles = [['dist/vmctl/vmctl.js', 'dist/vmctl/vmctl-main.cjs'], ['dist/vmctl/listing.js', 'dist/vmctl/vmctl-list.cjs']];
+for (const [entry, out] of bundles) {
+  run(bin('esbuild'), [
+    entry, '--bundle', '--platform=node', '--target=node20', '--format=cjs', '--packages=external', '--minify-whitespace',
+    '--define:import.meta.url=importMetaUrl',
+    '--banner:js="use strict";\nconst importMetaUrl = require("node:url").pathToFileURL(__filename).href;',
+    '--log-level=warning', `--outfile=${out}`,
+  ]);
+  // The packages vmctl imports (execa is an ES module) through the entry's importModule: node:vm scripts cannot import().
+  const bundlePath = join(root, out);
+  if (!existsSync(bundlePath)) continue;
   const bundled = readFileSync(bundlePath, 'utf8').replace(/\bimport\(("[^"]+")\)/g, 'importModule($1)');
   if (/\bimport\(/.test(bundled)) {
-    console.error('build: dist/vmctl/vmctl-main.cjs has an import() the entry cannot serve (only import("literal") is rewritten)');
+    console.error(`build: ${out} has an import() the entry cannot serve (only import("literal") is rewritten)`);
+    failed += 1;
+  }
+  if (/[^\x00-\x7f]/.test(bundled)) {
+    console.error(`build: ${out} is not ASCII, which share/vmctl-entry.cjs reads it as`);
     failed += 1;
   }
   writeFileSync(bundlePath, bundled);
 }
-// The cache holds what a run compiled: the start-up, argument parsing and a status that finds no daemon.
-run(process.execPath, ['-e', [
-  'const { bundleLoad } = require("./dist/vmctl/vmctl.cjs");',
-  'const { script, exports } = bundleLoad(require("node:path").resolve("dist/vmctl"));',
-  'const sink = { write: (_c, _e, cb) => { (typeof _e === "function" ? _e : cb)?.(); return true; } };',
-  'const io = { stdin: process.stdin, stdout: sink, stderr: sink, env: { VMD_SOCKET: "/nonexistent/vmd.sock" }, cwd: "/" };',
-  'exports.main(["status"], io).then(() => require("node:fs").writeFileSync("dist/vmctl/vmctl-main.cjs.cache", script.createCachedData()));',
-].join('\n')]);
+cpSync(join(root, 'share/vmctl-entry.cjs'), join(root, 'dist/vmctl/vmctl.cjs'));
 
 mkdirSync(join(root, 'dist/grammar'), { recursive: true });
 if (existsSync(join(root, 'grammar/vm.conf.parser.js'))) cpSync(join(root, 'grammar/vm.conf.parser.js'), join(root, 'dist/grammar/vm.conf.parser.js'));
@@ -72,6 +72,9 @@ if (existsSync(join(addon, 'binding.gyp'))) {
     run(bin('node-gyp'), ['rebuild', '--directory', addon, ...(nodedir ? [`--nodedir=${nodedir}`] : [])]);
   }
 }
+
+// The code caches last: the listing's run goes through the addon, which a fresh checkout has only now.
+run(process.execPath, [join(root, 'share/vmctl-cache.cjs'), join(root, 'dist/vmctl')]);
 
 for (const entry of ['dist/vmd/vmd.js', 'dist/vmctl/vmctl.js', 'dist/vmctl/vmctl.cjs']) {
   if (existsSync(join(root, entry))) chmodSync(join(root, entry), 0o755);

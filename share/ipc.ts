@@ -4,6 +4,7 @@
 import type { MetricsListen } from './config.js';
 import { isErrorCode, type VmdErrorData } from './errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './frame.js';
+import { readCarriedCounts, type CarriedCount } from './migrate-counters.js';
 import {
   MAX_STRING, ProtocolError, UNPRIVILEGED_REQUESTS, VM_STATES,
   type ControlRequest, type ControlResponse, type FirewallInfo, type LinkInfo, type RequestType, type VmEvent, type VmInfo, type VmState,
@@ -50,14 +51,20 @@ export type ParentToVmm =
    * for the migration, writes `response` (ready), relays the stream's body and resumes the guest. The vm.result
    * says how it went; the client's final reply follows as vm.stream.reply once the parent has cleaned up or not.
    */
-  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly live?: boolean; readonly copyStorage?: boolean }
+  | { readonly type: 'vm.receive'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly live?: boolean; readonly copyStorage?: boolean;
+      /** A live receive: the directory whose keys.psk (the parent's, QEMU's user's) authenticates the source. */
+      readonly tlsDir?: string }
   /**
    * `vmctl migrate`'s source, with the client socket as the handle: vmm writes `response` (ready, with the config),
    * migrates the running guest where the client says and quits it on the client's commit (vmd/vmm/migrate.ts).
    */
-  | { readonly type: 'vm.migrate'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly downtimeMs: number; readonly copyStorage?: boolean }
+  | { readonly type: 'vm.migrate'; readonly req: number; readonly vmId: number; readonly response: ControlResponse; readonly remainder: string; readonly downtimeMs: number; readonly copyStorage?: boolean;
+      /** The directory whose keys.psk (written by the parent for QEMU's user) encrypts the streams to the target. */
+      readonly tlsDir: string }
   /** The last frame of a receive connection vmm holds; vmm writes it and closes the connection. */
-  | { readonly type: 'vm.stream.reply'; readonly vmId: number; readonly response: ControlResponse };
+  | { readonly type: 'vm.stream.reply'; readonly vmId: number; readonly response: ControlResponse }
+  /** A migrated guest's firewall counters, answering vm.counters.request (empty when they could not be read). */
+  | { readonly type: 'vm.counters.data'; readonly vmId: number; readonly counters: readonly CarriedCount[] };
 
 // ---- vmm -> parent ----
 export type VmmToParent =
@@ -67,7 +74,11 @@ export type VmmToParent =
   | { readonly type: 'vm.exited'; readonly vmId: number; readonly pid: number; readonly reason: string }
   | { readonly type: 'vm.state'; readonly vmId: number; readonly state: VmState }
   /** A metrics scrape needs the parent's part (VMs, links, firewall counters): answered with vmm.metrics.data. */
-  | { readonly type: 'vmm.metrics.request'; readonly req: number };
+  | { readonly type: 'vmm.metrics.request'; readonly req: number }
+  /** A migration's source guest stopped for the last pass: the counters that move with it, answered with vm.counters.data. */
+  | { readonly type: 'vm.counters.request'; readonly vmId: number }
+  /** A migration's target runs the guest: the source's counters, to be added to its own (vmd/net/carry.ts). */
+  | { readonly type: 'vm.counters.carry'; readonly vmId: number; readonly counters: readonly CarriedCount[] };
 
 // ---- control -> parent ----
 export type ControlToParent =
@@ -99,7 +110,7 @@ export type ParentToControl =
 
 // ---- parent -> roles: the parent is trusted, so a role checks only the type ----
 
-const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.grow', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.migrate', 'vm.stream.reply']);
+const PARENT_TO_VMM = new Set(['vmm.config', 'vmm.metrics.data', 'vm.snapshot', 'vm.grow', 'vm.adopt', 'vm.stop', 'vm.pause', 'vm.unpause', 'vm.console.attach', 'vm.forget', 'log.verbose', 'vm.send', 'vm.receive', 'vm.migrate', 'vm.stream.reply', 'vm.counters.data']);
 const PARENT_TO_CONTROL = new Set(['control.config', 'control.connection', 'control.response', 'control.status', 'control.event', 'control.display', 'log.verbose']);
 
 function typed(set: Set<string>, msg: unknown): boolean {
@@ -186,6 +197,8 @@ const VMM_READERS: MessageReaders<VmmToParent> = {
   },
   'vm.state': { keys: ['vmId', 'state'], read: (o, w) => ({ type: 'vm.state', vmId: vmId(o, w), state: oneOf(o, 'state', VM_STATES, w) }) },
   'vmm.metrics.request': { keys: ['req'], read: (o, w) => ({ type: 'vmm.metrics.request', req: int(o, 'req', 1, MAX_COUNTER, w) }) },
+  'vm.counters.request': { keys: ['vmId'], read: (o, w) => ({ type: 'vm.counters.request', vmId: vmId(o, w) }) },
+  'vm.counters.carry': { keys: ['vmId', 'counters'], read: (o, w) => ({ type: 'vm.counters.carry', vmId: vmId(o, w), counters: readCarriedCounts(o.counters, w) }) },
 };
 
 /** Who a forwarded request is from, as control learnt it from the kernel. */

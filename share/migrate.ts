@@ -1,6 +1,7 @@
 // The frames of a live migration's source connection after vmd's first reply, and their readers: vmctl tells
 // the source where the target's QEMU listens and, once the target runs the guest, to let go (or to keep it).
 
+import { readCarriedCounts, type CarriedCount } from './migrate-counters.js';
 import { ProtocolError } from './protocol.js';
 import { array, int, isObj, oneOf, onlyKeys, optInt, str, type Obj } from './read.js';
 
@@ -18,8 +19,11 @@ export interface MigrateGo {
   /** --copy-storage: the target QEMU's NBD server, exporting disk N as `diskN`; mirrored to before the RAM moves. */
   readonly nbdPort?: number;
 }
-/** vmctl → source vmd after `completed`: the target runs the guest, quit it here (`commit`) or resume it (`abort`). */
-export interface MigrateDecision { readonly type: 'vm.migrate.commit' | 'vm.migrate.abort' }
+/**
+ * vmctl → source vmd after `completed`: the target runs the guest, quit it here (`commit`) or resume it (`abort`).
+ * vmctl → target vmd: run it (`commit`), with the source's firewall counters to add to its own.
+ */
+export interface MigrateDecision { readonly type: 'vm.migrate.commit' | 'vm.migrate.abort'; readonly counters?: readonly CarriedCount[] }
 export type MigrateClientFrame = MigrateGo | MigrateDecision;
 
 /** Source vmd → vmctl while the migration runs: QEMU's query-migrate, trimmed. */
@@ -35,6 +39,9 @@ export interface MigrateProgress {
   /** Total time since `go`, once completed. */
   readonly totalMs: number | null;
 }
+
+/** Source vmd → vmctl right after `completed`: the guest's firewall counters, read once it stopped there. */
+export interface MigrateCounters { readonly type: 'vm.migrate.counters'; readonly counters: readonly CarriedCount[] }
 
 /** The largest disk --copy-storage creates (1 PiB): a bound on what a peer may ask a target to allocate. */
 export const MAX_COPY_DISK_BYTES = 2 ** 50;
@@ -53,6 +60,24 @@ export function readDiskSizes(o: Obj, key: string, what: string): number[] | und
   return list as number[];
 }
 
+/** A migration's TLS pre-shared key: 32 random bytes from vmctl, as QEMU's keys.psk file holds them (hex). */
+export const MIGRATE_KEY_HEX = 64;
+/** The PSK identity: the source's QEMU sends it, the target's looks the key up under it in keys.psk. */
+export const MIGRATE_TLS_USER = 'vmd';
+
+/**
+ * Reads a migration key, or undefined when absent. Its value is a secret: an error names the field, never the
+ * value, so a malformed key cannot reach a log or a reply.
+ */
+export function readMigrateKey(o: Obj, key: string, what: string): string | undefined {
+  const v = o[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v.length !== MIGRATE_KEY_HEX || !/^[0-9a-f]+$/.test(v)) {
+    throw new ProtocolError(`${what}: field "${key}" must be ${MIGRATE_KEY_HEX} lowercase hexadecimal digits`);
+  }
+  return v;
+}
+
 /** Whether a host is one QEMU's tcp: URI can carry (and no more: no commas, spaces or options). */
 export function validMigrateHost(host: string): boolean {
   return HOST_RE.test(host);
@@ -69,8 +94,8 @@ export function readMigrateClientFrame(v: unknown): MigrateClientFrame {
   if (!isObj(v)) throw new ProtocolError(`${what}: not a message`);
   const type = oneOf(v, 'type', ['vm.migrate.go', 'vm.migrate.commit', 'vm.migrate.abort'] as const, what);
   if (type !== 'vm.migrate.go') {
-    onlyKeys(v, ['type'], what);
-    return { type };
+    onlyKeys(v, type === 'vm.migrate.commit' ? ['type', 'counters'] : ['type'], what);
+    return v.counters === undefined ? { type } : { type, counters: readCarriedCounts(v.counters, what) };
   }
   onlyKeys(v, ['type', 'host', 'port', 'nbdPort'], what);
   const host = str(v, 'host', 255, what);
@@ -93,4 +118,10 @@ export function readMigrateProgress(v: Obj): MigrateProgress {
     downtimeMs: optMs('downtimeMs'),
     totalMs: optMs('totalMs'),
   };
+}
+
+/** Reads the source's counters frame on vmctl's side. */
+export function readMigrateCounters(v: Obj): MigrateCounters {
+  onlyKeys(v, ['type', 'counters'], 'reply');
+  return { type: 'vm.migrate.counters', counters: readCarriedCounts(v.counters, 'reply') };
 }

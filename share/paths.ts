@@ -14,6 +14,18 @@ export function socketPath(env: NodeJS.ProcessEnv = process.env): string {
   return env.VMD_SOCKET && env.VMD_SOCKET.length > 0 ? resolve(env.VMD_SOCKET) : DEFAULT_SOCKET;
 }
 
+/**
+ * The longest unix socket path vmd and vmctl use, in bytes: sockaddr_un's 108 less the terminating NUL, less one
+ * more, as vmd's addon counts. Node's own net silently cuts a longer path short, and then binds or connects to
+ * another name: both sides refuse one instead.
+ */
+export const MAX_SOCKET_PATH_BYTES = 106;
+
+/** Whether a socket path is longer than a unix socket address holds. */
+export function socketPathTooLong(path: string): boolean {
+  return Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES;
+}
+
 /** Directory with the SQLite state and the guests' runtime sockets. */
 export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.VMD_STATE_DIR && env.VMD_STATE_DIR.length > 0 ? resolve(env.VMD_STATE_DIR) : DEFAULT_STATE_DIR;

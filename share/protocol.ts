@@ -212,12 +212,16 @@ export interface ReceiveRequest extends Base {
   readonly live?: boolean;
   /** `migrate --copy-storage`: each disk's virtual size in bytes, in config order; the target creates them. */
   readonly copyStorage?: readonly number[];
+  /** A live receive's TLS pre-shared key (share/migrate.ts), the same vmctl gives the source; required with `live`. */
+  readonly tlsKey?: string;
 }
 /** `vmctl migrate`'s source: the `ready` reply carries the configuration, then share/migrate.ts's frames follow. */
 export interface MigrateRequest extends Base {
   readonly type: 'vm.migrate.request'; readonly target: string; readonly downtimeMs?: number;
   /** `--copy-storage`: the `ready` reply says each disk's size, and the disks are mirrored to the target first. */
   readonly copyStorage?: boolean;
+  /** The TLS pre-shared key of this migration's streams, fresh from vmctl; the target's receive has the same. */
+  readonly tlsKey: string;
 }
 
 /** `vmctl log VM`: the VM's QEMU log, kept in the state directory across starts. */

@@ -1,7 +1,7 @@
 // Reader of the requests a client sends on the control socket, one per type: version, shape, bounded strings,
 // unknown keys refused. Control runs it on every client frame; the parent runs it again on what control forwards.
 
-import { MAX_DOWNTIME_MS, readDiskSizes } from './migrate.js';
+import { MAX_DOWNTIME_MS, readDiskSizes, readMigrateKey } from './migrate.js';
 import { readStreamConfig, StreamError } from './stream.js';
 import {
   MAX_CAPTURE_INTERFACE, MAX_NAME, MAX_PATH, MAX_SNAPLEN, MAX_STRING, PROTOCOL_VERSION, ProtocolError,
@@ -143,14 +143,18 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
   'vm.display.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.display.request', target: target(o, 'vm.display.request') }) },
   'vm.send.request': { keys: ['target'], read: (o, b) => ({ ...b, type: 'vm.send.request', target: target(o, 'vm.send.request') }) },
   'vm.receive.request': {
-    keys: ['target', 'config', 'live', 'copyStorage'],
+    keys: ['target', 'config', 'live', 'copyStorage', 'tlsKey'],
     read: (o, b) => {
       const t = target(o, 'vm.receive.request');
       const live = o.live === undefined ? {} : { live: bool(o, 'live', 'vm.receive.request') };
+      // A live receive listens on the network: never without the key that authenticates the source.
+      const tlsKey = readMigrateKey(o, 'tlsKey', 'vm.receive.request');
+      if ((live.live === true) !== (tlsKey !== undefined)) throw new ProtocolError('vm.receive.request: field "tlsKey" goes with "live" and only with it');
+      const key = tlsKey === undefined ? {} : { tlsKey };
       const sizes = readDiskSizes(o, 'copyStorage', 'vm.receive.request');
       const copy = sizes === undefined ? {} : { copyStorage: sizes };
       try {
-        return { ...b, type: 'vm.receive.request', target: t, config: readStreamConfig(o.config), ...live, ...copy };
+        return { ...b, type: 'vm.receive.request', target: t, config: readStreamConfig(o.config), ...live, ...copy, ...key };
       } catch (err) {
         if (err instanceof StreamError) throw new ProtocolError(`vm.receive.request config: ${err.message.replace(/^stream: configuration: /, '')}`);
         throw err;
@@ -158,11 +162,13 @@ const readers: Record<RequestType, { readonly keys: readonly string[]; readonly 
     },
   },
   'vm.migrate.request': {
-    keys: ['target', 'downtimeMs', 'copyStorage'],
+    keys: ['target', 'downtimeMs', 'copyStorage', 'tlsKey'],
     read: (o, b) => {
       const ms = optInt(o, 'downtimeMs', 1, MAX_DOWNTIME_MS, 'vm.migrate.request');
       const copy = o.copyStorage === undefined ? {} : { copyStorage: bool(o, 'copyStorage', 'vm.migrate.request') };
-      return { ...b, type: 'vm.migrate.request', target: target(o, 'vm.migrate.request'), ...(ms === undefined ? {} : { downtimeMs: ms }), ...copy };
+      const tlsKey = readMigrateKey(o, 'tlsKey', 'vm.migrate.request');
+      if (tlsKey === undefined) throw new ProtocolError('vm.migrate.request: field "tlsKey" is missing');
+      return { ...b, type: 'vm.migrate.request', target: target(o, 'vm.migrate.request'), ...(ms === undefined ? {} : { downtimeMs: ms }), ...copy, tlsKey };
     },
   },
   'vm.links.request': {

@@ -6,8 +6,8 @@ import type { Duplex } from 'node:stream';
 import { encodeFrame, MAX_RESPONSE_FRAME_BYTES, readFrames, type FrameReader } from '../share/frame.js';
 import { PROTOCOL_VERSION, ProtocolError, type ControlRequest, type ControlResponse } from '../share/protocol.js';
 import { readResponse } from '../share/read-response.js';
-import { socketPath } from '../share/paths.js';
-import { CliError, strerror } from './errors.js';
+import { socketPath, socketPathTooLong } from '../share/paths.js';
+import { CliError, longSocketError, strerror } from './errors.js';
 
 type WithoutBase<T> = T extends unknown ? Omit<T, 'v' | 'id'> : never;
 
@@ -56,6 +56,7 @@ export class ControlClient {
 
   /** Connects to vmd's socket (VMD_SOCKET or /run/vmd.sock); fails as OpenBSD does: `connect: PATH: strerror`. */
   static connect(path: string = socketPath()): Promise<ControlClient> {
+    if (socketPathTooLong(path)) return Promise.reject(longSocketError(path));
     return new Promise((resolve, reject) => {
       const socket = netConnect({ path });
       const onError = (err: NodeJS.ErrnoException): void => {

@@ -24,6 +24,36 @@ export interface Context {
   readonly request?: (body: RequestBody) => Promise<Reply>;
 }
 
+/** The streams and environment a run has (vmctl.ts's Io). */
+interface RunIo {
+  readonly stdin: NodeJS.ReadStream;
+  readonly stdout: NodeJS.WriteStream;
+  readonly stderr: NodeJS.WriteStream;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+}
+
+/** A command's context from the run's streams and the way it reaches vmd. */
+export function runContext(
+  io: RunIo,
+  flags: { readonly json: boolean; readonly verbose: number; readonly remote: string | undefined },
+  reach: Pick<Context, 'connect' | 'request'>,
+): Context {
+  return {
+    json: flags.json,
+    verbose: flags.verbose,
+    cwd: io.cwd,
+    env: io.env,
+    // A getter: process.stdin is made on first access (for /dev/null, with fs streams: ~3 ms), and only console reads it.
+    get stdin() { return io.stdin; },
+    stdout: io.stdout,
+    stderr: io.stderr,
+    remote: flags.remote,
+    connect: reach.connect,
+    ...(reach.request === undefined ? {} : { request: reach.request }),
+  };
+}
+
 /** One request and its reply, for commands that need nothing else from the connection. */
 export async function requestOnce(ctx: Context, body: RequestBody): Promise<Reply> {
   if (ctx.request !== undefined) return ctx.request(body);

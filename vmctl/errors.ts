@@ -3,6 +3,7 @@
 
 import type { ErrorCode, VmdErrorData } from '../share/errors.js';
 import { strerror } from '../share/errno.js';
+import { MAX_SOCKET_PATH_BYTES } from '../share/paths.js';
 
 export { strerror };
 
@@ -103,4 +104,10 @@ export function errorMessage(context: ErrorContext, error: VmdErrorData): string
 /** Whether errorMessage() replaced the daemon's words, so `-v` should show them as well. */
 export function isMapped(context: ErrorContext, error: VmdErrorData): boolean {
   return errorMessage(context, error) !== error.message && !errorMessage(context, error).endsWith(`: ${error.message}`);
+}
+
+/** Connecting to a socket path longer than a unix socket address holds: refused before any connect (share/paths.ts). */
+export function longSocketError(path: string): CliError {
+  return new CliError(`connect: ${path}: ${strerror('ENAMETOOLONG')}`, 'ERR_CONNECT',
+    { hint: `a unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} bytes: set VMD_SOCKET to a shorter one` });
 }

@@ -1,9 +1,11 @@
 // `vmctl migrate id [user@]host`: moves a running guest to another host's vmd while it runs. vmctl conducts: the
 // target makes the VM and opens a port, the source's QEMU migrates straight to it, and only the target's word commits.
 
+import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { encodeFrame, FrameDecoder } from '../share/frame.js';
-import { MAX_DOWNTIME_MS, readMigrateProgress, type MigrateClientFrame, type MigrateProgress } from '../share/migrate.js';
+import { MAX_DOWNTIME_MS, readMigrateCounters, readMigrateProgress, type MigrateClientFrame, type MigrateProgress } from '../share/migrate.js';
+import type { CarriedCount } from '../share/migrate-counters.js';
 import { ProtocolError, type ControlResponse } from '../share/protocol.js';
 import { readResponse } from '../share/read-response.js';
 import type { StreamConfig } from '../share/stream.js';
@@ -16,14 +18,19 @@ import { byteProgress, type Progress } from './progress.js';
 import { COMMAND_USAGE } from './usage.js';
 
 /** A frame from vmd on a connection that left the framed protocol: a reply, progress, or the peer gone (null). */
-type Incoming = { kind: 'reply'; response: ControlResponse; raw: unknown } | { kind: 'progress'; progress: MigrateProgress } | null;
+type Incoming = { kind: 'reply'; response: ControlResponse; raw: unknown } | { kind: 'progress'; progress: MigrateProgress }
+  | { kind: 'counters'; counters: readonly CarriedCount[] } | null;
+
+/** How long vmctl waits for the source's counters after `completed` (their read overlaps the last pass: ms, usually). */
+const COUNTERS_WAIT_MS = 5000;
 
 /** One raw connection's frames, one at a time; a promise taken is never lost to a race. */
-class Frames {
+export class Frames {
   readonly #decoder = new FrameDecoder({ maxFrameBytes: 1024 * 1024 });
   readonly #queue: Incoming[] = [];
   #waiter: ((f: Incoming) => void) | null = null;
   #closed = false;
+  #countersLate = false;
 
   constructor(readonly socket: Duplex, remainder: Buffer) {
     socket.on('data', (chunk: Buffer) => this.#feed(chunk));
@@ -38,12 +45,38 @@ class Frames {
     return new Promise((resolve) => { this.#waiter = resolve; });
   }
 
+  /**
+   * The counters frame a source sends after `completed`, waited for at most `ms`: a vmd from before counters moved
+   * sends none, and a migration must not hang on it. One that comes later is dropped; any other frame stays queued.
+   */
+  counters(ms: number): Promise<readonly CarriedCount[] | undefined> {
+    const head = this.#queue[0];
+    if (head !== undefined && head?.kind !== 'counters') return Promise.resolve(undefined);
+    if (head !== undefined) return Promise.resolve((this.#queue.shift() as { counters: readonly CarriedCount[] }).counters);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#waiter = null;
+        this.#countersLate = true;
+        resolve(undefined);
+      }, ms);
+      this.#waiter = (f) => {
+        clearTimeout(timer);
+        if (f?.kind === 'counters') resolve(f.counters);
+        else {
+          this.#queue.unshift(f);
+          resolve(undefined);
+        }
+      };
+    });
+  }
+
   #feed(chunk: Buffer): void {
     this.#decoder.push(chunk);
     for (let r = this.#decoder.read(); r.kind === 'message'; r = this.#decoder.read()) {
       try {
         const m = r.message;
         if (isObj(m) && m.type === 'vm.migrate.progress') this.#put({ kind: 'progress', progress: readMigrateProgress(m) });
+        else if (isObj(m) && m.type === 'vm.migrate.counters') this.#put({ kind: 'counters', counters: readMigrateCounters(m).counters });
         else this.#put({ kind: 'reply', response: readResponse(m), raw: m });
       } catch (err) {
         this.socket.destroy(err instanceof ProtocolError ? err : undefined);
@@ -53,7 +86,7 @@ class Frames {
   }
 
   #put(f: Incoming): void {
-    if (this.#closed) return;
+    if (this.#closed || (f?.kind === 'counters' && this.#countersLate)) return;
     if (f === null) this.#closed = true;
     const w = this.#waiter;
     this.#waiter = null;
@@ -108,7 +141,7 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
       return 1;
     }
     const f = first.f;
-    if (f === null || f.kind === 'reply') {
+    if (f === null || f.kind !== 'progress') {
       progress?.finish();
       return failed(ctx, 'source', f);
     }
@@ -119,7 +152,11 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
   progress?.finish();
   // The source completed, so the state the target loaded is the guest's: only now may it run there.
   const completed = performance.now();
-  tell(dst.socket, { type: 'vm.migrate.commit' });
+  // The source's firewall counters, read once its guest stopped, follow `completed`; they go on at the target.
+  const counted = await src.counters(COUNTERS_WAIT_MS);
+  if (counted === undefined) warnx(ctx, `migrate: source: no firewall counters within ${COUNTERS_WAIT_MS / 1000} s: those of vm ${name} start again at the target`);
+  const counters = counted ?? [];
+  tell(dst.socket, { type: 'vm.migrate.commit', ...(counters.length === 0 ? {} : { counters }) });
   const verdict = await dstNext;
   const resumeMs = Math.round(performance.now() - completed);
   if (!receiveDone(verdict)) {
@@ -142,8 +179,8 @@ async function migrateRun(ctx: Context, name: string, to: MigrateTarget, src: Fr
 }
 
 /** Asks the target to make the VM from the source's configuration and listen; returns its port or reports why not. */
-async function targetPrepare(ctx: Context, target: ControlClient, config: StreamConfig, sizes: readonly number[] | undefined): Promise<Prepared | number> {
-  const r = await target.stream({ type: 'vm.receive.request', target: config.name, config, live: true, ...(sizes === undefined ? {} : { copyStorage: sizes }) }, 'vm.receive.response');
+async function targetPrepare(ctx: Context, target: ControlClient, config: StreamConfig, sizes: readonly number[] | undefined, tlsKey: string): Promise<Prepared | number> {
+  const r = await target.stream({ type: 'vm.receive.request', target: config.name, config, live: true, ...(sizes === undefined ? {} : { copyStorage: sizes }), tlsKey }, 'vm.receive.response');
   if (!('socket' in r)) return failed(ctx, 'target', { kind: 'reply', response: r.response, raw: r.raw });
   const port = r.response.type === 'vm.receive.response' ? r.response.port : undefined;
   const nbdPort = r.response.type === 'vm.receive.response' ? r.response.nbdPort : undefined;
@@ -179,16 +216,19 @@ async function runMigrate(args: readonly string[], ctx: Context): Promise<number
     target.close();
     throw err;
   }
+  // One key per migration, to both vmds over the connections already held (ssh's, or a root-only socket): the
+  // guest's memory and disks cross the network encrypted, and only the source that holds it can feed the target.
+  const tlsKey = randomBytes(32).toString('hex');
   try {
     const r = await source.stream({
-      type: 'vm.migrate.request', target: ref.target, ...(downtimeMs === undefined ? {} : { downtimeMs }), ...(copyStorage ? { copyStorage } : {}),
+      type: 'vm.migrate.request', target: ref.target, ...(downtimeMs === undefined ? {} : { downtimeMs }), ...(copyStorage ? { copyStorage } : {}), tlsKey,
     }, 'vm.migrate.response');
     if (!('socket' in r)) return failed(ctx, 'source', { kind: 'reply', response: r.response, raw: r.raw });
     const config = r.response.type === 'vm.migrate.response' ? r.response.config : undefined;
     const sizes = r.response.type === 'vm.migrate.response' ? r.response.diskSizes : undefined;
     if (config === undefined || (copyStorage && sizes === undefined)) throw new CliError('unexpected response received from vmd');
     const src = new Frames(r.socket, r.remainder);
-    const prepared = await targetPrepare(ctx, target, config, sizes);
+    const prepared = await targetPrepare(ctx, target, config, sizes, tlsKey);
     if (typeof prepared === 'number') {
       tell(r.socket, { type: 'vm.migrate.abort' });
       return prepared;

@@ -4,11 +4,11 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { encodeFrame, FrameDecoder, MAX_RESPONSE_FRAME_BYTES } from '../share/frame.js';
-import { packageRoot } from '../share/paths.js';
+import { packageRoot, socketPathTooLong } from '../share/paths.js';
 import { PROTOCOL_VERSION, ProtocolError } from '../share/protocol.js';
 import { readResponse } from '../share/read-response.js';
 import type { ControlClient, Reply, RequestBody } from './client.js';
-import { CliError, strerror } from './errors.js';
+import { CliError, longSocketError, strerror } from './errors.js';
 
 /** The one function of vmd's addon (vmd/native/unix_request.c) that vmctl uses. */
 export interface Exchange {
@@ -82,6 +82,7 @@ export async function exchangeOnce(
       client.close();
     }
   }
+  if (socketPathTooLong(path)) throw longSocketError(path);
   let frame: Buffer;
   try {
     frame = exchange.unixRequest(path, encodeFrame({ v: PROTOCOL_VERSION, id: ONESHOT_ID, ...body }), MAX_RESPONSE_FRAME_BYTES);

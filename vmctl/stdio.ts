@@ -84,3 +84,10 @@ export function processStdio(): { stdout: LazyStream; stderr: LazyStream } {
     stderr: lazyWriteStream({ fd: 2, make: () => process.stderr, onBrokenPipe }),
   };
 }
+
+/** Exits with the status `run` resolves to once both streams have taken everything: process.exit() alone can cut a piped stdout short. */
+export function exitWhenWritten(run: Promise<number>, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream): void {
+  void run.then((code) => {
+    stdout.write('', () => stderr.write('', () => process.exit(code)));
+  });
+}

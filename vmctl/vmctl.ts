@@ -5,11 +5,12 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { socketPath } from '../share/paths.js';
-import type { CommandSpec, Context } from './command.js';
+import { runContext, type CommandSpec, type Context } from './command.js';
 import type { RequestBody } from './client.js';
+import { extractJson, parseGlobal, remoteHost, resolveName } from './argv.js';
 import { COMMAND_USAGE, GLOBAL_USAGE } from './usage.js';
-import { CliError, UsageError } from './errors.js';
-import { processStdio } from './stdio.js';
+import { commandUsage, reportFailure } from './failure.js';
+import { exitWhenWritten, processStdio } from './stdio.js';
 
 /** The command table in alphabetical order (which decides nothing but the order of the checks). */
 export const COMMANDS: readonly CommandSpec[] = (
@@ -53,57 +54,13 @@ export const USAGE = GLOBAL_USAGE;
 /** Commands that work on this host's files without vmd (qemu-img): they have no remote form. */
 const LOCAL_ONLY = new Set(['create', 'grow']);
 
-/** A command's usage line, as ctl_usage() prints it (`usage:\tvmctl [-v] NAME USAGE`, trailing space and all). */
-export function commandUsage(spec: CommandSpec): string {
-  return `usage:\tvmctl [-v] ${spec.name} ${spec.usage}\n`;
-}
-
 /** OpenBSD's abbreviation rule: any prefix of exactly one command selects it. */
 export function resolveCommand(word: string): { command: CommandSpec } | { error: string } {
-  const matches = COMMANDS.filter((c) => c.name.startsWith(word));
-  if (matches.length > 1) return { error: `ambiguous argument: ${word}` };
-  if (matches.length === 0) return { error: `unknown argument: ${word}` };
-  return { command: matches[0] as CommandSpec };
+  const found = resolveName(word);
+  return 'error' in found ? found : { command: COMMANDS.find((c) => c.name === found.name) as CommandSpec };
 }
 
-/** Options whose next word is their value, so a `--json` right after one is that value and not the flag. */
-const TAKES_VALUE = new Set(['-b', '-B', '-d', '-i', '-m', '-n', '-r', '-s', '-t', '-w', '--initrd', '--cmdline', '--forward']);
-
-/** `--json` may appear anywhere before `--`; it is taken out before any other parsing sees the arguments. */
-export function extractJson(argv: readonly string[]): { json: boolean; rest: string[] } {
-  let json = false;
-  let ended = false;
-  const rest: string[] = [];
-  argv.forEach((arg, i) => {
-    if (arg === '--') ended = true;
-    if (!ended && arg === '--json' && !(i > 0 && TAKES_VALUE.has(argv[i - 1] as string))) json = true;
-    else rest.push(arg);
-  });
-  return { json, rest };
-}
-
-/** getopt(argc, argv, "vH:") before the command: `-v`, `-vv`, `-H host`, `-Hhost`, `--`; anything else is a usage error. */
-export function parseGlobal(argv: readonly string[]): { verbose: number; host?: string; rest: string[] } | undefined {
-  let verbose = 0;
-  let host: string | undefined;
-  let i = 0;
-  for (; i < argv.length; i++) {
-    const a = argv[i] as string;
-    if (a === '--') {
-      i++;
-      break;
-    }
-    if (!a.startsWith('-') || a === '-') break;
-    if (a.startsWith('-H')) {
-      host = a.length > 2 ? a.slice(2) : argv[++i];
-      if (host === undefined) return undefined;
-      continue;
-    }
-    if (!/^-v+$/.test(a)) return undefined;
-    verbose += a.length - 1;
-  }
-  return host === undefined ? { verbose, rest: argv.slice(i) } : { verbose, host, rest: argv.slice(i) };
-}
+export { commandUsage, extractJson, parseGlobal };
 
 /** The streams and environment a run uses; tests pass their own. */
 export interface Io {
@@ -142,8 +99,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     io.stderr.write(`${found.error}\n${hint === undefined ? '' : `vmctl: ${hint}\n`}${USAGE}`);
     return 1;
   }
-  // -H wins over VMCTL_HOST; an empty VMCTL_HOST means this host, as an unset one does.
-  const host = global.host ?? (io.env.VMCTL_HOST !== undefined && io.env.VMCTL_HOST !== '' ? io.env.VMCTL_HOST : undefined);
+  const host = remoteHost(global.host, io.env);
   if (host !== undefined && LOCAL_ONLY.has(found.command.name)) {
     const why = `${found.command.name}: works on files of this host and does not go through vmd, so it cannot run on host "${host}"`;
     const hint = `run vmctl ${found.command.name} on that host itself${global.host === undefined ? ', or unset VMCTL_HOST for this one' : ''}`;
@@ -156,34 +112,22 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     io.stdout.write(commandUsage(found.command));
     return 0;
   }
-  const ctx: Context = {
-    json,
-    verbose: global.verbose,
-    cwd: io.cwd,
-    env: io.env,
-    // A getter: process.stdin is made on first access (for /dev/null, with fs streams: ~3 ms), and only console reads it.
-    get stdin() { return io.stdin; },
-    stdout: io.stdout,
-    stderr: io.stderr,
-    remote: host,
-    connect: host === undefined
-      ? async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env))
-      : async () => (await import('./ssh.js')).sshConnect(host, io.env, io.stderr, global.verbose),
+  const connect = host === undefined
+    ? async () => (await import('./client.js')).ControlClient.connect(socketPath(io.env))
+    : async () => (await import('./ssh.js')).sshConnect(host, io.env, io.stderr, global.verbose);
+  const ctx = runContext(io, { json, verbose: global.verbose, remote: host }, {
+    connect,
     // Without node:net where vmd's addon is built: most of a listing's time is vmctl's own start-up. Over ssh,
     // the connection above serves one request as well as many.
     ...(host === undefined
-      ? { request: async (body: RequestBody) => (await import('./oneshot.js')).exchangeOnce(socketPath(io.env), body, ctx.connect) }
+      ? { request: async (body: RequestBody) => (await import('./oneshot.js')).exchangeOnce(socketPath(io.env), body, connect) }
       : {}),
-  };
+  });
+
   try {
     return await found.command.run(args, ctx);
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    const hint = err instanceof CliError ? err.hint : undefined;
-    if (json) io.stdout.write(help.jsonError(err instanceof UsageError ? 'ERR_USAGE' : err instanceof CliError ? err.code : 'ERR_INTERNAL', message, hint));
-    if (err instanceof UsageError) io.stderr.write(commandUsage(found.command));
-    else io.stderr.write(`vmctl: ${message}\n${hint === undefined ? '' : `vmctl: hint: ${hint}\n`}`);
-    return 1;
+    return reportFailure(err, json, found.command, io);
   }
 }
 
@@ -202,12 +146,9 @@ function isEntry(): boolean {
 export function runProgram(): void {
   // Plain write(2) until a command needs Node's streams (vmctl/stdio.ts); a vanished reader (EPIPE) exits 1.
   const { stdout, stderr } = processStdio();
-  void main(process.argv.slice(2), {
+  exitWhenWritten(main(process.argv.slice(2), {
     get stdin() { return process.stdin; }, stdout: stdout.stream, stderr: stderr.stream, env: process.env, cwd: process.cwd(),
-  }).then((code) => {
-    // Exit once both streams have taken everything: process.exit() alone can cut a piped stdout short.
-    stdout.stream.write('', () => stderr.stream.write('', () => process.exit(code)));
-  });
+  }), stdout.stream, stderr.stream);
 }
 
 // The installed vmctl runs the bundle through share/vmctl-entry.cjs, which calls runProgram() itself.

@@ -39,6 +39,19 @@ interface NativeAddon {
   closeFd(fd: number): void;
   openAs(path: string, flags: number, uid: number, gid: number, groups: readonly number[]): number;
   dgramSend(path: string, data: Buffer): void;
+  linkSet(nsPath: string | null, settings: LinkSettings): void;
+}
+
+/** What linkSet changes on one link; absent fields stay as they are. */
+export interface LinkSettings {
+  readonly name: string;
+  readonly alias?: string;
+  readonly mtu?: number;
+  /** The bridge to attach to; '' detaches (`nomaster`). */
+  readonly master?: string;
+  readonly up?: boolean;
+  /** A namespace file (/run/netns/NAME) to move the link into; nothing else is changed then. */
+  readonly moveTo?: string;
 }
 
 /** The filesystem identity a file is opened with: a requester's uid, primary gid and supplementary groups. */
@@ -117,4 +130,13 @@ export function processUndumpable(): void {
 /** One datagram to a unix datagram socket (syslog's /dev/log); throws EAGAIN rather than wait for a stalled reader. */
 export function dgramSend(path: string, data: Buffer): void {
   native().dgramSend(path, data);
+}
+
+/**
+ * A link's settings over rtnetlink in the namespace at `nsPath` (null: vmd's own), as `ip link set` makes them but
+ * without an ip(8) process per guest start. Errors carry `code` (ENODEV, EINVAL…) and ip's words for the failure.
+ */
+// PRIV: changing links needs CAP_NET_ADMIN, entering a namespace CAP_SYS_ADMIN; only the root parent calls it.
+export function linkSet(nsPath: string | null, settings: LinkSettings): void {
+  native().linkSet(nsPath, settings);
 }

@@ -10,12 +10,13 @@ import { VmdError } from '../share/errors.js';
 import type { FirewallInfo, LinkInfo } from '../share/protocol.js';
 import type { StateDb } from './db.js';
 import { logInfo, logWarn } from './log.js';
+import { closeFd } from './native.js';
 import { linkAlias, linkName, localAddr4, localAddr6, localHostMac, rdomainNetns, stableMac } from './net/addr.js';
 import { DnsmasqInstance } from './net/dnsmasq.js';
 import { linkConfigure, netnsEnsure, netnsExists, netnsRemove, tapCreate } from './net/links.js';
 import { bridgeEnsure, bridgeRemove } from './net/bridges.js';
 import { vxlanEnsure, vxlanMtu, vxlanPortName } from './net/vxlan.js';
-import { linkComment } from './net/firewall.js';
+import { linkComment, type CounterSeed } from './net/firewall.js';
 import { foreignForwardDrop, nftFlush, sysctlSet } from './net/nft-apply.js';
 import { forwardConflict, type NetPlan } from './net/nft-plan.js';
 import { bridgeMac, netPlanOf, sameRules, type LinkState } from './net/plan.js';
@@ -195,7 +196,8 @@ export class Network {
       if (made.length > 0) await this.sync(new Set(made.map((n) => this.links.get(n)!.netns)));
       return { nics, fds };
     } catch (err) {
-      // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close.
+      // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close (the caller never gets them).
+      for (const fd of fds) closeFd(fd);
       for (const name of made) {
         await this.links.get(name)?.dhcp?.stop();
         const sw = this.links.get(name)?.switch;
@@ -301,10 +303,11 @@ export class Network {
 
   /**
    * Recompute and atomically apply vmd's nftables tables in every namespace that has (or had) something; with
-   * `strict`, a failure in one of those namespaces is thrown (Rulesets.apply).
+   * `strict`, a failure in one of those namespaces is thrown (Rulesets.apply); `carry`: a migrated guest's counters.
    */
-  async sync(strict: ReadonlySet<string | null> = new Set()): Promise<void> {
+  async sync(strict: ReadonlySet<string | null> = new Set(), carry?: { spaces: Iterable<string | null>; seed: CounterSeed }): Promise<void> {
     if (!this.root) return;
+    if (carry !== undefined) this.rulesets.countersCarry(carry.spaces, carry.seed);
     const spaces = new Set<string | null>([null]);
     for (const l of this.links.values()) spaces.add(l.netns);
     for (const s of this.config.switches) if (s.enabled) spaces.add(this.nsOf(s, null));

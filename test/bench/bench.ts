@@ -8,6 +8,7 @@ import { fleetBench } from './fleet.bench.js';
 import { migrateBench } from './migrate.bench.js';
 import { netBench } from './net.bench.js';
 import { parseBench } from './parse.bench.js';
+import { peerBench } from './peer.bench.js';
 import { sendBench } from './send.bench.js';
 import { startBench } from './start.bench.js';
 import { throughputBench } from './throughput.bench.js';
@@ -29,7 +30,7 @@ export interface BenchSection {
   run(): Promise<readonly Measurement[]>;
 }
 
-const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, concurrentBench, fleetBench, churnBench, firewallBench, sendBench, migrateBench, throughputBench];
+const SECTIONS: readonly BenchSection[] = [parseBench, startBench, netBench, concurrentBench, fleetBench, churnBench, firewallBench, sendBench, migrateBench, throughputBench, peerBench];
 
 function format(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(3);

@@ -2,16 +2,21 @@
 // bench. The caller tears both harnesses down (the veth goes with the namespaces).
 
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { vmctlEntry } from '../../share/paths.js';
-import { VmdHarness } from './vmd-harness.js';
+import { VmdHarness, type HarnessOptions } from './vmd-harness.js';
 
 /** The addresses of the first and second host on the veth. */
 export const HOST_ADDRS = ['10.96.43.1', '10.96.43.2'] as const;
 
-/** Starts two harnesses and joins their namespaces; the second is started even if joining fails, so both come back. */
-export async function twoHostsStart(): Promise<[VmdHarness, VmdHarness]> {
-  const a = await VmdHarness.start();
+/**
+ * Starts two harnesses and joins their namespaces; the second is started even if joining fails, so both come back.
+ * `first`: the first host's options (its vm.conf).
+ */
+export async function twoHostsStart(first: HarnessOptions = {}): Promise<[VmdHarness, VmdHarness]> {
+  const a = await VmdHarness.start(first);
   let b: VmdHarness;
   try {
     b = await VmdHarness.start();
@@ -48,4 +53,16 @@ export function migrateInBackground(a: VmdHarness, args: readonly string[]): Bac
   mig.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
   const exited = new Promise<number>((r) => mig.on('close', (code) => r(code ?? 1)));
   return { exited, running: () => mig.exitCode === null && mig.signalCode === null, err: () => err };
+}
+
+/** The migration key files a host's vmd holds now (vmd/parent/migrate-tls.ts writes them under its run directory). */
+export function migrationKeys(h: VmdHarness): string[] {
+  const base = join(h.stateDir, 'run', 'migrate-keys');
+  let dirs: string[];
+  try {
+    dirs = readdirSync(base);
+  } catch {
+    return [];
+  }
+  return dirs.flatMap((d) => readdirSync(join(base, d)).map((f) => join(base, d, f)));
 }

@@ -71,6 +71,9 @@ const fullOptions: Msg = {
   forwards: [{ proto: 'tcp', hostPort: 2222, guestPort: 22 }, { proto: 'udp', hostPort: 65535, guestPort: 1 }],
 };
 
+/** A migration key as vmctl makes them (crypto.randomBytes(32), hex). */
+const tlsKey = '0123456789abcdef'.repeat(4);
+
 /** A send stream's configuration with every field used (share/stream.ts has its own reader tests). */
 const streamConfig: Msg = {
   name: 'web', memory: 256 * 1024 * 1024, cpus: 2, boot: '/k', initrd: '/i', cmdline: 'console=ttyS0', cdrom: null,
@@ -116,8 +119,8 @@ const VALID: Record<RequestType, Msg[]> = {
     req('vm.capture.request', { target: 'web', interface: 0, filter: 'tcp port 80\nand not arp' }),
   ],
   'vm.send.request': [req('vm.send.request', { target: 'web' }), req('vm.send.request', { target: '3' })],
-  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true, copyStorage: [8388608] })],
-  'vm.migrate.request': [req('vm.migrate.request', { target: 'web' }), req('vm.migrate.request', { target: '3', downtimeMs: 300 }), req('vm.migrate.request', { target: 'web', copyStorage: true })],
+  'vm.receive.request': [req('vm.receive.request', { target: 'web2', config: streamConfig }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true, tlsKey }), req('vm.receive.request', { target: 'web2', config: streamConfig, live: true, copyStorage: [8388608], tlsKey })],
+  'vm.migrate.request': [req('vm.migrate.request', { target: 'web', tlsKey }), req('vm.migrate.request', { target: '3', downtimeMs: 300, tlsKey }), req('vm.migrate.request', { target: 'web', copyStorage: true, tlsKey })],
   'vm.log.request': [req('vm.log.request', { target: 'web' }), req('vm.log.request', { target: '3' })],
   'vm.display.request': [req('vm.display.request', { target: 'web' })],
   'vm.grow.request': [req('vm.grow.request', { disk: '/vm/a.qcow2', size: 1048576 })],
@@ -174,12 +177,30 @@ t.test('firewall requests: bad interface numbers', async (t) => {
   refuses(t, req('vm.firewall.request', { target: 'web', rules: [] }), 'ERR_PROTOCOL', 'unknown field');
 });
 
+t.test('a migration key is exactly 64 lowercase hex digits, required for a live migration, and never echoed', async (t) => {
+  const bad = ['', 'a'.repeat(63), 'a'.repeat(65), 'A'.repeat(64), `${'a'.repeat(62)}zz`, `${'a'.repeat(63)}\n`, 64, null, ['a'.repeat(64)]];
+  for (const k of bad) {
+    for (const msg of [req('vm.migrate.request', { target: 'web', tlsKey: k }), req('vm.receive.request', { target: 'b', config: streamConfig, live: true, tlsKey: k })]) {
+      try {
+        readRequest(msg);
+        t.fail(`key ${JSON.stringify(k)}: accepted`);
+      } catch (err) {
+        t.match((err as Error).message, /field "tlsKey" must be 64 lowercase hexadecimal digits/, `key ${JSON.stringify(k)}: refused`);
+        if (typeof k === 'string' && k.length > 0) t.notOk((err as Error).message.includes(k), 'the refusal does not quote the key');
+      }
+    }
+  }
+  refuses(t, req('vm.migrate.request', { target: 'web' }), 'ERR_PROTOCOL', 'migrate without a key', /"tlsKey" is missing/);
+  refuses(t, req('vm.receive.request', { target: 'b', config: streamConfig, live: true }), 'ERR_PROTOCOL', 'a live receive without a key', /"tlsKey" goes with "live"/);
+  refuses(t, req('vm.receive.request', { target: 'b', config: streamConfig, tlsKey }), 'ERR_PROTOCOL', 'a key without live', /"tlsKey" goes with "live"/);
+});
+
 t.test('a receive request with a bad configuration is a protocol error naming the field', async (t) => {
   refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, memory: 5 } }), 'ERR_PROTOCOL', 'memory', /^vm\.receive\.request config: memory must be/);
   refuses(t, req('vm.receive.request', { target: 'b', config: { ...streamConfig, extra: 1 } }), 'ERR_PROTOCOL', 'unknown key', /unknown field "extra"/);
   refuses(t, req('vm.receive.request', { target: 'b' }), 'ERR_PROTOCOL', 'no config', /config: must be an object/);
   for (const sizes of [[-1], [2 ** 51], [1.5], ['8M'], 8, Array(65).fill(1)]) {
-    refuses(t, req('vm.receive.request', { target: 'b', config: streamConfig, live: true, copyStorage: sizes }), 'ERR_PROTOCOL', `copyStorage ${JSON.stringify(sizes).slice(0, 20)}`, /field "copyStorage"/);
+    refuses(t, req('vm.receive.request', { target: 'b', config: streamConfig, live: true, copyStorage: sizes, tlsKey }), 'ERR_PROTOCOL', `copyStorage ${JSON.stringify(sizes).slice(0, 20)}`, /field "copyStorage"/);
   }
 });
 

@@ -49,9 +49,18 @@ t.test('on a terminal: raw mode, ~. detaches, exit 0 (under script(1) for a pty)
   });
   t.teardown(() => vmd.close());
   const inner = `${process.execPath} ${vmctlEntry} console web; echo rc=$?`;
-  const r = await execa('bash', ['-c', `(sleep 2; printf 'ab\\r'; sleep 0.5; printf '~.'; sleep 1) | script -qfec "${inner}" /dev/null`], {
-    env: { ...process.env, VMD_SOCKET: vmd.path }, reject: false, timeout: 20_000,
+  // Input only once vmctl says it is connected, which it says after putting the terminal in raw mode: sent
+  // earlier, the pty would still cook it (a fixed two seconds was too short for a loaded machine).
+  const child = execa('script', ['-qfec', inner, '/dev/null'], { env: { ...process.env, VMD_SOCKET: vmd.path }, reject: false, timeout: 20_000, stdin: 'pipe' });
+  let seen = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    const before = seen;
+    seen += d.toString('latin1');
+    if (!/connected to vm web/.test(before) && /connected to vm web/.test(seen)) child.stdin?.write('ab\r');
+    if (!/<ab\r>/.test(before) && /<ab\r>/.test(seen)) child.stdin?.write('~.');
   });
+  const r = await child;
+  child.stdin?.destroy();
   t.match(r.stdout, /connected to vm web \(~\. to detach\)/);
   t.match(r.stdout, /<ab\r>/, 'input reaches the guest unechoed and unchanged');
   t.notMatch(r.stdout, /<[^>]*~/, 'the escape itself is not sent');

@@ -29,10 +29,10 @@ export interface FakeVmd {
   close(): Promise<void>;
 }
 
-/** Starts a stand-in vmd on a fresh socket in a temp directory. */
-export async function fakeVmd(handler: Handler): Promise<FakeVmd> {
+/** Starts a stand-in vmd on a fresh socket in a temp directory, or at `at`. */
+export async function fakeVmd(handler: Handler, at?: string): Promise<FakeVmd> {
   const dir = mkdtempSync(join(tmpdir(), 'vmctl-test-'));
-  const path = join(dir, 'vmd.sock');
+  const path = at ?? join(dir, 'vmd.sock');
   const requests: Record<string, unknown>[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {

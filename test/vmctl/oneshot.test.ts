@@ -116,3 +116,18 @@ t.test('the installed vmctl lists without loading net or streams, from an accept
   t.equal(String(r.stdout), readFileSync(join(packageRoot, 'test', 'vmctl', 'golden', 'status.txt'), 'utf8'), 'the table');
   t.same(JSON.parse(String(r.stderr)), { rejected: false, net: false, stream: false });
 });
+
+t.test('a socket path too long for an address is refused, never cut short onto another socket', async (t) => {
+  const dir = tempDir(t);
+  const long = join(dir, 'v'.repeat(150));
+  // Node's net would connect to the path cut to 107 bytes: a socket listens there, and must hear nothing.
+  const cut = Buffer.from(long).subarray(0, 107).toString();
+  const other = await fakeVmd((req) => ({ type: 'vm.status.response', id: req.id, vms: STATUS_FIXTURE, warnings: [] }), cut);
+  t.teardown(() => other.close());
+  for (const way of ways) {
+    await t.rejects(exchangeOnce(long, { type: 'vm.status.request' }, connectTo(long), way.exchange), {
+      message: `connect: ${long}: File name too long`, code: 'ERR_CONNECT', hint: /at most 106 bytes/,
+    }, way.name);
+  }
+  t.same(other.requests, [], 'the socket at the cut name was never reached');
+});

@@ -327,3 +327,18 @@ t.test('rulesets are applied one at a time, each planned when its turn comes; ca
   t.same(events, ['plan first', 'first loaded', 'plan third', 'second loaded', 'third loaded'],
     'the later plan is made after the first is loaded, so it sees every link the first start added, and made once');
 });
+
+t.test('a start whose link cannot be configured leaves no tap behind', {
+  skip: inNetns === undefined && 'needs root',
+}, async (t) => {
+  const { dir, db } = stateOf(t);
+  const { linkName } = await import('../../vmd/net/addr.js');
+  // The switch's bridge was never made (no switchesUp): the tap is created, then attaching it fails.
+  const c = config('switch "gone" {\n interface vmdtnw9\n}\nvm "lone" {\n interface { switch "gone" }\n}\n');
+  const net = new Network(c, db, dir, true);
+  t.teardown(() => net.shutdown());
+  await t.rejects(net.vmUp(7, c.vms[0]!), { code: 'ERR_INTERNAL', message: /^link \S+: argument "vmdtnw9" is wrong: Device does not exist$/ });
+  // The tap is not persistent: it goes with the last fd, which vmUp must close since its caller never got it.
+  const shown = await execa('ip', ['link', 'show', 'dev', linkName(7, 0)], { reject: false });
+  t.not(shown.exitCode, 0, `no ${linkName(7, 0)} left`);
+});

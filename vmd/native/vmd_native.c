@@ -345,6 +345,7 @@ NAPI_MODULE_INIT() {
     {"openAs", NULL, open_as, NULL, NULL, NULL, napi_enumerable, NULL},
     {"undumpable", NULL, undumpable, NULL, NULL, NULL, napi_enumerable, NULL},
     {"unixRequest", NULL, unix_request, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"linkSet", NULL, link_set, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods));
   return exports;

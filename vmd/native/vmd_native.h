@@ -39,4 +39,7 @@ napi_value dgram_send(napi_env env, napi_callback_info info);
 // unixRequest(path, frame, maxBytes) -> the first reply frame, header included, blocking (unix_request.c).
 napi_value unix_request(napi_env env, napi_callback_info info);
 
+// linkSet(nsPath, { name, alias?, mtu?, master?, up?, moveTo? }): a link's settings over rtnetlink (netlink.c).
+napi_value link_set(napi_env env, napi_callback_info info);
+
 #endif

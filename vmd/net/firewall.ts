@@ -159,7 +159,8 @@ export function ruleMatches(rule: FilterRule): string[] {
 /** Seeds for counters carried over an atomic replace: comment → totals, taken by the first rule that has it. */
 export type CounterSeed = Map<string, { packets: number; bytes: number }>;
 
-function counter(seed: CounterSeed | undefined, comment: string): string {
+/** A rule's anonymous counter, starting from its comment's seed when there is one (which it takes). */
+export function counterOf(seed: CounterSeed | undefined, comment: string): string {
   const s = seed?.get(comment);
   if (s === undefined) return 'counter';
   seed!.delete(comment);
@@ -179,7 +180,7 @@ export function chainRules(link: FirewallLink, dir: Direction, family: Family, s
   if (family === 'bridge') {
     // A VLAN tag would carry a packet past every match below; a filtered link carries no tagged frames.
     const vlan = linkComment(link, 'vlan');
-    lines.push(`ether type { 8021q, 8021ad } ${counter(seed, vlan)} drop comment ${JSON.stringify(vlan)}`);
+    lines.push(`ether type { 8021q, 8021ad } ${counterOf(seed, vlan)} drop comment ${JSON.stringify(vlan)}`);
     lines.push('ether type != { ip, ip6 } return');
   }
   lines.push(ND, ...head);
@@ -189,7 +190,7 @@ export function chainRules(link: FirewallLink, dir: Direction, family: Family, s
     const comment = ruleComment(link, n);
     const verdict = rule.action === 'pass' ? 'return' : 'drop';
     for (const m of ruleMatches(rule)) {
-      lines.push(`${m === '' ? '' : `${m} `}${counter(seed, comment)} ${verdict} comment ${JSON.stringify(comment)}`);
+      lines.push(`${m === '' ? '' : `${m} `}${counterOf(seed, comment)} ${verdict} comment ${JSON.stringify(comment)}`);
     }
   }
   return lines;

@@ -1,9 +1,8 @@
 // The host links of guests and rdomains: network namespaces, VM taps (made on an fd for QEMU), their
-// configuration and statistics; through ip(8) with argument arrays, all idempotent.
+// configuration (rtnetlink for a start's tap) and statistics; through ip(8) with argument arrays, all idempotent.
 
-import { execaSync } from 'execa';
 import { unlinkSync } from 'node:fs';
-import { closeFd, tunOpen, type TunHandle } from '../native.js';
+import { closeFd, linkSet, tunOpen, type TunHandle } from '../native.js';
 import { VmdError } from '../../share/errors.js';
 import type { LinkCounters } from '../../share/protocol.js';
 import {
@@ -83,6 +82,11 @@ export async function netnsRemove(name: string, owned: Iterable<string> = []): P
 
 // ---- taps (managed links) ----
 
+/** Where ip(8) keeps a named namespace, as linkSet opens it. */
+function netnsPath(name: string): string {
+  return `/run/netns/${name}`;
+}
+
 /** How tapCreate() makes a VM's tap. */
 export interface TapOptions {
   readonly vnetHdr: boolean;
@@ -111,20 +115,12 @@ export function tapCreate(name: string, opts: TapOptions): TunHandle {
     throw new VmdError('ERR_INTERNAL', `link ${name}: ${why.charAt(0).toLowerCase()}${why.slice(1)}`, { cause: err });
   }
   if (opts.netns === null) return handle;
-  // Synchronous, like tunOpen: one short ip(8) run (about 5 ms), so callers get the fd at once.
-  let r;
+  // Over rtnetlink, synchronous like tunOpen, so callers get the fd at once (ip(8) here cost a process per start).
   try {
-    r = execaSync('ip', ['link', 'set', 'dev', handle.name, 'netns', opts.netns], {
-      reject: false, stdin: 'ignore', timeout: 30_000, env: { LC_ALL: 'C' }, extendEnv: true,
-    });
+    linkSet(null, { name: handle.name, moveTo: netnsPath(opts.netns) });
   } catch (err) {
     closeFd(handle.fd);
-    throw new VmdError('ERR_INTERNAL', `link ${handle.name}: ${(err as Error).message}`, { cause: err });
-  }
-  if (r.exitCode !== 0) {
-    closeFd(handle.fd);
-    const why = r.exitCode === undefined ? (r.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT' ? 'ip: command not found' : r.shortMessage : ipMessage(String(r.stderr));
-    throw new VmdError('ERR_INTERNAL', `${where(`link ${handle.name}`, opts.netns)}: ${why}`);
+    throw new VmdError('ERR_INTERNAL', `${where(`link ${handle.name}`, opts.netns)}: ${ipMessage((err as Error).message)}`, { cause: err });
   }
   return handle;
 }
@@ -145,7 +141,7 @@ export interface LinkConfig {
   readonly mac?: string;
 }
 
-/** Alias, mtu, bridge port, host addresses and up/down of a link, in one ip(8) process when the words allow. */
+/** Alias, mtu, bridge port, host addresses and up/down of a link: one netlink round, or one ip(8) process when the words allow. */
 export async function linkConfigure(config: LinkConfig): Promise<void> {
   const what = `link ${config.name}`;
   checkLinkName(config.name);
@@ -158,6 +154,17 @@ export async function linkConfigure(config: LinkConfig): Promise<void> {
   }
   const addresses = addressList(config.address);
   for (const a of addresses) checkCidr(a, what);
+  // A bridged tap (the common start) takes one netlink round; host addresses and lladdrs of local links go through ip(8).
+  if (addresses.length === 0 && config.mac === undefined) {
+    try {
+      linkSet(config.netns === null ? null : netnsPath(config.netns), {
+        name: config.name, alias: config.alias, ...(config.mtu === undefined ? {} : { mtu: config.mtu }), master: config.master ?? '', up: config.up,
+      });
+    } catch (err) {
+      throw new VmdError('ERR_INTERNAL', `${where(what, config.netns)}: ${ipMessage((err as Error).message)}`, { cause: err });
+    }
+    return;
+  }
   await ip(config.netns, what, [
     ['link', 'set', 'dev', config.name, 'alias', config.alias],
     ...(config.mtu === undefined ? [] : [['link', 'set', 'dev', config.name, 'mtu', String(config.mtu)]]),

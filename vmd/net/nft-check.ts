@@ -47,6 +47,26 @@ function checkLink(l: NetLink): CheckedLink {
   return { ...l, rules: l.rules ?? [], chain: `link_${l.name}` };
 }
 
+/**
+ * checkLink, the same object for a link that did not change since the last plan: every start re-checks every link
+ * there is, and nft.ts and nft-delta.ts recognise an unchanged link's declarations by that identity.
+ */
+function checkLinkCached(l: NetLink): CheckedLink {
+  const same = checkedSame.get(l);
+  if (same !== undefined) return same;
+  const key = JSON.stringify(l);
+  const known = checkedLinks.get(key);
+  const c = known ?? checkLink(l);
+  if (checkedLinks.size >= CHECKED_LINKS_MAX) checkedLinks.clear();
+  checkedLinks.set(key, c);
+  checkedSame.set(l, c);
+  return c;
+}
+
+const checkedSame = new WeakMap<NetLink, CheckedLink>();
+const checkedLinks = new Map<string, CheckedLink>();
+const CHECKED_LINKS_MAX = 8192;
+
 function checkForward(f: NetForward): void {
   if (f.proto !== 'tcp' && f.proto !== 'udp') invalid(`forward: invalid protocol ${JSON.stringify(f.proto)}`);
   port(f.hostPort, 'forward');
@@ -83,7 +103,7 @@ export function checkPlan(plan: NetPlan): CheckedPlan {
   const links = [...plan.links].sort((a, b) => byText(a.name, b.name)).map((l) => {
     if (linkNames.has(l.name)) invalid(`link ${l.name}: listed twice`);
     linkNames.add(l.name);
-    return checkLink(l);
+    return checkLinkCached(l);
   });
   const forwards = [...plan.forwards].sort((a, b) => byText(a.proto, b.proto) || a.hostPort - b.hostPort);
   for (const f of forwards) checkForward(f);

@@ -8,9 +8,20 @@ type Decl = Exclude<NftItem, { kind: 'include' }>;
 type SetItem = Extract<NftItem, { kind: 'set' | 'map' }>;
 type ChainItem = Extract<NftItem, { kind: 'chain' }>;
 
-const keyOf = (i: NftItem): string => `${i.kind === 'map' ? 'set' : i.kind} ${i.name}`;
-const byKey = (items: readonly NftItem[]): Map<string, NftItem> => new Map(items.map((i) => [keyOf(i), i]));
-const sameRules = (a: ChainItem, b: ChainItem): boolean => a.rules.length === b.rules.length && a.rules.every((r, n) => ruleKey(r) === ruleKey(b.rules[n]!));
+const keyOf = (i: NftItem): string => {
+  let k = keys.get(i);
+  if (k === undefined) keys.set(i, k = `${i.kind === 'map' ? 'set' : i.kind} ${i.name}`);
+  return k;
+};
+const keys = new WeakMap<NftItem, string>();
+/** Declarations by key; remembered per version, since each version is the `next` of one delta and the `old` of the following one. */
+const byKey = (items: readonly NftItem[]): Map<string, NftItem> => {
+  let m = byKeySeen.get(items);
+  if (m === undefined) byKeySeen.set(items, m = new Map(items.map((i) => [keyOf(i), i])));
+  return m;
+};
+const byKeySeen = new WeakMap<readonly NftItem[], Map<string, NftItem>>();
+const sameRules = (a: ChainItem, b: ChainItem): boolean => a.rules === b.rules || (a.rules.length === b.rules.length && a.rules.every((r, n) => ruleKey(r) === ruleKey(b.rules[n]!)));
 /** An anonymous counter (`counter`, not `counter name "…"`), whose value lives in its rule and goes with it. */
 const ANON_COUNTER = /\bcounter(?! name)\b/;
 
@@ -63,6 +74,8 @@ function tableDelta(family: NftFamily, old: readonly NftItem[], next: readonly N
   for (const i of next) {
     const o = before.get(keyOf(i));
     if (i.kind === 'include') return null;
+    // The same object: an unchanged link's declaration (nft.ts keeps them), nothing to compare or rewrite.
+    if (o === i) continue;
     if (o === undefined) added.push(i);
     else if (!compatible(o, i)) return null;
     else kept.push([o as Decl, i]);

@@ -6,7 +6,7 @@ import { VmdError } from '../../share/errors.js';
 import type { Count } from '../../share/protocol.js';
 import { formatIPv4, maskOf, parseIPv4 } from './addr.js';
 import type { DnsmasqInstance } from './dnsmasq.js';
-import type { NetPlan } from './nft-plan.js';
+import type { NetLink, NetPlan } from './nft-plan.js';
 
 /** A managed link as the parent's Network keeps it, from vmUp (or vmReadopt) to vmDown. */
 export interface LinkState {
@@ -57,6 +57,18 @@ export function guardOf(l: Pick<LinkState, 'local' | 'fixed' | 'allow' | 'spanne
 
 /** The IPv6 link-local address a kernel derives from a MAC (EUI-64, RFC 4291 appendix A). */
 export function linkLocalOf(mac: string): string {
+  // Asked for every bridged link at every start.
+  let known = linkLocalSeen.get(mac);
+  if (known === undefined) {
+    if (linkLocalSeen.size >= 8192) linkLocalSeen.clear();
+    linkLocalSeen.set(mac, known = linkLocalDerive(mac));
+  }
+  return known;
+}
+
+const linkLocalSeen = new Map<string, string>();
+
+function linkLocalDerive(mac: string): string {
   const b = mac.split(':').map((x) => parseInt(x, 16));
   b[0] = b[0]! ^ 2;
   const hex = (x: number, y: number): string => ((x << 8) | y).toString(16);
@@ -93,18 +105,32 @@ export interface SwitchLookup {
   switchByName(name: string): SwitchConfig | undefined;
 }
 
+/**
+ * A link as nftables sees it; the same object while the link is unchanged (only its rules change in place, on a
+ * reload), so the checks and rules derived from it are not made again for every link at every start.
+ */
+function netLinkOf(l: LinkState): NetLink {
+  const known = netLinks.get(l);
+  if (known !== undefined && known.rules === l.rules) return known;
+  const n: NetLink = {
+    name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
+    lockIp: lockedIpOf(l), local: l.local, groups: l.groups, rules: l.rules, lockIp6: l.local6?.guest ?? null,
+    // A bridged guest whose IPv4 is bound gets its IPv6 bound too: to the link-local address of its lladdr.
+    lockLinkLocal: l.bridge !== null && lockedIpOf(l) !== null ? linkLocalOf(l.mac) : null, guard: guardOf(l),
+  };
+  netLinks.set(l, n);
+  return n;
+}
+
+const netLinks = new WeakMap<LinkState, NetLink>();
+
 /** What nftScript gets for one namespace: the links and enabled switches there, their forwards and NAT. */
 export function netPlanOf(ns: string | null, all: Iterable<LinkState>, sw: SwitchLookup): NetPlan {
   const links = [...all].filter((l) => l.netns === ns);
   const switches = sw.switches.filter((s) => s.enabled && sw.nsOf(s) === ns);
   return {
     switches: switches.map((s) => ({ name: s.name, bridge: s.interface, subnet: s.address === null ? null : subnetOf(s.address), nat: s.nat, group: s.group })),
-    links: links.map((l) => ({
-      name: l.name, vmId: l.vmId, vm: l.vm, index: l.index, bridge: l.bridge, mac: l.mac, lockMac: l.lockMac || l.local !== null,
-      lockIp: lockedIpOf(l), local: l.local, groups: l.groups, rules: l.rules, lockIp6: l.local6?.guest ?? null,
-      // A bridged guest whose IPv4 is bound gets its IPv6 bound too: to the link-local address of its lladdr.
-      lockLinkLocal: l.bridge !== null && lockedIpOf(l) !== null ? linkLocalOf(l.mac) : null, guard: guardOf(l),
-    })),
+    links: links.map(netLinkOf),
     forwards: links.flatMap((l) => {
       // A local link's guest is reached through its tap; a guest on a nat switch at its fixed lease, through the bridge.
       const nat = l.local === null && l.fixed && l.bridge !== null && sw.switchByName(l.switch ?? '')?.nat === true;

@@ -36,6 +36,8 @@ export class Rulesets {
   /** Per namespace: the interfaces route_localnet was set on, and whether br_netfilter's switches are on. */
   private readonly localnet = new Map<string | null, Set<string>>();
   private readonly bridgeNf = new Set<string | null>();
+  /** Counters a migrated guest brought, added at the next apply in the namespaces that may hold them (carry.ts). */
+  private carried: { seed: CounterSeed; spaces: Set<string | null> } | null = null;
   /** The apply not started yet, which later callers join (see apply). */
   private queued: Queued | null = null;
   /** The apply in progress: applies run one at a time (see apply). */
@@ -44,6 +46,20 @@ export class Rulesets {
   /** Counters whose comment starts with `prefix` start from zero at the next replace. */
   countersReset(prefix: string): void {
     this.counterResets.add(prefix);
+  }
+
+  /**
+   * Counters to add to the current ones at the next apply, by comment, in whichever of `spaces` holds them: those
+   * namespaces are then replaced whole (a rule's anonymous counter can only be set by writing the rule again).
+   */
+  countersCarry(spaces: Iterable<string | null>, seed: CounterSeed): void {
+    const c = this.carried ?? { seed: new Map(), spaces: new Set() };
+    for (const [k, v] of seed) {
+      const had = c.seed.get(k) ?? { packets: 0, bytes: 0 };
+      c.seed.set(k, { packets: had.packets + v.packets, bytes: had.bytes + v.bytes });
+    }
+    for (const ns of spaces) c.spaces.add(ns);
+    this.carried = c;
   }
 
   /**
@@ -84,13 +100,17 @@ export class Rulesets {
   private async applyNow(spaces: readonly (string | null)[], planFor: (ns: string | null) => NetPlan, groups: readonly string[], strict: ReadonlySet<string | null>): Promise<void> {
     let failure: unknown = null;
     let replaced = false;
+    // Taken now: counters carried while this apply runs wait for the next one, which their caller asked for.
+    const carried = this.carried;
+    this.carried = null;
     for (const ns of spaces) {
       const plan = planFor(ns);
+      const carry = carried?.spaces.has(ns) === true ? carried.seed : undefined;
       try {
         await this.prepare(plan, ns);
         const withInclude = await this.withInclude(plan, ns, groups);
-        if (withInclude.include == null && await this.applyDelta(plan, ns)) continue;
-        await this.applyFull(withInclude, ns);
+        if (carry === undefined && withInclude.include == null && await this.applyDelta(plan, ns)) continue;
+        await this.applyFull(withInclude, ns, carry);
         replaced = true;
       } catch (err) {
         this.forget(ns);
@@ -99,6 +119,9 @@ export class Rulesets {
       }
     }
     this.counterResets.clear();
+    if (carried !== null && carried.seed.size > 0) {
+      logWarn(`nftables: ${carried.seed.size} migrated counters not added (no such rule here, or the replace failed): ${[...carried.seed.keys()].slice(0, 3).join(', ')}`);
+    }
     if (failure !== null) throw failure;
     if (replaced && !this.warnedForward) {
       const w = await foreignForwardDrop(null).catch(() => null);
@@ -152,16 +175,22 @@ export class Rulesets {
     return true;
   }
 
-  /** vmd's tables replaced whole and atomically, counters carried over except those of new runs and new rules. */
-  private async applyFull(plan: NetPlan, ns: string | null): Promise<void> {
+  /**
+   * vmd's tables replaced whole and atomically, counters carried over except those of new runs and new rules;
+   * `carry`'s counts are added to the current ones, and those that found their rule here leave it.
+   */
+  private async applyFull(plan: NetPlan, ns: string | null, carry?: CounterSeed): Promise<void> {
     let seed: CounterSeed | undefined;
-    if (this.hadCounters.get(ns) !== false) {
+    if (this.hadCounters.get(ns) !== false || carry !== undefined) {
       seed = await nftCounters(ns).catch(() => undefined);
       for (const key of seed?.keys() ?? []) if ([...this.counterResets].some((p) => key.startsWith(p))) seed!.delete(key);
     }
+    if (carry !== undefined) seed = seedsAdded(seed ?? new Map(), carry);
     const model = nftModel(plan, seed);
     this.applied.delete(ns);
     await nftApply(modelScript(model), ns);
+    // The model took (deleted) the seeds of the counters it has: those carried counts are in place now.
+    for (const key of [...carry?.keys() ?? []]) if (!seed!.has(key)) carry!.delete(key);
     this.hadCounters.set(ns, hasCounters(plan));
     // A user's included file can add anything to the table: only a replace knows what it holds afterwards.
     if (plan.include == null) this.applied.set(ns, model);
@@ -218,6 +247,16 @@ async function bridgeNetfilter(netns: string | null): Promise<void> {
     const previous = await sysctlSet(key, '1', netns);
     if (previous !== '1') logInfo(`enabled ${key}${netns === null ? '' : ` in ${netns}`}: bridged guests have filter rules`);
   }
+}
+
+/** The current counts with carried ones added (never replaced: the target counted too since its guest resumed). */
+function seedsAdded(current: CounterSeed, carry: CounterSeed): CounterSeed {
+  const out: CounterSeed = new Map(current);
+  for (const [k, v] of carry) {
+    const had = out.get(k) ?? { packets: 0, bytes: 0 };
+    out.set(k, { packets: Math.min(had.packets + v.packets, Number.MAX_SAFE_INTEGER), bytes: Math.min(had.bytes + v.bytes, Number.MAX_SAFE_INTEGER) });
+  }
+  return out;
 }
 
 /** Whether a plan's tables hold counters worth carrying over a replace. */

@@ -20,6 +20,7 @@ import {
 import { captureRequest, consoleRequest } from './sockets.js';
 import { vmSnapshotRequest } from './snapshot.js';
 import { streamRequest } from './transfer.js';
+import { countsAnswer, countsCarry } from './migrate-counters.js';
 
 /**
  * Messages from control. A client's request waits until its uid's user and groups are resolved asynchronously
@@ -146,6 +147,12 @@ export function parentDispatchVmm(p: Parent, msg: VmmToParent, generation: numbe
     }
     case 'vmm.metrics.request':
       void metricsAnswer(p, msg.req);
+      return;
+    case 'vm.counters.request':
+      void countsAnswer(p, msg.vmId);
+      return;
+    case 'vm.counters.carry':
+      countsCarry(p, msg.vmId, msg.counters);
       return;
   }
 }

@@ -26,6 +26,7 @@ import { VmRegistry } from './registry.js';
 import { Roles } from './roles.js';
 import { StaggerQueue } from './stagger.js';
 import { passtSweep } from './passt.js';
+import { migrateKeysSweep } from './migrate-tls.js';
 
 export type { ParentOptions } from './context.js';
 
@@ -79,6 +80,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
     return 1;
   }
   mkdirSync(env.runRoot, { recursive: true, mode: 0o755 });
+  migrateKeysSweep(env.runRoot);
   try {
     directoriesCheck(env, vmdUser());
   } catch (err) {

@@ -7,6 +7,7 @@ import { DEFAULT_DOWNTIME_MS } from '../../share/migrate.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import { logInfo, logWarn } from '../log.js';
 import type { Parent } from './context.js';
+import { migrateKeyRemove, migrateKeyWrite } from './migrate-tls.js';
 import { vmPermittedGet } from './requests.js';
 import { streamConfigOf } from './vm-config.js';
 
@@ -25,9 +26,10 @@ export function migrateStart(p: Parent, who: { uid: number; gid: number }, req: 
   if (p.transfers.has(e.record.id)) throw new VmdError('ERR_INVALID', `vm "${e.record.name}": already being sent or migrated`);
   const id = e.record.id;
   const config = streamConfigOf(id, e.record.config);
+  const tlsDir = migrateKeyWrite(p, id, req.tlsKey);
   p.transfers.add(id);
   p.roles.vmmCall((r) => ({
-    type: 'vm.migrate', req: r, vmId: id, remainder, downtimeMs: req.downtimeMs ?? DEFAULT_DOWNTIME_MS, copyStorage: req.copyStorage === true,
+    type: 'vm.migrate', req: r, vmId: id, remainder, downtimeMs: req.downtimeMs ?? DEFAULT_DOWNTIME_MS, copyStorage: req.copyStorage === true, tlsDir,
     response: { type: 'vm.migrate.response', id: req.id, vmId: id, name: e.record.name, phase: 'ready', config },
   }), { timeoutMs: MIGRATE_TIMEOUT_MS, handle: socket, forVm: id }).then(
     () => {
@@ -35,5 +37,8 @@ export function migrateStart(p: Parent, who: { uid: number; gid: number }, req: 
       p.events.vm(e, 'sent', { reason: 'migrated' });
     },
     (err: unknown) => logWarn(`vm "${e.record.name}": migration failed, the guest stays: ${toVmdError(err).message}`),
-  ).finally(() => p.transfers.delete(id));
+  ).finally(() => {
+    migrateKeyRemove(tlsDir);
+    p.transfers.delete(id);
+  });
 }

@@ -15,6 +15,7 @@ import { AcceptQueue } from '../accept.js';
 import { logDebug, logWarn } from '../log.js';
 import { RestartBudget, RoleChannel } from '../proc.js';
 import { ControlPeers } from './peers.js';
+import { socketTempPath } from './reach.js';
 import type { ParentEnv } from './env.js';
 
 /** What the roles' messages are handed to; set by parentMain once every part exists. */
@@ -170,6 +171,8 @@ export class Roles {
   /** Binds the control socket; a live daemon on it is an error, a stale socket file is replaced. */
   async #listen(): Promise<Server> {
     const sockPath = this.env.sockPath;
+    // Its length was checked at start-up (reach.ts): Node would cut a longer name short and bind another.
+    const tmp = socketTempPath(sockPath);
     if (existsSync(sockPath)) {
       const alive = await new Promise<boolean>((resolve) => {
         const s = connect(sockPath);
@@ -182,7 +185,6 @@ export class Roles {
     mkdirSync(dirname(sockPath), { recursive: true });
     // Bound under a temporary name and renamed into place: the new socket replaces a stale one atomically,
     // and libuv unlinks the *bound* path when the server closes; that must not be the real socket.
-    const tmp = `${sockPath}.${process.pid}.tmp`;
     try { unlinkSync(tmp); } catch { /* none */ }
     // Handing control the listening socket instead lost connections: a received server accepts before the message
     // carrying it is delivered, and such a connection had no listener and hung its client.

@@ -18,6 +18,7 @@ import { vmPermittedGet } from './requests.js';
 import { receiveIdClaim } from './receive-id.js';
 import { streamConfigOf, vmFromStream } from './vm-config.js';
 import { migrateStart } from './migrate.js';
+import { migrateKeyRemove, migrateKeyWrite } from './migrate-tls.js';
 import { copyImagesCreate, copyImagesKeep, copyImagesRecord, copyImagesRemove } from './copy-storage.js';
 import { fsIdentityOf } from '../user-files.js';
 
@@ -90,14 +91,18 @@ async function receive(p: Parent, uid: number, req: Extract<ControlRequest, { ty
   }
   p.vms.setState(e, 'starting');
   let error: VmdError | null = null;
+  // A live receive's key, for QEMU's TLS server: on disk only while the migration lasts.
+  let tlsDir: string | undefined;
   try {
+    if (req.tlsKey !== undefined) tlsDir = migrateKeyWrite(p, id, req.tlsKey);
     await p.roles.vmmCall((r) => ({
-      type: 'vm.receive', req: r, vmId: id, remainder, live: req.live === true, copyStorage: req.copyStorage !== undefined,
+      type: 'vm.receive', req: r, vmId: id, remainder, live: req.live === true, copyStorage: req.copyStorage !== undefined, ...(tlsDir === undefined ? {} : { tlsDir }),
       response: { type: 'vm.receive.response', id: req.id, phase: 'ready', vm: p.vms.info(e) },
     }), { timeoutMs: TRANSFER_TIMEOUT_MS, handle: socket });
   } catch (err) {
     error = toVmdError(err);
   }
+  if (tlsDir !== undefined) migrateKeyRemove(tlsDir);
   p.transfers.delete(id);
   if (error === null && e.runtime !== null) {
     copyImagesKeep(e.runtime.runDir);

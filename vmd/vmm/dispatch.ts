@@ -11,6 +11,7 @@ import { consoleAttach } from './console.js';
 import { guestFinish, guestRunning, type Guest, type Vmm } from './guests.js';
 import { guestAdopt, guestPause, guestStop } from './lifecycle.js';
 import { guestIncoming, guestMigrate } from './migrate.js';
+import { countersAnswered } from './migrate-counters.js';
 import { guestReceive } from './receive.js';
 import { guestSend } from './send.js';
 import { guestGrow } from './grow.js';
@@ -48,6 +49,8 @@ export async function vmmDispatchParent(vmm: Vmm, msg: ParentToVmm, handle: Sock
       return transferServe(vmm, msg, handle);
     case 'vm.stream.reply':
       return streamReply(vmm, msg);
+    case 'vm.counters.data':
+      return countersAnswered(vmm, msg);
   }
 }
 
@@ -104,11 +107,20 @@ async function transferServe(vmm: Vmm, msg: Msg<'vm.send'> | Msg<'vm.receive'> |
     return reply(vmm, msg.req, 'ERR_QEMU', () => guestSend(vmm, g, client, msg.response, Buffer.from(msg.header, 'base64')));
   }
   if (msg.type === 'vm.migrate') {
-    return reply(vmm, msg.req, 'ERR_QEMU', () => guestMigrate(vmm, g, client, msg.response, Buffer.from(msg.remainder, 'base64'), msg.downtimeMs, msg.copyStorage === true));
+    return reply(vmm, msg.req, 'ERR_QEMU', () => guestMigrate(vmm, g, client, msg.response, Buffer.from(msg.remainder, 'base64'), {
+      downtimeMs: msg.downtimeMs, copyStorage: msg.copyStorage === true, tlsDir: msg.tlsDir,
+    }));
   }
   return reply(vmm, msg.req, 'ERR_QEMU', async () => {
-    if (msg.live === true) await guestIncoming(g, client, msg.response, msg.copyStorage === true);
-    else await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
+    if (msg.live === true) {
+      // The parent writes a live receive's key before it asks: none is a bug, and no port opens without one.
+      if (msg.tlsDir === undefined) throw new VmdError('ERR_INTERNAL', `vm "${g.handle.name}": migrate: no key for the incoming migration`);
+      const counters = await guestIncoming(g, client, msg.response, msg.tlsDir, msg.copyStorage === true);
+      // Before the vm.result, so the parent has them by the time it answers the client.
+      if (counters.length > 0) vmm.send({ type: 'vm.counters.carry', vmId: g.vmId, counters });
+    } else {
+      await guestReceive(g, client, msg.response, Buffer.from(msg.remainder, 'base64'));
+    }
     return g.state;
   });
 }

@@ -6,6 +6,7 @@ import { VmdError } from '../../share/errors.js';
 import type { MetricsListen } from '../../share/config.js';
 import type { GuestHandle, ParentToVmm, VmmToParent } from '../../share/ipc.js';
 import type { VmState } from '../../share/protocol.js';
+import type { CarriedCount } from '../../share/migrate-counters.js';
 import { heapTrimSoon } from '../heap-trim.js';
 import { logDebug } from '../log.js';
 import { pidAlive } from '../pid.js';
@@ -27,6 +28,8 @@ export class Guest {
   stopTimer: NodeJS.Timeout | null = null;
   /** A send, receive or live migration in progress holds the guest's migration. */
   transfer: 'send' | 'receive' | 'migrate' | null = null;
+  /** A migration's wait for the parent's reading of the guest's firewall counters (vmd/vmm/migrate-counters.ts). */
+  countersWaiter: ((counters: readonly CarriedCount[]) => void) | null = null;
   /** Attach requests waiting for the console connection (just after a start or a vmm restart). */
   consoleWaiters: Array<() => void> = [];
 

@@ -10,6 +10,11 @@ import { QmpClient } from '../qmp.js';
 import { consoleConnect } from './console.js';
 import { Guest, guestFinish, guestWatchExit, type Vmm } from './guests.js';
 
+/** QEMU's run states after an outgoing migration: the guest's CPUs are stopped and it may run elsewhere now. */
+const MIGRATED = ['postmigrate', 'finish-migrate'];
+/** The run states in which a QEMU's guest does not run, none of them to be resumed without being asked. */
+const PAUSED = ['paused', ...MIGRATED];
+
 /** Takes a QEMU into the table: connects QMP and the console; returns whether it runs or is paused. */
 export async function guestAdopt(vmm: Vmm, h: GuestHandle): Promise<VmState> {
   const old = vmm.guests.get(h.vmId);
@@ -37,7 +42,13 @@ export async function guestAdopt(vmm: Vmm, h: GuestHandle): Promise<VmState> {
     vmm.guests.delete(h.vmId);
     throw new VmdError('ERR_QEMU', `vm "${h.name}": an unfinished receive`);
   }
-  g.state = status.running === false && status.status === 'paused' ? 'paused' : 'running';
+  g.state = status.running === false && PAUSED.includes(status.status ?? '') ? 'paused' : 'running';
+  if (h.adopted && status.status !== undefined && MIGRATED.includes(status.status)) {
+    // Its migration completed (or was finishing) when the vmd conducting it died: whether the target took the
+    // guest is unknown here, and resuming it would then run it twice (libvirt leaves such a domain paused too).
+    logWarn(`vm "${h.name}": pid ${h.pid} was left by an outgoing migration (qemu ${status.status}): adopted paused; `
+      + `if the target runs the guest, stop it here, otherwise unpause it`);
+  }
   consoleConnect(g);
   logDebug(`vm ${h.vmId} "${h.name}" pid ${h.pid} ${h.adopted ? 're-adopted' : 'adopted'} (${g.state})`);
   return g.state;

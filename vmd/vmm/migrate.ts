@@ -4,12 +4,19 @@
 import type { Socket } from 'node:net';
 import { VmdError, toVmdError } from '../../share/errors.js';
 import { encodeFrame, FrameDecoder } from '../../share/frame.js';
-import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateProgress } from '../../share/migrate.js';
+import { migrateUri, readMigrateClientFrame, type MigrateClientFrame, type MigrateCounters, type MigrateProgress } from '../../share/migrate.js';
 import { logWarn } from '../log.js';
 import type { QmpClient } from '../qmp.js';
 import { guestFinish, type Guest, type Vmm } from './guests.js';
 import { guestQuitAndWait } from './lifecycle.js';
 import { diskSizes, MIRROR_POLL_MS, Mirrors, nbdExport, nbdStop } from './mirror.js';
+import type { CarriedCount } from '../../share/migrate-counters.js';
+import { countersAsk } from './migrate-counters.js';
+import { MigrationTls } from './migrate-tls.js';
+import { MigrationWake, migrationEventsOn } from './migrate-wake.js';
+
+/** How the source migrates: QEMU's downtime limit, whether disks are mirrored first, and the key's directory. */
+export interface MigrateHow { readonly downtimeMs: number; readonly copyStorage: boolean; readonly tlsDir: string }
 
 /** query-migrate states in which the migration is still going on. */
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
@@ -17,8 +24,8 @@ const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug',
 const PROGRESS_MS = 50;
 /** The source's bandwidth cap: QEMU's default (32 MiB/s) would make a 1 GB guest take half a minute on loopback. */
 const MAX_BANDWIDTH = 8 * 1024 ** 3;
-/** Frames the client may send are tiny; anything bigger is not vmctl. */
-const MAX_CLIENT_FRAME = 4096;
+/** Frames the client may send are small (a commit carries at most MAX_CARRIED_COUNTS counters); anything bigger is not vmctl. */
+const MAX_CLIENT_FRAME = 128 * 1024;
 
 interface QueryMigrate {
   status?: string;
@@ -99,7 +106,7 @@ function progressOf(q: QueryMigrate, disks = 0): MigrateProgress {
 }
 
 /** Runs the migration, reporting progress, until QEMU ends it or the client gives up (then cancels it). */
-async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames, disks: number): Promise<QueryMigrate> {
+async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: ClientFrames, disks: number, wake: MigrationWake): Promise<QueryMigrate> {
   let cancelled = false;
   for (;;) {
     const q = (await qmp.execute('query-migrate')) as QueryMigrate;
@@ -112,15 +119,15 @@ async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: Cl
     } else if (status === 'active') {
       client.write(encodeFrame(progressOf(q, disks)));
     }
-    await new Promise((r) => setTimeout(r, PROGRESS_MS));
+    await wake.sleep(PROGRESS_MS);
     if (g.exited) throw new VmdError('ERR_QEMU', `vm "${g.handle.name}": migrate: the guest exited`);
   }
 }
 
 /** --copy-storage: mirrors every disk to the target while the guest runs, until every job is READY. */
-async function mirrorsReady(g: Guest, mirrors: Mirrors, client: Socket, frames: ClientFrames, host: string, port: number): Promise<void> {
+async function mirrorsReady(g: Guest, mirrors: Mirrors, client: Socket, frames: ClientFrames, go: { host: string; port: number; tlsId: string }): Promise<void> {
   const name = g.handle.name;
-  await mirrors.start(host, port);
+  await mirrors.start(go.host, go.port, go.tlsId);
   // The bar's total from the start: the disks, then the RAM that follows them.
   const ram = ((await g.qmp?.execute('query-memory-size-summary')) as { 'base-memory'?: number } | undefined)?.['base-memory'] ?? 0;
   for (;;) {
@@ -148,24 +155,34 @@ async function migrationResume(g: Guest, qmp: QmpClient): Promise<void> {
  * for where to go, migrates while the guest runs, and after completion waits for the client's verdict: commit
  * quits the guest here, abort resumes it. A client lost after completion leaves it paused: the target may run it.
  */
-export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, downtimeMs: number, copyStorage = false): Promise<void> {
+export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response: unknown, remainder: Buffer, how: MigrateHow): Promise<void> {
+  const { downtimeMs, copyStorage, tlsDir } = how;
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'migrate';
   const mirrors = copyStorage ? new Mirrors(qmp, name) : null;
+  const tls = new MigrationTls(qmp, tlsDir);
+  const wake = new MigrationWake(qmp);
+  let counted: Promise<readonly CarriedCount[]> | null = null;
+  const onStop = (event: string): void => { if (event === 'STOP') counted ??= countersAsk(vmm, g); };
   try {
     client.write(encodeFrame(copyStorage ? { ...(response as object), diskSizes: await diskSizes(qmp) } : response));
     const frames = new ClientFrames(client, remainder);
     const go = await frames.next();
     if (go === null || go.type !== 'vm.migrate.go') throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up before the migration began`);
+    await tls.add('client');
     if (mirrors !== null) {
       if (go.nbdPort === undefined) throw new VmdError('ERR_INVALID', `vm "${name}": migrate: the target exports no disks to copy to`);
-      await mirrorsReady(g, mirrors, client, frames, go.host, go.nbdPort);
+      await mirrorsReady(g, mirrors, client, frames, { host: go.host, port: go.nbdPort, tlsId: tls.id });
     }
+    // The firewall's counters are read once the guest stops for the last pass (QEMU's STOP), alongside that pass.
+    qmp.on('event', onStop);
     await qmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeMs, 'max-bandwidth': MAX_BANDWIDTH });
+    await tls.migrationOn();
+    await migrationEventsOn(qmp);
     await qmp.execute('migrate', { uri: migrateUri(go.host, go.port) });
-    const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0);
+    const q = await migrationRun(g, qmp, client, frames, mirrors?.total ?? 0, wake);
     if (q.status !== 'completed') {
       await mirrors?.cancel(false);
       await migrationResume(g, qmp);
@@ -176,12 +193,17 @@ export async function guestMigrate(vmm: Vmm, g: Guest, client: Socket, response:
     // client hears `completed` and the target may stop its NBD server and resume.
     await mirrors?.cancel(true);
     client.write(encodeFrame(progressOf(q, mirrors?.total ?? 0)));
+    client.write(encodeFrame({ type: 'vm.migrate.counters', counters: await (counted ?? countersAsk(vmm, g)) } satisfies MigrateCounters));
     await migrationDecide(vmm, g, qmp, client, frames, response);
   } catch (err) {
     if (mirrors !== null && !g.exited) await mirrors.cancel(false).catch(() => undefined);
+    // The guest stays here: its QEMU lets the spent key go, and a later migration adds its own.
+    if (!g.exited) await tls.remove();
     if (!client.destroyed) client.end(encodeFrame({ type: 'error', id: (response as { id: number }).id, error: toVmdError(err, 'ERR_QEMU').toJSON() }));
     throw err;
   } finally {
+    wake.close();
+    qmp.off('event', onStop);
     if (!g.exited) g.transfer = null;
   }
 }
@@ -217,7 +239,7 @@ async function incomingPort(qmp: QmpClient, name: string): Promise<number> {
 }
 
 /** Waits until QEMU has loaded the whole state (paused, with -S), failing if it gave up or the client left. */
-async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string): Promise<void> {
+async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string, wake: MigrationWake): Promise<void> {
   const deadline = Date.now() + INCOMING_TIMEOUT_MS;
   for (;;) {
     const st = (await qmp.execute('query-status')) as { status?: string };
@@ -226,28 +248,34 @@ async function incomingLoaded(qmp: QmpClient, frames: ClientFrames, name: string
     // A commit may come before this poll sees the load finished (the source's news travels fast); it waits.
     if (frames.gone) throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the client gave up`, { hint: 'the guest runs on at the source' });
     if (Date.now() > deadline) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: no migration arrived`);
-    await new Promise((r) => setTimeout(r, 50));
+    await wake.sleep(50);
   }
 }
 
 /**
  * A live receive, `vmctl migrate`'s target: QEMU (started paused with -incoming defer) listens on a TCP port of
  * its own choosing, the ready reply tells the client which, and once QEMU has loaded a whole state the guest
- * resumes only on the client's commit, sent after the source said its migration completed. Anyone may connect
- * to the port first; what they send is loaded but never run.
+ * resumes only on the client's commit, sent after the source said its migration completed. The stream is TLS with
+ * the migration's key: anyone else who connects first fails the handshake, and QEMU goes on listening.
  */
-export async function guestIncoming(g: Guest, client: Socket, response: unknown, copyStorage = false): Promise<void> {
+export async function guestIncoming(g: Guest, client: Socket, response: unknown, tlsDir: string, copyStorage = false): Promise<readonly CarriedCount[]> {
   const qmp = g.qmp;
   const name = g.handle.name;
   if (qmp === null) throw new VmdError('ERR_QEMU', `vm "${name}": no qmp connection`);
   g.transfer = 'receive';
   const frames = new ClientFrames(client, Buffer.alloc(0));
+  const tls = new MigrationTls(qmp, tlsDir);
+  const wake = new MigrationWake(qmp);
   try {
+    // Before QEMU listens: only a source holding this migration's key gets past the TLS handshake.
+    await tls.add('server');
+    await tls.migrationOn();
+    await migrationEventsOn(qmp);
     // Every address: the client names the one the source reaches, which this host cannot know.
     await qmp.execute('migrate-incoming', { uri: 'tcp:[::]:0' });
     const port = await incomingPort(qmp, name);
-    client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name) } : {}) }));
-    await incomingLoaded(qmp, frames, name);
+    client.write(encodeFrame({ ...(response as object), port, ...(copyStorage ? { nbdPort: await nbdExport(qmp, name, tls.id) } : {}) }));
+    await incomingLoaded(qmp, frames, name, wake);
     const verdict = await frames.next();
     if (verdict?.type !== 'vm.migrate.commit') {
       throw new VmdError('ERR_INTERRUPTED', `vm "${name}": migrate: the source did not complete the migration`, { hint: 'the guest runs on at the source' });
@@ -257,7 +285,10 @@ export async function guestIncoming(g: Guest, client: Socket, response: unknown,
     g.state = 'paused';
     await qmp.execute('cont');
     g.state = 'running';
+    await tls.remove();
+    return verdict.counters ?? [];
   } finally {
+    wake.close();
     g.transfer = null;
   }
 }

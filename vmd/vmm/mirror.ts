@@ -48,13 +48,14 @@ function freePort(): Promise<number> {
  * makes the image active, as migration with non-shared storage needs). Returns the port. A port taken between
  * freePort and QEMU's bind is retried.
  */
-export async function nbdExport(qmp: QmpClient, name: string): Promise<number> {
+export async function nbdExport(qmp: QmpClient, name: string, tlsId: string): Promise<number> {
   let port = 0;
   for (let attempt = 0; port === 0; attempt++) {
     const candidate = await freePort();
     try {
       // One connection at a time: while the source's mirror is connected, no one else can write.
-      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } }, 'max-connections': 1 });
+      // TLS with the migration's key: a client without it is refused before it may name an export.
+      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '::', port: String(candidate) } }, 'max-connections': 1, 'tls-creds': tlsId });
       port = candidate;
     } catch (err) {
       if (attempt >= 3) throw new VmdError('ERR_QEMU', `vm "${name}": migrate: nbd server: ${(err as Error).message}`, { cause: err });
@@ -74,18 +75,26 @@ export async function nbdStop(qmp: QmpClient): Promise<void> {
 /** The source's mirror jobs, one per disk, to the target's NBD exports. */
 export class Mirrors {
   #jobs: string[] = [];
+  #nodes: string[] = [];
   /** Bytes of every disk: the part of the migration's total the mirror stands for. */
   total = 0;
 
   constructor(private readonly qmp: QmpClient, private readonly name: string) {}
 
-  /** Starts a full mirror of every disk (the whole backing chain, flattened) to `host:port`. */
-  async start(host: string, port: number): Promise<void> {
+  /**
+   * Starts a full mirror of every disk (the whole backing chain, flattened) to `host:port`: each target is an NBD
+   * client node over TLS with the migration's credentials `tlsId` (vmd/vmm/migrate-tls.ts), which the caller added.
+   */
+  async start(host: string, port: number, tlsId: string): Promise<void> {
     for (const d of await disksOf(this.qmp)) {
       const job = `vmd-mirror-${d.device}`;
-      await this.qmp.execute('drive-mirror', {
-        'job-id': job, device: d.device, target: `nbd://${host}:${port}/${d.device}`, format: 'raw', sync: 'full', mode: 'existing',
+      const node = `vmd-nbd-${d.device}`;
+      await this.qmp.execute('blockdev-add', {
+        driver: 'nbd', 'node-name': node, server: { type: 'inet', host: host.replace(/^\[(.*)\]$/, '$1'), port: String(port) },
+        export: d.device, 'tls-creds': tlsId,
       });
+      this.#nodes.push(node);
+      await this.qmp.execute('blockdev-mirror', { 'job-id': job, device: d.device, target: node, sync: 'full' });
       this.#jobs.push(job);
       this.total += d.size;
     }
@@ -120,5 +129,8 @@ export class Mirrors {
       await new Promise((r) => setTimeout(r, 50));
     }
     this.#jobs = [];
+    // The NBD connections close with their nodes, and the TLS credentials are free to go.
+    for (const node of this.#nodes) await this.qmp.execute('blockdev-del', { 'node-name': node }).catch(() => undefined);
+    this.#nodes = [];
   }
 }

@@ -192,4 +192,30 @@ t.test('in network namespaces', { skip: !isRoot && 'needs root' }, async (t) => 
     for (const [k, v] of seed) t.same(c.get(k), v, k);
     t.same(c.get("vm 'vm4' if0 mac-spoof"), { packets: 0, bytes: 0 }, 'a new link starts from zero');
   });
+
+  await t.test('a migrated guest\'s counters are added to what its rules counted here, never replacing it', async (t) => {
+    const rulesets = new Rulesets();
+    const plan = planOf(new Map([[1, webRules]]), true);
+    // What the target's rules counted between the guest's resumption and the carry.
+    await nftApply(nftScript(plan, new Map([["vm 'vm1' if0 rule 2", { packets: 2, bytes: 120 }]])), inc);
+    await rulesets.apply([inc], () => plan, [], new Set([inc]));
+    const carried = (): Map<string, { packets: number; bytes: number }> => new Map([
+      ["vm 'vm1' if0 rule 2", { packets: 5, bytes: 300 }],
+      ["vm 'vm1' if0 mac-spoof", { packets: 1, bytes: 60 }],
+      ["vm 'vm1' forward tcp/8001", { packets: 4, bytes: 240 }],
+    ]);
+    rulesets.countersCarry([inc], carried());
+    await rulesets.apply([inc], () => plan, [], new Set([inc]));
+    let c = await nftCounters(inc);
+    t.same(c.get("vm 'vm1' if0 rule 2"), { packets: 7, bytes: 420 }, 'a rule\'s: added to its own');
+    t.same(c.get("vm 'vm1' if0 mac-spoof"), { packets: 1, bytes: 60 }, 'a lock\'s named counter');
+    t.same(c.get("vm 'vm1' forward tcp/8001"), { packets: 4, bytes: 240 }, 'a forward\'s');
+    // Carried once more (a second migration back and forth): added again, and kept by a delta after it.
+    rulesets.countersCarry([inc], carried());
+    await rulesets.apply([inc], () => plan, [], new Set([inc]));
+    await rulesets.apply([inc], () => planOf(new Map([[1, webRules], [2, []]]), true), [], new Set([inc]));
+    c = await nftCounters(inc);
+    t.same(c.get("vm 'vm1' if0 rule 2"), { packets: 12, bytes: 720 });
+    t.same(c.get("vm 'vm1' forward tcp/8001"), { packets: 8, bytes: 480 });
+  });
 });

@@ -3,7 +3,8 @@
 
 import t from 'tap';
 import { parseConfigText } from '../../../grammar/parse.js';
-import { guardOf, linkLocalOf, lockedIpOf, type LinkState } from '../../../vmd/net/plan.js';
+import { guardOf, linkLocalOf, lockedIpOf, netPlanOf, type LinkState } from '../../../vmd/net/plan.js';
+import { nftScript } from '../../../vmd/net/nft.js';
 
 type Binding = Pick<LinkState, 'local' | 'lockMac' | 'fixed' | 'allow' | 'spanned'>;
 const onSwitch = (over: Partial<Binding> = {}): Binding => ({ local: null, lockMac: false, fixed: '10.0.0.7', allow: [], ...over });
@@ -44,4 +45,23 @@ t.test('vm.conf: allow dhcp and allow router in an interface block', async (t) =
   t.same(r.config!.vms[0]!.interfaces.map((i) => i.allow ?? []), [['dhcp', 'router'], []], 'sorted, once each; absent is nothing');
   const bad = parseConfigText('vm "x" {\n  interface {\n    allow ssh\n  }\n}\n', 'vm.conf');
   t.match(bad.diagnostics.filter((d) => d.severity === 'error').map((d) => `${d.line}: ${d.message}`), ['3: invalid allow: ssh: want dhcp or router'], 'refused with its line');
+});
+
+t.test('an unchanged link is planned as the same object; rules replaced by a reload are planned anew', async (t) => {
+  const sw = { name: 'lan', interface: 'br0', address: '10.0.0.1/24', nat: false, group: null, enabled: true };
+  const lookup = { switches: [sw] as never[], nsOf: () => null, switchByName: () => undefined };
+  const l: LinkState = {
+    vmId: 1, vm: 'a', index: 0, name: 'vmd1i0', netns: null, mac: 'fe:e1:bb:00:01:00', switch: 'lan', bridge: 'br0', local: null,
+    lockMac: false, forwards: [], groups: [], rules: [], dhcp: null, fixed: '10.0.0.7',
+  };
+  const first = netPlanOf(null, [l], lookup).links[0];
+  t.equal(netPlanOf(null, [l], lookup).links[0], first, 'the same object while nothing changed');
+  const before = nftScript(netPlanOf(null, [l], lookup));
+  const parsed = parseConfigText('vm "a" {\n interface {\n  block in\n }\n}\n', 'vm.conf').config!;
+  l.rules = parsed.vms[0]!.interfaces[0]!.rules;
+  t.equal(l.rules.length, 1, 'a rule to load');
+  const next = netPlanOf(null, [l], lookup).links[0];
+  t.not(next, first, 'a new object once its rules were replaced');
+  t.equal(next?.rules, l.rules, 'with the new rules');
+  t.not(nftScript(netPlanOf(null, [l], lookup)), before, 'and the tables say so');
 });
