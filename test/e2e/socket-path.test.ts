@@ -14,10 +14,21 @@ function tempDir(t: Test): string {
   return dir;
 }
 
+/** The error of a vmd start that must fail; a vmd that started anyway is stopped again, never left behind. */
+async function startFailure(socket: string): Promise<Error | undefined> {
+  try {
+    const h = await VmdHarness.start({ env: { VMD_SOCKET: socket } });
+    await h.teardown();
+    return undefined;
+  } catch (err) {
+    return err as Error;
+  }
+}
+
 t.test('a socket path too long for a socket address is refused at start-up, nothing bound', async (t) => {
   const dir = tempDir(t);
   const socket = join(dir, 's'.repeat(MAX_SOCKET_PATH_BYTES));
-  const err = await VmdHarness.start({ env: { VMD_SOCKET: socket } }).then(() => undefined, (e: unknown) => e as Error);
+  const err = await startFailure(socket);
   t.match(err?.message, `vmd: socket ${socket}: file name too long`);
   t.match(err?.message, `a unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} bytes`);
   t.same(readdirSync(dir), [], 'no socket under a name cut short');
@@ -30,7 +41,7 @@ t.test('a socket path that fits, in a directory too deep for vmd\'s temporary na
   mkdirSync(deep, { recursive: true });
   const socket = join(deep, 'v');
   t.equal(Buffer.byteLength(socket), MAX_SOCKET_PATH_BYTES);
-  const err = await VmdHarness.start({ env: { VMD_SOCKET: socket } }).then(() => undefined, (e: unknown) => e as Error);
+  const err = await startFailure(socket);
   t.match(err?.message, `vmd: socket ${socket}: file name too long`);
   t.match(err?.message, 'and vmd binds a temporary name of up to 16 bytes beside it');
 });
