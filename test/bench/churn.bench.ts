@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'n
 import { loadavg } from 'node:os';
 import { guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 import type { BenchSection, Measurement } from './bench.js';
-import { daemonConsoleWait, procPids, READY, requestOnce, sleep } from './daemon-lib.js';
+import { daemonConsoleWait, memOf, procPids, READY, requestOnce, sleep, type Mem } from './daemon-lib.js';
 import { fleetConfig, roleOf } from './fleet.bench.js';
 
 const CYCLES = Number(process.env.VMD_BENCH_CHURN_CYCLES ?? 500);
@@ -30,15 +30,6 @@ export function churnConfig(): string {
     `vm "${NAME}" {`, '\tdisable', '\tboot $guest_kernel', '\tinitrd $guest_initrd', '\tmemory 128M',
     '\tinterface { switch "lan" }', '}', '',
   ].join('\n');
-}
-
-/** Resident, proportional and private memory of one process, in bytes, from /proc/PID/smaps_rollup. */
-interface Mem { rss: number; pss: number; priv: number }
-
-function memOf(pid: number): Mem {
-  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1] ?? NaN) * 1024;
-  return { rss: kb('Rss'), pss: kb('Pss'), priv: kb('Private_Clean') + kb('Private_Dirty') };
 }
 
 /** Each role's pid; throws unless exactly the three roles run. */

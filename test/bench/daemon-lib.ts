@@ -57,6 +57,15 @@ export function rssBytes(pid: number): number {
   }
 }
 
+/** Resident, proportional and private memory of one process, in bytes, from /proc/PID/smaps_rollup. */
+export interface Mem { rss: number; pss: number; priv: number }
+
+export function memOf(pid: number): Mem {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1] ?? NaN) * 1024;
+  return { rss: kb('Rss'), pss: kb('Pss'), priv: kb('Private_Clean') + kb('Private_Dirty') };
+}
+
 /**
  * Poll /proc, as fast as the event loop lets I/O through, for a process that was not in `before` and whose
  * argv (after exec) satisfies `match`; resolves with its pid and the monotonic time it was first seen.

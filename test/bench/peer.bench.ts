@@ -1,14 +1,14 @@
 // Benchmark of vmd beside libvirt in the same run (when libvirt is installed): the listing with 100 VMs, a start to
 // the guest's ready line, a forced stop, and the daemons' memory; interleaved runs, CLIs in a clean environment.
 
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { vmctlEntry } from '../../share/paths.js';
 import { guestInitrd, guestKernel, VmdHarness } from '../lib/vmd-harness.js';
 import type { BenchSection, Measurement } from './bench.js';
-import { daemonConsoleWait, median, nowMs, READY } from './daemon-lib.js';
+import { daemonConsoleWait, median, memOf, nowMs, READY, type Mem } from './daemon-lib.js';
 import { fleetConfig } from './fleet.bench.js';
 import { domainXml, fileWait, LibvirtPeer, libvirtMissing } from './libvirt.js';
 
@@ -31,20 +31,19 @@ async function timed(argv: readonly string[], env: Record<string, string>): Prom
   return ms;
 }
 
-/** RSS, PSS and private memory of some processes, summed (smaps_rollup; a gone process counts nothing). */
-function memoryOf(pids: readonly number[]): { rss: number; pss: number; priv: number } {
+/** RSS, PSS and private memory of some processes, summed (a process gone meanwhile counts nothing). */
+function memoryOf(pids: readonly number[]): Mem {
   const sum = { rss: 0, pss: 0, priv: 0 };
   for (const pid of pids) {
-    let text = '';
+    let m: Mem;
     try {
-      text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+      m = memOf(pid);
     } catch {
       continue;
     }
-    const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1] ?? 0) * 1024;
-    sum.rss += kb('Rss');
-    sum.pss += kb('Pss');
-    sum.priv += kb('Private_Clean') + kb('Private_Dirty');
+    sum.rss += m.rss;
+    sum.pss += m.pss;
+    sum.priv += m.priv;
   }
   return sum;
 }

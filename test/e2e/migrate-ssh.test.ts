@@ -2,7 +2,7 @@
 // OpenSSH server (the test's own, in the target's namespace) and the relay there; the guest's state goes by TCP,
 // and with --copy-storage its disk too.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execa } from 'execa';
 import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +26,8 @@ async function vmctlOnSource(a: VmdHarness, b: VmdHarness, clientConfig: string,
   return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
 }
 
-t.test('vmctl migrate over ssh: the target is asked through the relay, the guest moves and runs there', async (t) => {
+/** Two vmd hosts, the second with an sshd for root; all of it gone when the test ends. */
+async function hostsWithSshd(t: Test) {
   const [a, b] = await twoHostsStart();
   t.teardown(async () => {
     await a.teardown();
@@ -34,6 +35,11 @@ t.test('vmctl migrate over ssh: the target is asked through the relay, the guest
   });
   const sshd = await startSshd(b.netns, HOST_ADDRS[1], PORT, ['root']);
   t.teardown(() => sshd.stop());
+  return { a, b, sshd };
+}
+
+t.test('vmctl migrate over ssh: the target is asked through the relay, the guest moves and runs there', async (t) => {
+  const { a, b, sshd } = await hostsWithSshd(t);
 
   // A target that does not answer is said before the source is asked: the guest is not even paused.
   const unreachable = await vmctlOnSource(a, b, sshd.clientConfig, ['migrate', 'nosuch', 'root@10.96.43.9']);
@@ -61,13 +67,7 @@ const WRITE = 'printf DISK-MARK-42 | dd of=/dev/vda bs=512 seek=100 conv=fsync 2
 const READ = 'sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=100 count=1 2>/dev/null | head -c 12; echo; dd if=/dev/vda bs=512 skip=6244 count=1 2>/dev/null | head -c 11; echo';
 
 t.test('vmctl migrate --copy-storage over ssh: the disk only the source has arrives with its markers', async (t) => {
-  const [a, b] = await twoHostsStart();
-  t.teardown(async () => {
-    await a.teardown();
-    await b.teardown();
-  });
-  const sshd = await startSshd(b.netns, HOST_ADDRS[1], PORT, ['root']);
-  t.teardown(() => sshd.stop());
+  const { a, b, sshd } = await hostsWithSshd(t);
   const disk = join(a.dir, 'carried.raw');
   writeFileSync(disk, Buffer.alloc(8 * 1024 * 1024));
   const start = ['start', 'carrier', '-b', guestKernel, '--initrd', guestInitrd, '-m', '256M', '-d', disk, '--cmdline', 'console=ttyS0 quiet panic=-1 vmd.hostname=carrier'];
