@@ -229,13 +229,12 @@ static bool link_apply(int fd, const struct link_attrs *a, struct nl_error *e) {
 
 // Reads a string property of at most max-1 bytes into out; *present false when absent.
 static bool get_string_prop(napi_env env, napi_value obj, const char *key, char *out, size_t max, bool *present) {
-  bool has = false;
-  *present = false;
-  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return true;
   napi_value v;
   napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return false;
-  if (t == napi_undefined) return true;
+  if (!get_optional(env, obj, key, &v, present)) return false;
+  if (!*present) return true;
+  *present = false;
+  if (napi_typeof(env, v, &t) != napi_ok) return false;
   size_t len = 0;
   char text[96];
   if (t != napi_string || napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
@@ -270,29 +269,16 @@ static bool link_attrs_read(napi_env env, napi_value o, struct link_attrs *a) {
   if (!get_string_prop(env, o, "master", a->master, sizeof a->master, &a->has_master)) return false;
   if (!get_string_prop(env, o, "moveTo", a->ns_path, sizeof a->ns_path, &a->has_ns)) return false;
   napi_value v;
-  napi_valuetype t;
   bool has = false;
-  if (napi_has_named_property(env, o, "mtu", &has) != napi_ok) return false;
+  if (!get_optional(env, o, "mtu", &v, &has)) return false;
   if (has) {
     double mtu;
-    if (napi_get_named_property(env, o, "mtu", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return false;
-    if (t != napi_undefined) {
-      if (!get_integer(env, v, "linkSet: mtu", 68, 65535, &mtu)) return false;
-      a->has_mtu = true;
-      a->mtu = (uint32_t)mtu;
-    }
+    if (!get_integer(env, v, "linkSet: mtu", 68, 65535, &mtu)) return false;
+    a->has_mtu = true;
+    a->mtu = (uint32_t)mtu;
   }
-  if (napi_has_named_property(env, o, "up", &has) != napi_ok) return false;
-  if (has) {
-    if (napi_get_named_property(env, o, "up", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return false;
-    if (t == napi_boolean) {
-      a->has_up = true;
-      if (napi_get_value_bool(env, v, &a->up) != napi_ok) return false;
-    } else if (t != napi_undefined) {
-      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "linkSet: up must be a boolean");
-      return false;
-    }
-  }
+  if (!get_optional(env, o, "up", &v, &a->has_up)) return false;
+  if (a->has_up && !get_boolean(env, v, "linkSet: up", &a->up)) return false;
   return true;
 }
 

@@ -95,7 +95,7 @@ bool get_integer(napi_env env, napi_value value, const char *what, double min, d
 }
 
 // Reads an optional property: false with *present=false when it is absent or undefined.
-static bool get_optional(napi_env env, napi_value object, const char *key, napi_value *out, bool *present) {
+bool get_optional(napi_env env, napi_value object, const char *key, napi_value *out, bool *present) {
   bool has = false;
   *present = false;
   if (napi_has_named_property(env, object, key, &has) != napi_ok) return false;
@@ -107,7 +107,7 @@ static bool get_optional(napi_env env, napi_value object, const char *key, napi_
   return true;
 }
 
-static bool get_boolean(napi_env env, napi_value value, const char *what, bool *out) {
+bool get_boolean(napi_env env, napi_value value, const char *what, bool *out) {
   napi_valuetype type;
   if (napi_typeof(env, value, &type) != napi_ok) return false;
   if (type != napi_boolean) {

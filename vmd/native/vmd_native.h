@@ -26,6 +26,12 @@ void throw_errno(napi_env env, int err, const char *syscall, const char *detail)
 // Reads an integer argument in [min, max]; false with a TypeError/RangeError pending otherwise.
 bool get_integer(napi_env env, napi_value value, const char *what, double min, double max, double *out);
 
+// Reads an optional property: true with *present=false when it is absent or undefined; false with an exception pending.
+bool get_optional(napi_env env, napi_value object, const char *key, napi_value *out, bool *present);
+
+// Reads a boolean; false with a TypeError naming `what` pending otherwise.
+bool get_boolean(napi_env env, napi_value value, const char *what, bool *out);
+
 // Reads a unix socket path argument into *addr (`@name`: the abstract namespace, when `abstract` allows it) and
 // sets *addrlen; false with a TypeError/RangeError pending, naming `fn`, otherwise.
 bool get_unix_addr(napi_env env, napi_value value, const char *fn, bool abstract, struct sockaddr_un *addr, socklen_t *addrlen);
