@@ -21,8 +21,9 @@ export function listingRun(argv: readonly string[], io: Io): Promise<number> | u
   const [word, ...args] = global.rest as [string, ...string[]];
   const found = resolveName(word);
   if ('error' in found || (found.name !== 'status' && found.name !== 'show')) return undefined;
+  if (remoteHost(global.host, io.env) !== undefined || args[0] === '-h') return undefined;
   const exchange = loadExchange();
-  if (remoteHost(global.host, io.env) !== undefined || args[0] === '-h' || exchange === null) return undefined;
+  if (exchange === null) return undefined;
   const command = found.name === 'status' ? statusCommand : showCommand;
   const path = socketPath(io.env);
   const connect = async () => (await import('./client.js')).ControlClient.connect(path);
