@@ -8,6 +8,7 @@ import { VmdError } from '../../share/errors.js';
 import type { ControlToParent, VmmToParent } from '../../share/ipc.js';
 import type { ControlRequest } from '../../share/protocol.js';
 import type { Parent } from './context.js';
+import { vmLaunching } from './launch.js';
 import { vmDisplayRequest } from './display.js';
 import { vmGrowRequest } from './grow.js';
 import { vmInspectRequest, vmQemuLogRequest } from './inspect.js';
@@ -142,7 +143,9 @@ export function parentDispatchVmm(p: Parent, msg: VmmToParent, generation: numbe
       return;
     case 'vm.state': {
       const e = p.vms.entries.get(msg.vmId);
-      if (e !== undefined && e.runtime !== null && (msg.state === 'running' || msg.state === 'paused')) p.vms.trySetState(e, msg.state);
+      // A guest being launched gets its state from the launch, once its display socket is sealed (launch.ts):
+      // vmm's news of it before then would show `running` while the start is not done.
+      if (e !== undefined && e.runtime !== null && !vmLaunching(e) && (msg.state === 'running' || msg.state === 'paused')) p.vms.trySetState(e, msg.state);
       return;
     }
     case 'vmm.metrics.request':
