@@ -34,8 +34,19 @@ t.test('start, status, console, pause, stop, stop -f, wait', async (t) => {
   t.match(hello, /vmd-guest: ready/, 'console shows the boot the ring buffer kept');
 
   // One attacher at a time: a second vmctl console is refused while the first holds it.
-  const holder = execa(process.execPath, [vmctlEntry, 'console', '-t', '4', 'test'], { env: h.env, extendEnv: false, reject: false, stdin: 'pipe' });
-  await new Promise((r) => setTimeout(r, 1500));
+  // The holder is attached once the guest has answered what it typed (a fixed wait once lost that race under load).
+  const holder = execa(process.execPath, [vmctlEntry, 'console', '-t', '30', 'test'], { env: h.env, extendEnv: false, reject: false, stdin: 'pipe' });
+  holder.stdin!.write('echo held-$((5*9))\n');
+  let seen = '';
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 30_000);
+    holder.stdout!.on('data', (d: Buffer) => {
+      seen += d.toString();
+      if (seen.includes('held-45')) { clearTimeout(timer); resolve(); }
+    });
+    void holder.then(() => { clearTimeout(timer); resolve(); });
+  });
+  t.match(seen, /held-45/, 'the first attacher holds the console');
   const second = await h.vmctl(['console', '-t', '1', 'test'], { input: '' });
   t.equal(second.exitCode, 1, 'second attacher refused');
   t.match(second.stderr, /console.*already attached/);

@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, watch, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { StreamDecoder } from '../../share/stream.js';
@@ -128,11 +128,21 @@ t.test('an intruder who reaches the target\'s NBD server before the mirror canno
   await a.console('mover', '\n', /vmd-guest: ready/, 90);
   unlinkSync(disk);
   const source = a.guestPids()[0]!;
+  // Once the target makes the guest's run directory the source has said its disks' sizes; held still from then (for
+  // less than vmm's 10 s QMP timeout), its mirror cannot connect before the intruder does. The directory is watched,
+  // not polled: a poll of /proc under a loaded CI machine once let the mirror connect first (max-connections 1 then
+  // kept the intruder out, so nothing greeted it).
+  const frozen = new Promise<void>((resolve) => {
+    const w = watch(join(b.stateDir, 'run'), (_event, name) => {
+      if (name === null || !/^\d+$/.test(String(name))) return;
+      process.kill(source, 'SIGSTOP');
+      w.close();
+      resolve();
+    });
+  });
   const mig = migrateInBackground(a, ['--copy-storage', '-s', b.socket, 'mover', DST_ADDR]);
-  // Once the target's QEMU exists the source has said its disks' sizes; held still now (for less than vmm's 10 s
-  // QMP timeout), its mirror cannot connect before the intruder does.
+  await Promise.race([frozen, new Promise((r) => setTimeout(r, 60_000))]);
   for (let i = 0; i < 2400 && b.guestPids().length === 0; i++) await new Promise((r) => setTimeout(r, 25));
-  process.kill(source, 'SIGSTOP');
   let ports: string[] = [];
   for (let i = 0; i < 300 && ports.length < 2; i++) {
     await new Promise((r) => setTimeout(r, 25));
