@@ -39,13 +39,29 @@ for (const [entry, out] of bundles) {
   run(bin('esbuild'), [
     entry, '--bundle', '--platform=node', '--target=node20', '--format=cjs', '--packages=external', '--minify-whitespace',
     '--define:import.meta.url=importMetaUrl',
-    '--banner:js="use strict";\nconst importMetaUrl = require("node:url").pathToFileURL(__filename).href;',
+    // A path of plain characters is its file: URL with "file://" before it; only another path needs node:url's encoder.
+    '--banner:js="use strict";\nconst importMetaUrl = /^[\\w/.+-]+$/.test(__filename) ? "file://" + __filename : require("node:url").pathToFileURL(__filename).href;',
     '--log-level=warning', `--outfile=${out}`,
   ]);
   // The packages vmctl imports (execa is an ES module) through the entry's importModule: node:vm scripts cannot import().
   const bundlePath = join(root, out);
   if (!existsSync(bundlePath)) continue;
-  const bundled = readFileSync(bundlePath, 'utf8').replace(/\bimport\(("[^"]+")\)/g, 'importModule($1)');
+  // In CommonJS a module's own file and require() are at hand: the bundle asks node:url for the one (a tenth of a
+  // listing's start-up went to converting __filename to a URL and back) and node:module for the other.
+  let bundled = readFileSync(bundlePath, 'utf8').replace(/\bimport\(("[^"]+")\)/g, 'importModule($1)')
+    .replace(/\(0,import_node_url\d*\.fileURLToPath\)\(importMetaUrl\)/g, '__filename')
+    .replace(/\(0,import_node_module\d*\.createRequire\)\(importMetaUrl\)/g, 'require');
+  const moduleImport = /(?:var )?import_node_module\d*=require\("node:module"\);/g;
+  if (/\bimport_node_module\d*\./.test(bundled.replace(moduleImport, ''))) {
+    console.error(`build: ${out} uses node:module for more than createRequire(import.meta.url)`);
+    failed += 1;
+  } else {
+    bundled = bundled.replace(moduleImport, '');
+  }
+  if (/(createRequire|fileURLToPath)\)\(importMetaUrl\)/.test(bundled)) {
+    console.error(`build: ${out} still converts import.meta.url where __filename or require would do`);
+    failed += 1;
+  }
   if (/\bimport\(/.test(bundled)) {
     console.error(`build: ${out} has an import() the entry cannot serve (only import("literal") is rewritten)`);
     failed += 1;

@@ -1,39 +1,16 @@
 // Reader of vmd's replies on the client side (vmctl): a daemon is trusted more than a client, so unknown fields of
 // listings are ignored (a newer vmd may add columns), but every field used is checked for type and bounds.
 
-import { isErrorCode } from './errors.js';
 import { readDiskSizes } from './migrate.js';
 import { readVmEvent } from './events.js';
 import {
-  MAX_NAME, MAX_PATH, ProtocolError, VM_STATES,
-  type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo, type VmInfo,
+  MAX_NAME, MAX_PATH, ProtocolError,
+  type ControlResponse, type Count, type FirewallInfo, type FirewallRuleInfo, type LinkInfo,
 } from './protocol.js';
 import { array, bool, int, isObj, oneOf, optInt, str } from './read.js';
+import { readErrorReply, readStatusReply, readVmInfo, replyHead, replyStrings } from './read-status.js';
 import { readStreamConfig } from './stream-config.js';
 import { StreamError } from './stream-error.js';
-
-function readVmInfo(v: unknown): VmInfo {
-  if (!isObj(v)) throw new ProtocolError('vm info: must be an object');
-  const w = 'vm info';
-  const nullableInt = (k: string): number | null => (v[k] === null ? null : int(v, k, 0, 2 ** 53 - 1, w));
-  const nullableStr = (k: string): string | null => (v[k] === null ? null : str(v, k, MAX_PATH, w));
-  return {
-    id: int(v, 'id', 1, 2 ** 31 - 1, w),
-    name: str(v, 'name', MAX_NAME, w),
-    pid: nullableInt('pid'),
-    vcpus: int(v, 'vcpus', 1, 1024, w),
-    maxmem: int(v, 'maxmem', 0, 2 ** 53 - 1, w),
-    curmem: nullableInt('curmem'),
-    tty: nullableStr('tty'),
-    owner: str(v, 'owner', 64, w),
-    uid: int(v, 'uid', 0, 2 ** 32 - 1, w),
-    gid: nullableInt('gid'),
-    state: oneOf(v, 'state', VM_STATES, w),
-    started: nullableStr('started'),
-    origin: oneOf(v, 'origin', ['config', 'adhoc', 'load', 'instance'] as const, w),
-    ...(v.failure === undefined ? {} : { failure: str(v, 'failure', 4096, w) }),
-  };
-}
 
 /** Interface names are at most 15 characters (IFNAMSIZ - 1). */
 const MAX_IFNAME = 15;
@@ -121,22 +98,12 @@ function readFirewallInfo(v: unknown): FirewallInfo {
 }
 
 /** Decode a daemon reply on the client side; a daemon is trusted more than a client, but vmctl still checks shape. */
-export function readResponse(msg: unknown): ControlResponse {
-  if (!isObj(msg) || typeof msg.type !== 'string') throw new ProtocolError('reply: not a message');
-  const id = int(msg, 'id', 0, 2 ** 31 - 1, 'reply');
-  const strings = (k: string): string[] => {
-    const a = array(msg, k, 10_000, 'reply') ?? [];
-    // Strings only: String() of a JSON object such as {"toString": 1} throws a TypeError, not a ProtocolError.
-    return a.map((s) => {
-      if (typeof s !== 'string') throw new ProtocolError(`reply: field "${k}" must be a list of strings`);
-      return s;
-    });
-  };
+export function readResponse(message: unknown): ControlResponse {
+  const { obj: msg, id } = replyHead(message);
+  const strings = (k: string): string[] => replyStrings(msg, k);
   switch (msg.type) {
-    case 'vm.status.response': {
-      const vms = array(msg, 'vms', 1_000_000, 'reply') ?? [];
-      return { type: msg.type, id, vms: vms.map(readVmInfo), warnings: strings('warnings') };
-    }
+    case 'vm.status.response':
+      return readStatusReply(msg, id);
     case 'vm.start.response':
       return { type: msg.type, id, vm: readVmInfo(msg.vm), warnings: strings('warnings') };
     case 'vm.stop.response':
@@ -220,12 +187,8 @@ export function readResponse(msg: unknown): ControlResponse {
     }
     case 'vm.event':
       return { type: msg.type, id, event: readVmEvent(msg.event) };
-    case 'error': {
-      const e = msg.error;
-      if (!isObj(e) || !isErrorCode(e.code) || typeof e.message !== 'string') throw new ProtocolError('reply: bad error');
-      const hint = typeof e.hint === 'string' ? e.hint : undefined;
-      return { type: 'error', id, error: hint === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, hint } };
-    }
+    case 'error':
+      return readErrorReply(msg, id);
     default:
       throw new ProtocolError(`reply: unknown type "${msg.type.slice(0, 64)}"`);
   }

@@ -2,6 +2,7 @@
 // listing, whose run is mostly vmctl's start-up, loads only what it uses; anything else goes to the whole program.
 
 import { socketPath } from '../share/paths.js';
+import { readListingResponse } from '../share/read-status.js';
 import { extractJson, parseGlobal, remoteHost, resolveName } from './argv.js';
 import { runContext } from './command.js';
 import type { Io } from './vmctl.js';
@@ -26,10 +27,12 @@ export function listingRun(argv: readonly string[], io: Io): Promise<number> | u
   if (exchange === null) return undefined;
   const command = found.name === 'status' ? statusCommand : showCommand;
   const path = socketPath(io.env);
-  const connect = async () => (await import('./client.js')).ControlClient.connect(path);
+  // Every request goes through the addon, which loaded: a connection through node:net (vmctl/client.ts, and the whole
+  // reply reader with it) is never needed here, and is left out of this bundle.
+  const connect = (): Promise<never> => Promise.reject(new Error('vmctl: the listing has no node:net connection'));
   const ctx = runContext(io, { json, verbose: global.verbose, remote: undefined }, {
     connect,
-    request: (body) => exchangeOnce(path, body, connect, exchange),
+    request: (body) => exchangeOnce(path, body, connect, exchange, readListingResponse),
   });
 
   return command.run(args, ctx).catch((err: unknown) => reportFailure(err, json, command, io));

@@ -5,8 +5,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { encodeFrame, FrameDecoder, MAX_RESPONSE_FRAME_BYTES } from '../share/frame.js';
 import { packageRoot, socketPathTooLong } from '../share/paths.js';
-import { PROTOCOL_VERSION, ProtocolError } from '../share/protocol.js';
-import { readResponse } from '../share/read-response.js';
+import { PROTOCOL_VERSION, ProtocolError, type ControlResponse } from '../share/protocol.js';
 import type { ControlClient, Reply, RequestBody } from './client.js';
 import { CliError, longSocketError, strerror } from './errors.js';
 
@@ -45,15 +44,21 @@ function exchangeError(path: string, err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
+/**
+ * A reply's reader: readResponse (share/read-response.ts) for any command, or a listing's own reader, which loads
+ * none of the other replies' readers (share/read-status.ts).
+ */
+export type ReplyReader = (msg: unknown) => ControlResponse;
+
 /** Decodes the reply frame as ControlClient would: strict framing, the response reader, the request's id (or 0). */
-export function decodeReply(frame: Buffer): Reply {
+export function decodeReply(frame: Buffer, read: ReplyReader): Reply {
   const { messages, error } = new FrameDecoder({ maxFrameBytes: MAX_RESPONSE_FRAME_BYTES }).decode(frame);
   if (error !== undefined) throw new CliError(`unexpected response received from vmd: ${error.message}`);
   const raw = messages[0];
   if (messages.length !== 1) throw new CliError('unexpected response received from vmd: no whole frame');
   let response;
   try {
-    response = readResponse(raw);
+    response = read(raw);
   } catch (err) {
     throw new CliError(`unexpected response received from vmd: ${err instanceof ProtocolError ? err.message : String(err)}`);
   }
@@ -72,7 +77,8 @@ export async function exchangeOnce(
   path: string,
   body: RequestBody,
   connect: () => Promise<ControlClient>,
-  exchange: Exchange | null = loadExchange(),
+  exchange: Exchange | null,
+  read: ReplyReader,
 ): Promise<Reply> {
   if (exchange === null) {
     const client = await connect();
@@ -89,5 +95,5 @@ export async function exchangeOnce(
   } catch (err) {
     throw exchangeError(path, err);
   }
-  return decodeReply(frame);
+  return decodeReply(frame, read);
 }

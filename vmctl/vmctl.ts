@@ -120,7 +120,12 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     // Without node:net where vmd's addon is built: most of a listing's time is vmctl's own start-up. Over ssh,
     // the connection above serves one request as well as many.
     ...(host === undefined
-      ? { request: async (body: RequestBody) => (await import('./oneshot.js')).exchangeOnce(socketPath(io.env), body, connect) }
+      ? {
+        request: async (body: RequestBody) => {
+          const [oneshot, { readResponse }] = await Promise.all([import('./oneshot.js'), import('../share/read-response.js')]);
+          return oneshot.exchangeOnce(socketPath(io.env), body, connect, oneshot.loadExchange(), readResponse);
+        },
+      }
       : {}),
   });
 

@@ -130,6 +130,16 @@ t.test('oversized frames are refused from the header alone', async (t) => {
   }
 });
 
+t.test('text that holds U+FFFD: valid UTF-8 decodes, an invalid byte beside it is still refused', async (t) => {
+  // Buffer's decoding turns invalid bytes into U+FFFD too: only the strict decoder can tell the two apart.
+  const ok = new FrameDecoder().decode(rawFrame('{"s":"a\ufffdb"}'));
+  t.same(ok.messages, [{ s: 'a\ufffdb' }]);
+  t.equal(ok.error, undefined);
+  const bad = new FrameDecoder().decode(rawFrame(Buffer.concat([Buffer.from('{"s":"\ufffd'), Buffer.from([0xff]), Buffer.from('"}')])));
+  t.same(bad.messages, []);
+  t.equal(bad.error?.reason, 'encoding');
+});
+
 t.test('garbage is a protocol error with a reason', async (t) => {
   const cases: [string, Buffer, string][] = [
     ['invalid UTF-8', rawFrame(Buffer.from([0x22, 0xff, 0xfe, 0x22])), 'encoding'],

@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { encodeFrame } from '../../share/frame.js';
 import { packageRoot, vmctlEntry } from '../../share/paths.js';
 import { ControlClient } from '../../vmctl/client.js';
+import { readResponse } from '../../share/read-response.js';
 import { decodeReply, exchangeOnce, loadExchange } from '../../vmctl/oneshot.js';
 import { fakeVmd, STATUS_FIXTURE } from './harness.js';
 
@@ -58,7 +59,7 @@ t.test('the addon is built and offers the exchange', async (t) => {
 t.test('a status reply reads the same through the addon and through node:net', async (t) => {
   const vmd = await childVmd(t, 'status');
   for (const way of ways) {
-    const reply = await exchangeOnce(vmd.path, { type: 'vm.status.request' }, connectTo(vmd.path), way.exchange);
+    const reply = await exchangeOnce(vmd.path, { type: 'vm.status.request' }, connectTo(vmd.path), way.exchange, readResponse);
     t.equal(reply.response.type, 'vm.status.response', way.name);
     t.same((reply.raw as { vms: unknown[] }).vms, STATUS_FIXTURE, `${way.name}: every row`);
   }
@@ -69,31 +70,31 @@ t.test('failures are worded as ControlClient words them', async (t) => {
   const dir = tempDir(t);
   const missing = join(dir, 'none.sock');
   for (const way of ways) {
-    await t.rejects(exchangeOnce(missing, { type: 'vm.status.request' }, connectTo(missing), way.exchange),
+    await t.rejects(exchangeOnce(missing, { type: 'vm.status.request' }, connectTo(missing), way.exchange, readResponse),
       { message: `connect: ${missing}: No such file or directory`, code: 'ERR_CONNECT' }, `${way.name}: no daemon`);
   }
   // A daemon that hangs up without answering.
   const silent = (await childVmd(t, 'silent')).path;
   for (const way of ways) {
-    await t.rejects(exchangeOnce(silent, { type: 'vm.status.request' }, connectTo(silent), way.exchange),
+    await t.rejects(exchangeOnce(silent, { type: 'vm.status.request' }, connectTo(silent), way.exchange, readResponse),
       { message: 'pipe closed' }, `${way.name}: closed without a reply`);
   }
 });
 
 t.test('a reply larger than any listing is refused before it is read', async (t) => {
   const { path } = await childVmd(t, 'huge');
-  await t.rejects(exchangeOnce(path, { type: 'vm.status.request' }, connectTo(path), exchange), { message: /^unexpected response received from vmd: frame/ });
+  await t.rejects(exchangeOnce(path, { type: 'vm.status.request' }, connectTo(path), exchange, readResponse), { message: /^unexpected response received from vmd: frame/ });
 });
 
 t.test('decodeReply: strict framing, the response reader, and only the request\'s own id (or 0 for an error)', async (t) => {
-  const reply = decodeReply(encodeFrame({ type: 'vm.status.response', id: 1, vms: [], warnings: [] }));
+  const reply = decodeReply(encodeFrame({ type: 'vm.status.response', id: 1, vms: [], warnings: [] }), readResponse);
   t.equal(reply.response.type, 'vm.status.response');
-  const unreadable = decodeReply(encodeFrame({ type: 'error', id: 0, error: { code: 'ERR_PROTOCOL', message: 'bad frame' } }));
+  const unreadable = decodeReply(encodeFrame({ type: 'error', id: 0, error: { code: 'ERR_PROTOCOL', message: 'bad frame' } }), readResponse);
   t.equal(unreadable.response.type, 'error', 'an error about an unreadable request belongs to the only request');
-  t.throws(() => decodeReply(encodeFrame({ type: 'vm.status.response', id: 2, vms: [], warnings: [] })), { message: /reply to request 2/ });
-  t.throws(() => decodeReply(encodeFrame({ type: 'vm.status.response', id: 1, vms: 'none', warnings: [] })), { message: /^unexpected response received from vmd: / });
+  t.throws(() => decodeReply(encodeFrame({ type: 'vm.status.response', id: 2, vms: [], warnings: [] }), readResponse), { message: /reply to request 2/ });
+  t.throws(() => decodeReply(encodeFrame({ type: 'vm.status.response', id: 1, vms: 'none', warnings: [] }), readResponse), { message: /^unexpected response received from vmd: / });
   const notJson = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from('{x}')]);
-  t.throws(() => decodeReply(notJson), { message: 'unexpected response received from vmd: frame is not valid JSON' });
+  t.throws(() => decodeReply(notJson, readResponse), { message: 'unexpected response received from vmd: frame is not valid JSON' });
 });
 
 t.test('the installed vmctl lists without loading net or streams, from an accepted code cache', async (t) => {
@@ -125,7 +126,7 @@ t.test('a socket path too long for an address is refused, never cut short onto a
   const other = await fakeVmd((req) => ({ type: 'vm.status.response', id: req.id, vms: STATUS_FIXTURE, warnings: [] }), cut);
   t.teardown(() => other.close());
   for (const way of ways) {
-    await t.rejects(exchangeOnce(long, { type: 'vm.status.request' }, connectTo(long), way.exchange), {
+    await t.rejects(exchangeOnce(long, { type: 'vm.status.request' }, connectTo(long), way.exchange, readResponse), {
       message: `connect: ${long}: File name too long`, code: 'ERR_CONNECT', hint: /at most 106 bytes/,
     }, way.name);
   }
