@@ -21,24 +21,26 @@ export function replyStrings(msg: Obj, k: string): string[] {
   });
 }
 
+const VM_INFO = 'vm info';
+const nullableInt = (v: Obj, k: string): number | null => (v[k] === null ? null : int(v, k, 0, 2 ** 53 - 1, VM_INFO));
+const nullableStr = (v: Obj, k: string): string | null => (v[k] === null ? null : str(v, k, MAX_PATH, VM_INFO));
+
 export function readVmInfo(v: unknown): VmInfo {
   if (!isObj(v)) throw new ProtocolError('vm info: must be an object');
-  const w = 'vm info';
-  const nullableInt = (k: string): number | null => (v[k] === null ? null : int(v, k, 0, 2 ** 53 - 1, w));
-  const nullableStr = (k: string): string | null => (v[k] === null ? null : str(v, k, MAX_PATH, w));
+  const w = VM_INFO;
   return {
     id: int(v, 'id', 1, 2 ** 31 - 1, w),
     name: str(v, 'name', MAX_NAME, w),
-    pid: nullableInt('pid'),
+    pid: nullableInt(v, 'pid'),
     vcpus: int(v, 'vcpus', 1, 1024, w),
     maxmem: int(v, 'maxmem', 0, 2 ** 53 - 1, w),
-    curmem: nullableInt('curmem'),
-    tty: nullableStr('tty'),
+    curmem: nullableInt(v, 'curmem'),
+    tty: nullableStr(v, 'tty'),
     owner: str(v, 'owner', 64, w),
     uid: int(v, 'uid', 0, 2 ** 32 - 1, w),
-    gid: nullableInt('gid'),
+    gid: nullableInt(v, 'gid'),
     state: oneOf(v, 'state', VM_STATES, w),
-    started: nullableStr('started'),
+    started: nullableStr(v, 'started'),
     origin: oneOf(v, 'origin', ['config', 'adhoc', 'load', 'instance'] as const, w),
     ...(v.failure === undefined ? {} : { failure: str(v, 'failure', 4096, w) }),
   };

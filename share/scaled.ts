@@ -94,8 +94,46 @@ export function scanScaled(input: string): number {
   return Number(scanScaledBig(input));
 }
 
+/** SCALE_FACTORS as numbers: powers of two, so dividing a safe integer by one and truncating is exact. */
+const SCALE_NUMBERS: readonly number[] = SCALE_FACTORS.map(Number);
+
+/**
+ * fmtScaled for a safe integer, in number arithmetic: the same steps as the long long ones below, each exact for
+ * |n| < 2^53 (a quotient by a power of two, truncated toward zero as C does; remainders and 10 * fract + 512 stay
+ * far below 2^53), and never out of range. A `vmctl status` row formats one or two sizes, which BigInt made slow.
+ */
+function fmtScaledSafe(n: number): string {
+  let number = n;
+  const abval = Math.abs(n);
+  let unit = 0;
+  let fract = 0;
+  for (let i = 0; i < SCALE_NUMBERS.length; i++) {
+    const f = SCALE_NUMBERS[i] as number;
+    if (Math.trunc(abval / 1024) < f) {
+      unit = i;
+      fract = i === 0 ? 0 : abval % f;
+      number = Math.trunc(number / f);
+      if (i > 0) fract = Math.trunc(fract / (SCALE_NUMBERS[i - 1] as number));
+      break;
+    }
+  }
+  fract = Math.trunc((10 * fract + 512) / 1024);
+  if (fract >= 10) {
+    number += number >= 0 ? 1 : -1;
+    fract = 0;
+  }
+  const c = SCALE_CHARS[unit] as string;
+  if (number === 0) return '0B';
+  if (unit === 0 || number >= 100 || number <= -100) {
+    if (fract >= 5) number += number >= 0 ? 1 : -1;
+    return `${number}${c}`;
+  }
+  return `${number}.${fract}${c}`;
+}
+
 /** fmt_scaled(3): at most four digits and a unit (`0B`, `512B`, `1.0G`, `88.1M`, `1024M`); throws ScaledError(ERANGE). */
 export function fmtScaled(value: number | bigint): string {
+  if (typeof value === 'number' && Number.isSafeInteger(Math.trunc(value))) return fmtScaledSafe(Math.trunc(value));
   let number = typeof value === 'bigint' ? value : BigInt(Math.trunc(value));
   if (number === LLONG_MIN || number > LLONG_MAX || number < LLONG_MIN) throw new ScaledError('ERANGE');
   const abval = number < 0n ? -number : number;

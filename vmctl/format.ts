@@ -8,7 +8,12 @@ import { fmtScaled } from '../share/scaled.js';
 const WIDTHS = [5, 5, 5, 7, 7, 7, 12, 8] as const;
 
 function row(cells: readonly string[]): string {
-  return cells.map((c, i) => (i < WIDTHS.length ? c.padStart(WIDTHS[i] as number) : c)).join(' ');
+  let line = '';
+  for (let i = 0; i < cells.length; i++) {
+    const c = cells[i] as string;
+    line += (i === 0 ? '' : ' ') + (i < WIDTHS.length ? c.padStart(WIDTHS[i] as number) : c);
+  }
+  return line;
 }
 
 /** The header line, from `"%5s %5s %5s %7s %7s %7s %12s %8s %s\n"`. */
@@ -37,7 +42,8 @@ export function ttyText(tty: string | null): string {
 
 /** The OWNER column: `user[:group]` cut to 15 characters, as OpenBSD's `char user[16]`. */
 export function ownerText(owner: string): string {
-  return [...owner].slice(0, 15).join('');
+  // Characters, not UTF-16 units; but 15 units or fewer are 15 characters or fewer.
+  return owner.length <= 15 ? owner : [...owner].slice(0, 15).join('');
 }
 
 /** One table row for a VM. */

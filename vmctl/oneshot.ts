@@ -1,7 +1,6 @@
 // One request and its reply without node:net: the way listing commands reach vmd, whose run is mostly vmctl's start-up.
 // Loading net and Node's stream modules was a fifth of `vmctl status`; vmd's addon does the exchange in one blocking call.
 
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { encodeFrame, FrameDecoder, MAX_RESPONSE_FRAME_BYTES } from '../share/frame.js';
 import { packageRoot, socketPathTooLong } from '../share/paths.js';
@@ -23,7 +22,10 @@ let addon: Exchange | null | undefined;
 export function loadExchange(): Exchange | null {
   if (addon !== undefined) return addon;
   try {
-    const loaded = createRequire(import.meta.url)(ADDON_PATH) as Partial<Exchange>;
+    // process.dlopen, not require(): no module resolution, realpath or cache entry for a path that is already absolute.
+    const module = { exports: {} as Partial<Exchange> };
+    process.dlopen(module, ADDON_PATH);
+    const loaded = module.exports;
     addon = typeof loaded.unixRequest === 'function' ? (loaded as Exchange) : null;
   } catch {
     addon = null;

@@ -37,6 +37,36 @@ t.test('fmt_scaled', async (t) => {
   }
 });
 
+t.test('fmt_scaled of a safe integer (number arithmetic) prints what the long long arithmetic prints', async (t) => {
+  const values: number[] = [];
+  // Around every unit's edges and every rounding step of the tenths, both signs.
+  for (let u = 0; u <= 5; u++) {
+    const f = 1024 ** u;
+    for (const m of [1, 9, 10, 99, 100, 999, 1000, 1023, 1024]) {
+      for (const d of [-513, -512, -511, -103, -102, -52, -51, -1, 0, 1, 51, 52, 102, 103, 511, 512, 513]) {
+        const v = m * f + Math.trunc((d * f) / 1024);
+        if (Number.isSafeInteger(v)) values.push(v, -v);
+      }
+    }
+  }
+  values.push(Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 2 ** 52, 1.9, -1.9, 1535.99);
+  // And a spread of others: a fixed linear congruential sequence, so a failure reproduces.
+  let x = 12345;
+  for (let i = 0; i < 20_000; i++) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    values.push(Math.trunc((x / 2 ** 31) * 2 ** (i % 53)) * (i % 2 === 0 ? 1 : -1));
+  }
+  let differ = 0;
+  for (const v of values) {
+    const want = fmtScaled(BigInt(Math.trunc(v)));
+    if (fmtScaled(v) !== want) {
+      differ++;
+      if (differ <= 5) t.fail(`${v}: ${fmtScaled(v)} where the long long arithmetic gives ${want}`);
+    }
+  }
+  t.equal(differ, 0, `${values.length} values`);
+});
+
 t.test('scan_scaled', async (t) => {
   const cases: [string, bigint][] = [
     ['0', 0n],
