@@ -18,7 +18,7 @@ const VMS = 100;
 const RUNNING = 20;
 /** Guests booting at once: two cores, TCG. */
 const BOOT_CONCURRENCY = 2;
-const STATUS_RUNS = 10;
+const STATUS_RUNS = 30;
 const LATENCY_REQUESTS = 1000;
 const LATENCY_WARMUP = 100;
 
