@@ -40,7 +40,21 @@ interface NativeAddon {
   openAs(path: string, flags: number, uid: number, gid: number, groups: readonly number[]): number;
   dgramSend(path: string, data: Buffer): void;
   linkSet(nsPath: string | null, settings: LinkSettings): void;
+  nftAvailable(): boolean;
+  nftRun(nsPath: string | null, script: string, flags: number): Promise<NftRunResult>;
+  nftRelease(): void;
 }
+
+/** What an nft run through libnftables printed, and its status (0: done; anything else: nft refused). */
+export interface NftRunResult {
+  readonly rc: number;
+  readonly out: string;
+  readonly err: string;
+}
+
+/** nftRun's flags: `-j` (JSON output) and `-c` (check only, change nothing). */
+export const NFT_RUN_JSON = 1;
+export const NFT_RUN_CHECK = 2;
 
 /** What linkSet changes on one link; absent fields stay as they are. */
 export interface LinkSettings {
@@ -139,4 +153,27 @@ export function dgramSend(path: string, data: Buffer): void {
 // PRIV: changing links needs CAP_NET_ADMIN, entering a namespace CAP_SYS_ADMIN; only the root parent calls it.
 export function linkSet(nsPath: string | null, settings: LinkSettings): void {
   native().linkSet(nsPath, settings);
+}
+
+/** Whether libnftables opens in this process, so nft runs need no nft process (nftRun); false where it is missing. */
+export function nftAvailable(): boolean {
+  try {
+    return native().nftAvailable();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * An nft run in the namespace at `nsPath` (null: vmd's own) through libnftables, as `nft [-j] [-c] -f -` runs the
+ * script; rejects only when the run could not start (the namespace cannot be entered), with `code` set.
+ */
+// PRIV: changing nftables needs CAP_NET_ADMIN, entering a namespace CAP_SYS_ADMIN; only the root parent calls it.
+export function nftRun(nsPath: string | null, script: string, flags: number): Promise<NftRunResult> {
+  return native().nftRun(nsPath, script, flags);
+}
+
+/** Frees the libnftables context nftRun keeps for vmd's own namespace, and the memory its cache held. */
+export function nftRelease(): void {
+  native().nftRelease();
 }

@@ -346,6 +346,9 @@ NAPI_MODULE_INIT() {
     {"undumpable", NULL, undumpable, NULL, NULL, NULL, napi_enumerable, NULL},
     {"unixRequest", NULL, unix_request, NULL, NULL, NULL, napi_enumerable, NULL},
     {"linkSet", NULL, link_set, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"nftAvailable", NULL, nft_available, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"nftRun", NULL, nft_run, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"nftRelease", NULL, nft_release, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods));
   return exports;

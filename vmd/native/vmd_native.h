@@ -48,4 +48,10 @@ napi_value unix_request(napi_env env, napi_callback_info info);
 // linkSet(nsPath, { name, alias?, mtu?, master?, up?, moveTo? }): a link's settings over rtnetlink (netlink.c).
 napi_value link_set(napi_env env, napi_callback_info info);
 
+// nftAvailable() -> whether libnftables opens; nftRun(nsPath, script, flags) -> Promise<{ rc, out, err }> (nft.c).
+napi_value nft_available(napi_env env, napi_callback_info info);
+napi_value nft_run(napi_env env, napi_callback_info info);
+// nftRelease(): frees the context nftRun keeps for the process's own namespace (nft.c).
+napi_value nft_release(napi_env env, napi_callback_info info);
+
 #endif
