@@ -67,6 +67,8 @@ t.test('the owner sees the guest\'s screen through vmctl display; another user d
   t.teardown(() => h.teardown());
   const id = (await h.waitState('desk', 'running', 60_000)).trim().split(/\s+/)[0]!;
   await h.waitState('plain', 'running', 60_000);
+  // The table says running while the start still seals the display directory (a CI run saw it QEMU's, 0700).
+  await h.waitStarted('desk', 60_000);
 
   const dir = join(h.stateDir, 'run', `${id}.display`);
   const sock = join(dir, 'vnc.sock');

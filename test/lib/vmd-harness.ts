@@ -148,6 +148,28 @@ export class VmdHarness {
   }
 
   /**
+   * Until the start of `name` is done: state `running` in vmd's own words (`--json`). vmctl's table shows a starting
+   * guest as running (OpenBSD has no starting state), so waitState returns while the start may still be sealing its
+   * display socket; tests of what a finished start leaves use this.
+   */
+  async waitStarted(name: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      const r = await this.vmctl(['--json', 'status', name]);
+      last = r.stdout + r.stderr;
+      try {
+        const vms = (JSON.parse(r.stdout) as { vms?: Array<{ state?: string }> }).vms ?? [];
+        if (vms[0]?.state === 'running') return;
+      } catch {
+        /* not an answer yet */
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`vm ${name} did not finish starting:\n${last}\n--- vmd log ---\n${this.daemonLog}`);
+  }
+
+  /**
    * Poll the daemon over one open connection until `pred` holds for the VM list; returns the ms it took.
    * Measures the daemon, not vmctl's start-up, for assertions like "noticed within a second".
    */
