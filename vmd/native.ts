@@ -55,6 +55,8 @@ export interface NftRunResult {
 /** nftRun's flags: `-j` (JSON output) and `-c` (check only, change nothing). */
 export const NFT_RUN_JSON = 1;
 export const NFT_RUN_CHECK = 2;
+/** nftRun's flag for a run in vmd's own namespace that keeps its context for the next (see nft.c). */
+export const NFT_RUN_KEEP = 4;
 
 /** What linkSet changes on one link; absent fields stay as they are. */
 export interface LinkSettings {

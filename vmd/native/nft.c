@@ -27,10 +27,12 @@ struct nft_ctx;
 // nftRun's flags.
 #define RUN_JSON 1u
 #define RUN_CHECK 2u
+#define RUN_KEEP 4u
 
 static struct {
   bool tried;
   bool ok;
+  void *handle;
   struct nft_ctx *(*ctx_new)(uint32_t flags);
   void (*ctx_free)(struct nft_ctx *ctx);
   int (*buffer_output)(struct nft_ctx *ctx);
@@ -52,6 +54,7 @@ static bool lib_load(void) {
   lib.tried = true;
   void *h = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
   if (h == NULL) return false;
+  lib.handle = h;
 #define SYM(field, name) if ((*(void **)&lib.field = dlsym(h, name)) == NULL) return false
   SYM(ctx_new, "nft_ctx_new");
   SYM(ctx_free, "nft_ctx_free");
@@ -65,6 +68,16 @@ static bool lib_load(void) {
 #undef SYM
   lib.ok = true;
   return true;
+}
+
+// Under the lock, with no context kept: the library and its own (libnftnl, libmnl, libjansson, libgmp, libxtables)
+// are closed and freed memory goes back to the system, so an idle vmd does not carry them. The next run opens them.
+static void lib_unload(void) {
+  if (kept == NULL && lib.handle != NULL) {
+    dlclose(lib.handle);
+    memset(&lib, 0, sizeof lib);
+  }
+  malloc_trim(0);
 }
 
 typedef struct {
@@ -158,7 +171,10 @@ static void *ns_thread(void *arg) {
 static void execute(napi_env env, void *data) {
   job_t *job = data;
   pthread_mutex_lock(&lock);
-  if (job->ns_path != NULL) {
+  if (!lib_load()) {
+    job->err_no = ENOENT;
+    job->err_syscall = "dlopen libnftables.so.1";
+  } else if (job->ns_path != NULL) {
     pthread_t t;
     int e = pthread_create(&t, NULL, ns_thread, job);
     if (e != 0) {
@@ -167,8 +183,10 @@ static void execute(napi_env env, void *data) {
     } else {
       pthread_join(t, NULL);
     }
-  } else if ((job->flags & RUN_CHECK) != 0) {
-    // A check leaves nothing to keep: a context of its own, so the kept one's cache only ever follows real changes.
+    lib_unload();
+  } else if ((job->flags & RUN_CHECK) != 0 || ((job->flags & RUN_KEEP) == 0 && kept == NULL)) {
+    // A check, or a run not asked to keep a context while none is kept (a whole replace at start, a listing): a
+    // context of its own, so the kept one's cache only ever follows real changes, and nothing stays after it.
     struct nft_ctx *ctx = ctx_make();
     if (ctx == NULL) {
       job->err_no = ENOMEM;
@@ -177,6 +195,7 @@ static void execute(napi_env env, void *data) {
       run_on(job, ctx);
       lib.ctx_free(ctx);
     }
+    lib_unload();
   } else {
     if (kept == NULL) kept = ctx_make();
     if (kept == NULL) {
@@ -282,7 +301,7 @@ napi_value nft_run(napi_env env, napi_callback_info info) {
     return NULL;
   }
   double flags = 0;
-  if (!get_integer(env, argv[2], "flags", 0, RUN_JSON | RUN_CHECK, &flags)) return NULL;
+  if (!get_integer(env, argv[2], "flags", 0, RUN_JSON | RUN_CHECK | RUN_KEEP, &flags)) return NULL;
   job_t *job = calloc(1, sizeof *job);
   if (job == NULL) {
     napi_throw_error(env, "ERR_NATIVE", "nftRun: out of memory");
@@ -323,8 +342,8 @@ napi_value nft_release(napi_env env, napi_callback_info info) {
   if (kept != NULL) {
     lib.ctx_free(kept);
     kept = NULL;
-    malloc_trim(0);
   }
+  lib_unload();
   pthread_mutex_unlock(&lock);
   return NULL;
 }

@@ -7,7 +7,7 @@ import { VmdError } from '../../share/errors.js';
 import { byText, invalid } from './nft-plan.js';
 import { NFT_TABLES, resetTables } from './nft.js';
 import { netnsNameError } from '../../share/names.js';
-import { NFT_RUN_CHECK, NFT_RUN_JSON, nftAvailable, nftRelease, nftRun } from '../native.js';
+import { NFT_RUN_CHECK, NFT_RUN_JSON, NFT_RUN_KEEP, nftAvailable, nftRelease, nftRun } from '../native.js';
 
 
 function inNetns(netns: string | null, argv: readonly string[]): [string, string[]] {
@@ -49,20 +49,21 @@ let inProcess: boolean | undefined;
  * vmd's own namespace a context kept between runs: a start's rule change then costs well under a millisecond
  * instead of an nft process's ~10 ms), else the nft process. Output, errors and their wording are nft's either way.
  */
-async function nft(netns: string | null, script: string, flags: { json?: boolean; check?: boolean } = {}): Promise<string> {
+async function nft(netns: string | null, script: string, flags: { json?: boolean; check?: boolean; keep?: boolean } = {}): Promise<string> {
   inProcess ??= nftAvailable();
   if (!inProcess) return run(netns, ['nft', ...(flags.json ? ['-j'] : []), ...(flags.check ? ['-c'] : []), '-f', '-'], script);
   if (netns !== null && netnsNameError(netns) !== null) invalid(`invalid network namespace name ${JSON.stringify(netns)}`);
   let r;
   try {
-    r = await nftRun(netns === null ? null : `/run/netns/${netns}`, script, (flags.json ? NFT_RUN_JSON : 0) | (flags.check ? NFT_RUN_CHECK : 0));
+    r = await nftRun(netns === null ? null : `/run/netns/${netns}`, script,
+      (flags.json ? NFT_RUN_JSON : 0) | (flags.check ? NFT_RUN_CHECK : 0) | (flags.keep ? NFT_RUN_KEEP : 0));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     // As `ip netns exec` says it of a namespace that is not there.
     if (code === 'ENOENT' && netns !== null) throw new VmdError('ERR_INTERNAL', `nftables: cannot open network namespace "${netns}": No such file or directory`, { cause: e });
     throw new VmdError('ERR_INTERNAL', `nftables: ${(e as Error).message}`, { cause: e });
   }
-  if (netns === null) releaseWhenIdle();
+  if (netns === null && flags.keep === true) releaseWhenIdle();
   if (r.rc !== 0) throw new VmdError('ERR_INTERNAL', `nftables: ${nftMessage(r.err).replace(/^nftables: /, '')}`);
   return r.out;
 }
@@ -83,9 +84,13 @@ function releaseWhenIdle(): void {
   idle.unref();
 }
 
-// Loads a script from nftScript atomically (all of it or nothing) in the namespace.
-export async function nftApply(script: string, netns: string | null): Promise<void> {
-  await nft(netns, script);
+/**
+ * Loads a script from nftScript atomically (all of it or nothing) in the namespace. `keep`: a guest's start or stop,
+ * which come in bursts: in vmd's own namespace the libnftables context stays for the next such change (freed 10 s
+ * after the last); a whole replace or a listing opens and frees its own.
+ */
+export async function nftApply(script: string, netns: string | null, opts: { keep?: boolean } = {}): Promise<void> {
+  await nft(netns, script, { keep: opts.keep === true });
 }
 
 // Checks a script without applying it (`nft -c`), for tests and `vmd -n`.

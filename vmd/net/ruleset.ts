@@ -164,7 +164,7 @@ export class Rulesets {
     if (script === null) return false;
     if (script !== '') {
       try {
-        await nftApply(script, ns);
+        await nftApply(script, ns, { keep: true });
       } catch (err) {
         logWarn(`nftables${ns === null ? '' : ` in ${ns}`}: ${err instanceof Error ? err.message : String(err)}; replacing vmd's tables whole`);
         return false;

@@ -67,25 +67,26 @@ t.test('in a namespace: what the nft process does', { skip }, async (t) => {
   t.notOk((await execa('ip', ['netns', 'list'])).stdout.includes(`vmdt-nft-none-${process.pid}`), 'and none made');
 });
 
-// Runs in the namespace as vmd runs in its own: one process, the context kept between its runs.
+// Runs in the namespace as vmd runs in its own: one process, the context kept between its runs (`keep`, as a guest's
+// start or stop asks).
 const child = `
 import { nftApply, nftCounters } from ${JSON.stringify(new URL('../../../vmd/net/nft-apply.js', import.meta.url).href)};
 import { nftRelease } from ${JSON.stringify(new URL('../../../vmd/native.js', import.meta.url).href)};
 import { execFileSync } from 'node:child_process';
 const out = [];
-await nftApply('add table inet vmdtest\\nadd chain inet vmdtest c\\n', null);
+await nftApply('add table inet vmdtest\\nadd chain inet vmdtest c\\n', null, { keep: true });
 // Someone else changes the rules behind the kept context's back.
 execFileSync('nft', ['delete', 'table', 'inet', 'vmdtest']);
-await nftApply('add table inet vmdtest\\nadd chain inet vmdtest c\\nadd rule inet vmdtest c counter comment "x"\\n', null);
+await nftApply('add table inet vmdtest\\nadd chain inet vmdtest c\\nadd rule inet vmdtest c counter comment "x"\\n', null, { keep: true });
 out.push(execFileSync('nft', ['list', 'chain', 'inet', 'vmdtest', 'c']).toString().includes('comment "x"'));
-try { await nftApply('add rule inet vmdtest nosuch counter\\n', null); out.push('applied'); } catch (e) { out.push(e.message); }
-await nftApply('add rule inet vmdtest c counter comment "y"\\n', null);
+try { await nftApply('add rule inet vmdtest nosuch counter\\n', null, { keep: true }); out.push('applied'); } catch (e) { out.push(e.message); }
+await nftApply('add rule inet vmdtest c counter comment "y"\\n', null, { keep: true });
 // Released (as after 10 s without a run), the next run makes a context of its own.
 nftRelease();
-await nftApply('add rule inet vmdtest c counter comment "z"\\n', null);
+await nftApply('add rule inet vmdtest c counter comment "z"\\n', null, { keep: true });
 out.push(execFileSync('nft', ['list', 'chain', 'inet', 'vmdtest', 'c']).toString().includes('comment "z"'));
 out.push(execFileSync('nft', ['list', 'chain', 'inet', 'vmdtest', 'c']).toString().includes('comment "y"'));
-await nftApply('delete table inet vmdtest\\n', null);
+await nftApply('delete table inet vmdtest\\n', null, { keep: true });
 out.push(execFileSync('nft', ['list', 'tables']).toString().includes('vmdtest'));
 console.log(JSON.stringify(out));
 `;
