@@ -10,9 +10,15 @@ import { netnsNameError } from '../../share/names.js';
 import { NFT_RUN_CHECK, NFT_RUN_JSON, NFT_RUN_KEEP, nftAvailable, nftRelease, nftRun } from '../native.js';
 
 
+/** A namespace's file as `ip netns` keeps it, after the name is checked (it becomes a path and an argument). */
+function netnsFile(netns: string): string {
+  if (netnsNameError(netns) !== null) invalid(`invalid network namespace name ${JSON.stringify(netns)}`);
+  return `/run/netns/${netns}`;
+}
+
 function inNetns(netns: string | null, argv: readonly string[]): [string, string[]] {
   if (netns === null) return [argv[0]!, argv.slice(1)];
-  if (netnsNameError(netns) !== null) invalid(`invalid network namespace name ${JSON.stringify(netns)}`);
+  netnsFile(netns); // the name checked, as for a run through libnftables
   return ['ip', ['netns', 'exec', netns, ...argv]];
 }
 
@@ -52,10 +58,10 @@ let inProcess: boolean | undefined;
 async function nft(netns: string | null, script: string, flags: { json?: boolean; check?: boolean; keep?: boolean } = {}): Promise<string> {
   inProcess ??= nftAvailable();
   if (!inProcess) return run(netns, ['nft', ...(flags.json ? ['-j'] : []), ...(flags.check ? ['-c'] : []), '-f', '-'], script);
-  if (netns !== null && netnsNameError(netns) !== null) invalid(`invalid network namespace name ${JSON.stringify(netns)}`);
+  const nsPath = netns === null ? null : netnsFile(netns);
   let r;
   try {
-    r = await nftRun(netns === null ? null : `/run/netns/${netns}`, script,
+    r = await nftRun(nsPath, script,
       (flags.json ? NFT_RUN_JSON : 0) | (flags.check ? NFT_RUN_CHECK : 0) | (flags.keep ? NFT_RUN_KEEP : 0));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
