@@ -142,6 +142,7 @@ t.test('UEFI: a boot entry written in the guest survives a stop and start, and t
   const received = await h.vmctlFiles(['receive', 'moved'], { stdin: image }, 300_000);
   t.equal(received.exitCode, 0, `receive: ${received.stderr}\n${h.daemonLog}`);
   const movedId = Number((await h.waitState('moved', 'running', 60_000)).trim().split(/\s+/)[0]);
+  await h.waitStarted('moved', 60_000);
   const movedStore = join(h.stateDir, 'nvram', `${movedId}.fd`);
   t.ok(existsSync(movedStore), 'the received VM has its own store');
   t.ok(readFileSync(movedStore).includes(entry), 'holding the entry written on the sender');

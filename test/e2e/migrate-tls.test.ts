@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, unlinkSync, watch, writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { StreamDecoder } from '../../share/stream.js';
@@ -127,21 +127,17 @@ t.test('an intruder who reaches the target\'s NBD server before the mirror canno
   await a.waitState('mover', 'running', 30_000);
   await a.console('mover', '\n', /vmd-guest: ready/, 90);
   unlinkSync(disk);
-  const source = a.guestPids()[0]!;
-  // Once the target makes the guest's run directory the source has said its disks' sizes; held still from then (for
-  // less than vmm's 10 s QMP timeout), its mirror cannot connect before the intruder does. The directory is watched,
-  // not polled: a poll of /proc under a loaded CI machine once let the mirror connect first (max-connections 1 then
-  // kept the intruder out, so nothing greeted it).
-  const frozen = new Promise<void>((resolve) => {
-    const w = watch(join(b.stateDir, 'run'), (_event, name) => {
-      if (name === null || !/^\d+$/.test(String(name))) return;
-      process.kill(source, 'SIGSTOP');
-      w.close();
-      resolve();
-    });
-  });
+  // The source QEMU's connections to the target are held back (its SYNs dropped in host a) until the intruder has
+  // tried, so the mirror cannot reach the NBD server first, whatever the machine's load; dropped SYNs are sent again
+  // (after 1 s, then 3 s), well inside vmm's 10 s QMP timeout, once the table is gone.
+  const qemuUid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${a.guestPids()[0]!}/status`, 'utf8'))?.[1];
+  t.ok(qemuUid !== undefined && qemuUid !== '0', `the source QEMU runs as an unprivileged user (${qemuUid})`);
+  const held = 'vmdt_hold_mirror';
+  await execa('ip', ['netns', 'exec', a.netns, 'nft', '-f', '-'], { input:
+    `table inet ${held} { chain out { type filter hook output priority 0; ip daddr ${DST_ADDR} meta skuid ${qemuUid} tcp flags & (syn|ack) == syn counter drop\n}\n}\n` });
+  const release = async (): Promise<void> => { await execa('ip', ['netns', 'exec', a.netns, 'nft', 'delete', 'table', 'inet', held], { reject: false }); };
+  t.teardown(release);
   const mig = migrateInBackground(a, ['--copy-storage', '-s', b.socket, 'mover', DST_ADDR]);
-  await Promise.race([frozen, new Promise((r) => setTimeout(r, 60_000))]);
   for (let i = 0; i < 2400 && b.guestPids().length === 0; i++) await new Promise((r) => setTimeout(r, 25));
   let ports: string[] = [];
   for (let i = 0; i < 300 && ports.length < 2; i++) {
@@ -151,15 +147,28 @@ t.test('an intruder who reaches the target\'s NBD server before the mirror canno
   }
   t.equal(ports.length, 2, 'the target listens for the migration and serves the disk');
   // Which port is the NBD server's: it greets first (the migration's TLS server waits for the client's hello).
-  const greets = await Promise.all(ports.map((port) => execa('ip', ['netns', 'exec', a.netns, process.execPath, '-e',
-    `const s = require('net').connect(${port}, '${DST_ADDR}'); s.on('data', (d) => { console.log(d.toString('latin1', 0, 8)); process.exit(0); });
-     s.on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 3000);`], { reject: false, stdin: 'ignore' })));
-  const nbdPort = ports.find((_, i) => String(greets[i]!.stdout) === 'NBDMAGIC');
+  // Asked again if neither greeted (seen once in a dozen runs, cause not found); what the hosts' stacks held is
+  // printed then, for the next look.
+  let greets: Array<{ exitCode?: number; stdout: unknown }> = [];
+  let nbdPort: string | undefined;
+  for (let attempt = 1; attempt <= 3 && nbdPort === undefined; attempt++) {
+    greets = await Promise.all(ports.map((port) => execa('ip', ['netns', 'exec', a.netns, process.execPath, '-e',
+      `const s = require('net').connect(${port}, '${DST_ADDR}'); s.on('data', (d) => { console.log(d.toString('latin1', 0, 8)); process.exit(0); });
+       s.on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 2000);`], { reject: false, stdin: 'ignore' })));
+    nbdPort = ports.find((_, i) => String(greets[i]!.stdout) === 'NBDMAGIC');
+    if (nbdPort !== undefined) break;
+    t.comment(`attempt ${attempt}: no port greeted (${ports.map((p, i) => `${p}: exit ${greets[i]!.exitCode}`).join(', ')})`);
+    for (const ns of [a.netns, b.netns]) {
+      t.comment(`${ns}:\n${String((await execa('ip', ['netns', 'exec', ns, 'sh', '-c', 'ss -tanpi; ip neigh; nft list ruleset; cat /proc/net/nf_conntrack'], { reject: false })).stdout)}`);
+    }
+  }
   t.ok(nbdPort !== undefined, 'the target\'s NBD server greets whoever connects');
   // A plain NBD client writing to the export.
   const tried = await execa('ip', ['netns', 'exec', a.netns, 'qemu-io', '-f', 'raw', '-c', 'write -P 0x41 0 4096', `nbd://${DST_ADDR}:${nbdPort ?? 0}/disk0`],
     { reject: false, timeout: 5000, stdin: 'ignore' });
-  process.kill(source, 'SIGCONT');
+  const heldSyns = /packets (\d+)/.exec(String((await execa('ip', ['netns', 'exec', a.netns, 'nft', 'list', 'table', 'inet', held])).stdout))?.[1];
+  await release();
+  t.comment(`the source's SYNs held back: ${heldSyns}`);
   t.equal(tried.exitCode, 1, `the plain client fails: ${String(tried.stdout)}`);
   t.match(String(tried.stderr), /TLS negotiation required before option 7 \(go\)/, 'told to negotiate TLS before it may open the export');
   t.notMatch(String(tried.stdout), /wrote/, 'it wrote nothing');

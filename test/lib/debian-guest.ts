@@ -49,8 +49,18 @@ let runs = 0;
  */
 export async function consoleRun(h: VmdHarness, name: string, cmd: string, timeoutSec = 120): Promise<string> {
   const n = 1000 + runs++;
-  await typeOnce(h, name, `echo BEGIN-$((${n}+0)); ${cmd}; echo END-$((${n}+0))\n`);
-  const out = await h.console(name, '', new RegExp(`BEGIN-${n}[\\s\\S]*END-${n}`), timeoutSec);
+  const line = `echo BEGIN-$((${n}+0)); ${cmd}; echo END-$((${n}+0))\n`;
+  const done = new RegExp(`BEGIN-${n}[\\s\\S]*END-${n}`);
+  await typeOnce(h, name, line);
+  // The tty echoes what was typed within seconds. A guest that has just been received once showed nothing for two
+  // minutes (CI, 1 run in 5): keys lost in its serial port, or its output stalled until the next interrupt. Typing
+  // again covers both: a new key's interrupt restarts the output, and a lost line is run this time.
+  try {
+    await h.console(name, '', new RegExp(`BEGIN-\\$\\(\\(${n}\\+0\\)\\)|${done.source}`), 20);
+  } catch {
+    await typeOnce(h, name, `\n${line}`);
+  }
+  const out = await h.console(name, '', done, timeoutSec);
   const m = new RegExp(`BEGIN-${n}\\r?\\n([\\s\\S]*?)END-${n}`).exec(out);
   return m === null ? '' : m[1]!;
 }
