@@ -173,6 +173,7 @@ t.test('an intruder who reaches the target\'s NBD server before the mirror canno
   t.match(String(tried.stderr), /TLS negotiation required before option 7 \(go\)/, 'told to negotiate TLS before it may open the export');
   t.notMatch(String(tried.stdout), /wrote/, 'it wrote nothing');
   t.equal(await mig.exited, 0, `the real migration still goes through: ${mig.err()}`);
+  t.match(mig.err(), /downtime [1-9]\d* ms .*, total [1-9]\d* ms/, 'with the downtime and total time QEMU measured (not the 0s it says for a moment after completion)');
   await b.waitState('mover', 'running', 10_000);
   t.equal(readFileSync(disk).subarray(0, 4096).includes(0x41), false, 'the intruder\'s bytes are not on the target\'s disk');
   t.equal((await b.vmctl(['stop', '-f', '-w', 'mover'])).exitCode, 0);

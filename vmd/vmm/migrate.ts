@@ -22,12 +22,14 @@ export interface MigrateHow { readonly downtimeMs: number; readonly copyStorage:
 const MIGRATING = ['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling'];
 /** How often QEMU is asked (and progress goes to the client): the target waits for the news of completion. */
 const PROGRESS_MS = 50;
+/** Times the run state is asked for after completion (5 ms apart) before the first figures are taken as they are. */
+const COMPLETED_POLLS = 200;
 /** The source's bandwidth cap: QEMU's default (32 MiB/s) would make a 1 GB guest take half a minute on loopback. */
 const MAX_BANDWIDTH = 8 * 1024 ** 3;
 /** Frames the client may send are small (a commit carries at most MAX_CARRIED_COUNTS counters); anything bigger is not vmctl. */
 const MAX_CLIENT_FRAME = 128 * 1024;
 
-interface QueryMigrate {
+export interface QueryMigrate {
   status?: string;
   'error-desc'?: string;
   downtime?: number;
@@ -111,7 +113,7 @@ async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: Cl
   for (;;) {
     const q = (await qmp.execute('query-migrate')) as QueryMigrate;
     const status = q.status ?? 'none';
-    if (!MIGRATING.includes(status)) return q;
+    if (!MIGRATING.includes(status)) return status === 'completed' ? completedFigures(qmp, q) : q;
     if (frames.pending && !cancelled) {
       // Whatever the client says mid-migration, it is not a commit: only a completed migration can be committed.
       cancelled = true;
@@ -122,6 +124,20 @@ async function migrationRun(g: Guest, qmp: QmpClient, client: Socket, frames: Cl
     await wake.sleep(PROGRESS_MS);
     if (g.exited) throw new VmdError('ERR_QEMU', `vm "${g.handle.name}": migrate: the guest exited`);
   }
+}
+
+/**
+ * A completed migration's figures. QEMU's migration thread says `completed` a moment before it works out the
+ * downtime and the total time, and only then sets the run state `postmigrate`: asked in between, both were 0
+ * (seen in about one --copy-storage migration in three). So they are read again once the run state says so.
+ */
+export async function completedFigures(qmp: Pick<QmpClient, 'execute'>, first: QueryMigrate): Promise<QueryMigrate> {
+  for (let i = 0; i < COMPLETED_POLLS; i++) {
+    const st = (await qmp.execute('query-status')) as { status?: string };
+    if (st.status === 'postmigrate') return (await qmp.execute('query-migrate')) as QueryMigrate;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return first;
 }
 
 /** --copy-storage: mirrors every disk to the target while the guest runs, until every job is READY. */
