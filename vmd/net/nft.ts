@@ -45,20 +45,50 @@ function chain(b: Block, name: string, hook: string | null, rules: readonly stri
   b.add({ kind: 'chain', name, hook, rules });
 }
 
+/**
+ * What is derived from a checked link, made once while the link is unchanged (checkPlan keeps its object): a start
+ * re-renders every link there is, and the same strings and declarations let nft-delta.ts pass over them cheaply.
+ */
+function once<T>(l: CheckedLink, what: string, make: () => T): T {
+  let m = derived.get(l);
+  if (m === undefined) derived.set(l, m = new Map());
+  let v = m.get(what) as T | undefined;
+  if (v === undefined) m.set(what, v = make());
+  return v;
+}
+
+const derived = new WeakMap<CheckedLink, Map<string, unknown>>();
+
+/** The declarations `add` makes for a link, the same objects each time unless counters are seeded (a replace). */
+function linkItems(b: Block, l: CheckedLink, what: string, seed: CounterSeed | undefined, add: (b: Block) => void): void {
+  if (seed !== undefined) {
+    add(b);
+    return;
+  }
+  b.items.push(...once(l, what, () => {
+    const own = new Block();
+    add(own);
+    return own.items;
+  }));
+}
+
+/** A link's element in a `links` verdict map: its name, jumping to its lock chain. */
+const lockElement = (l: CheckedLink): string => once(l, 'lock element', () => `${q(l.name)} : jump ${l.chain}`);
+
 /** The firewall of some links in one table: verdict maps by direction, base chains, a chain per link and direction. */
 function firewallSection(b: Block, family: 'inet' | 'bridge', links: readonly CheckedLink[], seed: CounterSeed | undefined): void {
   const dirs = ['in', 'out'] as const;
   for (const dir of dirs) {
-    setDecl(b, 'map', `fw_${dir}`, 'ifname : verdict', links.filter((l) => filters(l, dir)).map((l) => `${q(l.name)} : jump ${fwChain(l.name, dir)}`));
+    setDecl(b, 'map', `fw_${dir}`, 'ifname : verdict', links.filter((l) => filters(l, dir)).map((l) => once(l, `fw_${dir}`, () => `${q(l.name)} : jump ${fwChain(l.name, dir)}`)));
   }
   if (family === 'inet') {
     // Host-originated packets a forward translated: the output hook still names the interface of the address
     // they were sent to (lo), so the guest's chain is found by the translated destination instead.
     const dnat = links.filter((l) => l.local !== null && filters(l, 'in'));
-    setDecl(b, 'map', 'fw_dnat_in', 'ipv4_addr : verdict', dnat.map((l) => `${l.local!.guest} : jump ${fwChain(l.name, 'in')}`));
+    setDecl(b, 'map', 'fw_dnat_in', 'ipv4_addr : verdict', dnat.map((l) => once(l, 'fw_dnat', () => `${l.local!.guest} : jump ${fwChain(l.name, 'in')}`)));
   }
   // The id each filtered link is known by in the connection marks (fw-state.ts).
-  const ids = links.map((l) => `${q(l.name)} : ${family === 'inet' ? linkMarkId(l.vmId, l.index ?? 0) : stampOf(linkMarkId(l.vmId, l.index ?? 0))}`);
+  const ids = links.map((l) => once(l, `ids ${family}`, () => `${q(l.name)} : ${family === 'inet' ? linkMarkId(l.vmId, l.index ?? 0) : stampOf(linkMarkId(l.vmId, l.index ?? 0))}`));
   if (family === 'inet') {
     setDecl(b, 'map', 'fw_rids', 'ifname : mark', ids);
     chain(b, 'fw_rstate', 'type filter hook prerouting priority mangle; policy accept;', [inetRoutedOriginRule()]);
@@ -71,7 +101,7 @@ function firewallSection(b: Block, family: 'inet' | 'bridge', links: readonly Ch
   for (const l of links) {
     for (const dir of dirs) {
       if (!filters(l, dir)) continue;
-      chain(b, fwChain(l.name, dir), null, chainRules(l, dir, family, seed, stateRules(linkMarkId(l.vmId, l.index ?? 0), dir, family)));
+      linkItems(b, l, `fw ${family} ${dir}`, seed, (own) => chain(own, fwChain(l.name, dir), null, chainRules(l, dir, family, seed, stateRules(linkMarkId(l.vmId, l.index ?? 0), dir, family))));
     }
   }
 }
@@ -108,12 +138,21 @@ function guardRules(l: CheckedLink): string[] {
   ];
 }
 
+/** The lock chain of a routed (local) link in table inet: its MAC and addresses, and the services it may not offer. */
+function routedLockRules(l: CheckedLink): string[] {
+  const rules: string[] = [];
+  if (l.lockMac) rules.push(`ether saddr != ${l.mac} counter name "mac_${l.name}" drop`);
+  if (l.lockIp !== null) rules.push(`meta nfproto ipv4 ip saddr != 0.0.0.0 ip saddr != ${l.lockIp} counter name "ip_${l.name}" drop`);
+  if (l.lockIp !== null && l.lockIp6) rules.push(`meta nfproto ipv6 ip6 saddr != :: ip6 saddr != fe80::/10 ip6 saddr != ${network6(`${l.lockIp6}/128`, l.name).slice(0, -4)} counter name "ip_${l.name}" drop`);
+  return [...rules, ...guardRules(l)];
+}
+
 // inet vmd: groups, NAT, forwards, locking of routed (local) links, their firewall and the bridges' state marks.
 function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined): NftItem[] {
   const inet = new Block();
   for (const [g, members] of p.groups) setDecl(inet, 'set', `group_${g}`, 'ifname', uniqSorted(members).map(q));
   const routed = p.links.filter((l) => l.bridge === null && locks(l));
-  for (const l of routed) lockCounters(inet, l, seed);
+  for (const l of routed) linkItems(inet, l, 'inet lock counters', seed, (own) => lockCounters(own, l, seed));
   const fwRouted = p.links.filter((l) => l.bridge === null && l.rules.length > 0);
   const fwBridged = p.links.filter((l) => l.bridge !== null && l.rules.length > 0);
   if (fwBridged.length > 0) setDecl(inet, 'set', 'fw_bridges', 'ifname', uniqSorted(fwBridged.map((l) => l.bridge!)).map(q));
@@ -125,7 +164,7 @@ function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined)
     setDecl(inet, 'set', 'localnet', 'ifname', localnetInterfaces(plan).map(q));
   }
   // Per-link dispatch: one lookup per packet whatever the number of links.
-  if (routed.length > 0) setDecl(inet, 'map', 'links', 'ifname : verdict', routed.map((l) => `${q(l.name)} : jump ${l.chain}`));
+  if (routed.length > 0) setDecl(inet, 'map', 'links', 'ifname : verdict', routed.map(lockElement));
   if (p.forwards.length > 0) {
     const dispatch = 'meta nfproto ipv4 fib daddr type local meta l4proto . th dport vmap @forwards';
     chain(inet, 'prerouting', 'type nat hook prerouting priority dstnat; policy accept;', [dispatch]);
@@ -143,14 +182,8 @@ function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined)
   if (routed.length > 0) {
     // Before conntrack (raw), so a spoofed packet never creates a connection or a NAT binding.
     chain(inet, 'prerouting_lock', 'type filter hook prerouting priority raw; policy accept;', ['iifname vmap @links']);
-    for (const l of routed) {
-      const rules: string[] = [];
-      if (l.lockMac) rules.push(`ether saddr != ${l.mac} counter name "mac_${l.name}" drop`);
-      if (l.lockIp !== null) rules.push(`meta nfproto ipv4 ip saddr != 0.0.0.0 ip saddr != ${l.lockIp} counter name "ip_${l.name}" drop`);
-      if (l.lockIp !== null && l.lockIp6) rules.push(`meta nfproto ipv6 ip6 saddr != :: ip6 saddr != fe80::/10 ip6 saddr != ${network6(`${l.lockIp6}/128`, l.name).slice(0, -4)} counter name "ip_${l.name}" drop`);
-      rules.push(...guardRules(l));
-      chain(inet, l.chain, null, rules);
-    }
+    // Named counters only: the chain does not depend on the seed.
+    for (const l of routed) linkItems(inet, l, 'inet lock chain', undefined, (own) => chain(own, l.chain, null, routedLockRules(l)));
   }
   if (fwBridged.length > 0) for (const c of inetBridgeStateChains()) chain(inet, c.name, c.hook, c.rules);
   if (fwRouted.length > 0) firewallSection(inet, 'inet', fwRouted, seed);
@@ -163,14 +196,14 @@ function arpTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   const routed = p.links.filter((l) => l.bridge === null && (l.lockMac || l.lockIp !== null));
   if (routed.length === 0) return [];
   const arp = new Block();
-  for (const l of routed) lockCounters(arp, l, seed, true);
-  setDecl(arp, 'map', 'links', 'ifname : verdict', routed.map((l) => `${q(l.name)} : jump ${l.chain}`));
+  for (const l of routed) linkItems(arp, l, 'arp lock counters', seed, (own) => lockCounters(own, l, seed, true));
+  setDecl(arp, 'map', 'links', 'ifname : verdict', routed.map(lockElement));
   chain(arp, 'input', 'type filter hook input priority filter; policy accept;', ['iifname vmap @links']);
   for (const l of routed) {
-    const rules: string[] = [];
-    if (l.lockMac) rules.push(`arp saddr ether != ${l.mac} counter name "mac_${l.name}" drop`);
-    if (l.lockIp !== null) rules.push(`arp saddr ip != 0.0.0.0 arp saddr ip != ${l.lockIp} counter name "ip_${l.name}" drop`);
-    chain(arp, l.chain, null, rules);
+    linkItems(arp, l, 'arp lock chain', undefined, (own) => chain(own, l.chain, null, [
+      ...(l.lockMac ? [`arp saddr ether != ${l.mac} counter name "mac_${l.name}" drop`] : []),
+      ...(l.lockIp !== null ? [`arp saddr ip != 0.0.0.0 arp saddr ip != ${l.lockIp} counter name "ip_${l.name}" drop`] : []),
+    ]));
   }
   return arp.items;
 }
@@ -208,7 +241,7 @@ function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
     else br.items.push(...bridgeLockItemsOf(l).counters);
   }
   if (bridged.length > 0) {
-    setDecl(br, 'map', 'links', 'ifname : verdict', bridged.map((l) => `${q(l.name)} : jump ${l.chain}`));
+    setDecl(br, 'map', 'links', 'ifname : verdict', bridged.map(lockElement));
     chain(br, 'prerouting', 'type filter hook prerouting priority -200; policy accept;', ['iifname vmap @links']);
   }
   if (fwBridged.length > 0) firewallSection(br, 'bridge', fwBridged, seed);
