@@ -35,12 +35,6 @@ function setDecl(b: Block, kind: 'set' | 'map', name: string, type: string, item
   b.add({ kind, name, type, flags: flags ?? null, elements: items });
 }
 
-function counterDecl(b: Block, name: string, comment: string, seed?: CounterSeed): void {
-  const s = seed?.get(comment);
-  if (s !== undefined) seed!.delete(comment);
-  b.add({ kind: 'counter', name, comment, seed: s ?? null });
-}
-
 function chain(b: Block, name: string, hook: string | null, rules: readonly string[]): void {
   b.add({ kind: 'chain', name, hook, rules });
 }
@@ -119,10 +113,15 @@ function ip6Hex(addr: string): string {
 /** Whether a link needs a lock chain: a locked address or a service the guest may not offer. */
 const locks = (l: CheckedLink): boolean => l.lockMac || l.lockIp !== null || !!l.guard || !!l.lockLinkLocal;
 
-function lockCounters(b: Block, l: CheckedLink, seed: CounterSeed | undefined, arp = false): void {
-  if (l.lockMac) counterDecl(b, `mac_${l.name}`, linkComment(l, 'mac-spoof'), seed);
-  if (l.lockIp !== null || (!arp && l.lockLinkLocal)) counterDecl(b, `ip_${l.name}`, linkComment(l, 'ip-spoof'), seed);
-  if (!arp && l.guard) counterDecl(b, `guard_${l.name}`, linkComment(l, 'guard'), seed);
+/**
+ * A lock rule's ending: an anonymous counter and the drop, with the link's comment (`vm 'web' if0 ip-spoof`) by
+ * which every counter vmd keeps is read and summed. Not named counters: each is an object every later nft run
+ * loads into its cache, which cost a start ~5 ms with 1,000 links (2,000 counters) and grew with them.
+ * A seed (a replace) goes to the first rule of each comment, so the sum carries over.
+ */
+function lockDrop(l: CheckedLink, what: 'mac-spoof' | 'ip-spoof' | 'guard', seed: CounterSeed | undefined): string {
+  const comment = linkComment(l, what);
+  return `${counterOf(seed, comment)} drop comment ${q(comment)}`;
 }
 
 // Per-link rules are written without anonymous sets (`!= { a, b }` as `!= a … != b`, one rule per value): each such
@@ -130,8 +129,8 @@ function lockCounters(b: Block, l: CheckedLink, seed: CounterSeed | undefined, a
 // 1,000 links instead of ~1 (nft 1.0.6).
 
 /** Drops of the services a guest may not offer: DHCP and DHCPv6 replies; router advertisements and redirects. */
-function guardRules(l: CheckedLink): string[] {
-  const c = `counter name "guard_${l.name}" drop`;
+function guardRules(l: CheckedLink, seed: CounterSeed | undefined): string[] {
+  const c = lockDrop(l, 'guard', seed);
   return [
     ...(l.guard?.dhcp ? [`udp sport 67 ${c}`, `udp sport 547 ${c}`] : []),
     ...(l.guard?.router ? [`icmpv6 type nd-router-advert ${c}`, `icmpv6 type nd-redirect ${c}`, `icmp type redirect ${c}`] : []),
@@ -139,12 +138,12 @@ function guardRules(l: CheckedLink): string[] {
 }
 
 /** The lock chain of a routed (local) link in table inet: its MAC and addresses, and the services it may not offer. */
-function routedLockRules(l: CheckedLink): string[] {
+function routedLockRules(l: CheckedLink, seed: CounterSeed | undefined): string[] {
   const rules: string[] = [];
-  if (l.lockMac) rules.push(`ether saddr != ${l.mac} counter name "mac_${l.name}" drop`);
-  if (l.lockIp !== null) rules.push(`meta nfproto ipv4 ip saddr != 0.0.0.0 ip saddr != ${l.lockIp} counter name "ip_${l.name}" drop`);
-  if (l.lockIp !== null && l.lockIp6) rules.push(`meta nfproto ipv6 ip6 saddr != :: ip6 saddr != fe80::/10 ip6 saddr != ${network6(`${l.lockIp6}/128`, l.name).slice(0, -4)} counter name "ip_${l.name}" drop`);
-  return [...rules, ...guardRules(l)];
+  if (l.lockMac) rules.push(`ether saddr != ${l.mac} ${lockDrop(l, 'mac-spoof', seed)}`);
+  if (l.lockIp !== null) rules.push(`meta nfproto ipv4 ip saddr != 0.0.0.0 ip saddr != ${l.lockIp} ${lockDrop(l, 'ip-spoof', seed)}`);
+  if (l.lockIp !== null && l.lockIp6) rules.push(`meta nfproto ipv6 ip6 saddr != :: ip6 saddr != fe80::/10 ip6 saddr != ${network6(`${l.lockIp6}/128`, l.name).slice(0, -4)} ${lockDrop(l, 'ip-spoof', seed)}`);
+  return [...rules, ...guardRules(l, seed)];
 }
 
 // inet vmd: groups, NAT, forwards, locking of routed (local) links, their firewall and the bridges' state marks.
@@ -152,7 +151,6 @@ function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined)
   const inet = new Block();
   for (const [g, members] of p.groups) setDecl(inet, 'set', `group_${g}`, 'ifname', uniqSorted(members).map(q));
   const routed = p.links.filter((l) => l.bridge === null && locks(l));
-  for (const l of routed) linkItems(inet, l, 'inet lock counters', seed, (own) => lockCounters(own, l, seed));
   const fwRouted = p.links.filter((l) => l.bridge === null && l.rules.length > 0);
   const fwBridged = p.links.filter((l) => l.bridge !== null && l.rules.length > 0);
   if (fwBridged.length > 0) setDecl(inet, 'set', 'fw_bridges', 'ifname', uniqSorted(fwBridged.map((l) => l.bridge!)).map(q));
@@ -182,8 +180,7 @@ function inetTable(p: CheckedPlan, plan: NetPlan, seed: CounterSeed | undefined)
   if (routed.length > 0) {
     // Before conntrack (raw), so a spoofed packet never creates a connection or a NAT binding.
     chain(inet, 'prerouting_lock', 'type filter hook prerouting priority raw; policy accept;', ['iifname vmap @links']);
-    // Named counters only: the chain does not depend on the seed.
-    for (const l of routed) linkItems(inet, l, 'inet lock chain', undefined, (own) => chain(own, l.chain, null, routedLockRules(l)));
+    for (const l of routed) linkItems(inet, l, 'inet lock chain', seed, (own) => chain(own, l.chain, null, routedLockRules(l, seed)));
   }
   if (fwBridged.length > 0) for (const c of inetBridgeStateChains()) chain(inet, c.name, c.hook, c.rules);
   if (fwRouted.length > 0) firewallSection(inet, 'inet', fwRouted, seed);
@@ -196,38 +193,37 @@ function arpTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   const routed = p.links.filter((l) => l.bridge === null && (l.lockMac || l.lockIp !== null));
   if (routed.length === 0) return [];
   const arp = new Block();
-  for (const l of routed) linkItems(arp, l, 'arp lock counters', seed, (own) => lockCounters(own, l, seed, true));
   setDecl(arp, 'map', 'links', 'ifname : verdict', routed.map(lockElement));
   chain(arp, 'input', 'type filter hook input priority filter; policy accept;', ['iifname vmap @links']);
   for (const l of routed) {
-    linkItems(arp, l, 'arp lock chain', undefined, (own) => chain(own, l.chain, null, [
-      ...(l.lockMac ? [`arp saddr ether != ${l.mac} counter name "mac_${l.name}" drop`] : []),
-      ...(l.lockIp !== null ? [`arp saddr ip != 0.0.0.0 arp saddr ip != ${l.lockIp} counter name "ip_${l.name}" drop`] : []),
+    linkItems(arp, l, 'arp lock chain', seed, (own) => chain(own, l.chain, null, [
+      ...(l.lockMac ? [`arp saddr ether != ${l.mac} ${lockDrop(l, 'mac-spoof', seed)}`] : []),
+      ...(l.lockIp !== null ? [`arp saddr ip != 0.0.0.0 arp saddr ip != ${l.lockIp} ${lockDrop(l, 'ip-spoof', seed)}`] : []),
     ]));
   }
   return arp.items;
 }
 
 /** The lock chain of a bridged link: what it may send, checked before the bridge decides anything. */
-function bridgeLockRules(l: CheckedLink): string[] {
+function bridgeLockRules(l: CheckedLink, seed: CounterSeed | undefined): string[] {
   const rules: string[] = [];
   if (l.lockMac) {
-    rules.push(`ether saddr != ${l.mac} counter name "mac_${l.name}" drop`);
-    rules.push(`ether type arp arp saddr ether != ${l.mac} counter name "mac_${l.name}" drop`);
+    rules.push(`ether saddr != ${l.mac} ${lockDrop(l, 'mac-spoof', seed)}`);
+    rules.push(`ether type arp arp saddr ether != ${l.mac} ${lockDrop(l, 'mac-spoof', seed)}`);
   }
   if (l.lockIp !== null) {
-    rules.push(`ether type ip ip saddr != 0.0.0.0 ip saddr != ${l.lockIp} counter name "ip_${l.name}" drop`);
+    rules.push(`ether type ip ip saddr != 0.0.0.0 ip saddr != ${l.lockIp} ${lockDrop(l, 'ip-spoof', seed)}`);
     // ARP claiming an address the guest was not given (replies included).
-    rules.push(`ether type arp arp saddr ip != 0.0.0.0 arp saddr ip != ${l.lockIp} counter name "ip_${l.name}" drop`);
+    rules.push(`ether type arp arp saddr ip != 0.0.0.0 arp saddr ip != ${l.lockIp} ${lockDrop(l, 'ip-spoof', seed)}`);
     // A VLAN tag would carry the spoofed packet past the checks above.
-    rules.push(`ether type 8021q counter name "ip_${l.name}" drop`, `ether type 8021ad counter name "ip_${l.name}" drop`);
+    rules.push(`ether type 8021q ${lockDrop(l, 'ip-spoof', seed)}`, `ether type 8021ad ${lockDrop(l, 'ip-spoof', seed)}`);
   }
   if (l.lockLinkLocal) {
-    rules.push(`ether type ip6 ip6 saddr != :: ip6 saddr != ${l.lockLinkLocal} counter name "ip_${l.name}" drop`);
+    rules.push(`ether type ip6 ip6 saddr != :: ip6 saddr != ${l.lockLinkLocal} ${lockDrop(l, 'ip-spoof', seed)}`);
     // Neighbour advertisements claiming another address (the target field, after type, code, checksum and flags).
-    rules.push(`icmpv6 type nd-neighbor-advert @th,64,128 != ${ip6Hex(l.lockLinkLocal)} counter name "ip_${l.name}" drop`);
+    rules.push(`icmpv6 type nd-neighbor-advert @th,64,128 != ${ip6Hex(l.lockLinkLocal)} ${lockDrop(l, 'ip-spoof', seed)}`);
   }
-  return [...rules, ...guardRules(l)];
+  return [...rules, ...guardRules(l, seed)];
 }
 
 // bridge vmd: locking of bridged links and their firewall (stateless here: the state comes marked from inet).
@@ -236,33 +232,15 @@ function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   const fwBridged = p.links.filter((l) => l.bridge !== null && l.rules.length > 0);
   if (bridged.length === 0 && fwBridged.length === 0) return [];
   const br = new Block();
-  for (const l of bridged) {
-    if (seed !== undefined) lockCounters(br, l, seed);
-    else br.items.push(...bridgeLockItemsOf(l).counters);
-  }
   if (bridged.length > 0) {
     setDecl(br, 'map', 'links', 'ifname : verdict', bridged.map(lockElement));
     chain(br, 'prerouting', 'type filter hook prerouting priority -200; policy accept;', ['iifname vmap @links']);
   }
   if (fwBridged.length > 0) firewallSection(br, 'bridge', fwBridged, seed);
-  for (const l of bridged) br.add(bridgeLockItemsOf(l).chain);
+  for (const l of bridged) linkItems(br, l, 'bridge lock chain', seed, (own) => chain(own, l.chain, null, bridgeLockRules(l, seed)));
   return br.items;
 }
 
-/** A bridged link's lock counters (unseeded) and chain, the same objects while the link is unchanged (see checkPlan). */
-function bridgeLockItemsOf(l: CheckedLink): { counters: readonly NftItem[]; chain: NftItem } {
-  let items = bridgeLockItems.get(l);
-  if (items === undefined) {
-    const b = new Block();
-    lockCounters(b, l, undefined);
-    chain(b, l.chain, null, bridgeLockRules(l));
-    items = { counters: b.items.slice(0, -1), chain: b.items.at(-1)! };
-    bridgeLockItems.set(l, items);
-  }
-  return items;
-}
-
-const bridgeLockItems = new WeakMap<CheckedLink, { counters: readonly NftItem[]; chain: NftItem }>();
 
 /**
  * vmd's tables for a plan as declarations: `inet` whenever the plan holds anything, `arp` and `bridge` only when

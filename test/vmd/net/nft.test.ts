@@ -153,7 +153,7 @@ t.test('per-packet dispatch does not grow with the number of links', async (t) =
   const many = nftScript(manyLinks(1000));
   t.same(chainRules(one, 'bridge', 'prerouting'), ['type filter hook prerouting priority -200; policy accept;', 'iifname vmap @links']);
   t.same(chainRules(many, 'bridge', 'prerouting'), chainRules(one, 'bridge', 'prerouting'), 'the hooked chain is one vmap lookup');
-  t.same(chainRules(many, 'bridge', 'link_vm1000i0'), chainRules(one, 'bridge', 'link_vm1i0').map((r) => r.replaceAll('vm1i0', 'vm1000i0').replace('fe:e1:bb:00:00:01', 'fe:e1:bb:00:03:e8').replace('10.88.0.1', '10.88.3.232')));
+  t.same(chainRules(many, 'bridge', 'link_vm1000i0'), chainRules(one, 'bridge', 'link_vm1i0').map((r) => r.replaceAll('vm1i0', 'vm1000i0').replaceAll("vm 'vm1' ", "vm 'vm1000' ").replace('fe:e1:bb:00:00:01', 'fe:e1:bb:00:03:e8').replace('10.88.0.1', '10.88.3.232')));
 });
 
 t.test('a forward\'s counter starts from its seed, as the firewall\'s do (a replace, a migrated guest)', async (t) => {
@@ -401,7 +401,7 @@ t.test('IPv6 of local inet6: NAT66 sources and the source lock', async (t) => {
   const script = nftScript(cases['local-inet6']!);
   t.match(script, /set nat6_sources \{\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\telements = \{ fd00:1:2:3:6440:103::\/96 \}/);
   t.match(script, 'ip6 saddr @nat6_sources ip6 daddr != @nat6_sources counter masquerade comment "vmd nat6"');
-  t.match(script, 'meta nfproto ipv6 ip6 saddr != :: ip6 saddr != fe80::/10 ip6 saddr != fd00:1:2:3:6440:103:0:2 counter name "ip_vm1i0" drop');
+  t.match(script, `meta nfproto ipv6 ip6 saddr != :: ip6 saddr != fe80::/10 ip6 saddr != fd00:1:2:3:6440:103:0:2 counter drop comment "vm 'six' if0 ip-spoof"`);
   t.throws(() => nftScript({ ...emptyPlan, masquerade6: ['fd00::/129'] }), { code: 'ERR_INVALID', message: /masquerade6: invalid cidr/ });
   t.throws(() => nftScript({ ...emptyPlan, masquerade6: ['10.0.0.0/8'] }), { code: 'ERR_INVALID' });
   t.throws(() => nftScript({ ...cases['local-inet6']!, links: [{ ...localLink(1, 'six'), lockIp6: 'fd00::1 } accept {' }] }), { code: 'ERR_INVALID' });
