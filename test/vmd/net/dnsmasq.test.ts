@@ -10,6 +10,8 @@ import { execa } from 'execa';
 import { DnsmasqInstance } from '../../../vmd/net/dnsmasq.js';
 import { dnsmasqArgs, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq-args.js';
 import { fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from '../../../vmd/net/leases.js';
+import { SwitchDhcp } from '../../../vmd/net/switch-dhcp.js';
+import { parseConfigText } from '../../../grammar/parse.js';
 import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
 import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
 import { LEASE_RE, guestBuildScript, guestCmdline, guestDir, guestFiles } from '../../../share/guest/guest.js';
@@ -132,7 +134,11 @@ t.test('hosts file: written and read back', async (t) => {
   t.same(readHostsFile(f), new Map(), 'missing file');
   writeFileSync(f, `${text}garbage\nfe:e1:bb:00:00:03,10.0.0\n`);
   t.same(readHostsFile(f), new Map([['fe:e1:bb:00:00:01', '10.0.0.2'], ['fe:e1:bb:00:00:02', '10.0.0.6']]));
-  t.ok(dnsmasqArgs({ kind: 'switch', name: 's', interface: 'br0', address: '10.0.0.1/24', hostsFile: f, ...files(dir, 's') }).includes(`--dhcp-hostsfile=${f}`));
+  const d = join(dir, 'x.hosts.d');
+  t.ok(dnsmasqArgs({ kind: 'switch', name: 's', interface: 'br0', address: '10.0.0.1/24', hostsDir: d, ...files(dir, 's') }).includes(`--dhcp-hostsdir=${d}`));
+  t.throws(() => dnsmasqArgs({ kind: 'switch', name: 's', interface: 'br0', address: '10.0.0.1/24', hostsDir: 'x.hosts.d', ...files(dir, 's') }), {
+    message: 'dhcp s: directory x.hosts.d is not an absolute path',
+  });
 });
 
 t.test('readLeases: the format of HOST-FACTS §3, missing and partial files', async (t) => {
@@ -169,6 +175,8 @@ t.test('the programs share/setup installs are on this host', { skip: !isRoot && 
   }
 });
 const tag = `${process.pid % 100000}`;
+// The switch SwitchDhcp serves in the switch test: its files are that test's `switch-test.*`.
+const testSwitch = parseConfigText('switch "test" {\n interface br0\n address 10.99.0.1/24\n dhcp\n}\n', 'vm.conf').config!.switches[0]!;
 
 async function ns(t: Test, name: string): Promise<string> {
   await execa('ip', ['netns', 'add', name]);
@@ -238,21 +246,49 @@ t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { 
     t.match(readLeases(spec.leaseFile), [{ mac: '52:54:00:99:00:21', address: m[1], expiry: Number }], 'the lease is on file');
   }
 
-  await t.test('fixed leases: a hosts file written while dnsmasq runs counts after reload()', async (t) => {
-    const hostsFile = join(dir, 'fixed.hosts');
-    writeFileSync(hostsFile, '', { mode: 0o644 });
+  await t.test('fixed leases as vmd keeps them: a file written while dnsmasq runs counts at once, a dropped one no more', async (t) => {
     await inst.stop();
-    const fixed = await DnsmasqInstance.start({ ...spec, hostsFile }, { netns: sw, cleanup: true });
-    t.teardown(() => fixed.stop());
-    writeFileSync(hostsFile, hostsFileText([{ mac: '52:54:00:99:00:21', address: fixedLeaseFor(spec.address, 3, 1) }]));
+    const dhcp = new SwitchDhcp(dir);
+    t.teardown(() => dhcp.prune(() => false));
+    await dhcp.start({ ...testSwitch, address: spec.address }, sw, []);
+    const fixed = dhcp.instances.get('test')!;
+    t.equal(fixed.spec.logFile, spec.logFile, 'the same files as the instance before: its lease is still on file');
     t.teardown(() => { if (!t.passing()) t.comment(readFileSync(spec.logFile, 'utf8')); });
-    fixed.reload();
-    await new Promise((r) => setTimeout(r, 300));
-    const again = await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
+    const udhcpc = async () => (await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
       reject: false, timeout: 20_000,
-    });
-    t.match(again.stdout, /BOUND ip=10\.99\.0\.11 /, `the reservation wins over the earlier dynamic lease: ${again.stdout}`);
-    await fixed.stop();
+    })).stdout;
+    // dnsmasq logs each hosts file it reads, and "cleared cache" on each SIGHUP: the test waits for the one (bounded)
+    // rather than for a guessed time, and counts the other.
+    const entry = join(dir, 'switch-test.hosts.d', '52-54-00-99-00-21');
+    const logged = (line: string) => readFileSync(spec.logFile, 'utf8').split('\n').filter((l) => l.endsWith(line)).length;
+    const readAgain = async (before: number) => {
+      for (let i = 0; i < 100 && logged(`read ${entry}`) === before; i++) await new Promise((r) => setTimeout(r, 50));
+      return logged(`read ${entry}`) > before;
+    };
+    const link = {
+      vmId: 3, vm: 'c', index: 1, name: 'vmd3i1', netns: sw, mac: '52:54:00:99:00:21', switch: 'test', bridge: 'br0', local: null, lockMac: false,
+      forwards: [], groups: [], rules: [], dhcp: null, fixed: fixedLeaseFor(spec.address, 3, 1),
+    };
+    let hups = logged('cleared cache');
+    dhcp.leaseAdd(link);
+    t.ok(await readAgain(0), 'a new file is read by inotify');
+    t.equal(dhcp.instances.get('test'), fixed, 'by the same dnsmasq');
+    t.match(await udhcpc(), /BOUND ip=10\.99\.0\.11 /, 'the reservation wins over the earlier dynamic lease');
+    t.equal(logged('cleared cache'), hups, 'without a SIGHUP');
+
+    const reads = logged(`read ${entry}`);
+    dhcp.leaseAdd({ ...link, fixed: '10.99.0.12' });
+    t.ok(await readAgain(reads), 'a changed file is read again');
+    t.match(await udhcpc(), /BOUND ip=10\.99\.0\.12 /, 'the new address is handed out');
+    t.ok(logged('cleared cache') > hups, 'and dnsmasq was told to forget the old record (SIGHUP)');
+
+    hups = logged('cleared cache');
+    dhcp.leaseDrop({ ...link, fixed: '10.99.0.12' }, []);
+    t.notOk(existsSync(entry), 'a dropped lease\'s file goes');
+    const got = /BOUND ip=(\S+) /.exec(await udhcpc())?.[1];
+    t.ok(got !== undefined && /^10\.99\.0\.1\d\d$/.test(got), `no fixed lease any more, an address of the dynamic range: ${got}`);
+    t.ok(logged('cleared cache') > hups, 'after a SIGHUP: dnsmasq keeps a removed file\'s record until then');
+    await dhcp.prune(() => false);
   });
   const restarted = await DnsmasqInstance.start(spec, { netns: sw, cleanup: true });
   t.teardown(() => restarted.stop());
