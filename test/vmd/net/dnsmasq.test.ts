@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { DnsmasqInstance } from '../../../vmd/net/dnsmasq.js';
 import { dnsmasqArgs, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq-args.js';
 import { fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from '../../../vmd/net/leases.js';
-import { SwitchDhcp } from '../../../vmd/net/switch-dhcp.js';
+import { STALE_MAX, SwitchDhcp } from '../../../vmd/net/switch-dhcp.js';
 import { parseConfigText } from '../../../grammar/parse.js';
 import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
 import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
@@ -246,7 +246,7 @@ t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { 
     t.match(readLeases(spec.leaseFile), [{ mac: '52:54:00:99:00:21', address: m[1], expiry: Number }], 'the lease is on file');
   }
 
-  await t.test('fixed leases as vmd keeps them: a file written while dnsmasq runs counts at once, a dropped one no more', async (t) => {
+  await t.test('fixed leases as vmd keeps them: files read as they appear, a re-read only where a record must go', async (t) => {
     await inst.stop();
     const dhcp = new SwitchDhcp(dir);
     t.teardown(() => dhcp.prune(() => false));
@@ -254,40 +254,68 @@ t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { 
     const fixed = dhcp.instances.get('test')!;
     t.equal(fixed.spec.logFile, spec.logFile, 'the same files as the instance before: its lease is still on file');
     t.teardown(() => { if (!t.passing()) t.comment(readFileSync(spec.logFile, 'utf8')); });
-    const udhcpc = async () => (await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
-      reject: false, timeout: 20_000,
-    })).stdout;
+    const udhcpc = async (mac: string) => {
+      await ip(cl, 'link', 'set', 'eth0', 'address', mac);
+      const r = await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
+        reject: false, timeout: 20_000,
+      });
+      return /BOUND ip=(\S+) /.exec(r.stdout)?.[1] ?? `nothing: ${r.stdout} ${r.stderr}`;
+    };
     // dnsmasq logs each hosts file it reads, and "cleared cache" on each SIGHUP: the test waits for the one (bounded)
     // rather than for a guessed time, and counts the other.
-    const entry = join(dir, 'switch-test.hosts.d', '52-54-00-99-00-21');
+    const entry = (mac: string) => join(dir, 'switch-test.hosts.d', mac.replaceAll(':', '-'));
     const logged = (line: string) => readFileSync(spec.logFile, 'utf8').split('\n').filter((l) => l.endsWith(line)).length;
-    const readAgain = async (before: number) => {
-      for (let i = 0; i < 100 && logged(`read ${entry}`) === before; i++) await new Promise((r) => setTimeout(r, 50));
-      return logged(`read ${entry}`) > before;
+    const waitLogged = async (line: string, before: number) => {
+      for (let i = 0; i < 100 && logged(line) === before; i++) await new Promise((r) => setTimeout(r, 50));
+      return logged(line) > before;
     };
     const link = {
       vmId: 3, vm: 'c', index: 1, name: 'vmd3i1', netns: sw, mac: '52:54:00:99:00:21', switch: 'test', bridge: 'br0', local: null, lockMac: false,
       forwards: [], groups: [], rules: [], dhcp: null, fixed: fixedLeaseFor(spec.address, 3, 1),
     };
-    let hups = logged('cleared cache');
+    const hups = logged('cleared cache');
     dhcp.leaseAdd(link);
-    t.ok(await readAgain(0), 'a new file is read by inotify');
+    t.ok(await waitLogged(`read ${entry(link.mac)}`, 0), 'a new file is read by inotify');
     t.equal(dhcp.instances.get('test'), fixed, 'by the same dnsmasq');
-    t.match(await udhcpc(), /BOUND ip=10\.99\.0\.11 /, 'the reservation wins over the earlier dynamic lease');
+    t.equal(await udhcpc(link.mac), '10.99.0.11', 'the reservation wins over the earlier dynamic lease');
     t.equal(logged('cleared cache'), hups, 'without a SIGHUP');
 
-    const reads = logged(`read ${entry}`);
-    dhcp.leaseAdd({ ...link, fixed: '10.99.0.12' });
-    t.ok(await readAgain(reads), 'a changed file is read again');
-    t.match(await udhcpc(), /BOUND ip=10\.99\.0\.12 /, 'the new address is handed out');
-    t.ok(logged('cleared cache') > hups, 'and dnsmasq was told to forget the old record (SIGHUP)');
+    const moved = { ...link, fixed: '10.99.0.12' };
+    dhcp.leaseAdd(moved);
+    t.ok(await waitLogged('cleared cache', hups), 'a changed address: dnsmasq is told to forget the old record (SIGHUP)');
+    t.equal(await udhcpc(link.mac), '10.99.0.12', 'the new address is handed out');
 
-    hups = logged('cleared cache');
-    dhcp.leaseDrop({ ...link, fixed: '10.99.0.12' }, []);
-    t.notOk(existsSync(entry), 'a dropped lease\'s file goes');
-    const got = /BOUND ip=(\S+) /.exec(await udhcpc())?.[1];
-    t.ok(got !== undefined && /^10\.99\.0\.1\d\d$/.test(got), `no fixed lease any more, an address of the dynamic range: ${got}`);
-    t.ok(logged('cleared cache') > hups, 'after a SIGHUP: dnsmasq keeps a removed file\'s record until then');
+    dhcp.leaseDrop(moved, []);
+    t.notOk(existsSync(entry(link.mac)), 'a dropped lease\'s file goes');
+    t.equal(await udhcpc(link.mac), '10.99.0.12', 'dnsmasq keeps the record (the guest is gone: harmless)');
+    t.equal(logged('cleared cache'), hups + 1, 'so a guest\'s stop costs it no re-read of every file');
+    // dnsmasq refuses a record for an address another one has ("duplicate dhcp-host IP address"), and never hands
+    // out an address leased to another MAC: the address moved here is one whose guest took no lease.
+    const unused = { ...link, mac: '52:54:00:99:00:23', fixed: '10.99.0.13' };
+    dhcp.leaseAdd(unused);
+    dhcp.leaseDrop(unused, []);
+    t.equal(logged('cleared cache'), hups + 1, 'no SIGHUP for that stop either');
+    dhcp.leaseAdd({ ...link, mac: '52:54:00:99:00:22', fixed: '10.99.0.13' });
+    t.ok(await waitLogged('cleared cache', hups + 1), 'until its address is given to another MAC: SIGHUP');
+    t.equal(await udhcpc('52:54:00:99:00:22'), '10.99.0.13', 'which gets it');
+    const got = await udhcpc(link.mac);
+    t.ok(/^10\.99\.0\.1\d\d$/.test(got), `and the dropped MACs no fixed lease any more, an address of the dynamic range: ${got}`);
+
+    // Records of removed files pile up in dnsmasq only to STALE_MAX: then one re-read drops them all.
+    const before = logged('cleared cache');
+    for (let i = 1; i <= STALE_MAX; i++) {
+      const other = { ...link, mac: `52:54:00:98:${[i >> 8, i & 255].map((b) => b.toString(16).padStart(2, '0')).join(':')}`, fixed: `10.99.1.${i % 256}` };
+      dhcp.leaseAdd(other);
+      if (i === STALE_MAX) {
+        // Once dnsmasq has read this file, it has had every signal sent before it.
+        await waitLogged(`read ${entry(other.mac)}`, 0);
+        t.equal(logged('cleared cache'), before, `${STALE_MAX - 1} stops: no SIGHUP`);
+      }
+      dhcp.leaseDrop(other, []);
+    }
+    t.ok(await waitLogged('cleared cache', before), `the ${STALE_MAX}th: one`);
+    await new Promise((r) => setTimeout(r, 300));
+    t.equal(logged('cleared cache'), before + 1, 'and only one');
     await dhcp.prune(() => false);
   });
   const restarted = await DnsmasqInstance.start(spec, { netns: sw, cleanup: true });
