@@ -54,7 +54,7 @@ function stateOf(t: { teardown: (f: () => void) => void }): { dir: string; db: I
 
 function stateDir(t: { teardown: (f: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-network-'));
-  // dnsmasq (as nobody) re-reads its hosts file below this directory.
+  // dnsmasq (as nobody) reads the fixed leases' directory below this one.
   chmodSync(dir, 0o755);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;

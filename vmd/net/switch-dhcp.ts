@@ -72,7 +72,7 @@ export class SwitchDhcp {
   /**
    * Hand out a link's fixed lease: a new file dnsmasq reads by itself. It must re-read (and forget old records)
    * when the file changed, or when a record it still holds of a removed file gives this address to another MAC
-   * (it would refuse this one: "address reserved") or this MAC another address.
+   * (it refuses the new one then: "duplicate dhcp-host IP address") or this MAC another address.
    */
   leaseAdd(l: LinkState): void {
     if (!l.fixed || l.switch === null) return;

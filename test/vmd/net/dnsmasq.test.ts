@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { DnsmasqInstance } from '../../../vmd/net/dnsmasq.js';
 import { dnsmasqArgs, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq-args.js';
-import { fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from '../../../vmd/net/leases.js';
+import { fixedLeaseFor, readLeases } from '../../../vmd/net/leases.js';
 import { STALE_MAX, SwitchDhcp } from '../../../vmd/net/switch-dhcp.js';
 import { parseConfigText } from '../../../grammar/parse.js';
 import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
@@ -60,6 +60,8 @@ t.test('dnsmasqArgs: a switch with dhcp on a /24', async (t) => {
   t.throws(() => dnsmasqArgs({ ...spec, mtu: 100 }), { message: /mtu 100/ });
   t.throws(() => dnsmasqArgs({ ...spec, interface: 'br0 --x' }), { message: /bad interface name/ });
   t.throws(() => dnsmasqArgs({ ...spec, leaseFile: 'rel.leases' }), { message: /not an absolute path/ });
+  t.ok(dnsmasqArgs({ ...spec, hostsDir: '/var/lib/vmd/net/switch-uplink.hosts.d' }).includes('--dhcp-hostsdir=/var/lib/vmd/net/switch-uplink.hosts.d'), 'fixed leases as files');
+  t.throws(() => dnsmasqArgs({ ...spec, hostsDir: 'x.hosts.d' }), { message: 'dhcp switch-uplink: directory x.hosts.d is not an absolute path' });
 });
 
 t.test('dnsmasqArgs: a local interface /31', async (t) => {
@@ -120,25 +122,6 @@ t.test('fixedLeaseFor: outside the dynamic range, from the VM id and NIC index, 
   for (let id = 1; id <= 38; id++) for (let i = 0; i < 4; i++) seen.add(fixedLeaseFor('10.0.0.1/24', id, i));
   t.equal(seen.size, 152, 'collision-free for 38 VMs of 4 NICs');
   t.notOk([...seen].some((a) => { const o = Number(a.split('.')[3]); return o === 1 || (o >= 100 && o <= 199); }), 'never the host or the dynamic range');
-});
-
-t.test('hosts file: written and read back', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vmd-hosts-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const text = hostsFileText([{ mac: 'FE:E1:BB:00:00:01', address: '10.0.0.2' }, { mac: 'fe:e1:bb:00:00:02', address: '10.0.0.6', hostname: 'web' }]);
-  t.equal(text, 'fe:e1:bb:00:00:01,10.0.0.2\nfe:e1:bb:00:00:02,10.0.0.6,web\n');
-  t.equal(hostsFileText([]), '');
-  t.throws(() => hostsFileText([{ mac: 'fe:e1', address: '10.0.0.2' }]), { message: /bad MAC/ });
-  t.throws(() => hostsFileText([{ mac: 'fe:e1:bb:00:00:01', address: '10.0.0.2', hostname: 'a,b' }]), { message: /bad hostname/ });
-  const f = join(dir, 'x.hosts');
-  t.same(readHostsFile(f), new Map(), 'missing file');
-  writeFileSync(f, `${text}garbage\nfe:e1:bb:00:00:03,10.0.0\n`);
-  t.same(readHostsFile(f), new Map([['fe:e1:bb:00:00:01', '10.0.0.2'], ['fe:e1:bb:00:00:02', '10.0.0.6']]));
-  const d = join(dir, 'x.hosts.d');
-  t.ok(dnsmasqArgs({ kind: 'switch', name: 's', interface: 'br0', address: '10.0.0.1/24', hostsDir: d, ...files(dir, 's') }).includes(`--dhcp-hostsdir=${d}`));
-  t.throws(() => dnsmasqArgs({ kind: 'switch', name: 's', interface: 'br0', address: '10.0.0.1/24', hostsDir: 'x.hosts.d', ...files(dir, 's') }), {
-    message: 'dhcp s: directory x.hosts.d is not an absolute path',
-  });
 });
 
 t.test('readLeases: the format of HOST-FACTS §3, missing and partial files', async (t) => {
@@ -206,7 +189,7 @@ function processesUsing(dir: string): string[] {
 
 t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { skip: !canRun && 'needs root' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-dnsmasq-sw-'));
-  // dnsmasq re-reads a hosts file as nobody: the directory must be searchable, as vmd's state directory is.
+  // dnsmasq reads the fixed leases' files as nobody: the directory must be searchable, as vmd's state directory is.
   chmodSync(dir, 0o755);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sw = await ns(t, `vmdt-dsw-${tag}`);

@@ -1,11 +1,12 @@
-// Tests for vmd/net/hosts-dir and SwitchDhcp's use of it: one file per fixed lease, written whole, what each
-// change means to a running dnsmasq, the upgrade from a single hosts file, and pruning after re-adoption.
+// Tests for vmd/net/hosts-dir and SwitchDhcp's use of it: the hosts file text, one file per fixed lease written
+// whole, what each change means to a running dnsmasq, the upgrade from a single hosts file, pruning after re-adoption.
 
 import t from 'tap';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfigText } from '../../../grammar/parse.js';
+import { hostsFileText, readHostsFile } from '../../../vmd/net/leases.js';
 import { hostsDirPrepare, hostsDirPrune, hostsEntryName, hostsEntryRead, hostsEntryRemove, hostsEntryWrite } from '../../../vmd/net/hosts-dir.js';
 import { SwitchDhcp } from '../../../vmd/net/switch-dhcp.js';
 import type { LinkState } from '../../../vmd/net/plan.js';
@@ -17,6 +18,19 @@ function tempDir(t: { teardown: (f: () => void) => void }): string {
 }
 
 const mode = (f: string) => statSync(f).mode & 0o777;
+
+t.test('hosts file text: written and read back', async (t) => {
+  const dir = tempDir(t);
+  const text = hostsFileText([{ mac: 'FE:E1:BB:00:00:01', address: '10.0.0.2' }, { mac: 'fe:e1:bb:00:00:02', address: '10.0.0.6', hostname: 'web' }]);
+  t.equal(text, 'fe:e1:bb:00:00:01,10.0.0.2\nfe:e1:bb:00:00:02,10.0.0.6,web\n');
+  t.equal(hostsFileText([]), '');
+  t.throws(() => hostsFileText([{ mac: 'fe:e1', address: '10.0.0.2' }]), { message: /bad MAC/ });
+  t.throws(() => hostsFileText([{ mac: 'fe:e1:bb:00:00:01', address: '10.0.0.2', hostname: 'a,b' }]), { message: /bad hostname/ });
+  const f = join(dir, 'x.hosts');
+  t.same(readHostsFile(f), new Map(), 'missing file');
+  writeFileSync(f, `${text}garbage\nfe:e1:bb:00:00:03,10.0.0\n`);
+  t.same(readHostsFile(f), new Map([['fe:e1:bb:00:00:01', '10.0.0.2'], ['fe:e1:bb:00:00:02', '10.0.0.6']]));
+});
 
 t.test('hostsEntryName: the MAC with dashes, nothing dnsmasq skips, nothing but a MAC', async (t) => {
   t.equal(hostsEntryName('FE:E1:BB:00:00:01'), 'fe-e1-bb-00-00-01');
