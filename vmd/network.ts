@@ -92,7 +92,7 @@ export class Network {
           await vxlanEnsure({ ...sw.vxlan, name, bridge: sw.interface, netns, underlayNetns: null, ...(mtu === undefined ? {} : { mtu }) });
           this.db.ownedAdd({ kind: 'vxlan', name, netns });
         }
-        // Kept across a vmd restart: re-adopted guests keep their fixed leases (vmReadopt rewrites the hosts file).
+        // Kept across a vmd restart: re-adopted guests keep their fixed leases (vmReadopt reads each one's file).
         if (sw.dhcp && sw.address !== null) await this.switchDhcp.start({ ...sw, address: sw.address }, netns, this.links.values(), mtu);
         if (sw.nat || sw.address !== null) await this.forwarding(netns);
         logInfo(`switch "${sw.name}" on ${sw.interface}${netns === null ? '' : ` in ${netns}`}: up`);
@@ -184,7 +184,7 @@ export class Network {
         });
         this.links.set(name, state);
         this.rulesets.countersReset(linkComment(state, ''));
-        if (state.fixed) this.hostsWrite(sw!.name);
+        this.switchDhcp.leaseAdd(state);
         if (local !== null) {
           await this.forwarding(netns);
           if (local6) await this.forwarding6(netns);
@@ -199,10 +199,10 @@ export class Network {
       // Nothing half-made stays: dnsmasq instances stop, taps vanish when their fds close (the caller never gets them).
       for (const fd of fds) closeFd(fd);
       for (const name of made) {
-        await this.links.get(name)?.dhcp?.stop();
-        const sw = this.links.get(name)?.switch;
+        const l = this.links.get(name);
+        await l?.dhcp?.stop();
         this.links.delete(name);
-        if (sw !== null && sw !== undefined) this.hostsWrite(sw);
+        if (l !== undefined) this.switchDhcp.leaseDrop(l, this.links.values());
       }
       await this.sync().catch(() => undefined);
       throw err;
@@ -217,7 +217,7 @@ export class Network {
       await l.dhcp?.stop();
       this.links.delete(name);
       this.rulesets.countersReset(linkComment(l, ''));
-      if (l.fixed) this.hostsWrite(l.switch!);
+      this.switchDhcp.leaseDrop(l, this.links.values());
       changed = true;
     }
     if (changed) {
@@ -234,7 +234,7 @@ export class Network {
       if (nic.switch !== null && sw === undefined) continue;
       const state = this.linkStateOf(vmId, vm, nic, sw, true);
       this.links.set(state.name, state);
-      if (state.fixed) this.hostsWrite(sw!.name);
+      this.switchDhcp.leaseAdd(state);
       if (state.local !== null) {
         await DnsmasqInstance.killStale(join(this.stateDir, 'net', `${state.name}.pid`));
         state.dhcp = await this.localDhcpStart(state).catch((err: unknown) => {
@@ -359,8 +359,9 @@ export class Network {
     return this.switchDhcp.fixedLease(sw, vmId, index, mac, readopt, this.links.values());
   }
 
-  private hostsWrite(switchName: string): void {
-    this.switchDhcp.hostsWrite(switchName, this.links.values());
+  /** After every running guest is re-adopted: the fixed leases of guests that died while vmd was down go. */
+  leasesPrune(): void {
+    if (this.root) this.switchDhcp.leasesPrune(this.links.values());
   }
 
   /** `vmctl links`: every managed link with its switch, address and counters. */

@@ -21,7 +21,7 @@ if (isRoot && process.env[INNER] === undefined) {
 }
 
 const { default: t } = await import('tap');
-const { existsSync, mkdirSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
+const { existsSync, mkdirSync, mkdtempSync, chmodSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } = await import('node:fs');
 const { tmpdir } = await import('node:os');
 const { join } = await import('node:path');
 const { execa } = await import('execa');
@@ -54,7 +54,7 @@ function stateOf(t: { teardown: (f: () => void) => void }): { dir: string; db: I
 
 function stateDir(t: { teardown: (f: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-network-'));
-  // dnsmasq (as nobody) re-reads its hosts file below this directory.
+  // dnsmasq (as nobody) reads the fixed leases' directory below this one.
   chmodSync(dir, 0o755);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
@@ -135,8 +135,15 @@ t.test('as root, in a namespace of its own: switches, links, forwards, fixed lea
   t.ok((await linkNames()).includes('vmdtnw0') && (await linkNames()).includes('vmdtnw1'), 'bridges made');
   t.notOk((await linkNames()).includes('vmdtnw2'), 'a disabled switch is not');
   t.same(db.ownedList().filter((o) => o.kind === 'bridge').map((o) => o.name).sort(), ['vmdtnw0', 'vmdtnw1'], 'recorded as owned in the StateDb');
-  const hostsFile = join(dir, 'net', 'switch-lan.hosts');
-  t.ok(existsSync(hostsFile), 'the dhcp switch has a hosts file for fixed leases');
+  const hostsDir = join(dir, 'net', 'switch-lan.hosts.d');
+  t.equal(statSync(hostsDir).mode & 0o777, 0o755, 'the dhcp switch has a directory for fixed leases that dnsmasq (as nobody) reads');
+  t.same(readdirSync(hostsDir), [], 'empty while no guest runs');
+  // Every fixed lease as `mac,address` lines, in address order; each file named after its MAC and world-readable.
+  const hosts = () => readdirSync(hostsDir).map((f) => {
+    const text = readFileSync(join(hostsDir, f), 'utf8');
+    if (f !== text.split(',')[0]!.replaceAll(':', '-') || (statSync(join(hostsDir, f)).mode & 0o777) !== 0o644) return `bad file ${f}: ${text}`;
+    return text;
+  }).sort((a, b) => a.split(',')[1]!.localeCompare(b.split(',')[1]!, 'en', { numeric: true })).join('');
   t.ok(existsSync(join(dir, 'net', 'switch-lan.pid')), 'and its dnsmasq runs');
 
   const web = await net.vmUp(1, vmOf('web'));
@@ -144,7 +151,7 @@ t.test('as root, in a namespace of its own: switches, links, forwards, fixed lea
   t.equal(web.nics.length, 2);
   t.match(web.nics, [{ kind: 'tap', mac: /^fe:e1:bb:/ }, { kind: 'tap' }]);
   const mac0 = web.nics[0]!.mac;
-  t.equal(readFileSync(hostsFile, 'utf8'), `${mac0},10.81.0.2\n`, 'vm 1 if0: the first fixed lease');
+  t.equal(hosts(), `${mac0},10.81.0.2\n`, 'vm 1 if0: the first fixed lease');
   const plan = net.planFor(null);
   t.match(plan.switches, [{ name: 'lan', bridge: 'vmdtnw0', subnet: '10.81.0.0/24', nat: true, group: 'lan' }, { name: 'plain', bridge: 'vmdtnw1', subnet: null, nat: false }]);
   t.same(plan.links.map((l) => [l.name, l.bridge, l.local, l.lockIp, [...l.groups].sort()]), [
@@ -178,29 +185,34 @@ t.test('as root, in a namespace of its own: switches, links, forwards, fixed lea
   });
   t.same(await linkNames(), before, 'no link left by the refused starts');
   t.same(net.planFor(null).links.map((l) => l.vmId), [1, 1], 'no state either');
-  t.equal(readFileSync(hostsFile, 'utf8'), `${mac0},10.81.0.2\n`);
+  t.equal(hosts(), `${mac0},10.81.0.2\n`);
 
   // Two NICs of one VM on one switch, and a fixed lease that another guest holds: the next slot.
   const two = await net.vmUp(2, vmOf('two'));
   t.teardown(() => { for (const fd of two.fds) try { closeFd(fd); } catch { /* closed */ } });
-  t.same(readFileSync(hostsFile, 'utf8').trim().split('\n').map((l) => l.split(',')[1]), ['10.81.0.2', '10.81.0.6', '10.81.0.7'], 'vm 2: slots 4 and 5');
+  t.same(hosts().trim().split('\n').map((l) => l.split(',')[1]), ['10.81.0.2', '10.81.0.6', '10.81.0.7'], 'vm 2: slots 4 and 5');
   for (const fd of two.fds) closeFd(fd);
   await net.vmDown(2);
-  t.equal(readFileSync(hostsFile, 'utf8'), `${mac0},10.81.0.2\n`, 'vmDown drops its fixed leases');
+  t.equal(hosts(), `${mac0},10.81.0.2\n`, 'vmDown drops its fixed leases');
+  t.same(readdirSync(hostsDir), [mac0.replaceAll(':', '-')], 'their files are gone');
 
   // vmd restarts while the guest runs: a new Network re-learns it, with the fixed lease it was given before (here
   // .9, as if .2 had been taken then), and restarts the DHCP servers the old one left.
-  writeFileSync(hostsFile, `${mac0},10.81.0.9\n`);
+  writeFileSync(join(hostsDir, mac0.replaceAll(':', '-')), `${mac0},10.81.0.9\n`);
+  // And one of a guest that died while vmd was down: pruned once the running ones are re-adopted.
+  writeFileSync(join(hostsDir, 'fe-e1-bb-77-77-77'), 'fe:e1:bb:77:77:77,10.81.0.30\n');
   const net2 = new Network(c, db, dir, true);
   t.teardown(() => net2.shutdown());
   await net2.cleanupStale();
   await net2.switchesUp();
+  t.equal(hosts(), `${mac0},10.81.0.9\nfe:e1:bb:77:77:77,10.81.0.30\n`, 'the files outlive vmd');
   await net2.vmReadopt(1, vmOf('web'));
+  net2.leasesPrune();
   await net2.sync();
   const again = net2.planFor(null);
   t.same(again.links.map((l) => l.name), ['vmd1i0', 'vmd1i1']);
   t.match(again.forwards, [{ hostPort: 8080, guest: '10.81.0.9', via: 'vmdtnw0' }, { hostPort: 5353, guest: '100.64.1.5' }], 'the recorded lease wins');
-  t.equal(readFileSync(hostsFile, 'utf8'), `${mac0},10.81.0.9\n`);
+  t.equal(hosts(), `${mac0},10.81.0.9\n`, 'the dead guest\'s lease is pruned');
   const logTail = () => { try { return readFileSync(join(dir, 'net', 'vmd1i1.log'), 'utf8').split('\n').slice(-6).join('\n'); } catch { return '(no log)'; } };
   t.ok(existsSync(join(dir, 'net', 'vmd1i1.pid')), 'the local link has its dnsmasq again', { log: existsSync(join(dir, 'net', 'vmd1i1.pid')) ? '' : logTail() });
   t.match((await execa('nft', ['list', 'table', 'inet', 'vmd'])).stdout, /dnat ip to 10\.81\.0\.9:80/);
@@ -212,7 +224,7 @@ t.test('as root, in a namespace of its own: switches, links, forwards, fixed lea
   t.same(net2.planFor(null).forwards, []);
   t.notOk((await linkNames()).some((n) => /^vmd1i/.test(n)), 'taps gone');
   t.notOk(existsSync(join(dir, 'net', 'vmd1i1.pid')), 'local dnsmasq stopped');
-  t.equal(readFileSync(hostsFile, 'utf8'), '');
+  t.equal(hosts(), '');
   t.notMatch((await execa('nft', ['list', 'table', 'inet', 'vmd'])).stdout, /dnat/, 'forwards gone from nftables');
 
   // reset: no guests left, so switches, owned bridges and vmd's tables go; the StateDb forgets them.

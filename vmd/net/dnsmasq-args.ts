@@ -44,10 +44,11 @@ export interface DnsmasqSwitchSpec extends DnsmasqCommon {
   readonly range?: { readonly start: string; readonly end: string };
   readonly hosts?: readonly DhcpReservation[];
   /**
-   * `--dhcp-hostsfile`: reservations that change while dnsmasq runs (vmd's fixed leases for guests on the switch),
-   * re-read on SIGHUP (DnsmasqInstance.reload). Lines as hostsFileText writes them; dnsmasq reads it as nobody.
+   * `--dhcp-hostsdir`: reservations that change while dnsmasq runs (vmd's fixed leases for guests on the switch),
+   * one file each as hostsEntryWrite makes them. New files are read by inotify; records of changed or removed ones
+   * stay until SIGHUP (DnsmasqInstance.reload). dnsmasq reads them as nobody.
    */
-  readonly hostsFile?: string;
+  readonly hostsDir?: string;
   /** dnsmasq lease time (`1h`, `12h`, `infinite`, seconds); default 1h. */
   readonly leaseTime?: string;
 }
@@ -178,14 +179,14 @@ function pushDnsArgs(args: string[], dns: DnsmasqDns): void {
   }
 }
 
-/** A switch: dynamic ranges around the host address, plus reservations from the spec and the hosts file. */
+/** A switch: dynamic ranges around the host address, plus reservations from the spec and the hosts directory. */
 function pushSwitchArgs(args: string[], spec: DnsmasqSwitchSpec, addr: number, len: number, netmask: string): void {
   const lease = spec.leaseTime ?? '1h';
   for (const [s, e] of switchRanges(spec, addr, len)) args.push(`--dhcp-range=${formatIPv4(s)},${formatIPv4(e)},${netmask},${lease}`);
   const mask = maskOf(len);
-  if (spec.hostsFile !== undefined) {
-    if (!spec.hostsFile.startsWith('/')) throw invalid(spec, `file ${spec.hostsFile} is not an absolute path`);
-    args.push(`--dhcp-hostsfile=${spec.hostsFile}`);
+  if (spec.hostsDir !== undefined) {
+    if (!spec.hostsDir.startsWith('/')) throw invalid(spec, `directory ${spec.hostsDir} is not an absolute path`);
+    args.push(`--dhcp-hostsdir=${spec.hostsDir}`);
   }
   for (const h of spec.hosts ?? []) {
     if (!MAC_RE.test(h.mac)) throw invalid(spec, `bad MAC ${h.mac}`);

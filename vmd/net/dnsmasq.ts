@@ -148,7 +148,7 @@ export class DnsmasqInstance {
     }
   }
 
-  /** SIGHUP: dnsmasq re-reads its hosts file (fixed leases); a stopped instance is left alone. */
+  /** SIGHUP: dnsmasq forgets its fixed leases and re-reads their directory; a stopped instance is left alone. */
   reload(): void {
     if (this.running) this.child.kill('SIGHUP');
   }

@@ -1,5 +1,5 @@
-// DHCP leases on vmd's switches: the fixed lease each guest NIC gets, the hosts file that hands them out,
-// and dnsmasq's lease file read back for `vmctl links`.
+// DHCP leases on vmd's switches: the fixed lease each guest NIC gets, the dhcp hosts file text that hands them
+// out, and dnsmasq's lease file read back for `vmctl links`.
 
 import { readFileSync } from 'node:fs';
 import { VmdError } from '../../share/errors.js';
@@ -65,7 +65,7 @@ export function fixedLeaseFor(address: string, vmId: number, index: number, take
   });
 }
 
-/** The `--dhcp-hostsfile` text for fixed leases: one `mac,address` line each, checked like dnsmasqArgs' hosts. */
+/** dhcp hosts file text for fixed leases (a hosts directory's file holds one): one `mac,address` line each, checked like dnsmasqArgs' hosts. */
 export function hostsFileText(hosts: readonly DhcpReservation[]): string {
   return hosts.map((h) => {
     if (!MAC_RE.test(h.mac)) throw new VmdError('ERR_INVALID', `dhcp hosts: bad MAC ${h.mac}`);

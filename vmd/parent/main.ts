@@ -159,6 +159,7 @@ export async function parentMain(options: ParentOptions): Promise<number> {
   roles.startVmm();
   await roles.vmmReady;
   await guestsReconcile(p);
+  p.network.leasesPrune();
   passtSweep(p);
   db.trimEvents();
   await p.network.sync();

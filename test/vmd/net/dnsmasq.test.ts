@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { DnsmasqInstance } from '../../../vmd/net/dnsmasq.js';
 import { dnsmasqArgs, type DnsmasqLocalSpec, type DnsmasqSwitchSpec } from '../../../vmd/net/dnsmasq-args.js';
-import { fixedLeaseFor, hostsFileText, readHostsFile, readLeases } from '../../../vmd/net/leases.js';
+import { fixedLeaseFor, readLeases } from '../../../vmd/net/leases.js';
+import { STALE_MAX, SwitchDhcp } from '../../../vmd/net/switch-dhcp.js';
+import { parseConfigText } from '../../../grammar/parse.js';
 import { localAddr4, stableMac } from '../../../vmd/net/addr.js';
 import { DEFAULT_LOCAL_PREFIX } from '../../../share/config.js';
 import { LEASE_RE, guestBuildScript, guestCmdline, guestDir, guestFiles } from '../../../share/guest/guest.js';
@@ -58,6 +60,8 @@ t.test('dnsmasqArgs: a switch with dhcp on a /24', async (t) => {
   t.throws(() => dnsmasqArgs({ ...spec, mtu: 100 }), { message: /mtu 100/ });
   t.throws(() => dnsmasqArgs({ ...spec, interface: 'br0 --x' }), { message: /bad interface name/ });
   t.throws(() => dnsmasqArgs({ ...spec, leaseFile: 'rel.leases' }), { message: /not an absolute path/ });
+  t.ok(dnsmasqArgs({ ...spec, hostsDir: '/var/lib/vmd/net/switch-uplink.hosts.d' }).includes('--dhcp-hostsdir=/var/lib/vmd/net/switch-uplink.hosts.d'), 'fixed leases as files');
+  t.throws(() => dnsmasqArgs({ ...spec, hostsDir: 'x.hosts.d' }), { message: 'dhcp switch-uplink: directory x.hosts.d is not an absolute path' });
 });
 
 t.test('dnsmasqArgs: a local interface /31', async (t) => {
@@ -120,21 +124,6 @@ t.test('fixedLeaseFor: outside the dynamic range, from the VM id and NIC index, 
   t.notOk([...seen].some((a) => { const o = Number(a.split('.')[3]); return o === 1 || (o >= 100 && o <= 199); }), 'never the host or the dynamic range');
 });
 
-t.test('hosts file: written and read back', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vmd-hosts-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const text = hostsFileText([{ mac: 'FE:E1:BB:00:00:01', address: '10.0.0.2' }, { mac: 'fe:e1:bb:00:00:02', address: '10.0.0.6', hostname: 'web' }]);
-  t.equal(text, 'fe:e1:bb:00:00:01,10.0.0.2\nfe:e1:bb:00:00:02,10.0.0.6,web\n');
-  t.equal(hostsFileText([]), '');
-  t.throws(() => hostsFileText([{ mac: 'fe:e1', address: '10.0.0.2' }]), { message: /bad MAC/ });
-  t.throws(() => hostsFileText([{ mac: 'fe:e1:bb:00:00:01', address: '10.0.0.2', hostname: 'a,b' }]), { message: /bad hostname/ });
-  const f = join(dir, 'x.hosts');
-  t.same(readHostsFile(f), new Map(), 'missing file');
-  writeFileSync(f, `${text}garbage\nfe:e1:bb:00:00:03,10.0.0\n`);
-  t.same(readHostsFile(f), new Map([['fe:e1:bb:00:00:01', '10.0.0.2'], ['fe:e1:bb:00:00:02', '10.0.0.6']]));
-  t.ok(dnsmasqArgs({ kind: 'switch', name: 's', interface: 'br0', address: '10.0.0.1/24', hostsFile: f, ...files(dir, 's') }).includes(`--dhcp-hostsfile=${f}`));
-});
-
 t.test('readLeases: the format of HOST-FACTS §3, missing and partial files', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-leases-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -169,6 +158,8 @@ t.test('the programs share/setup installs are on this host', { skip: !isRoot && 
   }
 });
 const tag = `${process.pid % 100000}`;
+// The switch SwitchDhcp serves in the switch test: its files are that test's `switch-test.*`.
+const testSwitch = parseConfigText('switch "test" {\n interface br0\n address 10.99.0.1/24\n dhcp\n}\n', 'vm.conf').config!.switches[0]!;
 
 async function ns(t: Test, name: string): Promise<string> {
   await execa('ip', ['netns', 'add', name]);
@@ -198,7 +189,7 @@ function processesUsing(dir: string): string[] {
 
 t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { skip: !canRun && 'needs root' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-dnsmasq-sw-'));
-  // dnsmasq re-reads a hosts file as nobody: the directory must be searchable, as vmd's state directory is.
+  // dnsmasq reads the fixed leases' files as nobody: the directory must be searchable, as vmd's state directory is.
   chmodSync(dir, 0o755);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sw = await ns(t, `vmdt-dsw-${tag}`);
@@ -238,21 +229,77 @@ t.test('a switch: dnsmasq on a bridge in a netns, busybox udhcpc in another', { 
     t.match(readLeases(spec.leaseFile), [{ mac: '52:54:00:99:00:21', address: m[1], expiry: Number }], 'the lease is on file');
   }
 
-  await t.test('fixed leases: a hosts file written while dnsmasq runs counts after reload()', async (t) => {
-    const hostsFile = join(dir, 'fixed.hosts');
-    writeFileSync(hostsFile, '', { mode: 0o644 });
+  await t.test('fixed leases as vmd keeps them: files read as they appear, a re-read only where a record must go', async (t) => {
     await inst.stop();
-    const fixed = await DnsmasqInstance.start({ ...spec, hostsFile }, { netns: sw, cleanup: true });
-    t.teardown(() => fixed.stop());
-    writeFileSync(hostsFile, hostsFileText([{ mac: '52:54:00:99:00:21', address: fixedLeaseFor(spec.address, 3, 1) }]));
+    const dhcp = new SwitchDhcp(dir);
+    t.teardown(() => dhcp.prune(() => false));
+    await dhcp.start({ ...testSwitch, address: spec.address }, sw, []);
+    const fixed = dhcp.instances.get('test')!;
+    t.equal(fixed.spec.logFile, spec.logFile, 'the same files as the instance before: its lease is still on file');
     t.teardown(() => { if (!t.passing()) t.comment(readFileSync(spec.logFile, 'utf8')); });
-    fixed.reload();
+    const udhcpc = async (mac: string) => {
+      await ip(cl, 'link', 'set', 'eth0', 'address', mac);
+      const r = await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
+        reject: false, timeout: 20_000,
+      });
+      return /BOUND ip=(\S+) /.exec(r.stdout)?.[1] ?? `nothing: ${r.stdout} ${r.stderr}`;
+    };
+    // dnsmasq logs each hosts file it reads, and "cleared cache" on each SIGHUP: the test waits for the one (bounded)
+    // rather than for a guessed time, and counts the other.
+    const entry = (mac: string) => join(dir, 'switch-test.hosts.d', mac.replaceAll(':', '-'));
+    const logged = (line: string) => readFileSync(spec.logFile, 'utf8').split('\n').filter((l) => l.endsWith(line)).length;
+    const waitLogged = async (line: string, before: number) => {
+      for (let i = 0; i < 100 && logged(line) === before; i++) await new Promise((r) => setTimeout(r, 50));
+      return logged(line) > before;
+    };
+    const link = {
+      vmId: 3, vm: 'c', index: 1, name: 'vmd3i1', netns: sw, mac: '52:54:00:99:00:21', switch: 'test', bridge: 'br0', local: null, lockMac: false,
+      forwards: [], groups: [], rules: [], dhcp: null, fixed: fixedLeaseFor(spec.address, 3, 1),
+    };
+    const hups = logged('cleared cache');
+    dhcp.leaseAdd(link);
+    t.ok(await waitLogged(`read ${entry(link.mac)}`, 0), 'a new file is read by inotify');
+    t.equal(dhcp.instances.get('test'), fixed, 'by the same dnsmasq');
+    t.equal(await udhcpc(link.mac), '10.99.0.11', 'the reservation wins over the earlier dynamic lease');
+    t.equal(logged('cleared cache'), hups, 'without a SIGHUP');
+
+    const moved = { ...link, fixed: '10.99.0.12' };
+    dhcp.leaseAdd(moved);
+    t.ok(await waitLogged('cleared cache', hups), 'a changed address: dnsmasq is told to forget the old record (SIGHUP)');
+    t.equal(await udhcpc(link.mac), '10.99.0.12', 'the new address is handed out');
+
+    dhcp.leaseDrop(moved, []);
+    t.notOk(existsSync(entry(link.mac)), 'a dropped lease\'s file goes');
+    t.equal(await udhcpc(link.mac), '10.99.0.12', 'dnsmasq keeps the record (the guest is gone: harmless)');
+    t.equal(logged('cleared cache'), hups + 1, 'so a guest\'s stop costs it no re-read of every file');
+    // dnsmasq refuses a record for an address another one has ("duplicate dhcp-host IP address"), and never hands
+    // out an address leased to another MAC: the address moved here is one whose guest took no lease.
+    const unused = { ...link, mac: '52:54:00:99:00:23', fixed: '10.99.0.13' };
+    dhcp.leaseAdd(unused);
+    dhcp.leaseDrop(unused, []);
+    t.equal(logged('cleared cache'), hups + 1, 'no SIGHUP for that stop either');
+    dhcp.leaseAdd({ ...link, mac: '52:54:00:99:00:22', fixed: '10.99.0.13' });
+    t.ok(await waitLogged('cleared cache', hups + 1), 'until its address is given to another MAC: SIGHUP');
+    t.equal(await udhcpc('52:54:00:99:00:22'), '10.99.0.13', 'which gets it');
+    const got = await udhcpc(link.mac);
+    t.ok(/^10\.99\.0\.1\d\d$/.test(got), `and the dropped MACs no fixed lease any more, an address of the dynamic range: ${got}`);
+
+    // Records of removed files pile up in dnsmasq only to STALE_MAX: then one re-read drops them all.
+    const before = logged('cleared cache');
+    for (let i = 1; i <= STALE_MAX; i++) {
+      const other = { ...link, mac: `52:54:00:98:${[i >> 8, i & 255].map((b) => b.toString(16).padStart(2, '0')).join(':')}`, fixed: `10.99.1.${i % 256}` };
+      dhcp.leaseAdd(other);
+      if (i === STALE_MAX) {
+        // Once dnsmasq has read this file, it has had every signal sent before it.
+        await waitLogged(`read ${entry(other.mac)}`, 0);
+        t.equal(logged('cleared cache'), before, `${STALE_MAX - 1} stops: no SIGHUP`);
+      }
+      dhcp.leaseDrop(other, []);
+    }
+    t.ok(await waitLogged('cleared cache', before), `the ${STALE_MAX}th: one`);
     await new Promise((r) => setTimeout(r, 300));
-    const again = await execa('ip', ['netns', 'exec', cl, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], {
-      reject: false, timeout: 20_000,
-    });
-    t.match(again.stdout, /BOUND ip=10\.99\.0\.11 /, `the reservation wins over the earlier dynamic lease: ${again.stdout}`);
-    await fixed.stop();
+    t.equal(logged('cleared cache'), before + 1, 'and only one');
+    await dhcp.prune(() => false);
   });
   const restarted = await DnsmasqInstance.start(spec, { netns: sw, cleanup: true });
   t.teardown(() => restarted.stop());
