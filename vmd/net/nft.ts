@@ -130,11 +130,12 @@ function lockDrop(l: CheckedLink, what: 'mac-spoof' | 'ip-spoof' | 'guard', seed
 
 /** Drops of the services a guest may not offer: DHCP and DHCPv6 replies; router advertisements and redirects. */
 function guardRules(l: CheckedLink, seed: CounterSeed | undefined): string[] {
-  const c = lockDrop(l, 'guard', seed);
-  return [
-    ...(l.guard?.dhcp ? [`udp sport 67 ${c}`, `udp sport 547 ${c}`] : []),
-    ...(l.guard?.router ? [`icmpv6 type nd-router-advert ${c}`, `icmpv6 type nd-redirect ${c}`, `icmp type redirect ${c}`] : []),
+  // lockDrop for each rule: a seed goes to the first only (one string for all counted it once per rule).
+  const matches = [
+    ...(l.guard?.dhcp ? ['udp sport 67', 'udp sport 547'] : []),
+    ...(l.guard?.router ? ['icmpv6 type nd-router-advert', 'icmpv6 type nd-redirect', 'icmp type redirect'] : []),
   ];
+  return matches.map((m) => `${m} ${lockDrop(l, 'guard', seed)}`);
 }
 
 /** The lock chain of a routed (local) link in table inet: its MAC and addresses, and the services it may not offer. */

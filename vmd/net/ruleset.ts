@@ -261,5 +261,5 @@ function seedsAdded(current: CounterSeed, carry: CounterSeed): CounterSeed {
 
 /** Whether a plan's tables hold counters worth carrying over a replace. */
 function hasCounters(plan: NetPlan): boolean {
-  return plan.links.some((l) => l.lockMac || l.lockIp !== null || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0;
+  return plan.links.some((l) => l.lockMac || l.lockIp !== null || !!l.guard || !!l.lockLinkLocal || (l.rules?.length ?? 0) > 0) || plan.forwards.length > 0;
 }

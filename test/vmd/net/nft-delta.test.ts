@@ -218,4 +218,22 @@ t.test('in network namespaces', { skip: !isRoot && 'needs root' }, async (t) => 
     t.same(c.get("vm 'vm1' if0 rule 2"), { packets: 12, bytes: 720 });
     t.same(c.get("vm 'vm1' forward tcp/8001"), { packets: 8, bytes: 480 });
   });
+
+  await t.test('a guard-only link\'s drops survive a replace', async (t) => {
+    // A guest on a dhcp switch with `allow router` and no locked address: its lock chain holds only guard drops.
+    const link: NetLink = {
+      name: 'vg1i0', vmId: 91, vm: 'vg', index: 0, bridge: 'vmdbr0', mac: 'fe:e1:bb:00:09:01', lockMac: false, lockIp: null,
+      local: null, groups: [], rules: [], guard: { dhcp: true, router: false },
+    };
+    const plan: NetPlan = { switches: [{ name: 'lan', bridge: 'vmdbr0', subnet: null, nat: false, group: null }], links: [link], forwards: [], masquerade: [] };
+    const rulesets = new Rulesets();
+    await rulesets.apply([inc], () => plan, [], new Set([inc]));
+    const chain = nftModel(plan).get('bridge')?.find((i) => i.kind === 'chain' && i.name === 'link_vg1i0');
+    if (chain?.kind !== 'chain') throw new Error('plan without the link\'s lock chain');
+    const counted = chain.rules.map((r, n) => `add rule bridge vmd link_vg1i0 ${n === 0 ? r.replace(/counter/, 'counter packets 3 bytes 300') : r}`);
+    await nftApply(`flush chain bridge vmd link_vg1i0\n${counted.join('\n')}\n`, inc);
+    rulesets.forget(inc);
+    await rulesets.apply([inc], () => plan, [], new Set([inc]));
+    t.same((await nftCounters(inc)).get("vm 'vg' if0 guard"), { packets: 3, bytes: 300 }, 'the replace read and carried them');
+  });
 });
