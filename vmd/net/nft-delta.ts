@@ -28,7 +28,6 @@ const ANON_COUNTER = /\bcounter(?! name)\b/;
 /** Whether two versions of one declaration can be turned into each other by element or rule changes alone. */
 function compatible(a: NftItem, b: NftItem): boolean {
   if (a.kind === 'include' || b.kind === 'include' || a.kind !== b.kind) return false;
-  if (a.kind === 'counter' && b.kind === 'counter') return a.comment === b.comment;
   if (a.kind === 'chain' && b.kind === 'chain') return a.hook === b.hook;
   const s = a as SetItem;
   const t = b as SetItem;
@@ -183,7 +182,7 @@ function tableDelta(family: NftFamily, old: readonly NftItem[], next: readonly N
   const t = `${family} vmd`;
   const out: string[] = [];
   // New objects first (declarations, chains with their rules), so the elements and rules below can name them.
-  const order = (i: Decl): number => ({ counter: 0, set: 1, map: 1, chain: 2 })[i.kind];
+  const order = (i: Decl): number => ({ set: 0, map: 0, chain: 1 })[i.kind];
   if (added.length > 0) out.push(...tableLines(family, [...added].sort((a, b) => order(a) - order(b)), false));
   for (const [o, i] of kept) {
     if (o.kind !== 'chain' || i.kind !== 'chain' || sameRules(o, i)) continue;
@@ -204,11 +203,10 @@ function tableDelta(family: NftFamily, old: readonly NftItem[], next: readonly N
   };
   for (const i of added) fresh(i, []);
   for (const [o, i] of kept) fresh(i, o.kind === 'set' || o.kind === 'map' ? o.elements : []);
-  // Deletions: chains emptied first (their rules name sets, maps and counters), then maps (whose verdicts name chains).
+  // Deletions: chains emptied first (their rules name sets and maps), then maps (whose verdicts name chains).
   for (const o of removed) if (o.kind === 'chain') out.push(`flush chain ${t} ${o.name}`);
   for (const o of removed) if (o.kind === 'set' || o.kind === 'map') out.push(`delete ${o.kind === 'map' ? 'map' : 'set'} ${t} ${o.name}`);
   for (const o of removed) if (o.kind === 'chain') out.push(`delete chain ${t} ${o.name}`);
-  for (const o of removed) if (o.kind === 'counter') out.push(`delete counter ${t} ${o.name}`);
   return out;
 }
 

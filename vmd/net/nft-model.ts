@@ -1,10 +1,9 @@
-// vmd's tables as declarations (sets, maps, counters, chains, in the order nft.ts writes them), from which both
+// vmd's tables as declarations (sets, maps, chains, in the order nft.ts writes them), from which both
 // the full replace script and the incremental changes between two plans (nft-delta.ts) are rendered.
 
 /** One declaration inside a `table FAMILY vmd { … }`; rules and elements kept apart so two versions can be compared. */
 export type NftItem =
   | { readonly kind: 'set' | 'map'; readonly name: string; readonly type: string; readonly flags: string | null; readonly elements: readonly string[] }
-  | { readonly kind: 'counter'; readonly name: string; readonly comment: string; readonly seed: { packets: number; bytes: number } | null }
   | { readonly kind: 'chain'; readonly name: string; readonly hook: string | null; readonly rules: readonly string[] }
   | { readonly kind: 'include'; readonly name: string };
 
@@ -31,8 +30,6 @@ export function itemLines(item: NftItem, withElements = true): string[] {
         ...(withElements && item.elements.length > 0 ? [`\t${elementsLine(item.elements)}`] : []),
         '}',
       ];
-    case 'counter':
-      return [`counter ${item.name} {`, ...(item.seed === null ? [] : [`\tpackets ${item.seed.packets} bytes ${item.seed.bytes}`]), `\tcomment ${q(item.comment)}`, '}'];
     case 'chain':
       return [`chain ${item.name} {`, ...(item.hook === null ? [] : [`\t${item.hook}`]), ...item.rules.map((r) => `\t${r}`), '}'];
     case 'include':

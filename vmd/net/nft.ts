@@ -242,7 +242,6 @@ function bridgeTable(p: CheckedPlan, seed: CounterSeed | undefined): NftItem[] {
   return br.items;
 }
 
-
 /**
  * vmd's tables for a plan as declarations: `inet` whenever the plan holds anything, `arp` and `bridge` only when
  * they have something to declare. Counters found in `seed` (by comment) start from those values; the map is consumed.

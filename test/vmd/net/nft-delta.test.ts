@@ -13,6 +13,7 @@ import { nftApply, nftCounters } from '../../../vmd/net/nft-apply.js';
 import type { NetLink, NetPlan } from '../../../vmd/net/nft-plan.js';
 import { Rulesets } from '../../../vmd/net/ruleset.js';
 import { addNetns, ip } from '../../lib/netns.js';
+import { rng } from '../../lib/mutate.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -57,17 +58,6 @@ function planOf(active: ReadonlyMap<number, readonly FilterRule[]>, nat: boolean
     forwards: parts.flatMap((p) => p.forwards),
     masquerade: [...parts.flatMap((p) => p.masq), ...(nat ? ['10.77.0.0/24'] : [])],
     masquerade6: parts.flatMap((p) => p.masq6),
-  };
-}
-
-/** A seeded generator (mulberry32), so a failing sequence can be replayed. */
-function random(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
   };
 }
 
@@ -130,7 +120,7 @@ t.test('in network namespaces', { skip: !isRoot && 'needs root' }, async (t) => 
 
   await t.test('after any sequence of additions, removals and reloads, the tables equal a full rebuild', async (t) => {
     const seed = 16;
-    const rnd = random(seed);
+    const rnd = rng(seed);
     const rulesets = new Rulesets();
     const active = new Map<number, readonly FilterRule[]>();
     let nat = true;

@@ -8,6 +8,7 @@ import { nftModel } from '../../../vmd/net/nft.js';
 import { pairByKey, pairByWalk, type Pairing } from '../../../vmd/net/nft-delta.js';
 import type { NftItem, NftModel } from '../../../vmd/net/nft-model.js';
 import type { NetLink, NetPlan } from '../../../vmd/net/nft-plan.js';
+import { rng } from '../../lib/mutate.js';
 
 function rulesOf(text: string): readonly FilterRule[] {
   const r = parseConfigText(`vm "x" {\n\tinterface {\n${text}\n\t}\n}\n`, 'vm.conf');
@@ -40,17 +41,6 @@ function planOf(active: ReadonlyMap<number, number>, nat: boolean): NetPlan {
   };
 }
 
-/** A seeded generator (mulberry32), so a failing sequence can be replayed. */
-function random(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const keys = (p: Pairing): unknown => ({
   added: p.added.map((i) => `${i.kind} ${i.name}`),
   kept: p.kept.map(([o, i]) => [`${o.kind} ${o.name}`, `${i.kind} ${i.name}`]),
@@ -59,7 +49,7 @@ const keys = (p: Pairing): unknown => ({
 
 t.test('the walk agrees with the pairing by key, and answers for single starts and stops', async (t) => {
   for (const seed of [1, 2, 3]) {
-    const rnd = random(seed);
+    const rnd = rng(seed);
     const active = new Map<number, number>();
     for (let n = 1; n <= 300; n++) if (rnd() < 0.6) active.set(n, Math.floor(rnd() * 3));
     let nat = true;
